@@ -1,0 +1,50 @@
+"""What EstClient needs from a wire: one EST call, and the channel's tls-unique.
+
+EstClient holds the EST logic (formats, pending retries, PoP, provisioning);
+a transport (https_transport, coaps_transport) only moves one request and
+translates the wire's answer into a Reply.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Protocol
+
+from ..codec.operations import ContentFormat, OperationSpec
+
+
+class ReplyKind(enum.Enum):
+    OK = "ok"
+    PENDING = "pending"  # HTTP 202 + Retry-After, CoAP 5.03 + Max-Age
+    ERROR = "error"
+
+
+@dataclass(frozen=True)
+class Reply:
+    kind: ReplyKind
+    # OK: the body as binary DER/CBOR (the HTTPS transport already undid base64 and,
+    # for multipart/mixed, re-expressed the parts as the CoAP multipart-core CBOR array).
+    body: bytes = b""
+    content_format: ContentFormat | None = None
+    retry_after: int = 0  # PENDING: seconds to wait
+    status: str = ""  # ERROR: "404" or "4.04"
+    diagnostic: str = ""  # ERROR: the server's short reason
+
+
+class ClientTransport(Protocol):
+    async def call(
+        self,
+        spec: OperationSpec,
+        label: str | None,
+        body: bytes | None,
+        accept: ContentFormat | None = None,
+    ) -> Reply:
+        """Send one EST request (body is DER, e.g. a CSR) and return the server's answer."""
+        ...
+
+    async def tls_unique(self) -> bytes | None:
+        """The tls-unique of the channel the next call() will use, connecting if needed."""
+        ...
+
+    async def close(self) -> None: ...

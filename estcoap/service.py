@@ -1,0 +1,164 @@
+"""The EstService seam: typed requests, typed results, typed errors.
+
+Fronts (CoAP, HTTPS) translate wire <-> these types; services (LocalCA,
+Upstream) implement EstService. Errors carry a meaning; each front maps
+meanings to its own codes in one place.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Protocol, runtime_checkable
+
+from cryptography import x509
+
+from .codec import pkcs7
+from .codec.pkcs10 import Csr
+
+
+class Transport(enum.Enum):
+    HTTPS = "https"
+    COAPS = "coaps"
+
+
+@dataclass(frozen=True)
+class Peer:
+    """Who sent a request, as the front authenticated it.
+
+    certificates: the client's verified chain, leaf first (empty when none).
+    tls_unique: the channel binding of this (D)TLS connection (RFC 5929), or None
+        when the channel has none (TLS 1.3); it backs proof-of-possession.
+    http_user: the user name that passed HTTP Basic/Digest authentication.
+    """
+
+    transport: Transport
+    certificates: tuple[x509.Certificate, ...] = ()
+    tls_unique: bytes | None = None
+    http_user: str | None = None
+    address: str | None = None
+    # Why the channel offers no tls-unique, for diagnostics (e.g. "TLS 1.3").
+    tls_unique_unavailable: str | None = None
+
+    @property
+    def certificate(self) -> x509.Certificate | None:
+        return self.certificates[0] if self.certificates else None
+
+    def describe(self) -> str:
+        """A short identity for records and logs."""
+        if self.certificate is not None:
+            return f"cert:{self.certificate.subject.rfc4514_string()}"
+        if self.http_user is not None:
+            return f"user:{self.http_user}"
+        return f"anonymous@{self.address or '?'}"
+
+
+@dataclass(frozen=True)
+class EnrollRequest:
+    """simpleenroll, simplereenroll and serverkeygen all carry a CSR."""
+
+    csr: Csr
+    peer: Peer
+    label: str | None = None
+
+
+# ---- results -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Certificates:
+    """A certs-only answer: the issued certificate first, then its chain (or CA certs)."""
+
+    certificates: tuple[x509.Certificate, ...]
+    # The PKCS#7 bytes as received from upstream, passed on unchanged when present.
+    raw_pkcs7: bytes | None = field(default=None, compare=False)
+
+    @cached_property
+    def pkcs7_der(self) -> bytes:
+        return self.raw_pkcs7 or pkcs7.encode_certs_only(self.certificates)
+
+
+@dataclass(frozen=True)
+class Pending:
+    """Not decided yet: ask again, with the identical request, after retry_after seconds."""
+
+    retry_after: int
+
+
+class KeyFormat(enum.Enum):
+    PKCS8 = "pkcs8"  # unencrypted PKCS#8 PrivateKeyInfo DER
+    CMS_ENVELOPED = "cms"  # CMS EnvelopedData (280), passed through untouched
+
+
+@dataclass(frozen=True)
+class KeyAndCertificate:
+    private_key: bytes
+    key_format: KeyFormat
+    certificates: Certificates
+
+
+@dataclass(frozen=True)
+class CsrAttributes:
+    """DER of a CsrAttrs SEQUENCE (RFC 7030 s4.5.2, RFC 9908)."""
+
+    der: bytes
+
+
+# ---- errors --------------------------------------------------------------
+
+
+class EstError(Exception):
+    """A refusal with a meaning; str() is a short diagnostic for the peer."""
+
+
+class BadRequest(EstError):
+    """The request is malformed: bad CSR, bad encoding, bad parameters."""
+
+
+class Unauthenticated(EstError):
+    """No or invalid credentials (client certificate, password, PoP)."""
+
+
+class Forbidden(EstError):
+    """Authenticated, but not allowed this (identity mismatch, policy)."""
+
+
+class NotFound(EstError):
+    """Unknown label, or nothing to answer (no csrattrs)."""
+
+
+class NotSupported(EstError):
+    """An operation or form this service does not implement (fullcmc, encrypted keys)."""
+
+
+class UpstreamUnavailable(EstError):
+    """An upstream server could not be reached or answered garbage."""
+
+
+class UpstreamTimeout(EstError):
+    """An upstream server did not answer in time."""
+
+
+class ServiceFailure(EstError):
+    """An internal failure; nothing was recorded."""
+
+
+# ---- the seam ------------------------------------------------------------
+
+
+@runtime_checkable
+class EstService(Protocol):
+    """What every front calls. Labels are None for the default CA."""
+
+    def has_label(self, label: str | None) -> bool: ...
+
+    async def cacerts(self, label: str | None) -> Certificates: ...
+
+    async def csrattrs(self, label: str | None, peer: Peer) -> CsrAttributes: ...
+
+    async def enroll(self, request: EnrollRequest) -> Certificates | Pending: ...
+
+    async def reenroll(self, request: EnrollRequest) -> Certificates | Pending: ...
+
+    async def serverkeygen(self, request: EnrollRequest) -> KeyAndCertificate | Pending: ...
