@@ -33,5 +33,7 @@ def check_pop(csr: Csr, peer: Peer, *, required: bool) -> bool:
         reason = peer.tls_unique_unavailable or "the channel has no tls-unique"
         raise Unauthenticated(f"proof-of-possession cannot be checked: {reason}")
     if not hmac.compare_digest(password.strip(), expected_challenge(peer.tls_unique)):
-        raise Unauthenticated("proof-of-possession failed: challengePassword is not this channel's tls-unique")
+        raise Unauthenticated(
+            "proof-of-possession failed: challengePassword is not this channel's tls-unique"
+        )
     return True

@@ -1,0 +1,168 @@
+"""EST-coaps client transport: one EST call over CoAP + certificate DTLS (RFC 9148)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from urllib.parse import urlsplit
+
+from aiocoap import Message
+from aiocoap.numbers.codes import Code
+from aiocoap.util.linkformat import parse as parse_links
+from cryptography import x509
+
+from ..codec.operations import EST_WELL_KNOWN, ContentFormat, OperationSpec
+from .transport import Reply, ReplyKind
+
+DEFAULT_PORT = 5684
+NO_MAX_AGE_DEFAULT = 60  # RFC 7252 s5.10.5: an absent Max-Age means 60 s
+_BLOCK_SIZES = {16: 0, 32: 1, 64: 2, 128: 3, 256: 4, 512: 5, 1024: 6}
+
+
+class CoapsTransportError(Exception):
+    """The DTLS channel or the CoAP exchange failed before the server could answer."""
+
+
+class CoapsTransport:
+    """Speaks to one EST-coaps server. Without a path in the URL, it discovers the
+    EST root through /.well-known/core (so servers rooted at /est work too)."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        trust_anchors: Sequence[x509.Certificate],
+        certificate_chain: Sequence[x509.Certificate],
+        private_key,  # type: ignore[no-untyped-def]
+        block_size: int | None = None,
+        timeout: float = 30.0,
+        server_name: str | None = None,
+    ):
+        parts = urlsplit(url)
+        if parts.scheme != "coaps" or not parts.hostname:
+            raise ValueError(f"not a coaps:// URL: {url}")
+        if block_size is not None and block_size not in _BLOCK_SIZES:
+            raise ValueError("block size must be a power of two from 16 to 1024")
+        host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+        self._origin = f"coaps://{host}:{parts.port or DEFAULT_PORT}"
+        path = parts.path.rstrip("/")
+        self._root: str | None = path or None
+        self._trust_anchors = list(trust_anchors)
+        self._chain = list(certificate_chain)
+        self._key = private_key
+        self._block_exp = _BLOCK_SIZES[block_size] if block_size else None
+        self._timeout = timeout
+        self._server_name = server_name or parts.hostname
+        self._context = None  # created lazily: an aiocoap client Context on our DTLS transport
+        self.bytes_sent = 0
+
+    async def _ctx(self):  # type: ignore[no-untyped-def]
+        if self._context is None:
+            from ..dtls import DtlsClientConfig, create_client_context
+
+            config = DtlsClientConfig(
+                trust_anchors=self._trust_anchors,
+                certificate_chain=self._chain,
+                private_key=self._key,
+                server_name=self._server_name,
+            )
+            self._context = await create_client_context(config)
+        return self._context
+
+    async def _exchange(self, message: Message) -> Message:
+        context = await self._ctx()
+        if self._block_exp is not None:
+            await context.find_remote_and_interface(message)
+            message.remote.maximum_block_size_exp = self._block_exp
+        try:
+            return await asyncio.wait_for(context.request(message).response, self._timeout)
+        except TimeoutError as exc:
+            raise CoapsTransportError(
+                f"no answer from {self._origin} in {self._timeout:g} s"
+            ) from exc
+        except Exception as exc:  # aiocoap network errors, DTLS refusals
+            raise CoapsTransportError(f"{self._origin}: {exc}") from exc
+
+    async def root(self) -> str:
+        """The EST root path, discovered once when the URL gave none."""
+        if self._root is None:
+            self._root = await self._discover_root()
+        return self._root
+
+    async def _discover_root(self) -> str:
+        request = Message(code=Code.GET, uri=f"{self._origin}/.well-known/core?rt=ace.est*")
+        response = await self._exchange(request)
+        if response.code.is_successful():
+            for link in parse_links(response.payload.decode("utf-8", "replace")).links:
+                rts = " ".join(getattr(link, "rt", ())).split()
+                if "ace.est.crts" in rts:
+                    return link.href.rsplit("/", 1)[0]
+                if "ace.est" in rts:
+                    return link.href.rstrip("/")
+        return EST_WELL_KNOWN
+
+    async def call(
+        self,
+        spec: OperationSpec,
+        label: str | None,
+        body: bytes | None,
+        accept: ContentFormat | None = None,
+    ) -> Reply:
+        if spec.short_name is None:
+            raise CoapsTransportError(f"{spec.long_name} has no EST-coaps resource")
+        path = await self.root()
+        if label:
+            path += f"/{label}"
+        message = Message(code=Code[spec.method], uri=f"{self._origin}{path}/{spec.short_name}")
+        if body is not None:
+            message.payload = body
+            message.opt.content_format = int(ContentFormat.PKCS10)
+        if accept is not None:
+            message.opt.accept = int(accept)
+        response = await self._exchange(message)
+        return _reply_of(response)
+
+    async def tls_unique(self) -> bytes | None:
+        context = await self._ctx()
+        probe = Message(code=Code.GET, uri=f"{self._origin}/.well-known/core?rt=ace.est*")
+        await context.find_remote_and_interface(probe)
+        if getattr(probe.remote, "tls_unique", None) is None:
+            # No association yet: discovery is the cheapest exchange that makes one.
+            if self._root is None:
+                await self.root()
+            else:
+                await self._exchange(probe)
+            await context.find_remote_and_interface(probe)
+        return getattr(probe.remote, "tls_unique", None)
+
+    async def close(self) -> None:
+        if self._context is not None:
+            await self._context.shutdown()
+            self._context = None
+
+
+def _reply_of(response: Message) -> Reply:
+    if response.code.is_successful():
+        cf = response.opt.content_format
+        return Reply(
+            ReplyKind.OK,
+            body=response.payload,
+            content_format=_content_format(cf),
+        )
+    if response.code == Code.SERVICE_UNAVAILABLE:
+        max_age = response.opt.max_age
+        return Reply(
+            ReplyKind.PENDING, retry_after=NO_MAX_AGE_DEFAULT if max_age is None else max_age
+        )
+    return Reply(
+        ReplyKind.ERROR,
+        status=response.code.dotted,
+        diagnostic=response.payload.decode("utf-8", "replace"),
+    )
+
+
+def _content_format(value: object) -> ContentFormat | None:
+    try:
+        return ContentFormat(int(value))  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        return None

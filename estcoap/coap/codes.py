@@ -1,0 +1,29 @@
+"""Service meanings -> CoAP response codes, in one place (RFC 9148 s4.5)."""
+
+from __future__ import annotations
+
+from aiocoap.numbers.codes import Code
+
+from .. import service
+from ..codec.errors import CodecError
+
+_CODES: tuple[tuple[type[Exception], Code], ...] = (
+    (CodecError, Code.BAD_REQUEST),
+    (service.BadRequest, Code.BAD_REQUEST),
+    (service.Unauthenticated, Code.UNAUTHORIZED),
+    (service.Forbidden, Code.FORBIDDEN),
+    (service.NotFound, Code.NOT_FOUND),
+    # A request form we do not implement (e.g. encrypted server-generated keys): the
+    # device asked for something this server cannot give, so a 4.xx with the reason.
+    (service.NotSupported, Code.BAD_REQUEST),
+    (service.UpstreamUnavailable, Code.BAD_GATEWAY),
+    (service.UpstreamTimeout, Code.GATEWAY_TIMEOUT),
+    (service.ServiceFailure, Code.INTERNAL_SERVER_ERROR),
+)
+
+
+def code_for(exc: Exception) -> Code:
+    for kind, code in _CODES:
+        if isinstance(exc, kind):
+            return code
+    return Code.INTERNAL_SERVER_ERROR

@@ -1,0 +1,57 @@
+"""The EST-coaps resource tree: /.well-known/est[/<label>]/<op>, a short root, discovery."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from aiocoap.resource import Site, WKCResource
+
+from ..codec.operations import EST_WELL_KNOWN, OPERATIONS, is_operation_name
+from ..service import EstService
+from .block1 import Block1Assembler
+from .resources import EstResource, EstRootResource
+
+DEFAULT_MAX_BODY = 64 * 1024
+
+
+def _segments(path: str) -> tuple[str, ...]:
+    return tuple(part for part in path.split("/") if part)
+
+
+def build_site(
+    service: EstService,
+    *,
+    labels: Sequence[str] = (),
+    short_root: str | None = None,
+    max_body: int = DEFAULT_MAX_BODY,
+) -> Site:
+    """The aiocoap Site serving EST-coaps for `service`.
+
+    short_root (e.g. "/est") serves the same resources at a shorter path and makes
+    discovery advertise it instead of /.well-known/est (RFC 9148 s4.1).
+    """
+    for label in labels:
+        if is_operation_name(label) or "/" in label or not label:
+            raise ValueError(f"invalid label {label!r}: a label must not be an operation name")
+    site = Site()
+    site.add_resource(
+        (".well-known", "core"), WKCResource(site.get_resources_as_linkheader, impl_info=None)
+    )
+    assembler = Block1Assembler(max_body)
+    roots = [_segments(EST_WELL_KNOWN)]
+    if short_root:
+        roots.append(_segments(short_root))
+    advertised_root = roots[-1]
+    for root in roots:
+        advertise = root == advertised_root
+        site.add_resource(root, EstRootResource(advertise))
+        for label in (None, *labels):
+            base = root + ((label,) if label else ())
+            for spec in OPERATIONS:
+                if spec.short_name is None:
+                    continue
+                resource = EstResource(
+                    spec, service, label, assembler, advertise=advertise and label is None
+                )
+                site.add_resource(base + (spec.short_name,), resource)
+    return site
