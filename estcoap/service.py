@@ -116,6 +116,10 @@ class BadRequest(EstError):
     """The request is malformed: bad CSR, bad encoding, bad parameters."""
 
 
+class UnsupportedFormat(BadRequest):
+    """The request body is not in the media type / content-format the operation takes."""
+
+
 class Unauthenticated(EstError):
     """No or invalid credentials (client certificate, password, PoP)."""
 

@@ -9,6 +9,7 @@ from ..codec.errors import CodecError
 
 _CODES: tuple[tuple[type[Exception], Code], ...] = (
     (CodecError, Code.BAD_REQUEST),
+    (service.UnsupportedFormat, Code.UNSUPPORTED_CONTENT_FORMAT),
     (service.BadRequest, Code.BAD_REQUEST),
     (service.Unauthenticated, Code.UNAUTHORIZED),
     (service.Forbidden, Code.FORBIDDEN),
