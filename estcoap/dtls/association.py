@@ -1,0 +1,268 @@
+"""A sans-IO DTLS 1.2 association on pyOpenSSL memory BIOs: datagrams in, datagrams out, timers.
+
+The owner feeds every received datagram to `receive_datagram()`, sends what
+`datagrams_to_send()` returns, calls `handle_timeout()` when `timeout()` seconds have
+passed, and reacts to the returned events. Nothing here touches a socket or a loop.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from cryptography import x509
+from OpenSSL import SSL
+
+from .errors import ConnectionClosed, DtlsError, HandshakeFailed, PeerNameMismatch
+from .names import certificate_names_host, is_ip_literal
+from .records import pack_datagrams, split_records
+
+_RECORD_OVERHEAD = 13 + 8 + 16  # header + explicit nonce + largest tag (GCM/CCM)
+
+
+class State(enum.Enum):
+    HANDSHAKING = "handshaking"
+    ESTABLISHED = "established"
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True, slots=True)
+class HandshakeComplete:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class ApplicationData:
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Closed:
+    """The association is over; error is None after an orderly close_notify from the peer."""
+
+    error: DtlsError | None
+
+
+Event = HandshakeComplete | ApplicationData | Closed
+
+
+class ExpectedServerName:
+    """App data of a client Connection: the name to find in the server's certificate."""
+
+    __slots__ = ("host", "mismatch")
+
+    def __init__(self, host: str) -> None:
+        self.host = host
+        self.mismatch = False
+
+
+def check_server_name(conn: SSL.Connection, cert: object) -> bool:
+    """pyOpenSSL verify-callback helper for the leaf: does it name the host we dialled?"""
+    expected = conn.get_app_data()
+    if not isinstance(expected, ExpectedServerName):
+        return True
+    if certificate_names_host(cert.to_cryptography(), expected.host):  # type: ignore[attr-defined]
+        return True
+    expected.mismatch = True
+    return False
+
+
+def _reason(exc: SSL.Error) -> str:
+    if exc.args and isinstance(exc.args[0], list) and exc.args[0]:
+        return "; ".join(str(item[-1]) for item in exc.args[0])
+    return str(exc) or type(exc).__name__
+
+
+class DtlsAssociation:
+    __slots__ = (
+        "_conn",
+        "_is_server",
+        "_limit",
+        "_pending",
+        "state",
+        "error",
+        "peer_certificates",
+        "tls_unique",
+        "cipher",
+    )
+
+    def __init__(self, conn: SSL.Connection, *, is_server: bool, datagram_limit: int) -> None:
+        self._conn: SSL.Connection | None = conn
+        self._is_server = is_server
+        self._limit = datagram_limit
+        self._pending: list[bytes] = []
+        self.state = State.HANDSHAKING
+        self.error: DtlsError | None = None
+        self.peer_certificates: tuple[x509.Certificate, ...] = ()
+        self.tls_unique: bytes | None = None
+        self.cipher: str | None = None
+        conn.set_ciphertext_mtu(datagram_limit)
+
+    # -- construction -------------------------------------------------------------------
+
+    @classmethod
+    def connect(
+        cls, ctx: SSL.Context, server_name: str, *, datagram_limit: int
+    ) -> DtlsAssociation:
+        """A client association; its ClientHello is ready in datagrams_to_send()."""
+        conn = SSL.Connection(ctx, None)
+        conn.set_connect_state()
+        conn.set_app_data(ExpectedServerName(server_name))
+        if not is_ip_literal(server_name):
+            conn.set_tlsext_host_name(server_name.encode("idna"))
+        assoc = cls(conn, is_server=False, datagram_limit=datagram_limit)
+        assoc._advance()
+        return assoc
+
+    @classmethod
+    def accept(
+        cls, ctx: SSL.Context, client_hello: bytes, cookie: bytes, *, datagram_limit: int
+    ) -> tuple[DtlsAssociation, list[Event]]:
+        """A server association from a ClientHello datagram whose cookie was already checked.
+
+        `ctx` must come from contexts.server_context(); its cookie callbacks compare against
+        the app data set here. Raises HandshakeFailed if OpenSSL does not accept the hello.
+        """
+        conn = SSL.Connection(ctx, None)
+        conn.set_accept_state()
+        conn.set_app_data(cookie)
+        assoc = cls(conn, is_server=True, datagram_limit=datagram_limit)
+        conn.bio_write(b"".join(split_records(client_hello)))
+        try:
+            conn.DTLSv1_listen()
+        except SSL.WantReadError:
+            raise HandshakeFailed("ClientHello cookie not accepted") from None
+        except SSL.Error as exc:
+            raise HandshakeFailed(_reason(exc)) from None
+        return assoc, assoc._advance()
+
+    # -- the sans-IO interface ----------------------------------------------------------
+
+    def receive_datagram(self, datagram: bytes) -> list[Event]:
+        if self._conn is None:
+            return []
+        records = split_records(datagram)
+        if not records:
+            return []
+        self._conn.bio_write(b"".join(records))
+        return self._advance()
+
+    def send(self, data: bytes) -> None:
+        """Protect application data; raises ConnectionClosed unless established."""
+        if self.state is not State.ESTABLISHED or self._conn is None:
+            raise self.error or ConnectionClosed("DTLS association is not established")
+        try:
+            self._conn.send(data)
+        except SSL.Error as exc:
+            self._fail(ConnectionClosed(_reason(exc)))
+            raise self.error from None  # type: ignore[misc]
+
+    def datagrams_to_send(self) -> list[bytes]:
+        out = b"".join(self._pending)
+        self._pending.clear()
+        if self._conn is not None:
+            out += self._drain()
+        return pack_datagrams(out, self._limit) if out else []
+
+    def timeout(self) -> float | None:
+        """Seconds until handle_timeout() is due (retransmission), or None."""
+        if self._conn is None or self.state is not State.HANDSHAKING:
+            return None
+        return self._conn.DTLSv1_get_timeout()
+
+    def handle_timeout(self) -> list[Event]:
+        if self._conn is None or self.state is not State.HANDSHAKING:
+            return []
+        try:
+            self._conn.DTLSv1_handle_timeout()
+        except SSL.Error as exc:
+            self._fail(HandshakeFailed(_reason(exc)))
+            return [Closed(self.error)]
+        return []
+
+    def close(self) -> None:
+        """Send close_notify (if established) and release the OpenSSL state."""
+        if self._conn is not None and self.state is State.ESTABLISHED:
+            try:
+                self._conn.shutdown()
+            except SSL.Error:
+                pass
+            self._pending.append(self._drain())
+        self.state = State.CLOSED
+        self._conn = None
+
+    def abort(self, error: DtlsError) -> None:
+        """End without a word to the peer (timeouts, replacement)."""
+        self.state = State.CLOSED
+        self.error = error
+        self._conn = None
+
+    @property
+    def max_plaintext(self) -> int:
+        return self._limit - _RECORD_OVERHEAD
+
+    # -- internals ----------------------------------------------------------------------
+
+    def _drain(self) -> bytes:
+        assert self._conn is not None
+        chunks = []
+        while True:
+            try:
+                chunks.append(self._conn.bio_read(65536))
+            except SSL.WantReadError:
+                return b"".join(chunks)
+
+    def _fail(self, error: DtlsError) -> None:
+        if self._conn is not None:
+            self._pending.append(self._drain())  # the fatal alert OpenSSL wrote, if any
+        self.abort(error)
+
+    def _advance(self) -> list[Event]:
+        conn = self._conn
+        assert conn is not None
+        events: list[Event] = []
+        if self.state is State.HANDSHAKING:
+            try:
+                conn.do_handshake()
+            except SSL.WantReadError:
+                return events
+            except SSL.Error as exc:
+                expected = conn.get_app_data()
+                if isinstance(expected, ExpectedServerName) and expected.mismatch:
+                    error: DtlsError = PeerNameMismatch(
+                        f"server certificate does not name {expected.host}"
+                    )
+                else:
+                    error = HandshakeFailed(_reason(exc))
+                self._fail(error)
+                return [Closed(error)]
+            self._established()
+            events.append(HandshakeComplete())
+        while self.state is State.ESTABLISHED:
+            try:
+                data = conn.recv(65536)
+            except SSL.WantReadError:
+                break
+            except SSL.ZeroReturnError:
+                self._pending.append(self._drain())
+                self.state = State.CLOSED
+                self._conn = None
+                events.append(Closed(None))
+                break
+            except SSL.Error as exc:
+                self._fail(ConnectionClosed(_reason(exc)))
+                events.append(Closed(self.error))
+                break
+            events.append(ApplicationData(data))
+        return events
+
+    def _established(self) -> None:
+        conn = self._conn
+        assert conn is not None
+        self.state = State.ESTABLISHED
+        chain = conn.get_verified_chain(as_cryptography=True)
+        self.peer_certificates = tuple(chain or ())
+        # RFC 5929 s3.1: the first Finished of the (always full) handshake is the client's.
+        self.tls_unique = conn.get_peer_finished() if self._is_server else conn.get_finished()
+        self.cipher = conn.get_cipher_name()
+        conn.set_app_data(None)

@@ -1,0 +1,78 @@
+"""pyOpenSSL contexts for DTLS 1.2 servers and clients (built fully before any Connection)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from cryptography import x509
+from OpenSSL import SSL, crypto
+
+from .config import DtlsClientConfig, DtlsServerConfig
+
+DTLS_1_2 = 0xFEFD  # pyOpenSSL exports no DTLS version constants
+
+# Verified against the cookie the server computed itself before creating the Connection.
+CookieCheck = Callable[[SSL.Connection, bytes], bool]
+
+
+def _base_context(method: int, ciphers: str, trust_anchors: Sequence[x509.Certificate]) -> SSL.Context:
+    ctx = SSL.Context(method)
+    ctx.set_min_proto_version(DTLS_1_2)
+    ctx.set_max_proto_version(DTLS_1_2)
+    ctx.set_cipher_list(ciphers.encode())
+    # Memory BIOs cannot learn the path MTU; the association sets it.
+    ctx.set_options(SSL.OP_NO_QUERY_MTU | SSL.OP_NO_TICKET | SSL.OP_NO_RENEGOTIATION)
+    ctx.set_mode(SSL.MODE_RELEASE_BUFFERS)
+    ctx.set_session_cache_mode(SSL.SESS_CACHE_OFF)  # every handshake is full: tls-unique = client Finished
+    store = ctx.get_cert_store()
+    assert store is not None
+    for anchor in trust_anchors:
+        store.add_cert(crypto.X509.from_cryptography(anchor))
+    # an anchor may be an intermediate CA
+    store.set_flags(crypto.X509StoreFlags.PARTIAL_CHAIN)
+    return ctx
+
+
+def _use_identity(ctx: SSL.Context, chain: Sequence[x509.Certificate], key: object) -> None:
+    ctx.use_certificate(chain[0])
+    for extra in chain[1:]:
+        ctx.add_extra_chain_cert(extra)
+    ctx.use_privatekey(key)  # type: ignore[arg-type]
+    ctx.check_privatekey()
+
+
+def _accept_verified(conn: SSL.Connection, cert: crypto.X509, errno: int, depth: int, ok: int) -> bool:
+    return bool(ok)
+
+
+def server_context(config: DtlsServerConfig, cookie_check: CookieCheck) -> SSL.Context:
+    ctx = _base_context(SSL.DTLS_SERVER_METHOD, config.ciphers, config.trust_anchors)
+    _use_identity(ctx, config.certificate_chain, config.private_key)
+    ctx.set_options(SSL.OP_CIPHER_SERVER_PREFERENCE)
+    mode = SSL.VERIFY_PEER
+    if config.require_client_certificate:
+        mode |= SSL.VERIFY_FAIL_IF_NO_PEER_CERT
+    ctx.set_verify(mode, _accept_verified)
+    # DTLSv1_listen needs both callbacks; the cookie was checked before it runs.
+    ctx.set_cookie_generate_callback(lambda conn: conn.get_app_data() or b"")
+    ctx.set_cookie_verify_callback(cookie_check)
+    return ctx
+
+
+def client_context(
+    config: DtlsClientConfig,
+    name_check: Callable[[SSL.Connection, crypto.X509], bool],
+) -> SSL.Context:
+    ctx = _base_context(SSL.DTLS_CLIENT_METHOD, config.ciphers, config.trust_anchors)
+    if config.certificate_chain:
+        if config.private_key is None:
+            raise ValueError("a client certificate needs its private key")
+        _use_identity(ctx, config.certificate_chain, config.private_key)
+
+    def verify(conn: SSL.Connection, cert: crypto.X509, errno: int, depth: int, ok: int) -> bool:
+        if not ok:
+            return False
+        return depth != 0 or name_check(conn, cert)
+
+    ctx.set_verify(SSL.VERIFY_PEER, verify)
+    return ctx

@@ -1,0 +1,138 @@
+"""DTLS 1.2 record framing (RFC 6347 s4.1): split, validate and pack records. No crypto, no I/O.
+
+OpenSSL writes a whole flight into its memory BIO as back-to-back records; a datagram
+we feed it must hold only whole records, or the leftover bytes would be glued to the
+next datagram. These helpers do both directions of that framing.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+HEADER_LEN = 13
+CHANGE_CIPHER_SPEC = 20
+ALERT = 21
+HANDSHAKE = 22
+APPLICATION_DATA = 23
+_CONTENT_TYPES = frozenset({CHANGE_CIPHER_SPEC, ALERT, HANDSHAKE, APPLICATION_DATA})
+# DTLS 1.0 (0xFEFF) appears on the first ClientHello and on HelloVerifyRequest.
+_VERSIONS = frozenset({0xFEFD, 0xFEFF})
+
+CLIENT_HELLO = 1
+HELLO_VERIFY_REQUEST = 3
+_HANDSHAKE_HEADER_LEN = 12
+
+
+@dataclass(frozen=True, slots=True)
+class RecordHeader:
+    content_type: int
+    version: int
+    epoch: int
+    sequence: int  # 48-bit record sequence number
+    length: int
+
+    @classmethod
+    def parse(cls, data: bytes, offset: int = 0) -> RecordHeader:
+        ctype, version, epoch, seq_hi, seq_lo, length = struct.unpack_from(
+            "!BHHHIH", data, offset
+        )
+        return cls(ctype, version, epoch, (seq_hi << 32) | seq_lo, length)
+
+
+def split_records(datagram: bytes) -> list[bytes]:
+    """The well-formed records of a datagram, in order; stops at the first malformed one.
+
+    A record whose header has an unknown type or version, or whose length runs past the
+    datagram's end, ends the parse: what follows cannot be framed reliably (RFC 6347
+    s4.1.2.7 lets a receiver discard it silently).
+    """
+    records: list[bytes] = []
+    offset = 0
+    while len(datagram) - offset >= HEADER_LEN:
+        header = RecordHeader.parse(datagram, offset)
+        end = offset + HEADER_LEN + header.length
+        if (
+            header.content_type not in _CONTENT_TYPES
+            or header.version not in _VERSIONS
+            or end > len(datagram)
+        ):
+            break
+        records.append(datagram[offset:end])
+        offset = end
+    return records
+
+
+def pack_datagrams(stream: bytes, limit: int) -> list[bytes]:
+    """Cut OpenSSL's output stream into records and pack them into datagrams of <= limit bytes.
+
+    A single record larger than the limit travels alone (the IP layer fragments it).
+    """
+    datagrams: list[bytes] = []
+    current = bytearray()
+    for record in split_records(stream):
+        if current and len(current) + len(record) > limit:
+            datagrams.append(bytes(current))
+            current.clear()
+        current += record
+    if current:
+        datagrams.append(bytes(current))
+    return datagrams
+
+
+@dataclass(frozen=True, slots=True)
+class ClientHello:
+    """What the stateless cookie exchange needs from an epoch-0 ClientHello."""
+
+    record_sequence: int
+    message_sequence: int
+    random: bytes
+    cookie: bytes
+
+
+def parse_client_hello(record: bytes) -> ClientHello | None:
+    """Parse a record holding the start of a ClientHello; None if it is not one."""
+    if len(record) < HEADER_LEN + _HANDSHAKE_HEADER_LEN + 2 + 32 + 2:
+        return None
+    header = RecordHeader.parse(record)
+    if header.content_type != HANDSHAKE or header.epoch != 0:
+        return None
+    body = record[HEADER_LEN:]
+    msg_type = body[0]
+    message_seq, frag_offset_hi, frag_offset_lo = struct.unpack_from("!HBH", body, 4)
+    if msg_type != CLIENT_HELLO or (frag_offset_hi or frag_offset_lo):
+        return None
+    pos = _HANDSHAKE_HEADER_LEN + 2  # skip client_version
+    random = body[pos : pos + 32]
+    pos += 32
+    session_id_len = body[pos]
+    pos += 1 + session_id_len
+    if pos >= len(body):
+        return None
+    cookie_len = body[pos]
+    cookie = body[pos + 1 : pos + 1 + cookie_len]
+    if len(cookie) != cookie_len:
+        return None
+    return ClientHello(header.sequence, message_seq, bytes(random), bytes(cookie))
+
+
+def hello_verify_request(hello: ClientHello, cookie: bytes) -> bytes:
+    """The HelloVerifyRequest record answering `hello` (RFC 6347 s4.2.1).
+
+    It reuses the ClientHello's record and message sequence numbers, so the server keeps
+    no state for it, and says DTLS 1.0 as the RFC recommends for this message.
+    """
+    body = struct.pack("!HB", 0xFEFF, len(cookie)) + cookie
+    handshake = (
+        struct.pack("!B", HELLO_VERIFY_REQUEST)
+        + len(body).to_bytes(3, "big")
+        + struct.pack("!H", hello.message_sequence)
+        + (0).to_bytes(3, "big")
+        + len(body).to_bytes(3, "big")
+        + body
+    )
+    seq = hello.record_sequence
+    return (
+        struct.pack("!BHHHIH", HANDSHAKE, 0xFEFF, 0, seq >> 32, seq & 0xFFFFFFFF, len(handshake))
+        + handshake
+    )
