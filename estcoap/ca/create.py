@@ -1,0 +1,167 @@
+"""`ca init`: a new CA directory with its CA, a server certificate and an empty store."""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from .keys import DEFAULT_KEY_TYPE, KEY_TYPES, PrivateKey, generate_key, signature_hash
+from .paths import CaPaths
+from .profile import Request, random_serial, sign_end_entity
+from .store import Store
+
+
+class CaExistsError(Exception):
+    """init_ca refused: the directory holds a CA already."""
+
+
+def init_ca(
+    ca_dir: str | Path,
+    hostnames: Sequence[str],
+    key_type: str = DEFAULT_KEY_TYPE,
+    *,
+    ca_name: str = "estcoap CA",
+    validity_days: int = 3650,
+    server_validity_days: int | None = None,
+) -> CaPaths:
+    """Create ca_dir with a self-signed CA, a server certificate for hostnames, and a store.
+
+    hostnames become the server certificate's SAN: IP addresses as iPAddress,
+    anything else as dNSName. Private keys are written with mode 0600. Refuses
+    (CaExistsError) when the directory already has a CA key, certificate or store.
+    """
+    if key_type not in KEY_TYPES:
+        raise ValueError(f"unknown key type {key_type!r}; choose one of {', '.join(KEY_TYPES)}")
+    if not hostnames:
+        raise ValueError("at least one hostname is needed for the server certificate")
+    if validity_days <= 0:
+        raise ValueError("validity_days must be positive")
+    san = subject_alt_name(hostnames)
+    paths = CaPaths.of(ca_dir)
+    existing = [
+        p
+        for p in (paths.ca_cert, paths.ca_key, paths.server_cert, paths.server_key, paths.store)
+        if p.exists()
+    ]
+    if existing:
+        raise CaExistsError(
+            f"{paths.dir} already holds a CA ({', '.join(p.name for p in existing)}); "
+            "refusing to overwrite it"
+        )
+    paths.dir.mkdir(parents=True, exist_ok=True)
+
+    now = dt.datetime.now(dt.UTC)
+    ca_key = generate_key(key_type)
+    ca_cert = _self_signed_ca(ca_key, ca_name, now, validity_days)
+    server_key = generate_key(key_type)
+    server_cert = sign_end_entity(
+        Request(
+            subject=x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostnames[0])]),
+            public_key=server_key.public_key(),  # type: ignore[arg-type]
+            san=san,
+        ),
+        ca_cert=ca_cert,
+        ca_key=ca_key,
+        serial=random_serial(),
+        validity_days=server_validity_days or validity_days,
+        # clientAuth too: the same identity may authenticate to an upstream EST server.
+        extended_key_usage=(ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH),
+        now=now,
+    )
+
+    written: list[Path] = []
+    try:
+        _write_new(paths.ca_key, _key_pem(ca_key), 0o600, written)
+        _write_new(paths.ca_cert, _cert_pem(ca_cert), 0o644, written)
+        _write_new(paths.server_key, _key_pem(server_key), 0o600, written)
+        _write_new(paths.server_cert, _cert_pem(server_cert) + _cert_pem(ca_cert), 0o644, written)
+        written.append(paths.store)
+        with Store.open(paths.store) as store:
+            store.record_issued(server_cert, requester="ca init", operation="init")
+    except BaseException:
+        # Leave no half-made CA behind: remove what this call wrote.
+        for path in written:
+            for leftover in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+                leftover.unlink(missing_ok=True)
+        raise
+    return paths
+
+
+def subject_alt_name(hostnames: Sequence[str]) -> x509.SubjectAlternativeName:
+    names: list[x509.GeneralName] = []
+    for host in hostnames:
+        host = host.strip()
+        if not host:
+            raise ValueError("empty hostname")
+        try:
+            names.append(x509.IPAddress(ipaddress.ip_address(host)))
+        except ValueError:
+            names.append(x509.DNSName(host))
+    return x509.SubjectAlternativeName(names)
+
+
+def _self_signed_ca(
+    key: PrivateKey, name: str, now: dt.datetime, validity_days: int
+) -> x509.Certificate:
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())  # type: ignore[arg-type]
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())  # type: ignore[arg-type]
+        .serial_number(random_serial())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=validity_days))
+        # pathlen 0: this CA signs end entities only.
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(ski, critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False
+        )
+        .sign(key, signature_hash(key))  # type: ignore[arg-type]
+    )
+
+
+def _key_pem(key: PrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def _cert_pem(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def _write_new(path: Path, data: bytes, mode: int, written: list[Path]) -> None:
+    """Create path exclusively with mode (never widening an existing file)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    written.append(path)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.chmod(path, mode)  # the umask may have narrowed or the mode must be exact

@@ -1,0 +1,352 @@
+"""LocalCA: an EstService that signs with a CA key in this process and records everything.
+
+The async methods run the work (key generation, signing, SQLite) in a worker
+thread so the event loop stays responsive; the Store serialises its own access.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+from collections.abc import Sequence
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from ..codec import der
+from ..codec.pkcs10 import Csr
+from ..pop import check_pop
+from ..service import (
+    BadRequest,
+    Certificates,
+    CsrAttributes,
+    EnrollRequest,
+    Forbidden,
+    KeyAndCertificate,
+    KeyFormat,
+    NotFound,
+    NotSupported,
+    Peer,
+    Pending,
+    ServiceFailure,
+    Unauthenticated,
+)
+from ..trust import chains_to, issued_by
+from .keys import ALL_KEY_TYPES, DEFAULT_KEY_TYPE, PrivateKey, generate_key, key_type_of
+from .paths import CaPaths
+from .profile import Request, random_serial, sign_end_entity, vet_csr
+from .store import IssuedRecord, SerialCollision, Store, StoreError, serial_hex
+
+log = logging.getLogger(__name__)
+
+APPROVAL_MODES = ("auto", "manual")
+_SERIAL_ATTEMPTS = 5
+_NOT_RECORDED = "could not record the certificate; nothing was issued"
+
+# RFC 7030 s4.4.1.1 / s4.4.1.2: the client asks for its key wrapped in CMS EnvelopedData.
+ID_AA_DECRYPT_KEY_ID = x509.ObjectIdentifier("1.2.840.113549.1.9.16.2.37")
+ID_AA_ASYMM_DECRYPT_KEY_ID = x509.ObjectIdentifier("1.2.840.113549.1.9.16.2.54")
+
+Answer = Certificates | Pending | KeyAndCertificate
+
+
+class LocalCA:
+    """The built-in CA behind the fronts. Build with LocalCA.open(ca_dir, ...)."""
+
+    def __init__(
+        self,
+        paths: CaPaths,
+        ca_certificate: x509.Certificate,
+        ca_key: PrivateKey,
+        store: Store,
+        *,
+        approval: str = "auto",
+        require_pop: bool = False,
+        labels: Sequence[str] = (),
+        trust_clients: Sequence[x509.Certificate] = (),
+        validity_days: int = 365,
+        retry_after: int = 30,
+    ) -> None:
+        if approval not in APPROVAL_MODES:
+            raise ValueError(f"approval must be one of {', '.join(APPROVAL_MODES)}")
+        if validity_days <= 0:
+            raise ValueError("validity_days must be positive")
+        self.paths = paths
+        self.ca_certificate = ca_certificate
+        self._ca_key = ca_key
+        self.store = store
+        self.approval = approval
+        self.require_pop = require_pop
+        self.labels = tuple(labels)
+        self.trust_clients = tuple(trust_clients)
+        self.validity_days = validity_days
+        self.retry_after = retry_after
+
+    @classmethod
+    def open(
+        cls,
+        ca_dir: str | Path,
+        *,
+        approval: str = "auto",
+        require_pop: bool = False,
+        labels: Sequence[str] = (),
+        trust_clients: Sequence[x509.Certificate] = (),
+        validity_days: int = 365,
+        retry_after: int = 30,
+    ) -> LocalCA:
+        paths = CaPaths.of(ca_dir)
+        try:
+            ca_cert = x509.load_pem_x509_certificate(paths.ca_cert.read_bytes())
+            ca_key = serialization.load_pem_private_key(paths.ca_key.read_bytes(), password=None)
+        except FileNotFoundError as exc:
+            raise FileNotFoundError(
+                f"{exc.filename}: no CA here (run 'estcoap ca init {paths.dir}' first)"
+            ) from exc
+        if ca_key.public_key() != ca_cert.public_key():
+            raise ValueError(f"{paths.ca_key} does not belong to {paths.ca_cert}")
+        store = Store.open(paths.store)
+        return cls(
+            paths,
+            ca_cert,
+            ca_key,  # type: ignore[arg-type]
+            store,
+            approval=approval,
+            require_pop=require_pop,
+            labels=labels,
+            trust_clients=trust_clients,
+            validity_days=validity_days,
+            retry_after=retry_after,
+        )
+
+    def close(self) -> None:
+        self.store.close()
+
+    # ---- EstService ---------------------------------------------------------
+
+    def has_label(self, label: str | None) -> bool:
+        return label is None or label in self.labels
+
+    def client_trust_anchors(self) -> list[x509.Certificate]:
+        """What the fronts verify client chains against: configured anchors plus this CA."""
+        return [*self.trust_clients, self.ca_certificate]
+
+    async def cacerts(self, label: str | None) -> Certificates:
+        self._check_label(label)
+        return Certificates((self.ca_certificate,))
+
+    async def csrattrs(self, label: str | None, peer: Peer) -> CsrAttributes:
+        self._check_label(label)
+        from .csrattrs import csr_attributes_for
+
+        return CsrAttributes(csr_attributes_for(self.ca_certificate, self.require_pop))
+
+    async def enroll(self, request: EnrollRequest) -> Certificates | Pending:
+        return await asyncio.to_thread(self._process, "enroll", request)  # type: ignore[return-value]
+
+    async def reenroll(self, request: EnrollRequest) -> Certificates | Pending:
+        return await asyncio.to_thread(self._process, "reenroll", request)  # type: ignore[return-value]
+
+    async def serverkeygen(self, request: EnrollRequest) -> KeyAndCertificate | Pending:
+        return await asyncio.to_thread(self._process, "serverkeygen", request)  # type: ignore[return-value]
+
+    # ---- the request pipeline (runs in a worker thread) ----------------------
+
+    def _process(self, operation: str, request: EnrollRequest) -> Answer:
+        self._check_label(request.label)
+        csr, peer = request.csr, request.peer
+        renewed_from: x509.Certificate | None = None
+        if operation == "reenroll":
+            renewed_from = self._authorize_reenroll(peer)
+        else:
+            self._authorize_enroll(peer)
+        check_pop(csr, peer, required=self.require_pop)
+        if operation == "serverkeygen":
+            _refuse_encrypted_key_request(csr)
+        if renewed_from is not None:
+            _check_same_identity(csr, renewed_from)
+        vetted = vet_csr(csr, check_key=operation != "serverkeygen")
+
+        if self.approval == "auto":
+            return self._issue(operation, request, vetted, renewed_from)
+        record = self.store.submit_pending(
+            operation=operation,
+            label=request.label,
+            csr_der=csr.der,
+            csr_sha256=csr.sha256,
+            subject=csr.subject.rfc4514_string(),
+            requester=peer.describe(),
+        )
+        if record.state == "pending":
+            return Pending(self.retry_after)
+        if record.state == "denied":
+            raise Forbidden("request denied")
+        issued = self.store.issued_for_pending(record.id)
+        if issued is not None:  # the device repeats after it was served: same answer
+            return self._answer(issued)
+        return self._issue(operation, request, vetted, renewed_from, pending_id=record.id)
+
+    def _check_label(self, label: str | None) -> None:
+        if not self.has_label(label):
+            raise NotFound(f"unknown CA label {label!r}")
+
+    def _authorize_enroll(self, peer: Peer) -> None:
+        if peer.certificates:
+            if chains_to(peer.certificates, self.client_trust_anchors()):
+                return
+            if peer.http_user is None:
+                raise Unauthenticated("client certificate does not chain to a trusted anchor")
+        if peer.http_user is not None:
+            return
+        raise Unauthenticated("enrollment needs a client certificate or an authenticated user")
+
+    def _authorize_reenroll(self, peer: Peer) -> x509.Certificate:
+        cert = peer.certificate
+        if cert is None:
+            raise Unauthenticated("re-enrollment needs the client certificate being renewed")
+        if not issued_by(cert, self.ca_certificate):
+            raise Forbidden("re-enrollment needs a certificate issued by this CA")
+        if self.store.find_issued(cert.serial_number) is None:
+            raise Forbidden("re-enrollment certificate is not in this CA's records")
+        return cert
+
+    def _issue(
+        self,
+        operation: str,
+        request: EnrollRequest,
+        vetted: Request,
+        renewed_from: x509.Certificate | None,
+        *,
+        pending_id: int | None = None,
+    ) -> Answer:
+        key: PrivateKey | None = None
+        if operation == "serverkeygen":
+            key = generate_key(_keygen_type(request.csr))
+            vetted = Request(vetted.subject, key.public_key(), vetted.san)  # type: ignore[arg-type]
+        key_der = _pkcs8(key) if key is not None else None
+        kind, parent = "new", None
+        if renewed_from is not None:
+            parent = serial_hex(renewed_from.serial_number)
+            kind = "renew" if _same_key(renewed_from, request.csr) else "rekey"
+        for _ in range(_SERIAL_ATTEMPTS):
+            cert = sign_end_entity(
+                vetted,
+                ca_cert=self.ca_certificate,
+                ca_key=self._ca_key,
+                serial=random_serial(),
+                validity_days=self.validity_days,
+            )
+            try:
+                record = self.store.record_issued(
+                    cert,
+                    requester=request.peer.describe(),
+                    operation=operation,
+                    label=request.label,
+                    csr_sha256=request.csr.sha256,
+                    kind=kind,
+                    renewed_from=parent,
+                    pending_id=pending_id,
+                    # Kept only so a repeated approved request gets the same key back.
+                    key_der=key_der if pending_id is not None else None,
+                )
+            except SerialCollision:
+                continue
+            except (StoreError, sqlite3.Error) as exc:
+                if pending_id is not None:
+                    # Another instance may have served this approval a moment ago.
+                    issued = self.store.issued_for_pending(pending_id)
+                    if issued is not None:
+                        return self._answer(issued)
+                log.error("could not record certificate: %s", exc)
+                raise ServiceFailure(_NOT_RECORDED) from exc
+            except Exception as exc:
+                log.exception("recording an issued certificate failed")
+                raise ServiceFailure(_NOT_RECORDED) from exc
+            log.info(
+                "issued %s serial %s to %s (%s)",
+                operation,
+                record.serial,
+                record.requester,
+                kind,
+            )
+            if key_der is not None:
+                return KeyAndCertificate(key_der, KeyFormat.PKCS8, self._chain(cert))
+            return self._chain(cert)
+        raise ServiceFailure("could not find a free serial number")
+
+    def _answer(self, issued: IssuedRecord) -> Answer:
+        chain = self._chain(issued.certificate)
+        if issued.operation == "serverkeygen":
+            if issued.key_der is None:
+                raise ServiceFailure("the server-generated key of this request is gone")
+            return KeyAndCertificate(issued.key_der, KeyFormat.PKCS8, chain)
+        return chain
+
+    def _chain(self, cert: x509.Certificate) -> Certificates:
+        return Certificates((cert, self.ca_certificate))
+
+
+def _check_same_identity(csr: Csr, current: x509.Certificate) -> None:
+    """RFC 7030 s4.2.2: a re-enrollment keeps the Subject and SubjectAltName."""
+    if csr.subject != current.subject:
+        raise Forbidden(
+            "re-enroll identity mismatch: CSR subject "
+            f"{csr.subject.rfc4514_string()!r} differs from the certificate's "
+            f"{current.subject.rfc4514_string()!r}"
+        )
+    current_san: x509.SubjectAlternativeName | None
+    try:
+        current_san = current.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        current_san = None
+    if _san_set(csr.subject_alt_name) != _san_set(current_san):
+        raise Forbidden(
+            "re-enroll identity mismatch: CSR subjectAltName differs from the certificate's"
+        )
+
+
+def _san_set(san: x509.SubjectAlternativeName | None) -> frozenset[x509.GeneralName]:
+    return frozenset(san) if san is not None else frozenset()
+
+
+def _same_key(cert: x509.Certificate, csr: Csr) -> bool:
+    der = cert.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return der == csr.public_key_der
+
+
+def _refuse_encrypted_key_request(csr: Csr) -> None:
+    if set(_attribute_oids(csr)) & {ID_AA_DECRYPT_KEY_ID, ID_AA_ASYMM_DECRYPT_KEY_ID}:
+        raise NotSupported("encrypted server-generated keys (CMS EnvelopedData) are not supported")
+
+
+def _attribute_oids(csr: Csr) -> list[x509.ObjectIdentifier]:
+    """The attribute types of the CSR, read from the DER (cryptography may refuse odd values)."""
+    try:
+        info = der.read_one(csr.request.tbs_certrequest_bytes).children()
+        if len(info) < 4 or not info[3].is_context(0):
+            return []
+        return [
+            x509.ObjectIdentifier(der.decode_oid(attribute.children()[0]))
+            for attribute in info[3].children()
+        ]
+    except (der.DerError, IndexError) as exc:
+        raise BadRequest(f"CSR attributes are malformed: {exc}") from exc
+
+
+def _keygen_type(csr: Csr) -> str:
+    """The key type to generate: the CSR key's own type where acceptable, else the default."""
+    name = key_type_of(csr.public_key)
+    if name is None or name not in ALL_KEY_TYPES:
+        return DEFAULT_KEY_TYPE
+    return name
+
+
+def _pkcs8(key: PrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.DER,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
