@@ -14,8 +14,10 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from ..codec import der
+from ..codec.csrattrs import KeyRequest, build_csrattrs
 from ..codec.pkcs10 import Csr
 from ..pop import check_pop
 from ..service import (
@@ -34,7 +36,14 @@ from ..service import (
     Unauthenticated,
 )
 from ..trust import chains_to, issued_by
-from .keys import ALL_KEY_TYPES, DEFAULT_KEY_TYPE, PrivateKey, generate_key, key_type_of
+from .keys import (
+    ALL_KEY_TYPES,
+    DEFAULT_KEY_TYPE,
+    PrivateKey,
+    generate_key,
+    key_type_of,
+    signature_hash,
+)
 from .paths import CaPaths
 from .profile import Request, random_serial, sign_end_entity, vet_csr
 from .store import IssuedRecord, SerialCollision, Store, StoreError, serial_hex
@@ -83,6 +92,7 @@ class LocalCA:
         self.trust_clients = tuple(trust_clients)
         self.validity_days = validity_days
         self.retry_after = retry_after
+        self._csrattrs_der = csr_attributes_for(ca_key, require_pop=require_pop)
 
     @classmethod
     def open(
@@ -138,9 +148,7 @@ class LocalCA:
 
     async def csrattrs(self, label: str | None, peer: Peer) -> CsrAttributes:
         self._check_label(label)
-        from .csrattrs import csr_attributes_for
-
-        return CsrAttributes(csr_attributes_for(self.ca_certificate, self.require_pop))
+        return CsrAttributes(self._csrattrs_der)
 
     async def enroll(self, request: EnrollRequest) -> Certificates | Pending:
         return await asyncio.to_thread(self._process, "enroll", request)  # type: ignore[return-value]
@@ -285,6 +293,20 @@ class LocalCA:
 
     def _chain(self, cert: x509.Certificate) -> Certificates:
         return Certificates((cert, self.ca_certificate))
+
+
+def csr_attributes_for(ca_key: PrivateKey, *, require_pop: bool) -> bytes:
+    """What this CA asks of CSRs: PoP when required, a key like its own, a matching hash."""
+    key_request: KeyRequest | None = None
+    if isinstance(ca_key, ec.EllipticCurvePrivateKey):
+        key_request = KeyRequest.ec(ca_key.curve)
+    elif isinstance(ca_key, rsa.RSAPrivateKey):
+        key_request = KeyRequest.rsa(ca_key.key_size)
+    return build_csrattrs(
+        challenge_password=require_pop,
+        key=key_request,
+        signature_hash=signature_hash(ca_key) if key_request is not None else None,
+    )
 
 
 def _check_same_identity(csr: Csr, current: x509.Certificate) -> None:
