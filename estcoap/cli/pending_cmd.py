@@ -1,0 +1,57 @@
+"""`estcoap pending list|approve|deny --ca DIR`: decide manually approved requests offline."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..ca import CaPaths, Store, StoreError
+from . import CliError
+from .table import print_table
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    parser = subparsers.add_parser("pending", help="list, approve or deny pending requests")
+    sub = parser.add_subparsers(dest="pending_command", required=True, metavar="SUBCOMMAND")
+
+    listing = sub.add_parser("list", help="show requests waiting for a decision (and decided ones)")
+    listing.add_argument("--ca", required=True, metavar="DIR", help="the CA directory")
+    listing.add_argument(
+        "--state", choices=("pending", "approved", "denied"), help="only requests in this state"
+    )
+    listing.set_defaults(func=_list)
+
+    for name, verb in (("approve", "approve"), ("deny", "deny")):
+        decide = sub.add_parser(name, help=f"{verb} a pending request")
+        decide.add_argument("id", type=int, help="request id from 'pending list'")
+        decide.add_argument("--ca", required=True, metavar="DIR", help="the CA directory")
+        decide.set_defaults(func=_decide, decision=name)
+
+
+def _open(ca_dir: str) -> Store:
+    try:
+        return Store.open(CaPaths.of(ca_dir).store, create=False)
+    except StoreError as exc:
+        raise CliError(str(exc)) from exc
+
+
+def _list(args: argparse.Namespace) -> int:
+    with _open(args.ca) as store:
+        records = store.pending_list(args.state)
+    print_table(
+        ("id", "state", "operation", "label", "subject", "requester", "created"),
+        [
+            (str(r.id), r.state, r.operation, r.label or "-", r.subject, r.requester, r.created)
+            for r in records
+        ],
+    )
+    return 0
+
+
+def _decide(args: argparse.Namespace) -> int:
+    with _open(args.ca) as store:
+        try:
+            record = store.approve(args.id) if args.decision == "approve" else store.deny(args.id)
+        except StoreError as exc:
+            raise CliError(str(exc)) from exc
+    print(f"request {record.id} ({record.operation}, {record.subject}) {record.state}")
+    return 0
