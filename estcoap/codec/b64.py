@@ -32,8 +32,13 @@ def decode(data: bytes | str) -> bytes:
         raise Base64Error(f"body is not base64: {exc}") from exc
 
 
-def encode(data: bytes, *, line_length: int = 64) -> bytes:
-    """Encode as base64 text wrapped at line_length columns, each line ending in LF (as RFC 7030 A.1 counts them)."""
+def encode(data: bytes, *, line_length: int = 64, newline: bytes = b"\n") -> bytes:
+    """Base64 text wrapped at line_length columns, each line ending in newline.
+
+    LF by default, as RFC 7030 A.1 counts its Content-Length; multipart bodies use CRLF.
+    """
+    if line_length <= 0 or line_length % 4:
+        raise ValueError("line_length must be a positive multiple of 4")
     text = base64.b64encode(data)
     lines = [text[i : i + line_length] for i in range(0, len(text), line_length)]
-    return b"".join(line + b"\n" for line in lines)
+    return b"".join(line + newline for line in lines)
