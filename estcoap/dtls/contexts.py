@@ -15,7 +15,9 @@ DTLS_1_2 = 0xFEFD  # pyOpenSSL exports no DTLS version constants
 CookieCheck = Callable[[SSL.Connection, bytes], bool]
 
 
-def _base_context(method: int, ciphers: str, trust_anchors: Sequence[x509.Certificate]) -> SSL.Context:
+def _base_context(
+    method: int, ciphers: str, trust_anchors: Sequence[x509.Certificate]
+) -> SSL.Context:
     ctx = SSL.Context(method)
     ctx.set_min_proto_version(DTLS_1_2)
     ctx.set_max_proto_version(DTLS_1_2)
@@ -23,7 +25,8 @@ def _base_context(method: int, ciphers: str, trust_anchors: Sequence[x509.Certif
     # Memory BIOs cannot learn the path MTU; the association sets it.
     ctx.set_options(SSL.OP_NO_QUERY_MTU | SSL.OP_NO_TICKET | SSL.OP_NO_RENEGOTIATION)
     ctx.set_mode(SSL.MODE_RELEASE_BUFFERS)
-    ctx.set_session_cache_mode(SSL.SESS_CACHE_OFF)  # every handshake is full: tls-unique = client Finished
+    # every handshake is full, so tls-unique is always the client's Finished
+    ctx.set_session_cache_mode(SSL.SESS_CACHE_OFF)
     store = ctx.get_cert_store()
     assert store is not None
     for anchor in trust_anchors:
@@ -41,7 +44,9 @@ def _use_identity(ctx: SSL.Context, chain: Sequence[x509.Certificate], key: obje
     ctx.check_privatekey()
 
 
-def _accept_verified(conn: SSL.Connection, cert: crypto.X509, errno: int, depth: int, ok: int) -> bool:
+def _accept_verified(
+    conn: SSL.Connection, cert: crypto.X509, errno: int, depth: int, ok: int
+) -> bool:
     return bool(ok)
 
 

@@ -1,0 +1,296 @@
+"""aiocoap server transport for coaps:// over certificate DTLS 1.2.
+
+One UDP socket per listen address. A ClientHello without a valid cookie gets a stateless
+HelloVerifyRequest; only a returning ClientHello with a valid cookie creates a session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+from collections.abc import Sequence
+
+import aiocoap
+from aiocoap import error as coap_error
+from aiocoap import interfaces
+from aiocoap.message import Message
+from aiocoap.messagemanager import MessageManager
+from aiocoap.tokenmanager import TokenManager
+from aiocoap.util import hostportjoin
+from OpenSSL import SSL
+
+from .association import (
+    ApplicationData,
+    Closed,
+    DtlsAssociation,
+    Event,
+    HandshakeComplete,
+    State,
+)
+from .config import DtlsServerConfig
+from .contexts import server_context
+from .cookie import CookieJar
+from .errors import ConnectionClosed, DtlsError, HandshakeFailed, HandshakeTimeout
+from .records import hello_verify_request, parse_client_hello, split_records
+from .remote import DtlsRemote
+
+log = logging.getLogger("estcoap.dtls.server")
+
+SessionKey = tuple["_Endpoint", tuple]
+
+
+class _Endpoint(asyncio.DatagramProtocol):
+    """One listening UDP socket; hands datagrams to the transport."""
+
+    def __init__(self, server: DtlsServerTransport) -> None:
+        self.server = server
+        self.transport: asyncio.DatagramTransport | None = None
+        self.hostinfo = ""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        host, port = transport.get_extra_info("sockname")[:2]
+        self.hostinfo = hostportjoin(host, port)
+
+    def datagram_received(self, data: bytes, addr: tuple) -> None:
+        try:
+            self.server._datagram(self, data, addr)
+        except Exception:  # a bad datagram must never take the listener down
+            log.exception("dropping datagram from %s", addr)
+
+    def error_received(self, exc: Exception) -> None:
+        log.debug("socket error: %s", exc)
+
+    def sendto(self, data: bytes, addr: tuple) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.sendto(data, addr)
+
+
+class ServerRemote(DtlsRemote):
+    def __init__(self, endpoint: _Endpoint, peer: tuple, association: DtlsAssociation,
+                 client_random: bytes) -> None:
+        super().__init__(association, peer, lambda: endpoint.hostinfo,
+                         lambda data: endpoint.sendto(data, peer))
+        self.endpoint = endpoint
+        self.client_random = client_random
+
+
+class DtlsServerTransport(interfaces.MessageInterface):
+    def __init__(self, mman: interfaces.MessageManager, config: DtlsServerConfig,
+                 loop: asyncio.AbstractEventLoop) -> None:
+        self._mman = mman
+        self.config = config
+        self._loop = loop
+        self._cookies = CookieJar()
+        self._ctx = server_context(config, self._cookie_matches)
+        self.sessions: dict[SessionKey, ServerRemote] = {}
+        self._endpoints: list[_Endpoint] = []
+        self._sweeper: asyncio.Task | None = None
+        self.hello_verify_requests_sent = 0
+        self.refused_handshakes = 0
+        self._closing = False
+
+    @staticmethod
+    def _cookie_matches(conn: SSL.Connection, cookie: bytes) -> bool:
+        return cookie == conn.get_app_data()
+
+    @classmethod
+    async def create(cls, mman: interfaces.MessageManager, binds: Sequence[tuple[str, int]],
+                     config: DtlsServerConfig) -> DtlsServerTransport:
+        loop = asyncio.get_running_loop()
+        self = cls(mman, config, loop)
+        try:
+            for host, port in binds:
+                family = socket.AF_INET6 if ":" in host else socket.AF_INET
+                udp, endpoint = await loop.create_datagram_endpoint(
+                    lambda: _Endpoint(self), local_addr=(host, port), family=family
+                )
+                endpoint.connection_made(udp)  # asyncio calls it later; we need it now
+                self._endpoints.append(endpoint)
+        except BaseException:
+            await self.shutdown()
+            raise
+        self._sweeper = loop.create_task(self._sweep(), name="DTLS session sweeper")
+        return self
+
+    @property
+    def bound_addresses(self) -> list[tuple[str, int]]:
+        return [
+            tuple(e.transport.get_extra_info("sockname")[:2])  # type: ignore[misc]
+            for e in self._endpoints
+            if e.transport is not None
+        ]
+
+    # -- datagram path ------------------------------------------------------------------
+
+    def _datagram(self, endpoint: _Endpoint, data: bytes, peer: tuple) -> None:
+        records = split_records(data)
+        if not records:
+            return
+        remote = self.sessions.get((endpoint, peer))
+        hello = parse_client_hello(records[0])
+        if hello is not None and not (
+            remote is not None
+            and remote.association.state is State.HANDSHAKING
+            and remote.client_random == hello.random
+        ):
+            self._new_hello(endpoint, peer, data, hello, remote)
+            return
+        if remote is None:
+            return  # no association: stale or spoofed traffic
+        remote.last_activity = time.monotonic()
+        self._process(remote, remote.association.receive_datagram(data))
+
+    def _new_hello(self, endpoint, peer, data, hello, old: ServerRemote | None) -> None:
+        if not self._cookies.verify(peer, hello.random, hello.cookie):
+            cookie = self._cookies.make(peer, hello.random)
+            endpoint.sendto(hello_verify_request(hello, cookie), peer)
+            self.hello_verify_requests_sent += 1
+            return
+        # The peer proved it owns its address: a new handshake replaces the old
+        # association from the same address and port (RFC 6347 s4.2.8).
+        if old is not None:
+            self._drop(old, ConnectionClosed("replaced by a new handshake from the same address"))
+        if len(self.sessions) >= self.config.max_sessions:
+            self.refused_handshakes += 1
+            log.warning("session table full (%d); ignoring ClientHello from %s",
+                        len(self.sessions), peer)
+            return
+        try:
+            association, events = DtlsAssociation.accept(
+                self._ctx, data, hello.cookie, datagram_limit=self.config.datagram_limit
+            )
+        except HandshakeFailed as exc:
+            self.refused_handshakes += 1
+            log.info("ClientHello from %s refused: %s", peer, exc)
+            return
+        remote = ServerRemote(endpoint, peer, association, hello.random)
+        self.sessions[(endpoint, peer)] = remote
+        self._process(remote, events)
+
+    def _process(self, remote: ServerRemote, events: list[Event]) -> None:
+        for event in events:
+            if isinstance(event, ApplicationData):
+                self._deliver(remote, event.data)
+            elif isinstance(event, HandshakeComplete):
+                log.debug("handshake with %s complete (%s)", remote.peer,
+                          remote.association.cipher)
+            elif isinstance(event, Closed):
+                if event.error is not None and remote.association.tls_unique is None:
+                    self.refused_handshakes += 1
+                    log.info("handshake with %s failed: %s", remote.peer, event.error)
+                self._drop(remote, event.error or ConnectionClosed("peer sent close_notify"))
+        remote.flush()
+        self._schedule(remote)
+
+    def _deliver(self, remote: ServerRemote, data: bytes) -> None:
+        try:
+            message = Message.decode(data, remote)
+        except coap_error.UnparsableMessage:
+            log.info("unparsable CoAP message from %s", remote.peer)
+            return
+        self._mman.dispatch_message(message)
+
+    def _schedule(self, remote: ServerRemote) -> None:
+        remote.cancel_timer()
+        delay = remote.association.timeout()
+        if delay is not None and self.sessions.get((remote.endpoint, remote.peer)) is remote:
+            remote.timer = self._loop.call_later(delay, self._on_timer, remote)
+
+    def _on_timer(self, remote: ServerRemote) -> None:
+        remote.timer = None
+        try:
+            self._process(remote, remote.association.handle_timeout())
+        except Exception:
+            log.exception("DTLS timer for %s", remote.peer)
+
+    def _drop(self, remote: ServerRemote, reason: DtlsError) -> None:
+        key = (remote.endpoint, remote.peer)
+        if self.sessions.get(key) is remote:
+            del self.sessions[key]
+        remote.cancel_timer()
+        if remote.association.state is not State.CLOSED:
+            remote.association.abort(reason)
+        remote.flush()  # a pending fatal alert or close_notify
+        if remote.association.tls_unique is not None and not self._closing:  # was established
+            self._mman.dispatch_error(reason, remote)
+
+    def _close(self, remote: ServerRemote, reason: DtlsError) -> None:
+        """Orderly end: close_notify to the peer, then forget the session."""
+        remote.association.close()
+        self._drop(remote, reason)
+
+    async def _sweep(self) -> None:
+        cfg = self.config
+        period = max(0.05, min(1.0, cfg.handshake_timeout / 4, cfg.idle_timeout / 4))
+        while True:
+            await asyncio.sleep(period)
+            now = time.monotonic()
+            for remote in list(self.sessions.values()):
+                state = remote.association.state
+                if state is State.HANDSHAKING and now - remote.created > cfg.handshake_timeout:
+                    self._drop(remote, HandshakeTimeout("handshake did not complete in time"))
+                elif state is State.ESTABLISHED and now - remote.last_activity > cfg.idle_timeout:
+                    self._close(remote, ConnectionClosed("idle timeout"))
+
+    # -- MessageInterface ---------------------------------------------------------------
+
+    def send(self, message: Message) -> None:
+        remote = message.remote
+        if not isinstance(remote, ServerRemote) or not remote.established:
+            log.info("not sending to %r: no established association", remote)
+            return
+        remote.last_activity = time.monotonic()
+        try:
+            remote.association.send(message.encode())
+        except DtlsError as exc:
+            self._drop(remote, exc)
+            return
+        remote.flush()
+
+    async def determine_remote(self, message: Message) -> None:
+        return None  # a server answers; it does not dial out
+
+    async def recognize_remote(self, remote: object) -> bool:
+        return (
+            isinstance(remote, ServerRemote)
+            and self.sessions.get((remote.endpoint, remote.peer)) is remote
+        )
+
+    async def shutdown(self) -> None:
+        self._closing = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        for remote in list(self.sessions.values()):
+            self._close(remote, ConnectionClosed("server shutting down"))
+        for endpoint in self._endpoints:
+            if endpoint.transport is not None:
+                endpoint.transport.close()
+        self._endpoints.clear()
+
+
+async def start_server(context: aiocoap.Context, binds: Sequence[tuple[str, int]],
+                       config: DtlsServerConfig) -> DtlsServerTransport:
+    """Attach a coaps:// listener to an aiocoap Context; its serversite gets the requests.
+
+    The context may be any aiocoap.Context, e.g. `aiocoap.Context(serversite=site)` for a
+    DTLS-only server. Context.shutdown() closes the listener and every session.
+    """
+    tman = TokenManager(context)
+    mman = MessageManager(tman)
+    transport = await DtlsServerTransport.create(mman, binds, config)
+    mman.message_interface = transport
+    tman.token_interface = mman
+    context.request_interfaces.append(tman)
+    return transport
+
+
+async def create_server_context(site: object, binds: Sequence[tuple[str, int]],
+                                config: DtlsServerConfig
+                                ) -> tuple[aiocoap.Context, DtlsServerTransport]:
+    """A Context serving `site` over certificate DTLS only."""
+    context = aiocoap.Context(loop=asyncio.get_running_loop(), serversite=site)
+    transport = await start_server(context, binds, config)
+    return context, transport
