@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519
+from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
+from cryptography.x509.name import _ASN1Type
 from cryptography.x509.oid import AttributeOID, ExtensionOID
 
-from . import b64
+from . import b64, der
 from .errors import Base64Error, CsrError
 
 _PEM_MARKERS = (b"-----BEGIN CERTIFICATE REQUEST-----", b"-----BEGIN NEW CERTIFICATE REQUEST-----")
@@ -79,20 +83,44 @@ def parse_csr(data: bytes, *, check_signature: bool = True) -> Csr:
     """
     if not data or not data.strip():
         raise CsrError("CSR is empty")
-    der = _to_der(data)
+    der_bytes = _to_der(data)
+    _check_framing(der_bytes)
     try:
-        request = x509.load_der_x509_csr(der)
+        request = x509.load_der_x509_csr(der_bytes)
     except ValueError as exc:
         raise CsrError(f"CSR is not a valid PKCS#10 structure: {exc}") from exc
-    csr = Csr(der=der, request=request)
+    csr = Csr(der=der_bytes, request=request)
     if check_signature:
-        try:
-            valid = request.is_signature_valid
-        except Exception as exc:  # unsupported key or algorithm
-            raise CsrError(f"CSR signature cannot be checked: {exc}") from exc
-        if not valid:
-            raise CsrError("CSR signature does not verify (or uses a refused hash such as SHA-1)")
+        _check_signature(request)
     return csr
+
+
+def _check_framing(data: bytes) -> None:
+    """Say plainly when the outer DER is cut short or followed by garbage."""
+    try:
+        _, end = der.read_tlv(data, 0)
+    except der.DerError as exc:
+        raise CsrError(f"CSR is not DER: {exc}") from exc
+    if end != len(data):
+        raise CsrError(f"CSR has {len(data) - end} trailing bytes after the DER structure")
+
+
+def _check_signature(request: x509.CertificateSigningRequest) -> None:
+    try:
+        algorithm = request.signature_hash_algorithm
+    except Exception as exc:  # an algorithm cryptography does not know
+        raise CsrError(f"CSR signature algorithm is not supported: {exc}") from exc
+    if isinstance(algorithm, hashes.SHA1 | hashes.MD5):
+        raise CsrError(
+            f"CSR is signed with {algorithm.name.upper()}, which is refused as too weak;"
+            " sign it with SHA-256 or better"
+        )
+    try:
+        valid = request.is_signature_valid
+    except Exception as exc:  # unsupported key or algorithm
+        raise CsrError(f"CSR signature cannot be checked: {exc}") from exc
+    if not valid:
+        raise CsrError("CSR signature does not verify: altered, or not signed by its own key")
 
 
 def _to_der(data: bytes) -> bytes:
@@ -107,9 +135,68 @@ def _to_der(data: bytes) -> bytes:
             return b64.decode(b"".join(lines[1:-1]))
         except Base64Error as exc:
             raise CsrError(f"PEM body is not base64: {exc}") from exc
-    if stripped[:1] == b"\x30":  # a DER SEQUENCE
+    if data[:1] == b"\x30":  # a DER SEQUENCE
         return data
     try:
         return b64.decode(data)
     except Base64Error as exc:
         raise CsrError(f"CSR is neither DER, PEM nor base64: {exc}") from exc
+
+
+# -- building ------------------------------------------------------------------
+
+# PrintableString's alphabet (X.680); base64 of tls-unique fits in it.
+_PRINTABLE = frozenset(
+    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789 '()+,-./:=?"
+)
+
+
+def build_csr(
+    private_key: CertificateIssuerPrivateKeyTypes,
+    subject: x509.Name,
+    *,
+    sans: Sequence[x509.GeneralName] = (),
+    challenge_password: bytes | None = None,
+    extensions: x509.Extensions | None = None,
+    signature_hash: hashes.HashAlgorithm | None = None,
+) -> bytes:
+    """DER of a PKCS#10 request signed by private_key.
+
+    challenge_password is emitted as a PrintableString when its characters allow
+    (as RFC 7030 A.3 does), else as a UTF8String. sans become a subjectAltName
+    extension unless extensions already carry one.
+    """
+    builder = x509.CertificateSigningRequestBuilder().subject_name(subject)
+    carried = {ext.oid for ext in extensions} if extensions is not None else set()
+    if sans and ExtensionOID.SUBJECT_ALTERNATIVE_NAME not in carried:
+        builder = builder.add_extension(x509.SubjectAlternativeName(list(sans)), critical=False)
+    for ext in extensions or ():
+        builder = builder.add_extension(ext.value, critical=ext.critical)
+    if challenge_password is not None:
+        if not challenge_password:
+            raise CsrError("challengePassword must not be empty")
+        tag = _ASN1Type.PrintableString if set(challenge_password) <= _PRINTABLE else None
+        builder = builder.add_attribute(
+            AttributeOID.CHALLENGE_PASSWORD, challenge_password, _tag=tag
+        )
+    algorithm = signature_hash or default_signature_hash(private_key)
+    try:
+        request = builder.sign(private_key, algorithm)  # type: ignore[arg-type]
+    except (TypeError, ValueError) as exc:
+        raise CsrError(f"cannot build the CSR: {exc}") from exc
+    return request.public_bytes(serialization.Encoding.DER)
+
+
+def default_signature_hash(
+    private_key: CertificateIssuerPrivateKeyTypes,
+) -> hashes.HashAlgorithm | None:
+    """SHA-2 sized to the key: P-384 -> SHA-384, P-521 -> SHA-512, else SHA-256; None for EdDSA."""
+    if isinstance(private_key, ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey):
+        return None
+    if isinstance(private_key, ec.EllipticCurvePrivateKey):
+        size = private_key.curve.key_size
+        if size > 384:
+            return hashes.SHA512()
+        if size > 256:
+            return hashes.SHA384()
+    return hashes.SHA256()
