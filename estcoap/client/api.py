@@ -1,0 +1,526 @@
+"""EstClient: the EST logic of a device, over https:// or coaps://.
+
+The URL scheme picks the transport; everything here (formats, proof-of-possession,
+retrying a pending request, checking what came back) is the same for both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
+from cryptography.x509.oid import AttributeOID
+
+from ..codec import pkcs7
+from ..codec.csrattrs import (
+    CsrAttrItem,
+    KeyRequest,
+    decode_csrattrs,
+    requested_key,
+    requested_signature_hash,
+    wants_challenge_password,
+)
+from ..codec.errors import CodecError
+from ..codec.multipart import KeygenParts
+from ..codec.operations import (
+    EST_WELL_KNOWN,
+    ContentFormat,
+    Operation,
+    OperationSpec,
+    is_operation_name,
+    spec_for,
+)
+from .transport import ClientTransport, Reply, ReplyKind
+
+PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
+
+DEFAULT_TIMEOUT = 30.0
+DEFAULT_MAX_PENDING_WAIT = 300.0
+DEFAULT_MAX_PENDING_ATTEMPTS = 20
+
+
+class EstClientError(Exception):
+    """An EST exchange failed. str() is one line: what failed, then the server's diagnostic."""
+
+    def __init__(self, what: str, *, status: str = "", diagnostic: str = "") -> None:
+        self.what = what
+        self.status = status
+        self.diagnostic = diagnostic
+        detail = " ".join(p for p in (status, diagnostic) if p)
+        super().__init__(f"{what}: {detail}" if detail else what)
+
+
+class EstPendingTimeout(EstClientError):
+    """The server kept answering 'pending' beyond max_pending_wait / max attempts."""
+
+
+@dataclass(frozen=True)
+class Provisioned:
+    certificate: x509.Certificate
+    private_key: PrivateKey
+    chain: list[x509.Certificate]  # issued certificate first
+    ca_certificates: list[x509.Certificate]
+
+
+# ---- inputs -------------------------------------------------------------------
+
+
+def load_certificates(source: str | Path | x509.Certificate | Sequence[x509.Certificate]):
+    """Certificates from a PEM file path, one certificate or a list."""
+    if isinstance(source, x509.Certificate):
+        return [source]
+    if isinstance(source, str | Path):
+        data = Path(source).read_bytes()
+        try:
+            return x509.load_pem_x509_certificates(data)
+        except ValueError:
+            return [x509.load_der_x509_certificate(data)]
+    return list(source)
+
+
+def load_private_key(source: str | Path | PrivateKey) -> PrivateKey:
+    if isinstance(source, str | Path):
+        data = Path(source).read_bytes()
+        if data.lstrip().startswith(b"-----"):
+            return serialization.load_pem_private_key(data, password=None)  # type: ignore[return-value]
+        return serialization.load_der_private_key(data, password=None)  # type: ignore[return-value]
+    return source
+
+
+def parse_subject(subject: str | x509.Name) -> x509.Name:
+    """An RFC 4514 string such as "CN=dev1,O=Acme"."""
+    if isinstance(subject, x509.Name):
+        return subject
+    try:
+        return x509.Name.from_rfc4514_string(subject)
+    except ValueError as exc:
+        raise ValueError(f"bad subject {subject!r}: {exc}") from None
+
+
+def generate_key(request: KeyRequest | None = None) -> PrivateKey:
+    """A key as csrattrs asks (EC curve, RSA size, Ed25519); P-256 otherwise."""
+    if request is not None:
+        if request.kind == "rsa":
+            return rsa.generate_private_key(65537, request.bits or 2048)
+        if request.kind == "ed25519":
+            return ed25519.Ed25519PrivateKey.generate()
+        if request.kind == "ed448":
+            return ed448.Ed448PrivateKey.generate()  # type: ignore[return-value]
+        if request.kind == "ec":
+            return ec.generate_private_key(request.ec_curve() or ec.SECP256R1())
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def _default_hash(key: PrivateKey) -> hashes.HashAlgorithm | None:
+    if isinstance(key, ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey):
+        return None
+    if isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.key_size > 256:
+        return hashes.SHA384() if key.curve.key_size <= 384 else hashes.SHA512()
+    return hashes.SHA256()
+
+
+def build_csr(
+    key: PrivateKey,
+    subject: x509.Name,
+    *,
+    sans: Sequence[x509.GeneralName] = (),
+    challenge_password: bytes | None = None,
+    signature_hash: hashes.HashAlgorithm | None = None,
+) -> bytes:
+    """DER of a PKCS#10 request signed by key."""
+    builder = x509.CertificateSigningRequestBuilder().subject_name(subject)
+    if sans:
+        builder = builder.add_extension(x509.SubjectAlternativeName(list(sans)), critical=False)
+    if challenge_password is not None:
+        builder = builder.add_attribute(AttributeOID.CHALLENGE_PASSWORD, challenge_password)
+    algorithm = (
+        None
+        if isinstance(key, ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey)
+        else (signature_hash or _default_hash(key))
+    )
+    return builder.sign(key, algorithm).public_bytes(serialization.Encoding.DER)  # type: ignore[arg-type]
+
+
+def fingerprint(cert: x509.Certificate) -> str:
+    """SHA-256 of the DER certificate, lower-case hex."""
+    return cert.fingerprint(hashes.SHA256()).hex()
+
+
+def _normalise_fingerprint(text: str) -> str:
+    return "".join(ch for ch in text.lower() if ch in "0123456789abcdef")
+
+
+def _public_der(key_or_cert: object) -> bytes:
+    public = key_or_cert.public_key()  # type: ignore[attr-defined]
+    return public.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+# ---- the client ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Endpoint:
+    scheme: str
+    host: str
+    port: int | None
+    root: str
+    label: str | None
+
+
+def parse_url(url: str) -> _Endpoint:
+    """https://host[:port][/.well-known/est[/label]]; a bare host means https."""
+    parts = urlsplit(url if "://" in url else f"https://{url}")
+    if parts.scheme not in ("https", "coaps") or not parts.hostname:
+        raise ValueError(f"not an https:// or coaps:// EST URL: {url}")
+    path = parts.path.rstrip("/")
+    label = None
+    root = path or EST_WELL_KNOWN
+    if path.startswith(EST_WELL_KNOWN + "/"):
+        rest = path[len(EST_WELL_KNOWN) + 1 :]
+        if "/" in rest or is_operation_name(rest):
+            raise ValueError(f"give the EST base URL (…/.well-known/est[/label]), not {url}")
+        root, label = EST_WELL_KNOWN, rest
+    return _Endpoint(parts.scheme, parts.hostname, parts.port, root, label)
+
+
+class EstClient:
+    """An EST client. Use `async with EstClient(url, trust=...) as est:`.
+
+    trust: the explicit trust anchors (PEM path or certificates); None means the
+    system's, unless bootstrap=True: then /cacerts is fetched without verifying the
+    server, checked against `fingerprint` when given, and kept as the new anchors
+    (RFC 7030 s4.1.1). cert/key: a client certificate (PEM path or objects).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        trust: str | Path | Sequence[x509.Certificate] | None = None,
+        cert: str | Path | x509.Certificate | Sequence[x509.Certificate] | None = None,
+        key: str | Path | PrivateKey | None = None,
+        user: str | None = None,
+        password: str | None = None,
+        bootstrap: bool = False,
+        fingerprint: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        max_pending_wait: float = DEFAULT_MAX_PENDING_WAIT,
+        max_pending_attempts: int = DEFAULT_MAX_PENDING_ATTEMPTS,
+        tls12: bool = False,
+        on_pending: Callable[[int], None] | None = None,
+    ) -> None:
+        self.endpoint = parse_url(url)
+        self.label = self.endpoint.label
+        self.trust = load_certificates(trust) if trust is not None else None
+        self.cert_chain = load_certificates(cert) if cert is not None else []
+        self.key = load_private_key(key) if key is not None else None
+        if self.cert_chain and self.key is None:
+            raise ValueError("a client certificate needs its private key")
+        self.user, self.password = user, password
+        self.bootstrap = bootstrap
+        self.pinned_fingerprint = _normalise_fingerprint(fingerprint) if fingerprint else None
+        self.bootstrap_fingerprint: str | None = None  # set after a bootstrap /cacerts
+        self.ca_certificates: list[x509.Certificate] = []
+        self.timeout = timeout
+        self.max_pending_wait = max_pending_wait
+        self.max_pending_attempts = max_pending_attempts
+        self.tls12 = tls12
+        self.on_pending = on_pending
+        self._transport: ClientTransport | None = None
+
+    async def __aenter__(self) -> EstClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._transport is not None:
+            transport, self._transport = self._transport, None
+            await transport.close()
+
+    # ---- transports ------------------------------------------------------------
+
+    def _new_transport(self, *, verify: bool = True) -> ClientTransport:
+        ep = self.endpoint
+        if ep.scheme == "coaps":
+            from .coaps_transport import CoapsTransport
+
+            host = f"[{ep.host}]" if ":" in ep.host else ep.host
+            port = f":{ep.port}" if ep.port else ""
+            return CoapsTransport(
+                f"coaps://{host}{port}{ep.root}",
+                trust_anchors=self.trust or [],
+                certificate_chain=self.cert_chain,
+                private_key=self.key,
+                timeout=self.timeout,
+            )
+        from .https_transport import HttpsTransport, client_ssl_context
+
+        ctx = client_ssl_context(
+            trust=self.trust,
+            verify=verify,
+            cert_chain=self.cert_chain,
+            key=self.key,
+            tls12_only=self.tls12,
+        )
+        return HttpsTransport(
+            ep.host,
+            ep.port or 443,
+            root=ep.root,
+            ssl_context=ctx,
+            user=self.user,
+            password=self.password,
+            timeout=self.timeout,
+        )
+
+    async def transport(self) -> ClientTransport:
+        if self._transport is None:
+            if self.trust is None and self.bootstrap:
+                await self._bootstrap()
+            self._transport = self._new_transport()
+        return self._transport
+
+    async def _bootstrap(self) -> None:
+        if self.endpoint.scheme != "https":
+            raise EstClientError("bootstrap needs https: EST-coaps needs explicit trust anchors")
+        transport = self._new_transport(verify=False)
+        try:
+            reply = await self._exchange(transport, spec_for(Operation.CACERTS), None)
+        finally:
+            await transport.close()
+        certs = self._certificates(reply, "cacerts")
+        if self.pinned_fingerprint is not None:
+            match = [c for c in certs if fingerprint(c) == self.pinned_fingerprint]
+            if not match:
+                got = ", ".join(fingerprint(c) for c in certs)
+                raise EstClientError(
+                    "bootstrap refused", diagnostic=f"no CA certificate has the pinned "
+                    f"SHA-256 fingerprint {self.pinned_fingerprint} (got {got})",
+                )  # fmt: skip
+        roots = [c for c in certs if c.subject == c.issuer]
+        self.bootstrap_fingerprint = fingerprint((roots or certs)[-1])
+        self.trust = certs
+        self.ca_certificates = certs
+
+    async def _exchange(self, transport: ClientTransport, spec: OperationSpec, body: bytes | None):
+        from .https_transport import HttpsTransportError
+
+        errors: tuple[type[Exception], ...] = (HttpsTransportError, OSError)
+        if self.endpoint.scheme == "coaps":
+            from .coaps_transport import CoapsTransportError
+
+            errors = (*errors, CoapsTransportError)
+        try:
+            return await transport.call(spec, self.label, body)
+        except errors as exc:
+            raise EstClientError(f"{spec.long_name} failed", diagnostic=str(exc)) from exc
+
+    async def _call(self, spec: OperationSpec, body: bytes | None = None) -> Reply:
+        """One EST request; a pending answer is repeated identically, bounded in time and count."""
+        deadline = time.monotonic() + self.max_pending_wait
+        attempts = 0
+        while True:
+            reply = await self._exchange(await self.transport(), spec, body)
+            if reply.kind is ReplyKind.OK:
+                return reply
+            if reply.kind is ReplyKind.ERROR:
+                raise EstClientError(
+                    f"{spec.long_name} refused", status=reply.status, diagnostic=reply.diagnostic
+                )
+            attempts += 1
+            wait = max(1, reply.retry_after)
+            if attempts > self.max_pending_attempts or time.monotonic() + wait > deadline:
+                raise EstPendingTimeout(
+                    f"{spec.long_name} still pending",
+                    diagnostic=f"gave up after {attempts} attempts (retry asked in {wait} s)",
+                )
+            if self.on_pending is not None:
+                self.on_pending(wait)
+            await asyncio.sleep(wait)
+
+    async def _pop_challenge(self) -> bytes:
+        """base64(tls-unique) of the connection the next request will use (RFC 7030 s3.5)."""
+        transport = await self.transport()
+        tls_unique = await transport.tls_unique()
+        if tls_unique is None and self.endpoint.scheme == "https" and not self.tls12:
+            # TLS 1.3 has no tls-unique: reconnect capped at TLS 1.2.
+            self.tls12 = True
+            await self.close()
+            transport = await self.transport()
+            tls_unique = await transport.tls_unique()
+        if tls_unique is None:
+            raise EstClientError("proof-of-possession impossible: the channel has no tls-unique")
+        return base64.b64encode(tls_unique)
+
+    # ---- answers -------------------------------------------------------------------
+
+    @staticmethod
+    def _certificates(reply: Reply, what: str) -> list[x509.Certificate]:
+        try:
+            if reply.content_format is ContentFormat.PKIX_CERT:
+                return [x509.load_der_x509_certificate(reply.body)]
+            return pkcs7.decode_certs_only(reply.body)
+        except (CodecError, ValueError) as exc:
+            raise EstClientError(f"{what}: undecodable answer", diagnostic=str(exc)) from exc
+
+    @staticmethod
+    def _issued_first(certs: list[x509.Certificate], public_der: bytes, what: str):
+        """Put the certificate for our key first; refuse an answer that has none."""
+        mine = [c for c in certs if _public_der(c) == public_der]
+        if not mine:
+            raise EstClientError(f"{what}: the server returned no certificate for our key")
+        return [mine[0]] + [c for c in certs if c is not mine[0]]
+
+    # ---- operations ----------------------------------------------------------------
+
+    async def cacerts(self) -> list[x509.Certificate]:
+        """The CA certificates (RFC 7030 s4.1); kept in .ca_certificates."""
+        certs = self._certificates(await self._call(spec_for(Operation.CACERTS)), "cacerts")
+        self.ca_certificates = certs
+        return certs
+
+    async def csrattrs(self) -> tuple[CsrAttrItem, ...]:
+        """What the server wants in a CSR; empty when it has no wishes (204 or 404)."""
+        try:
+            reply = await self._call(spec_for(Operation.CSRATTRS))
+        except EstClientError as exc:
+            if exc.status in ("404", "4.04"):
+                return ()
+            raise
+        if not reply.body:
+            return ()
+        try:
+            return decode_csrattrs(reply.body)
+        except CodecError as exc:
+            raise EstClientError("csrattrs: undecodable answer", diagnostic=str(exc)) from exc
+
+    async def _make_csr(
+        self,
+        csr: bytes | None,
+        key: PrivateKey | None,
+        subject: str | x509.Name | None,
+        sans: Sequence[x509.GeneralName],
+        pop: bool,
+        challenge_password: bytes | None,
+        signature_hash: hashes.HashAlgorithm | None = None,
+    ) -> bytes:
+        if csr is not None:
+            return csr
+        if key is None or subject is None:
+            raise ValueError("give a CSR, or a key and a subject to build one")
+        if pop:
+            challenge_password = await self._pop_challenge()
+        return build_csr(
+            key,
+            parse_subject(subject),
+            sans=sans,
+            challenge_password=challenge_password,
+            signature_hash=signature_hash,
+        )
+
+    async def enroll(
+        self,
+        csr: bytes | None = None,
+        *,
+        key: PrivateKey | None = None,
+        subject: str | x509.Name | None = None,
+        sans: Sequence[x509.GeneralName] = (),
+        pop: bool = False,
+        challenge_password: bytes | None = None,
+        signature_hash: hashes.HashAlgorithm | None = None,
+    ) -> list[x509.Certificate]:
+        """simpleenroll: the issued certificate first, then the chain the server sent."""
+        der = await self._make_csr(csr, key, subject, sans, pop, challenge_password, signature_hash)
+        return await self._enroll(Operation.SIMPLEENROLL, der)
+
+    async def reenroll(
+        self,
+        csr: bytes | None = None,
+        *,
+        key: PrivateKey | None = None,
+        pop: bool = False,
+    ) -> list[x509.Certificate]:
+        """simplereenroll with the current client certificate: same Subject and SAN;
+        key=None renews with the current key, a new key rekeys (RFC 7030 s4.2.2)."""
+        if csr is None:
+            if not self.cert_chain or self.key is None:
+                raise EstClientError("re-enrollment needs the current certificate and its key")
+            current = self.cert_chain[0]
+            try:
+                san = current.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+                sans: list[x509.GeneralName] = list(san.value)
+            except x509.ExtensionNotFound:
+                sans = []
+            csr = await self._make_csr(None, key or self.key, current.subject, sans, pop, None)
+        return await self._enroll(Operation.SIMPLEREENROLL, csr)
+
+    async def _enroll(self, operation: Operation, csr: bytes) -> list[x509.Certificate]:
+        spec = spec_for(operation)
+        certs = self._certificates(await self._call(spec, csr), spec.long_name)
+        public = x509.load_der_x509_csr(csr).public_key()
+        public_der = public.public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        return self._issued_first(certs, public_der, spec.long_name)
+
+    async def serverkeygen(
+        self,
+        csr: bytes | None = None,
+        *,
+        subject: str | x509.Name | None = None,
+        sans: Sequence[x509.GeneralName] = (),
+        key: PrivateKey | None = None,
+        pop: bool = False,
+    ) -> tuple[PrivateKey, list[x509.Certificate]]:
+        """serverkeygen: the server makes the key. The CSR (signed with `key`, or a
+        throwaway key) only carries the identity; returns (new key, certificates)."""
+        der = await self._make_csr(csr, key or generate_key(), subject, sans, pop, None)
+        spec = spec_for(Operation.SERVERKEYGEN)
+        reply = await self._call(spec, der)
+        try:
+            parts = KeygenParts.from_core(reply.body)
+        except CodecError as exc:
+            raise EstClientError("serverkeygen: undecodable answer", diagnostic=str(exc)) from exc
+        if parts.key_format is not ContentFormat.PKCS8:
+            raise EstClientError("serverkeygen: the server sent an encrypted key (unsupported)")
+        try:
+            new_key = serialization.load_der_private_key(parts.key, password=None)
+        except ValueError as exc:
+            raise EstClientError("serverkeygen: undecodable key", diagnostic=str(exc)) from exc
+        cert_reply = Reply(ReplyKind.OK, body=parts.certificate, content_format=parts.cert_format)
+        certs = self._certificates(cert_reply, spec.long_name)
+        return new_key, self._issued_first(certs, _public_der(new_key), spec.long_name)  # type: ignore[return-value]
+
+    async def provision(
+        self,
+        subject: str | x509.Name,
+        *,
+        sans: Sequence[x509.GeneralName] = (),
+        key: PrivateKey | None = None,
+        pop: bool | None = None,
+    ) -> Provisioned:
+        """cacerts, csrattrs, a key and CSR as the server asks (PoP included), enroll."""
+        ca = await self.cacerts()
+        attrs = await self.csrattrs()
+        if key is None:
+            key = generate_key(requested_key(attrs))
+        want_pop = wants_challenge_password(attrs) if pop is None else pop
+        chain = await self.enroll(
+            key=key,
+            subject=subject,
+            sans=sans,
+            pop=want_pop,
+            signature_hash=requested_signature_hash(attrs),
+        )
+        return Provisioned(chain[0], key, chain, ca)

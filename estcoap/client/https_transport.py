@@ -1,0 +1,493 @@
+"""EST over HTTPS client transport: one keep-alive TLS connection we own.
+
+A small, strict HTTP/1.1 client on asyncio streams rather than a pooled library
+client, because proof-of-possession needs the tls-unique of exactly the connection
+that will carry the enroll POST. One transport = one connection, used by one call
+at a time; it reconnects when the server closed it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import email.utils
+import os
+import secrets
+import ssl
+import tempfile
+import time
+from base64 import b64encode
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from ..codec import b64
+from ..codec.errors import CodecError
+from ..codec.multipart import KeygenParts, content_format_for, parse_content_type
+from ..codec.operations import (
+    HTTP_MULTIPART_MIXED,
+    HTTP_PKCS7,
+    MEDIA_TYPES,
+    ContentFormat,
+    OperationSpec,
+)
+from ..https.authheaders import (
+    DIGEST_ALGORITHMS,
+    Challenge,
+    digest_ha1,
+    digest_response,
+    parse_challenges,
+    quote,
+)
+from .transport import Reply, ReplyKind
+
+DEFAULT_PORT = 443
+MAX_RESPONSE_BODY = 4 * 1024 * 1024
+MAX_HEADERS = 100
+PENDING_WITHOUT_RETRY_AFTER = 60  # a 202 must carry Retry-After; be patient when it does not
+
+
+class HttpsTransportError(Exception):
+    """The TLS connection or the HTTP exchange failed before the server answered."""
+
+
+@dataclass(frozen=True)
+class HttpResponse:
+    status: int
+    reason: str
+    headers: tuple[tuple[str, str], ...]  # names lower-cased, in order
+    body: bytes
+    keep_alive: bool
+
+    def get(self, name: str, default: str = "") -> str:
+        for key, value in self.headers:
+            if key == name:
+                return value
+        return default
+
+    def get_all(self, name: str) -> list[str]:
+        return [value for key, value in self.headers if key == name]
+
+
+def client_ssl_context(
+    *,
+    trust: Sequence[x509.Certificate] | None,
+    verify: bool = True,
+    cert_chain: Sequence[x509.Certificate] = (),
+    key: object | None = None,
+    tls12_only: bool = False,
+) -> ssl.SSLContext:
+    """Explicit trust anchors (the system's when trust is None); verify=False only to bootstrap."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    if tls12_only:
+        ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+    if not verify:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    elif trust:
+        pems = "".join(c.public_bytes(serialization.Encoding.PEM).decode() for c in trust)
+        ctx.load_verify_locations(cadata=pems)
+    else:
+        ctx.load_default_certs()
+    if cert_chain:
+        if key is None:
+            raise HttpsTransportError("a client certificate needs its private key")
+        _load_chain(ctx, cert_chain, key)
+    return ctx
+
+
+def _load_chain(ctx: ssl.SSLContext, chain: Sequence[x509.Certificate], key: object) -> None:
+    # ssl loads identities only from files: write them to a private directory, load, delete.
+    key_pem = key.private_bytes(  # type: ignore[attr-defined]
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    with tempfile.TemporaryDirectory(prefix="estcoap-") as tmp:
+        cert_path, key_path = Path(tmp, "cert.pem"), Path(tmp, "key.pem")
+        cert_path.write_bytes(b"".join(c.public_bytes(serialization.Encoding.PEM) for c in chain))
+        fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(key_pem)
+        ctx.load_cert_chain(str(cert_path), str(key_path))
+
+
+class _Digest:
+    """Client state for one Digest challenge: reused for later requests with nc+1."""
+
+    def __init__(self, challenge: Challenge, user: str, password: str) -> None:
+        p = challenge.params
+        self.algorithm = p.get("algorithm", "MD5").upper()
+        self.realm = p.get("realm", "")
+        self.nonce = p.get("nonce", "")
+        self.opaque = p.get("opaque")
+        self.user = user
+        self.ha1 = digest_ha1(self.algorithm, user, self.realm, password)
+        self.nc = 0
+
+    def header(self, method: str, uri: str) -> str:
+        self.nc += 1
+        nc = f"{self.nc:08x}"
+        cnonce = secrets.token_hex(8)
+        response = digest_response(
+            self.algorithm, self.ha1, method=method, uri=uri,
+            nonce=self.nonce, nc=nc, cnonce=cnonce, qop="auth",
+        )  # fmt: skip
+        parts = [
+            f"username={quote(self.user)}",
+            f"realm={quote(self.realm)}",
+            f"uri={quote(uri)}",
+            f"algorithm={self.algorithm}",
+            f"nonce={quote(self.nonce)}",
+            f"nc={nc}",
+            f"cnonce={quote(cnonce)}",
+            "qop=auth",
+            f"response={quote(response)}",
+        ]
+        if self.opaque is not None:
+            parts.append(f"opaque={quote(self.opaque)}")
+        return "Digest " + ", ".join(parts)
+
+
+def _choose(challenges: list[Challenge]) -> Challenge | None:
+    """Digest SHA-256, then Digest MD5 (qop=auth only), then Basic."""
+    digests = [
+        c
+        for c in challenges
+        if c.scheme == "digest"
+        and c.params.get("algorithm", "MD5").upper() in DIGEST_ALGORITHMS
+        and "auth" in [q.strip() for q in c.params.get("qop", "").split(",")]
+    ]
+    for algorithm in DIGEST_ALGORITHMS:
+        for c in digests:
+            if c.params.get("algorithm", "MD5").upper() == algorithm:
+                return c
+    return next((c for c in challenges if c.scheme == "basic"), None)
+
+
+class HttpsTransport:
+    """ClientTransport for https:// EST servers."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int = DEFAULT_PORT,
+        *,
+        root: str,
+        ssl_context: ssl.SSLContext,
+        server_name: str | None = None,
+        user: str | None = None,
+        password: str | None = None,
+        timeout: float = 30.0,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.root = root.rstrip("/")
+        self.ssl_context = ssl_context
+        self.server_name = server_name or host
+        self.user = user
+        self.password = password
+        self.timeout = timeout
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._lock = asyncio.Lock()
+        self._basic: str | None = None  # learnt: the server takes Basic; send it up front
+        self._digest: _Digest | None = None
+        self.connections_made = 0
+
+    # ---- connection ----------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        return self._writer is not None and not self._writer.is_closing()
+
+    async def _connect(self) -> None:
+        await self._drop()
+        try:
+            self._reader, self._writer = await asyncio.wait_for(
+                asyncio.open_connection(
+                    self.host, self.port, ssl=self.ssl_context,
+                    server_hostname=self.server_name, limit=64 * 1024,
+                ),
+                self.timeout,
+            )  # fmt: skip
+        except ssl.SSLCertVerificationError as exc:
+            reason = exc.verify_message
+            raise HttpsTransportError(f"server certificate not trusted: {reason}") from exc
+        except (OSError, TimeoutError, ssl.SSLError) as exc:
+            raise HttpsTransportError(
+                f"cannot connect to {self.host}:{self.port}: {exc or type(exc).__name__}"
+            ) from exc
+        self.connections_made += 1
+
+    async def _drop(self) -> None:
+        writer, self._reader, self._writer = self._writer, None, None
+        if writer is not None:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(writer.wait_closed(), 1.0)
+
+    def ssl_object(self) -> ssl.SSLObject | None:
+        return self._writer.get_extra_info("ssl_object") if self._writer else None
+
+    async def tls_unique(self) -> bytes | None:
+        """tls-unique of the live connection (connecting if needed): the next call() uses it."""
+        async with self._lock:
+            if not self.connected:
+                await self._connect()
+            obj = self.ssl_object()
+            if obj is None or obj.version() == "TLSv1.3":
+                return None
+            return obj.get_channel_binding("tls-unique")
+
+    def peer_certificate(self) -> x509.Certificate | None:
+        obj = self.ssl_object()
+        der = obj.getpeercert(binary_form=True) if obj else None
+        return x509.load_der_x509_certificate(der) if der else None
+
+    async def close(self) -> None:
+        await self._drop()
+
+    # ---- one EST call ----------------------------------------------------------
+
+    def path(self, spec: OperationSpec, label: str | None) -> str:
+        return f"{self.root}/{label}/{spec.long_name}" if label else f"{self.root}/{spec.long_name}"
+
+    async def call(
+        self,
+        spec: OperationSpec,
+        label: str | None,
+        body: bytes | None,
+        accept: ContentFormat | None = None,
+    ) -> Reply:
+        target = self.path(spec, label)
+        payload = b64.encode(body) if body is not None else None
+        response = await self.request(spec.method, target, payload, content_type=_media(spec))
+        return reply_of(response)
+
+    async def request(
+        self, method: str, target: str, body: bytes | None, *, content_type: str | None = None
+    ) -> HttpResponse:
+        """One request, answering an authentication challenge when we have a password."""
+        response = await self._send(method, target, body, content_type, self._auth(method, target))
+        if response.status != 401 or not (self.user and self.password):
+            return response
+        challenges = parse_challenges(response.get_all("www-authenticate"))
+        for _ in range(2):  # the first answer, then once more if the nonce was stale
+            chosen = _choose(challenges)
+            if chosen is None:
+                return response
+            if chosen.scheme == "basic":
+                token = b64encode(f"{self.user}:{self.password}".encode()).decode()
+                self._basic, self._digest = f"Basic {token}", None
+            else:
+                self._digest, self._basic = _Digest(chosen, self.user, self.password), None
+            response = await self._send(
+                method, target, body, content_type, self._auth(method, target)
+            )
+            if response.status != 401:
+                return response
+            challenges = parse_challenges(response.get_all("www-authenticate"))
+            if not any(c.params.get("stale", "").lower() == "true" for c in challenges):
+                break
+        return response
+
+    def _auth(self, method: str, target: str) -> str | None:
+        if self._digest is not None:
+            return self._digest.header(method, target)
+        return self._basic
+
+    async def _send(
+        self,
+        method: str,
+        target: str,
+        body: bytes | None,
+        content_type: str | None,
+        authorization: str | None,
+    ) -> HttpResponse:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        lines = [
+            f"{method} {target} HTTP/1.1",
+            f"Host: {host}:{self.port}",
+            "User-Agent: estcoap",
+            "Accept: */*",
+        ]
+        if authorization:
+            lines.append(f"Authorization: {authorization}")
+        if body is not None:
+            lines.append(f"Content-Type: {content_type or 'application/octet-stream'}")
+            lines.append("Content-Transfer-Encoding: base64")
+            lines.append(f"Content-Length: {len(body)}")
+        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        async with self._lock:
+            for attempt in range(2):
+                reused = self.connected
+                if not reused:
+                    await self._connect()
+                try:
+                    return await asyncio.wait_for(self._exchange(head, body, method), self.timeout)
+                except _ClosedEarly as exc:
+                    await self._drop()
+                    # A kept-alive connection the server had closed: retry once on a new one.
+                    if not reused or attempt:
+                        raise HttpsTransportError(f"server closed the connection: {exc}") from exc
+                except TimeoutError as exc:
+                    await self._drop()
+                    raise HttpsTransportError(f"no answer within {self.timeout:g} s") from exc
+                except (OSError, ssl.SSLError, asyncio.IncompleteReadError, ValueError) as exc:
+                    await self._drop()
+                    raise HttpsTransportError(f"HTTP exchange failed: {exc}") from exc
+        raise AssertionError("unreachable")
+
+    async def _exchange(self, head: bytes, body: bytes | None, method: str) -> HttpResponse:
+        assert self._reader is not None and self._writer is not None
+        try:
+            self._writer.write(head + (body or b""))
+            await self._writer.drain()
+            first = await self._reader.readline()
+        except (ConnectionError, ssl.SSLError) as exc:
+            raise _ClosedEarly(str(exc) or type(exc).__name__) from exc
+        if not first:
+            raise _ClosedEarly("no response")
+        while True:
+            status, reason, version = _status_line(first)
+            headers = await _read_headers(self._reader)
+            if 100 <= status < 200:  # interim (100 Continue): the real answer follows
+                first = await self._reader.readline()
+                continue
+            break
+        response_body = await _read_body(self._reader, method, status, headers)
+        conn = ",".join(v for k, v in headers if k == "connection").lower()
+        keep = version == "HTTP/1.1" and "close" not in conn
+        delimited = any(k in ("content-length", "transfer-encoding") for k, _ in headers)
+        if not keep or not (delimited or status in (204, 304)):
+            await self._drop()
+        return HttpResponse(status, reason, tuple(headers), response_body, keep)
+
+
+class _ClosedEarly(Exception):
+    pass
+
+
+def _status_line(line: bytes) -> tuple[int, str, str]:
+    parts = line.decode("latin-1").rstrip("\r\n").split(" ", 2)
+    if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
+        raise ValueError(f"bad HTTP status line {line[:60]!r}")
+    return int(parts[1]), parts[2] if len(parts) > 2 else "", parts[0]
+
+
+async def _read_headers(reader: asyncio.StreamReader) -> list[tuple[str, str]]:
+    headers: list[tuple[str, str]] = []
+    while True:
+        line = await reader.readline()
+        if not line:
+            raise asyncio.IncompleteReadError(b"", None)
+        if line in (b"\r\n", b"\n"):
+            return headers
+        if len(headers) >= MAX_HEADERS:
+            raise ValueError("too many response header fields")
+        name, sep, value = line.decode("latin-1").partition(":")
+        if not sep or not name or name != name.strip():
+            raise ValueError(f"bad header line {line[:60]!r}")
+        headers.append((name.lower(), value.strip()))
+
+
+async def _read_body(
+    reader: asyncio.StreamReader, method: str, status: int, headers: list[tuple[str, str]]
+) -> bytes:
+    if method == "HEAD" or status in (204, 304):
+        return b""
+    encodings = ",".join(v for k, v in headers if k == "transfer-encoding").lower()
+    if "chunked" in encodings:
+        out = bytearray()
+        while True:
+            size_line = await reader.readline()
+            size = int(size_line.split(b";", 1)[0].strip(), 16)
+            if size == 0:
+                while (await reader.readline()) not in (b"\r\n", b"\n", b""):
+                    pass  # trailer fields
+                return bytes(out)
+            if len(out) + size > MAX_RESPONSE_BODY:
+                raise ValueError("response body too large")
+            out += await reader.readexactly(size)
+            if (await reader.readline()) not in (b"\r\n", b"\n"):
+                raise ValueError("bad chunk framing")
+    lengths = {v for k, v in headers if k == "content-length"}
+    if lengths:
+        if len(lengths) != 1 or not next(iter(lengths)).isdigit():
+            raise ValueError("bad Content-Length")
+        length = int(next(iter(lengths)))
+        if length > MAX_RESPONSE_BODY:
+            raise ValueError("response body too large")
+        return await reader.readexactly(length)
+    data = await reader.read(MAX_RESPONSE_BODY + 1)  # delimited by close
+    if len(data) > MAX_RESPONSE_BODY:
+        raise ValueError("response body too large")
+    return data
+
+
+# ---- HTTP answer -> Reply ------------------------------------------------------
+
+
+def _media(spec: OperationSpec) -> str | None:
+    return MEDIA_TYPES[spec.request_format] if spec.request_format else None
+
+
+def content_format_of(media_type: str) -> ContentFormat | None:
+    fmt = content_format_for(media_type)
+    if fmt is None and parse_content_type(media_type) == (HTTP_PKCS7, {}):
+        return ContentFormat.PKCS7_CERTS_ONLY  # no smime-type: the certs-only default
+    return fmt
+
+
+def _der(body: bytes) -> bytes:
+    """RFC 8951: base64 whatever the headers say; accept raw DER from lax servers."""
+    try:
+        return b64.decode(body)
+    except CodecError:
+        if body[:1] == b"\x30":
+            return body
+        raise
+
+
+def retry_after_seconds(value: str, now: float | None = None) -> int:
+    """Retry-After as delta-seconds or an HTTP-date (RFC 9110 s10.2.3)."""
+    value = value.strip()
+    if value.isdigit():
+        return int(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError):
+        return PENDING_WITHOUT_RETRY_AFTER
+    return max(0, round(when - (time.time() if now is None else now)))
+
+
+def reply_of(response: HttpResponse) -> Reply:
+    status = response.status
+    if status == 202:
+        header = response.get("retry-after")
+        wait = retry_after_seconds(header) if header else PENDING_WITHOUT_RETRY_AFTER
+        return Reply(ReplyKind.PENDING, retry_after=wait)
+    if status == 204:
+        return Reply(ReplyKind.OK, body=b"", content_format=None)
+    if status != 200:
+        text = response.body.decode("utf-8", "replace").strip()
+        diagnostic = text.splitlines()[0][:300] if text else response.reason
+        return Reply(ReplyKind.ERROR, status=str(status), diagnostic=diagnostic)
+    content_type = response.get("content-type")
+    try:
+        if parse_content_type(content_type)[0] == HTTP_MULTIPART_MIXED:
+            # One form for both transports: multipart/mixed becomes the multipart-core array.
+            parts = KeygenParts.from_mixed(response.body, content_type)
+            return Reply(
+                ReplyKind.OK, body=parts.to_core(), content_format=ContentFormat.MULTIPART_CORE
+            )
+        return Reply(
+            ReplyKind.OK, body=_der(response.body), content_format=content_format_of(content_type)
+        )
+    except CodecError as exc:
+        return Reply(ReplyKind.ERROR, status="200", diagnostic=f"undecodable answer: {exc}")

@@ -1,0 +1,152 @@
+"""The EST over HTTPS front (RFC 7030): /.well-known/est[/<label>]/<operation> on aiohttp.
+
+It only translates: path -> operation (from the operation table), credentials ->
+Peer, base64 body -> Csr, and the service's answer -> HTTP (responses.py).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+
+from ..codec import b64
+from ..codec.errors import CodecError
+from ..codec.operations import (
+    EST_WELL_KNOWN,
+    HTTP_PKCS10,
+    Operation,
+    OperationSpec,
+    by_long_name,
+    is_operation_name,
+)
+from ..codec.pkcs10 import Csr, parse_csr
+from ..service import (
+    EnrollRequest,
+    EstError,
+    EstService,
+    NotFound,
+    NotSupported,
+    Peer,
+    Unauthenticated,
+)
+from . import responses
+from .auth import HttpAuthenticator
+from .tls import PeerReader
+
+log = logging.getLogger("estcoap.https")
+
+DEFAULT_MAX_BODY = 64 * 1024
+_READ_CHUNK = 16 * 1024
+
+
+class _AuthRequired(Unauthenticated):
+    def __init__(self, reason: str, *, stale: bool = False) -> None:
+        super().__init__(reason)
+        self.stale = stale
+
+
+class _Refusal(Exception):
+    """A protocol-level refusal that is not a service meaning (405, 413, 415)."""
+
+    def __init__(
+        self, status: int, diagnostic: str, *, close: bool = False, **headers: str
+    ) -> None:
+        super().__init__(diagnostic)
+        self.status = status
+        self.close = close
+        self.headers = headers
+
+
+class HttpsFront:
+    def __init__(
+        self,
+        service: EstService,
+        *,
+        authenticator: HttpAuthenticator | None = None,
+        max_body: int = DEFAULT_MAX_BODY,
+    ) -> None:
+        self.service = service
+        self.auth = authenticator if authenticator and authenticator.enabled else None
+        self.max_body = max_body
+        self._peers = PeerReader()
+
+    def make_app(self) -> web.Application:
+        app = web.Application(client_max_size=self.max_body)
+        app.router.add_route("*", EST_WELL_KNOWN + "/{op}", self.handle)
+        app.router.add_route("*", EST_WELL_KNOWN + "/{label}/{op}", self.handle)
+        return app
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        try:
+            return await self._handle(request)
+        except _Refusal as exc:
+            resp = responses.text(exc.status, str(exc), **exc.headers)
+            if exc.close:
+                resp.force_close()
+            return resp
+        except (EstError, CodecError) as exc:
+            resp = responses.error(exc)
+            if isinstance(exc, Unauthenticated) and self.auth is not None:
+                for value in self.auth.challenges(stale=getattr(exc, "stale", False)):
+                    resp.headers.add("WWW-Authenticate", value)
+            return resp
+        except Exception:
+            log.exception("request %s %s failed", request.method, request.path)
+            return responses.text(500, "internal server error")
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        label = request.match_info.get("label")
+        name = request.match_info["op"]
+        spec = by_long_name(name)
+        if spec is None:
+            raise NotFound(f"no EST operation {name!r}")
+        if label is not None and (is_operation_name(label) or not self.service.has_label(label)):
+            raise NotFound(f"unknown CA label {label!r}")
+        if request.method != spec.method:
+            raise _Refusal(405, f"{name} takes {spec.method}", Allow=spec.method)
+        if spec.operation is Operation.FULLCMC:
+            raise NotSupported("fullcmc is not supported by this server")
+        peer = self._peer(request, authenticate=spec.operation is not Operation.CACERTS)
+        op = spec.operation
+        if op is Operation.CACERTS:
+            return responses.result(await self.service.cacerts(label))
+        if op is Operation.CSRATTRS:
+            return responses.result(await self.service.csrattrs(label, peer))
+        enroll = EnrollRequest(csr=await self._read_csr(request, spec), peer=peer, label=label)
+        if op is Operation.SIMPLEENROLL:
+            return responses.result(await self.service.enroll(enroll))
+        if op is Operation.SIMPLEREENROLL:
+            return responses.result(await self.service.reenroll(enroll))
+        return responses.result(await self.service.serverkeygen(enroll))
+
+    def _peer(self, request: web.Request, *, authenticate: bool) -> Peer:
+        transport = request.transport
+        ssl_object = transport.get_extra_info("ssl_object") if transport else None
+        has_cert = bool(ssl_object and ssl_object.getpeercert(binary_form=True))
+        user = None
+        if authenticate and self.auth is not None:
+            header = request.headers.get("Authorization")
+            if header or not has_cert:
+                outcome = self.auth.authenticate(header, request.method, request.raw_path)
+                if outcome.user is None:
+                    raise _AuthRequired(outcome.reason, stale=outcome.stale)
+                user = outcome.user
+        return self._peers.peer(ssl_object, request.remote, user)
+
+    async def _read_csr(self, request: web.Request, spec: OperationSpec) -> Csr:
+        content_type = request.headers.get("Content-Type", "")
+        media = content_type.split(";", 1)[0].strip().lower()
+        if media != HTTP_PKCS10:
+            got = f"got {media!r}" if media else "none given"
+            raise _Refusal(415, f"{spec.long_name} expects Content-Type {HTTP_PKCS10} ({got})")
+        too_big = _Refusal(413, f"request body exceeds {self.max_body} bytes", close=True)
+        if request.content_length is not None and request.content_length > self.max_body:
+            raise too_big
+        body = bytearray()
+        while chunk := await request.content.read(_READ_CHUNK):
+            body += chunk
+            if len(body) > self.max_body:
+                raise too_big
+        # RFC 8951: base64 whatever Content-Transfer-Encoding says; tolerant of whitespace.
+        return parse_csr(b64.decode(bytes(body)))
