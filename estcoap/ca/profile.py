@@ -69,8 +69,9 @@ def vet_csr(csr: Csr, *, check_key: bool = True) -> Request:
                 "this CA issues end-entity certificates only"
             )
         if ext.critical and ext.oid not in _UNDERSTOOD:
-            name = getattr(ext.oid, "_name", None) or ext.oid.dotted_string
-            raise Forbidden(f"CSR requests an unsupported critical extension {name}")
+            raise Forbidden(
+                f"CSR requests an unsupported critical extension {ext.oid.dotted_string}"
+            )
     if check_key:
         check_public_key(csr.public_key)
     san = csr.subject_alt_name
