@@ -45,7 +45,8 @@ class Echo(resource.Resource):
 
     async def render_post(self, request: aiocoap.Message) -> aiocoap.Message:
         digest = hashlib.sha256(request.payload).hexdigest()
-        return aiocoap.Message(code=aiocoap.CHANGED, payload=f"{len(request.payload)} {digest}".encode())
+        body = f"{len(request.payload)} {digest}".encode()
+        return aiocoap.Message(code=aiocoap.CHANGED, payload=body)
 
 
 def make_site() -> resource.Site:
@@ -58,8 +59,8 @@ def make_site() -> resource.Site:
     return site
 
 
-@pytest.fixture(scope="session")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+@pytest.fixture(scope="session", name="pki")
+def pki_fixture(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     return make_pki(tmp_path_factory.mktemp("dtls-pki"))
 
 
@@ -106,3 +107,83 @@ def free_udp_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+async def remote_for(context: aiocoap.Context, uri: str):
+    """The client remote (DTLS association) a request to `uri` would use; handshakes if needed."""
+    probe = aiocoap.Message(code=aiocoap.GET, uri=uri)
+    await context.find_remote_and_interface(probe)
+    return probe.remote
+
+
+class RawClient(asyncio.DatagramProtocol):
+    """A hand-driven DTLS client on its own UDP socket, for tests that need to send
+    arbitrary datagrams from an established peer's address or reconnect from it."""
+
+    def __init__(self, config: DtlsClientConfig, server: tuple[str, int]) -> None:
+        from estcoap.dtls.association import check_server_name
+        from estcoap.dtls.contexts import client_context
+
+        self.server = server
+        self.ctx = client_context(config, check_server_name)
+        self.config = config
+        self.udp: asyncio.DatagramTransport | None = None
+        self.association = None
+        self.inbox: asyncio.Queue[bytes] = asyncio.Queue()
+        self.local: tuple | None = None
+
+    async def open(self, local_port: int = 0) -> None:
+        loop = asyncio.get_running_loop()
+        self.udp, _ = await loop.create_datagram_endpoint(
+            lambda: self, local_addr=("127.0.0.1", local_port), remote_addr=self.server
+        )
+        self.local = self.udp.get_extra_info("sockname")
+
+    def datagram_received(self, data: bytes, addr: tuple) -> None:
+        from estcoap.dtls.association import ApplicationData
+
+        if self.association is None:
+            return
+        for event in self.association.receive_datagram(data):
+            if isinstance(event, ApplicationData):
+                self.inbox.put_nowait(event.data)
+        self.flush()
+
+    def flush(self) -> None:
+        for datagram in self.association.datagrams_to_send():
+            self.udp.sendto(datagram)
+
+    async def handshake(self, timeout: float = 5.0) -> None:
+        from estcoap.dtls.association import DtlsAssociation, State
+
+        self.association = DtlsAssociation.connect(self.ctx, self.server[0],
+                                                   datagram_limit=1232)
+        self.flush()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self.association.state is State.HANDSHAKING:
+            if loop.time() > deadline:
+                raise TimeoutError("raw client handshake")
+            await asyncio.sleep(0.01)
+            delay = self.association.timeout()
+            if delay is not None and delay <= 0:
+                self.association.handle_timeout()
+                self.flush()
+        assert self.association.state is State.ESTABLISHED, self.association.error
+
+    async def request(self, message: aiocoap.Message, timeout: float = 5.0) -> aiocoap.Message:
+        """One NON request, one response (no retransmission: the tests run lossless)."""
+        message.mtype = aiocoap.NON
+        message.mid = 0x1234
+        message.token = b"rawtok"
+        self.association.send(message.encode())
+        self.flush()
+        data = await asyncio.wait_for(self.inbox.get(), timeout)
+        return aiocoap.Message.decode(data)
+
+    def send_raw(self, datagram: bytes) -> None:
+        self.udp.sendto(datagram)
+
+    def close(self) -> None:
+        if self.udp is not None:
+            self.udp.close()
