@@ -1,0 +1,268 @@
+"""Client commands: cacerts, csrattrs, enroll, reenroll, serverkeygen (https:// or coaps://)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from ..client import (
+    EstClient,
+    EstClientError,
+    fingerprint,
+    generate_key,
+    load_private_key,
+)
+from ..codec.csrattrs import (
+    CsrAttribute,
+    CsrAttrItem,
+    requested_key,
+    requested_signature_hash,
+    wants_challenge_password,
+)
+from . import CliError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    cacerts = _command(subparsers, "cacerts", "fetch the CA certificates", _cacerts)
+    cacerts.add_argument("--out", metavar="FILE", help="write them here (default: stdout, PEM)")
+
+    _command(subparsers, "csrattrs", "show what the server wants in a CSR", _csrattrs)
+
+    enroll = _command(subparsers, "enroll", "get a certificate for a key (simpleenroll)", _enroll)
+    enroll.add_argument(
+        "--key", required=True, metavar="KEYFILE",
+        help="the private key; a P-256 key is created (mode 0600) when the file does not exist",
+    )  # fmt: skip
+    enroll.add_argument("--subject", required=True, help='RFC 4514, e.g. "CN=dev1,O=Acme"')
+    enroll.add_argument(
+        "--san", action="append", default=[], metavar="TYPE:VALUE",
+        help="DNS:name, IP:addr, URI:uri or EMAIL:addr (repeatable)",
+    )  # fmt: skip
+    enroll.add_argument("--out", required=True, metavar="CERT")
+    enroll.add_argument("--pop", action="store_true", help="link the CSR to the TLS channel")
+
+    reenroll = _command(subparsers, "reenroll", "renew or rekey (simplereenroll)", _reenroll)
+    reenroll.add_argument("--out", required=True, metavar="CERT")
+    reenroll.add_argument(
+        "--new-key", metavar="KEYFILE", help="rekey with this key (created when missing)"
+    )
+    reenroll.add_argument("--pop", action="store_true")
+
+    skg = _command(subparsers, "serverkeygen", "let the server make key and certificate", _skg)
+    skg.add_argument("--subject", required=True)
+    skg.add_argument("--san", action="append", default=[], metavar="TYPE:VALUE")
+    skg.add_argument("--out", required=True, metavar="CERT")
+    skg.add_argument("--out-key", required=True, metavar="KEY")
+    skg.add_argument("--pop", action="store_true")
+
+
+def _command(subparsers, name: str, help_text: str, func) -> argparse.ArgumentParser:  # type: ignore[no-untyped-def]
+    p = subparsers.add_parser(name, help=help_text)
+    p.add_argument("url", help="https://HOST:PORT[/.well-known/est[/LABEL]] or coaps://...")
+    p.add_argument("--trust", metavar="PEM", help="trust anchors for the server (explicit TA)")
+    p.add_argument(
+        "--bootstrap", action="store_true", help="no trust anchors yet: fetch /cacerts unverified"
+    )
+    p.add_argument("--fingerprint", metavar="HEX", help="pinned SHA-256 of the CA certificate")
+    p.add_argument("--user", metavar="NAME:PASSWORD", help="HTTP Basic/Digest credentials")
+    p.add_argument("--cert", metavar="PEM", help="client certificate (chain)")
+    p.add_argument("--cert-key", metavar="KEY", help="the client certificate's key")
+    p.add_argument("--der", action="store_true", help="write DER instead of PEM")
+    p.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS")
+    p.add_argument("--max-pending-wait", type=float, default=300.0, metavar="SECONDS")
+    p.set_defaults(func=lambda args: _run(name, func, args))
+    return p
+
+
+def _run(name: str, func, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-def]
+    try:
+        return asyncio.run(func(args))
+    except EstClientError as exc:
+        raise CliError(str(exc)) from None
+    except ValueError as exc:
+        raise CliError(f"{name} failed: {exc}") from None
+
+
+def _client(args: argparse.Namespace) -> EstClient:
+    user = password = None
+    if args.user:
+        user, sep, password = args.user.partition(":")
+        if not sep:
+            raise CliError("--user needs NAME:PASSWORD")
+    if bool(args.cert) != bool(args.cert_key):
+        raise CliError("--cert and --cert-key go together")
+    if args.trust is None and not args.bootstrap and args.fingerprint:
+        raise CliError("--fingerprint is checked during --bootstrap; add --bootstrap")
+
+    def pending(wait: int) -> None:
+        print(f"pending: the server asks to retry in {wait} s", file=sys.stderr, flush=True)
+
+    return EstClient(
+        args.url,
+        trust=args.trust,
+        cert=args.cert,
+        key=args.cert_key,
+        user=user,
+        password=password,
+        bootstrap=args.bootstrap,
+        fingerprint=args.fingerprint,
+        timeout=args.timeout,
+        max_pending_wait=args.max_pending_wait,
+        on_pending=pending,
+    )
+
+
+# ---- files ----------------------------------------------------------------------
+
+
+def _write_private(path: str | Path, data: bytes) -> None:
+    """Write a secret atomically, mode 0600 from the first byte."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+    os.replace(tmp, path)
+
+
+def _write_certs(path: str | Path, certs: Sequence[x509.Certificate], der: bool) -> None:
+    if der:
+        data = certs[0].public_bytes(serialization.Encoding.DER)
+    else:
+        data = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs)
+    tmp = Path(f"{path}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _key_bytes(key, der: bool) -> bytes:  # type: ignore[no-untyped-def]
+    return key.private_bytes(
+        serialization.Encoding.DER if der else serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def _key_file(path: str, der: bool):  # type: ignore[no-untyped-def]
+    """Load the key, or create a P-256 key there when the file does not exist."""
+    if os.path.exists(path):
+        return load_private_key(path)
+    key = generate_key()
+    _write_private(path, _key_bytes(key, der))
+    print(f"created a P-256 key in {path}", file=sys.stderr)
+    return key
+
+
+def parse_san(text: str) -> x509.GeneralName:
+    kind, sep, value = text.partition(":")
+    kind = kind.upper()
+    if not sep or not value:
+        raise CliError(f"--san wants TYPE:VALUE, got {text!r}")
+    if kind == "DNS":
+        return x509.DNSName(value)
+    if kind == "IP":
+        try:
+            return x509.IPAddress(ipaddress.ip_address(value))
+        except ValueError as exc:
+            raise CliError(f"--san {text}: {exc}") from None
+    if kind == "URI":
+        return x509.UniformResourceIdentifier(value)
+    if kind == "EMAIL":
+        return x509.RFC822Name(value)
+    raise CliError(f"--san type must be DNS, IP, URI or EMAIL, got {kind!r}")
+
+
+# ---- commands ---------------------------------------------------------------------
+
+
+async def _cacerts(args: argparse.Namespace) -> int:
+    async with _client(args) as est:
+        certs = await est.cacerts()
+        if est.bootstrap_fingerprint:
+            print(
+                f"CA certificate SHA-256 fingerprint: {est.bootstrap_fingerprint}", file=sys.stderr
+            )
+    if args.out:
+        if args.der and len(certs) > 1:
+            raise CliError("--der writes one certificate; the server sent several (use PEM)")
+        _write_certs(args.out, certs, args.der)
+        print(f"wrote {len(certs)} CA certificate(s) to {args.out}")
+    else:
+        for cert in certs:
+            sys.stdout.write(cert.public_bytes(serialization.Encoding.PEM).decode())
+    for cert in certs:
+        print(f"  {cert.subject.rfc4514_string()}  sha256 {fingerprint(cert)}", file=sys.stderr)
+    return 0
+
+
+def _describe(item: CsrAttrItem) -> str:
+    name = getattr(item.oid, "_name", "") or ""
+    label = f"{item.oid.dotted_string} ({name})" if name and name != "Unknown OID" else (
+        item.oid.dotted_string
+    )  # fmt: skip
+    if isinstance(item, CsrAttribute):
+        values = ", ".join(v.hex() for v in item.values)
+        return f"attribute {label}: {values}"
+    return f"oid {label}"
+
+
+async def _csrattrs(args: argparse.Namespace) -> int:
+    async with _client(args) as est:
+        items = await est.csrattrs()
+    if not items:
+        print("the server asks for no particular CSR attributes")
+        return 0
+    for item in items:
+        print(_describe(item))
+    key = requested_key(items)
+    if key is not None:
+        detail = key.ec_curve().name if key.ec_curve() else (key.bits or "")
+        print(f"key: {key.kind} {detail}".rstrip())
+    digest = requested_signature_hash(items)
+    if digest is not None:
+        print(f"signature hash: {digest.name}")
+    if wants_challenge_password(items):
+        print("challengePassword: requested (proof-of-possession)")
+    return 0
+
+
+async def _enroll(args: argparse.Namespace) -> int:
+    key = _key_file(args.key, args.der)
+    sans = [parse_san(s) for s in args.san]
+    async with _client(args) as est:
+        chain = await est.enroll(key=key, subject=args.subject, sans=sans, pop=args.pop)
+    _write_certs(args.out, chain, args.der)
+    print(f"wrote {chain[0].subject.rfc4514_string()} (serial {chain[0].serial_number:x}) "
+          f"to {args.out}")  # fmt: skip
+    return 0
+
+
+async def _reenroll(args: argparse.Namespace) -> int:
+    if not args.cert:
+        raise CliError("reenroll needs --cert and --cert-key (the certificate to renew)")
+    new_key = _key_file(args.new_key, args.der) if args.new_key else None
+    async with _client(args) as est:
+        chain = await est.reenroll(key=new_key, pop=args.pop)
+    _write_certs(args.out, chain, args.der)
+    kind = "rekeyed" if new_key is not None else "renewed"
+    print(f"{kind} {chain[0].subject.rfc4514_string()} (serial {chain[0].serial_number:x}) "
+          f"into {args.out}")  # fmt: skip
+    return 0
+
+
+async def _skg(args: argparse.Namespace) -> int:
+    sans = [parse_san(s) for s in args.san]
+    async with _client(args) as est:
+        key, chain = await est.serverkeygen(subject=args.subject, sans=sans, pop=args.pop)
+    _write_private(args.out_key, _key_bytes(key, args.der))
+    _write_certs(args.out, chain, args.der)
+    print(f"wrote {chain[0].subject.rfc4514_string()} to {args.out} and its key to {args.out_key}")
+    return 0

@@ -1,0 +1,177 @@
+"""`estcoap serve --ca DIR --https HOST:PORT ...` and `estcoap users add FILE NAME`.
+
+The service (a LocalCA) is built once; each front (--https now, --coaps later) is
+started by its own starter in FRONTS and shares it. To add a front: add its option
+in _add_front_options() and a starter `async def start(args, service, host, port)`
+returning an object with `.url` and `async close()` to FRONTS under the option's name.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from cryptography import x509
+
+from ..ca import LocalCA
+from ..https import (
+    DEFAULT_MAX_BODY,
+    add_user,
+    parse_users_file,
+    start_https_server,
+    user_from_arg,
+)
+from ..https.users import UsersFileError
+from . import CliError
+
+FrontStarter = Callable[[argparse.Namespace, LocalCA, str, int], Awaitable[Any]]
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    serve = subparsers.add_parser("serve", help="serve EST from the built-in CA")
+    serve.add_argument("--ca", required=True, metavar="DIR", help="the CA directory (ca init)")
+    _add_front_options(serve)
+    serve.add_argument(
+        "--user", action="append", default=[], metavar="NAME:PASSWORD",
+        help="an HTTP Basic/Digest user (repeatable)",
+    )  # fmt: skip
+    serve.add_argument(
+        "--users-file", metavar="FILE", help="users with hashed passwords (estcoap users add)"
+    )
+    serve.add_argument(
+        "--trust-clients", action="append", default=[], metavar="PEM",
+        help="CA certificates whose client certificates may enroll (repeatable)",
+    )  # fmt: skip
+    serve.add_argument(
+        "--label", action="append", default=[], metavar="NAME",
+        help="an additional CA label: /.well-known/est/NAME/... (repeatable)",
+    )  # fmt: skip
+    serve.add_argument("--approval", choices=("auto", "manual"), default="auto")
+    serve.add_argument(
+        "--require-pop", action="store_true",
+        help="require tls-unique proof-of-possession (caps HTTPS at TLS 1.2)",
+    )  # fmt: skip
+    serve.add_argument("--max-body", type=int, default=DEFAULT_MAX_BODY, metavar="BYTES")
+    serve.add_argument("--retry-after", type=int, default=30, metavar="SECONDS")
+    serve.add_argument("--validity-days", type=int, default=365, metavar="N")
+    serve.set_defaults(func=_serve)
+
+    users = subparsers.add_parser("users", help="manage the HTTP users file")
+    sub = users.add_subparsers(dest="users_command", required=True, metavar="SUBCOMMAND")
+    add = sub.add_parser("add", help="add or replace a user (password read from stdin)")
+    add.add_argument("file")
+    add.add_argument("name")
+    add.add_argument("--password", help="the password (default: prompt, or read stdin)")
+    add.set_defaults(func=_users_add)
+
+
+def _add_front_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--https", metavar="HOST:PORT", help="serve EST over HTTPS here")
+
+
+def parse_host_port(text: str) -> tuple[str, int]:
+    """HOST:PORT, with IPv6 as [ADDR]:PORT."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise CliError(f"expected HOST:PORT, got {text!r}")
+    return host.strip("[]"), int(port)
+
+
+# ---- service and fronts ---------------------------------------------------------
+
+
+def build_service(args: argparse.Namespace) -> LocalCA:
+    trust: list[x509.Certificate] = []
+    for path in args.trust_clients:
+        try:
+            with open(path, "rb") as fh:
+                trust.extend(x509.load_pem_x509_certificates(fh.read()))
+        except ValueError as exc:
+            raise CliError(f"{path}: not a PEM certificate file: {exc}") from exc
+    try:
+        return LocalCA.open(
+            args.ca,
+            approval=args.approval,
+            require_pop=args.require_pop,
+            labels=args.label,
+            trust_clients=trust,
+            validity_days=args.validity_days,
+            retry_after=args.retry_after,
+        )
+    except ValueError as exc:
+        raise CliError(str(exc)) from exc
+
+
+async def start_https_front(args: argparse.Namespace, service: LocalCA, host: str, port: int):
+    try:
+        users = [user_from_arg(u) for u in args.user]
+        if args.users_file:
+            users += parse_users_file(args.users_file)
+    except UsersFileError as exc:
+        raise CliError(str(exc)) from exc
+    server = await start_https_server(
+        service,
+        host,
+        port,
+        cert_chain=service.paths.server_cert,
+        key=service.paths.server_key,
+        users=users,
+        max_body=args.max_body,
+        require_pop=args.require_pop,
+    )
+    print(f"serving EST over HTTPS on {server.url}", flush=True)
+    return server
+
+
+FRONTS: dict[str, FrontStarter] = {"https": start_https_front}
+
+
+async def run(args: argparse.Namespace) -> None:
+    wanted = [(name, getattr(args, name, None)) for name in FRONTS]
+    wanted = [(name, value) for name, value in wanted if value]
+    if not wanted:
+        raise CliError("give at least one front, e.g. --https HOST:PORT")
+    if args.max_body <= 0:
+        raise CliError("--max-body must be positive")
+    service = build_service(args)
+    running: list[Any] = []
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        for name, value in wanted:
+            host, port = parse_host_port(value)
+            running.append(await FRONTS[name](args, service, host, port))
+        await stop.wait()
+    finally:
+        for front in reversed(running):
+            await front.close()
+        service.close()
+
+
+def _serve(args: argparse.Namespace) -> int:
+    asyncio.run(run(args))
+    return 0
+
+
+def _users_add(args: argparse.Namespace) -> int:
+    password = args.password
+    if password is None:
+        if sys.stdin.isatty():
+            password = getpass.getpass(f"password for {args.name}: ")
+        else:
+            password = sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        raise CliError("empty password")
+    try:
+        add_user(args.file, args.name, password)
+    except UsersFileError as exc:
+        raise CliError(str(exc)) from exc
+    print(f"{args.file}: user {args.name} set (Basic: scrypt; Digest: SHA-256 and MD5 HA1)")
+    return 0
