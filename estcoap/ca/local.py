@@ -116,7 +116,10 @@ class LocalCA:
             ) from exc
         if ca_key.public_key() != ca_cert.public_key():
             raise ValueError(f"{paths.ca_key} does not belong to {paths.ca_cert}")
-        store = Store.open(paths.store)
+        try:
+            store = Store.open(paths.store)
+        except StoreError as exc:
+            raise ValueError(str(exc)) from exc
         return cls(
             paths,
             ca_cert,
@@ -151,15 +154,23 @@ class LocalCA:
         return CsrAttributes(self._csrattrs_der)
 
     async def enroll(self, request: EnrollRequest) -> Certificates | Pending:
-        return await asyncio.to_thread(self._process, "enroll", request)  # type: ignore[return-value]
+        return await asyncio.to_thread(self._run, "enroll", request)  # type: ignore[return-value]
 
     async def reenroll(self, request: EnrollRequest) -> Certificates | Pending:
-        return await asyncio.to_thread(self._process, "reenroll", request)  # type: ignore[return-value]
+        return await asyncio.to_thread(self._run, "reenroll", request)  # type: ignore[return-value]
 
     async def serverkeygen(self, request: EnrollRequest) -> KeyAndCertificate | Pending:
-        return await asyncio.to_thread(self._process, "serverkeygen", request)  # type: ignore[return-value]
+        return await asyncio.to_thread(self._run, "serverkeygen", request)  # type: ignore[return-value]
 
     # ---- the request pipeline (runs in a worker thread) ----------------------
+
+    def _run(self, operation: str, request: EnrollRequest) -> Answer:
+        try:
+            return self._process(operation, request)
+        except (StoreError, sqlite3.Error) as exc:
+            # A store that cannot answer is our failure, never the peer's.
+            log.error("%s failed in the store: %s", operation, exc)
+            raise ServiceFailure(f"{operation} failed: the CA store is unavailable") from exc
 
     def _process(self, operation: str, request: EnrollRequest) -> Answer:
         self._check_label(request.label)

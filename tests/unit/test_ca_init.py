@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import sqlite3
 import stat
 
 import pytest
@@ -13,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509 import verification
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from estcoap.ca import KEY_TYPES, CaExistsError, CaPaths, LocalCA, Store, init_ca
+from estcoap.ca import KEY_TYPES, CaExistsError, CaPaths, LocalCA, Store, StoreError, init_ca
 from estcoap.ca.store import SCHEMA_VERSION
 
 
@@ -112,3 +113,17 @@ def test_bad_arguments(tmp_path, args, message):
 def test_open_without_ca_says_what_to_do(tmp_path):
     with pytest.raises(FileNotFoundError, match="estcoap ca init"):
         LocalCA.open(tmp_path / "nothing")
+
+
+def test_store_from_a_newer_estcoap_is_refused(tmp_path):
+    paths = init_ca(tmp_path / "ca", ["localhost"])
+    with sqlite3.connect(paths.store) as db:
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    with pytest.raises(ValueError, match="newer than this estcoap supports"):
+        LocalCA.open(paths.dir)
+
+
+def test_garbage_store_is_a_clear_error(tmp_path):
+    (tmp_path / "est.sqlite3").write_bytes(b"this is not a database" * 100)
+    with pytest.raises(StoreError, match="not a usable CA store"):
+        Store.open(tmp_path / "est.sqlite3")
