@@ -44,6 +44,7 @@ async def start_https_server(
     max_body: int = DEFAULT_MAX_BODY,
     require_pop: bool = False,
     keepalive_timeout: float = 75.0,
+    nonce_lifetime: float = 300.0,
 ) -> HttpsServer:
     """Serve EST over HTTPS on host:port (0 picks a free port; see .port).
 
@@ -55,7 +56,8 @@ async def start_https_server(
         anchors = getattr(service, "client_trust_anchors", None)
         client_trust = list(anchors()) if anchors else []
     ctx = server_ssl_context(cert_chain, key, client_trust, tls12_only=require_pop)
-    front = HttpsFront(service, authenticator=HttpAuthenticator(users), max_body=max_body)
+    authenticator = HttpAuthenticator(users, nonce_lifetime=nonce_lifetime)
+    front = HttpsFront(service, authenticator=authenticator, max_body=max_body)
     runner = web.AppRunner(
         front.make_app(), access_log=None, keepalive_timeout=keepalive_timeout, handle_signals=False
     )
