@@ -9,6 +9,7 @@ import sys
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from test_ca_support import enroll_request, make_csr, name, new_ca, user_peer
 
 from estcoap.ca import Store, StoreError, UnknownRequest
@@ -202,3 +203,48 @@ def test_cli_in_a_subprocess(tmp_path):
     missing = run("pending", "list", "--ca", str(tmp_path / "nowhere"))
     assert missing.returncode == 1 and "estcoap ca init" in missing.stderr
     assert not (tmp_path / "nowhere").exists()
+
+
+async def test_reenroll_waits_for_approval_too(ca):
+    ca_auto = new_ca(ca.paths.dir.parent)  # issue the first certificate without waiting
+    try:
+        key = ec.generate_private_key(ec.SECP256R1())
+        first = await ca_auto.enroll(enroll_request(make_csr(key, name("re")), user_peer()))
+    finally:
+        ca_auto.close()
+    cert = first.certificates[0]
+    request = enroll_request(
+        make_csr(key, cert.subject), Peer(Transport.COAPS, certificates=(cert,))
+    )
+    assert isinstance(await ca.reenroll(request), Pending)
+    (record,) = ca.store.pending_list()
+    assert record.operation == "reenroll" and record.requester == "cert:CN=re"
+    _decide(ca, record.id, "approve")
+    renewed = (await ca.reenroll(request)).certificates[0]
+    issued = ca.store.find_issued(renewed.serial_number)
+    assert (issued.kind, issued.renewed_from) == ("renew", format(cert.serial_number, "x"))
+    assert issued.pending_id == record.id
+
+
+async def test_approve_from_the_command_line_while_the_ca_runs(ca):
+    request = enroll_request(make_csr(subject=name("via-cli")), user_peer())
+    assert isinstance(await ca.enroll(request), Pending)
+    (record,) = ca.store.pending_list()
+    done = subprocess.run(
+        [sys.executable, "-m", "estcoap.cli", "pending", "approve", str(record.id),
+         "--ca", str(ca.paths.dir)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"request {record.id} (enroll, CN=via-cli) approved" in done.stdout
+    cert = (await ca.enroll(request)).certificates[0]
+    listing = subprocess.run(
+        [sys.executable, "-m", "estcoap.cli", "ca", "issued", "--ca", str(ca.paths.dir)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert format(cert.serial_number, "x") in listing.stdout
+    assert "CN=via-cli" in listing.stdout
