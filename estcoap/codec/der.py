@@ -249,7 +249,8 @@ def oid(dotted: str) -> bytes:
 
 
 def integer(value: int) -> bytes:
-    length = max(1, (value.bit_length() + 8) // 8)
+    magnitude = value if value >= 0 else ~value  # the bits besides the sign bit
+    length = magnitude.bit_length() // 8 + 1
     return tlv(INTEGER, value.to_bytes(length, "big", signed=True))
 
 
