@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurve
 from cryptography.x509.oid import (
     AttributeOID,
     NameOID,
@@ -103,8 +104,8 @@ class KeyRequest:
     bits: int | None = None
 
     @classmethod
-    def ec(cls, curve: ObjectIdentifier | ec.EllipticCurve | None = None) -> KeyRequest:
-        if isinstance(curve, ec.EllipticCurve):
+    def ec(cls, curve: ObjectIdentifier | EllipticCurve | None = None) -> KeyRequest:
+        if isinstance(curve, EllipticCurve):
             curve = _curve_oid(curve)
         return cls(OID_EC_PUBLIC_KEY, curve=curve)
 
@@ -122,7 +123,7 @@ class KeyRequest:
             PublicKeyAlgorithmOID.ED448: "ed448",
         }.get(self.algorithm, "other")
 
-    def ec_curve(self) -> ec.EllipticCurve | None:
+    def ec_curve(self) -> EllipticCurve | None:
         """The cryptography curve for the requested curve OID, when it knows it."""
         if self.curve is None:
             return None
@@ -464,7 +465,7 @@ def _is_curve(oid: ObjectIdentifier) -> bool:
     return True
 
 
-def _curve_oid(curve: ec.EllipticCurve) -> ObjectIdentifier:
+def _curve_oid(curve: EllipticCurve) -> ObjectIdentifier:
     for oid_name in dir(ec.EllipticCurveOID):
         if oid_name.startswith("_"):
             continue
