@@ -90,6 +90,7 @@ class DtlsServerTransport(interfaces.MessageInterface):
         self._sweeper: asyncio.Task | None = None
         self.hello_verify_requests_sent = 0
         self.refused_handshakes = 0
+        self.handshakes_completed = 0
         self._closing = False
 
     @staticmethod
@@ -175,6 +176,7 @@ class DtlsServerTransport(interfaces.MessageInterface):
             if isinstance(event, ApplicationData):
                 self._deliver(remote, event.data)
             elif isinstance(event, HandshakeComplete):
+                self.handshakes_completed += 1
                 log.debug("handshake with %s complete (%s)", remote.peer,
                           remote.association.cipher)
             elif isinstance(event, Closed):
