@@ -56,15 +56,11 @@ class Block1Assembler:
         self._assemblies: dict[tuple, _Assembly] = {}
 
     @staticmethod
-    def _key(request: Message) -> tuple:
-        return (
-            request.remote.blockwise_key,
-            request.code,
-            tuple(request.opt.uri_path),
-            tuple(request.opt.uri_query),
-        )
+    def _key(request: Message, scope: object) -> tuple:
+        # The site strips Uri-Path before resources see a request: `scope` names the resource.
+        return (scope, request.remote.blockwise_key, request.code, tuple(request.opt.uri_query))
 
-    def feed(self, request: Message) -> Message:
+    def feed(self, request: Message, scope: object) -> Message:
         """Return the whole request, or raise Block1Continue / Block1Refusal."""
         self._expire()
         block1 = request.opt.block1
@@ -75,7 +71,7 @@ class Block1Assembler:
             if len(request.payload) > self.max_size:
                 raise self._too_large()
             return request
-        key = self._key(request)
+        key = self._key(request, scope)
         if block1.more and len(request.payload) != block1.size:
             self._assemblies.pop(key, None)
             raise Block1Refusal(Code.BAD_REQUEST, "Block1 payload size does not match SZX")

@@ -66,7 +66,7 @@ class EstResource(Resource):
     async def render_to_pipe(self, pipe):  # type: ignore[no-untyped-def]
         request = pipe.request
         try:
-            whole = self.assembler.feed(request)
+            whole = self.assembler.feed(request, (self.label, self.spec.short_name))
             response = await self._block2.extract_or_insert(whole, lambda: self.render(whole))
             response.opt.block1 = whole.opt.block1
         except (Block1Continue, Block1Refusal) as answer:

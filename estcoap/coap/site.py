@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from aiocoap import error
 from aiocoap.resource import Site, WKCResource
 
 from ..codec.operations import EST_WELL_KNOWN, OPERATIONS, is_operation_name
@@ -12,6 +13,19 @@ from .block1 import Block1Assembler
 from .resources import EstResource, EstRootResource
 
 DEFAULT_MAX_BODY = 64 * 1024
+
+
+class EstSite(Site):
+    """A Site whose 4.04 says what was not found (an unknown label, usually)."""
+
+    async def render_to_pipe(self, pipe):  # type: ignore[no-untyped-def]
+        try:
+            return await super().render_to_pipe(pipe)
+        except error.NotFound as exc:
+            if exc.message:
+                raise
+            path = "/".join(pipe.request.opt.uri_path)
+            raise error.NotFound(f"no resource /{path} (unknown label or operation)") from None
 
 
 def _segments(path: str) -> tuple[str, ...]:
@@ -33,7 +47,7 @@ def build_site(
     for label in labels:
         if is_operation_name(label) or "/" in label or not label:
             raise ValueError(f"invalid label {label!r}: a label must not be an operation name")
-    site = Site()
+    site = EstSite()
     site.add_resource(
         (".well-known", "core"), WKCResource(site.get_resources_as_linkheader, impl_info=None)
     )

@@ -1,0 +1,64 @@
+"""Start the EST-coaps front: the resource tree on the certificate DTLS transport."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiocoap
+from cryptography import x509
+
+from ..dtls import DtlsServerConfig, DtlsServerTransport, create_server_context
+from ..dtls.config import load_certificates, load_private_key
+from ..service import EstService
+from .site import DEFAULT_MAX_BODY, build_site
+
+
+@dataclass
+class CoapsServer:
+    context: aiocoap.Context
+    transport: DtlsServerTransport
+
+    @property
+    def port(self) -> int:
+        return self.transport.bound_addresses[0][1]
+
+    @property
+    def url(self) -> str:
+        host, port = self.transport.bound_addresses[0][:2]
+        host = f"[{host}]" if ":" in host else host
+        return f"coaps://{host}:{port}/.well-known/est"
+
+    async def close(self) -> None:
+        await self.context.shutdown()
+
+
+async def start_coaps_server(
+    service: EstService,
+    binds: Sequence[tuple[str, int]],
+    *,
+    cert_chain: str | Path,
+    key: str | Path,
+    trust_anchors: Sequence[x509.Certificate],
+    labels: Sequence[str] = (),
+    short_root: str | None = None,
+    max_body: int = DEFAULT_MAX_BODY,
+    require_client_certificate: bool = True,
+    **dtls_options: object,
+) -> CoapsServer:
+    """Serve `service` over EST-coaps on each bind address (port 0 picks a free one).
+
+    trust_anchors verify device certificates at the DTLS layer: the device makers'
+    IDevID CAs plus the issuing CA, so certificates it issued can re-enroll.
+    """
+    site = build_site(service, labels=labels, short_root=short_root, max_body=max_body)
+    config = DtlsServerConfig(
+        certificate_chain=load_certificates(cert_chain),
+        private_key=load_private_key(key),
+        trust_anchors=list(trust_anchors),
+        require_client_certificate=require_client_certificate,
+        **dtls_options,  # type: ignore[arg-type]
+    )
+    context, transport = await create_server_context(site, binds, config)
+    return CoapsServer(context, transport)
