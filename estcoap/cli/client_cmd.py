@@ -157,7 +157,7 @@ def _key_file(path: str, der: bool):  # type: ignore[no-untyped-def]
         return load_private_key(path)
     key = generate_key()
     _write_private(path, _key_bytes(key, der))
-    print(f"created a P-256 key in {path}", file=sys.stderr)
+    print(f"created a P-256 key in {path}")
     return key
 
 
