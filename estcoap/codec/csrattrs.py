@@ -15,8 +15,10 @@ do not understand, RFC 7030 s4.5.2).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import functools
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import ParamSpec, TypeVar
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
@@ -32,6 +34,9 @@ from cryptography.x509.oid import (
 
 from . import der
 from .errors import CsrAttrsError
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 # -- OIDs with a meaning here -------------------------------------------------
 
@@ -72,6 +77,28 @@ _RSA_BY_HASH = {
 }
 _HASH_OID_BY_NAME = {"sha256": "2.16.840.1.101.3.4.2.1", "sha384": "2.16.840.1.101.3.4.2.2",
                      "sha512": "2.16.840.1.101.3.4.2.3", "sha224": "2.16.840.1.101.3.4.2.4"}
+
+
+def _oid(item: der.Tlv) -> ObjectIdentifier:
+    """An OBJECT IDENTIFIER TLV as cryptography's type; anything it refuses is a DerError."""
+    dotted = der.decode_oid(item)
+    try:
+        return ObjectIdentifier(dotted)
+    except ValueError as exc:
+        raise der.DerError(f"unusable OBJECT IDENTIFIER {dotted}") from exc
+
+
+def _reported(function: Callable[P, R]) -> Callable[P, R]:
+    """Public helpers read values decode did not interpret: report those as CsrAttrsError."""
+
+    @functools.wraps(function)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return function(*args, **kwargs)
+        except der.DerError as exc:
+            raise CsrAttrsError(f"csrattrs: {exc}") from exc
+
+    return wrapper
 
 
 # -- the items ----------------------------------------------------------------
@@ -174,12 +201,14 @@ class CsrTemplate:
     attributes: tuple[CsrAttribute, ...] = field(default=())
 
     @property
+    @_reported
     def key(self) -> KeyRequest | None:
         if self.key_algorithm is None:
             return None
         return _key_from_algorithm(self.key_algorithm, self.key_placeholder)
 
     @property
+    @_reported
     def extension_templates(self) -> tuple[ExtensionTemplate, ...]:
         for attribute in self.attributes:
             if attribute.oid == OID_EXTENSION_REQ_TEMPLATE:
@@ -281,13 +310,13 @@ def encode_csrattrs(items: Iterable[CsrAttrItem]) -> bytes:
 
 def _decode_item(element: der.Tlv) -> CsrAttrItem:
     if element.is_universal(der.OBJECT_IDENTIFIER):
-        return CsrAttrOid(ObjectIdentifier(der.decode_oid(element)))
+        return CsrAttrOid(_oid(element))
     if not der.is_sequence(element):
         raise der.DerError("not an OBJECT IDENTIFIER or an Attribute SEQUENCE")
     fields = element.children()
     if len(fields) != 2 or not der.is_set(fields[1]):
         raise der.DerError("an Attribute is SEQUENCE { OBJECT IDENTIFIER, SET }")
-    oid = ObjectIdentifier(der.decode_oid(fields[0]))
+    oid = _oid(fields[0])
     values = tuple(value.raw for value in fields[1].children())
     return CsrAttribute(oid, values)
 
@@ -360,11 +389,13 @@ def wants_challenge_password(items: Iterable[CsrAttrItem]) -> bool:
     return any(item.oid == OID_CHALLENGE_PASSWORD for item in items)
 
 
+@_reported
 def requested_template(items: Iterable[CsrAttrItem]) -> CsrTemplate | None:
     attribute = _attribute(items, OID_CERT_REQ_INFO_TEMPLATE)
     return decode_template(attribute.values[0]) if attribute else None
 
 
+@_reported
 def requested_key(items: Iterable[CsrAttrItem]) -> KeyRequest | None:
     """The key type asked for: the template's first, then a key-type attribute, then bare OIDs."""
     items = tuple(items)
@@ -374,7 +405,7 @@ def requested_key(items: Iterable[CsrAttrItem]) -> KeyRequest | None:
     ec_attr = _attribute(items, OID_EC_PUBLIC_KEY)
     if ec_attr is not None:
         curve = _single_value(ec_attr, der.OBJECT_IDENTIFIER)
-        return KeyRequest.ec(ObjectIdentifier(der.decode_oid(curve)) if curve else None)
+        return KeyRequest.ec(_oid(curve) if curve else None)
     rsa_attr = _attribute(items, OID_RSA_ENCRYPTION)
     if rsa_attr is not None:
         size = _single_value(rsa_attr, der.INTEGER)
@@ -419,14 +450,16 @@ def requested_extensions(items: Iterable[CsrAttrItem]) -> x509.Extensions | None
     return decode_extensions(attribute.values[0])
 
 
+@_reported
 def legacy_extension_oids(items: Iterable[CsrAttrItem]) -> tuple[ObjectIdentifier, ...]:
     """OIDs listed bare inside extensionRequest (the RFC 7030 s4.5.2 example form)."""
     attribute = _attribute(items, OID_EXTENSION_REQUEST)
     if attribute is None or not _is_legacy_extension_request(attribute):
         return ()
-    return tuple(ObjectIdentifier(der.decode_oid(der.read_one(v))) for v in attribute.values)
+    return tuple(_oid(der.read_one(v)) for v in attribute.values)
 
 
+@_reported
 def csrattrs_warnings(items: Iterable[CsrAttrItem]) -> tuple[str, ...]:
     """Things that decode but are not the RFC 9908 form."""
     warnings = []
@@ -590,7 +623,10 @@ def _decode_template(top: der.Tlv) -> CsrTemplate:
         spki = rest.pop(0).children()
         if not 1 <= len(spki) <= 2 or not der.is_sequence(spki[0]):
             raise der.DerError("subjectPKInfo is [0] { AlgorithmIdentifier, BIT STRING OPTIONAL }")
-        der.decode_oid(spki[0].children()[0])
+        algorithm = spki[0].children()
+        if not algorithm:
+            raise der.DerError("AlgorithmIdentifier is empty")
+        _oid(algorithm[0])
         key_algorithm = spki[0].raw
         if len(spki) == 2:
             if not spki[1].is_universal(der.BIT_STRING):
@@ -634,7 +670,7 @@ def _decode_name_template(name: der.Tlv) -> tuple[tuple[NameTemplateAttribute, .
             parts = single.children() if der.is_sequence(single) else []
             if not 1 <= len(parts) <= 2:
                 raise der.DerError("a SingleAttributeTemplate is SEQUENCE { type, value OPTIONAL }")
-            oid = ObjectIdentifier(der.decode_oid(parts[0]))
+            oid = _oid(parts[0])
             attrs.append(NameTemplateAttribute(oid, parts[1].raw if len(parts) == 2 else None))
         rdns.append(tuple(attrs))
     return tuple(rdns)
@@ -649,7 +685,7 @@ def _decode_extension_templates(data: bytes) -> tuple[ExtensionTemplate, ...]:
         parts = ext.children() if der.is_sequence(ext) else []
         if not 1 <= len(parts) <= 3:
             raise der.DerError("ExtensionTemplate is SEQUENCE { extnID, critical?, extnValue? }")
-        oid = ObjectIdentifier(der.decode_oid(parts[0]))
+        oid = _oid(parts[0])
         critical, value, index = False, None, 1
         if index < len(parts) and parts[index].is_universal(der.BOOLEAN):
             critical = der.decode_boolean(parts[index])
@@ -709,11 +745,11 @@ def template_attribute(template: CsrTemplate) -> CsrAttribute:
 
 def _key_from_algorithm(algorithm: bytes, placeholder: bytes | None) -> KeyRequest:
     fields = der.read_one(algorithm).children()
-    oid = ObjectIdentifier(der.decode_oid(fields[0]))
+    oid = _oid(fields[0])
     if oid == OID_EC_PUBLIC_KEY:
         params = fields[1] if len(fields) > 1 else None
         if params is not None and params.is_universal(der.OBJECT_IDENTIFIER):
-            return KeyRequest.ec(ObjectIdentifier(der.decode_oid(params)))
+            return KeyRequest.ec(_oid(params))
         return KeyRequest.ec()
     if oid == OID_RSA_ENCRYPTION:
         return KeyRequest.rsa(_rsa_placeholder_bits(placeholder))

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
@@ -33,7 +34,10 @@ class Csr:
 
     @property
     def public_key(self):  # type: ignore[no-untyped-def]
-        return self.request.public_key()
+        try:
+            return self.request.public_key()
+        except (ValueError, UnsupportedAlgorithm) as exc:
+            raise CsrError(f"CSR public key is unusable: {exc}") from exc
 
     @cached_property
     def public_key_der(self) -> bytes:
@@ -66,6 +70,8 @@ class Csr:
             ).value
         except x509.AttributeNotFound:
             return None
+        except ValueError as exc:
+            raise CsrError(f"CSR attributes are malformed: {exc}") from exc
 
     @cached_property
     def sha256(self) -> str:
@@ -73,7 +79,11 @@ class Csr:
 
     @property
     def signature_hash(self) -> hashes.HashAlgorithm | None:
-        return self.request.signature_hash_algorithm
+        """The signature's hash; None for EdDSA. Unknown algorithms are a CsrError."""
+        try:
+            return self.request.signature_hash_algorithm
+        except UnsupportedAlgorithm as exc:
+            raise CsrError(f"CSR signature algorithm is not supported: {exc}") from exc
 
 
 def parse_csr(data: bytes, *, check_signature: bool = True) -> Csr:
@@ -87,9 +97,16 @@ def parse_csr(data: bytes, *, check_signature: bool = True) -> Csr:
     _check_framing(der_bytes)
     try:
         request = x509.load_der_x509_csr(der_bytes)
-    except ValueError as exc:
+    except (ValueError, x509.InvalidVersion) as exc:
         raise CsrError(f"CSR is not a valid PKCS#10 structure: {exc}") from exc
     csr = Csr(der=der_bytes, request=request)
+    # Read now what every service reads later, so a malformed field fails here as a CsrError.
+    try:
+        _ = (csr.subject, csr.public_key_der, csr.extensions, csr.challenge_password)
+    except CsrError:
+        raise
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:  # what cryptography raises
+        raise CsrError(f"CSR is not a valid PKCS#10 structure: {exc}") from exc
     if check_signature:
         _check_signature(request)
     return csr

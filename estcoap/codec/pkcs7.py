@@ -30,7 +30,7 @@ def decode_certs_only(der: bytes) -> list[x509.Certificate]:
             # cryptography warns when it falls back to BER; BER is valid CMS.
             warnings.simplefilter("ignore")
             certs = pkcs7.load_der_pkcs7_certificates(der)
-    except ValueError as exc:
+    except (ValueError, x509.InvalidVersion) as exc:
         raise Pkcs7Error(f"not a PKCS#7 certs-only structure: {exc}") from exc
     if not certs:
         raise Pkcs7Error("PKCS#7 structure holds no certificate")
