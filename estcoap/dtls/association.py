@@ -15,7 +15,8 @@ from OpenSSL import SSL
 
 from .errors import ConnectionClosed, DtlsError, HandshakeFailed, PeerNameMismatch
 from .names import certificate_names_host, is_ip_literal
-from .records import pack_datagrams, split_records
+from .record_layer import AeadRecordLayer, supports
+from .records import ALERT, APPLICATION_DATA, RecordHeader, pack_datagrams, split_records
 
 _RECORD_OVERHEAD = 13 + 8 + 16  # header + explicit nonce + largest tag (GCM/CCM)
 
@@ -84,10 +85,21 @@ class DtlsAssociation:
         "peer_certificates",
         "tls_unique",
         "cipher",
+        "_compact",
+        "_records",
+        "_write_seq_seen",
+        "_read_seq_seen",
     )
 
-    def __init__(self, conn: SSL.Connection, *, is_server: bool, datagram_limit: int) -> None:
+    def __init__(self, conn: SSL.Connection, *, is_server: bool, datagram_limit: int,
+                 compact: bool = False) -> None:
         self._conn: SSL.Connection | None = conn
+        # compact: once the peer's first application record confirms the handshake, keep
+        # only the epoch-1 keys (AeadRecordLayer) and let the OpenSSL connection go.
+        self._compact = compact
+        self._records: AeadRecordLayer | None = None
+        self._write_seq_seen = -1  # highest epoch-1 sequence number OpenSSL sent
+        self._read_seq_seen = -1  # ... and received in the latest datagram
         self._is_server = is_server
         self._limit = datagram_limit
         self._pending: list[bytes] = []
@@ -116,7 +128,8 @@ class DtlsAssociation:
 
     @classmethod
     def accept(
-        cls, ctx: SSL.Context, client_hello: bytes, cookie: bytes, *, datagram_limit: int
+        cls, ctx: SSL.Context, client_hello: bytes, cookie: bytes, *, datagram_limit: int,
+        compact: bool = False,
     ) -> tuple[DtlsAssociation, list[Event]]:
         """A server association from a ClientHello datagram whose cookie was already checked.
 
@@ -126,7 +139,7 @@ class DtlsAssociation:
         conn = SSL.Connection(ctx, None)
         conn.set_accept_state()
         conn.set_app_data(cookie)
-        assoc = cls(conn, is_server=True, datagram_limit=datagram_limit)
+        assoc = cls(conn, is_server=True, datagram_limit=datagram_limit, compact=compact)
         conn.bio_write(b"".join(split_records(client_hello)))
         try:
             conn.DTLSv1_listen()
@@ -139,18 +152,39 @@ class DtlsAssociation:
     # -- the sans-IO interface ----------------------------------------------------------
 
     def receive_datagram(self, datagram: bytes) -> list[Event]:
+        if self._records is not None:
+            return self._receive_compact(split_records(datagram))
         if self._conn is None:
             return []
         records = split_records(datagram)
         if not records:
             return []
+        if self.state is State.ESTABLISHED:
+            # After the handshake only epoch-1 records matter (the peer's retransmitted
+            # Finished is epoch 1). Unauthenticated epoch-0 junk must not reach OpenSSL:
+            # a malformed handshake message would make it kill the session.
+            records = [r for r in records if RecordHeader.parse(r).epoch != 0]
+            if not records:
+                return []
+        if self._compact:
+            # Only this datagram counts: if it carries the application record that
+            # triggers the release, its sequence number is genuine (forged ones never
+            # authenticate), and it starts the replay window.
+            self._read_seq_seen = max(
+                (h.sequence for h in map(RecordHeader.parse, records) if h.epoch == 1),
+                default=-1,
+            )
         self._conn.bio_write(b"".join(records))
         return self._advance()
 
     def send(self, data: bytes) -> None:
         """Protect application data; raises ConnectionClosed unless established."""
-        if self.state is not State.ESTABLISHED or self._conn is None:
+        if self.state is not State.ESTABLISHED:
             raise self.error or ConnectionClosed("DTLS association is not established")
+        if self._records is not None:
+            self._pending.append(self._records.protect(APPLICATION_DATA, data))
+            return
+        assert self._conn is not None
         try:
             self._conn.send(data)
         except SSL.Error as exc:
@@ -182,7 +216,9 @@ class DtlsAssociation:
 
     def close(self) -> None:
         """Send close_notify (if established) and release the OpenSSL state."""
-        if self._conn is not None and self.state is State.ESTABLISHED:
+        if self._records is not None and self.state is State.ESTABLISHED:
+            self._pending.append(self._records.protect(ALERT, b"\x01\x00"))  # close_notify
+        elif self._conn is not None and self.state is State.ESTABLISHED:
             try:
                 self._conn.shutdown()
             except SSL.Error:
@@ -190,12 +226,19 @@ class DtlsAssociation:
             self._pending.append(self._drain())
         self.state = State.CLOSED
         self._conn = None
+        self._records = None
 
     def abort(self, error: DtlsError) -> None:
         """End without a word to the peer (timeouts, replacement)."""
         self.state = State.CLOSED
         self.error = error
         self._conn = None
+        self._records = None
+
+    @property
+    def openssl_released(self) -> bool:
+        """True once records are protected here and the OpenSSL connection is gone."""
+        return self._records is not None
 
     @property
     def max_plaintext(self) -> int:
@@ -210,7 +253,14 @@ class DtlsAssociation:
             try:
                 chunks.append(self._conn.bio_read(65536))
             except SSL.WantReadError:
-                return b"".join(chunks)
+                break
+        out = b"".join(chunks)
+        if self._compact and out:
+            for record in split_records(out):
+                header = RecordHeader.parse(record)
+                if header.epoch == 1:
+                    self._write_seq_seen = max(self._write_seq_seen, header.sequence)
+        return out
 
     def _fail(self, error: DtlsError) -> None:
         if self._conn is not None:
@@ -254,6 +304,57 @@ class DtlsAssociation:
                 events.append(Closed(self.error))
                 break
             events.append(ApplicationData(data))
+        if (
+            self._compact
+            and self.state is State.ESTABLISHED
+            and any(isinstance(event, ApplicationData) for event in events)
+        ):
+            self._release_openssl()
+        return events
+
+    def _release_openssl(self) -> None:
+        """The peer sent application data, so it has our last flight: from here on the
+        record layer needs only the keys and sequence numbers."""
+        conn = self._conn
+        if conn is None or not supports(self.cipher):
+            return
+        self._pending.append(self._drain())
+        self._records = AeadRecordLayer(
+            self.cipher,  # type: ignore[arg-type]
+            conn.master_key(),
+            conn.client_random(),
+            conn.server_random(),
+            is_server=self._is_server,
+            epoch=1,
+            next_write_seq=self._write_seq_seen + 1,
+            highest_read_seq=self._read_seq_seen,
+        )
+        self._conn = None
+
+    def _receive_compact(self, records: list[bytes]) -> list[Event]:
+        assert self._records is not None
+        events: list[Event] = []
+        for record in records:
+            if record[0] not in (APPLICATION_DATA, ALERT):
+                continue  # e.g. a late retransmission of the peer's Finished flight
+            opened = self._records.unprotect(record)
+            if opened is None:
+                continue
+            content_type, plaintext = opened
+            if content_type == APPLICATION_DATA:
+                events.append(ApplicationData(plaintext))
+                continue
+            if len(plaintext) < 2:
+                continue
+            level, description = plaintext[0], plaintext[1]
+            if description == 0:  # close_notify
+                self.close()  # answer with our own close_notify
+                events.append(Closed(None))
+                break
+            if level == 2:
+                self.abort(ConnectionClosed(f"peer sent fatal alert {description}"))
+                events.append(Closed(self.error))
+                break
         return events
 
     def _established(self) -> None:

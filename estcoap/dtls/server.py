@@ -161,7 +161,8 @@ class DtlsServerTransport(interfaces.MessageInterface):
             return
         try:
             association, events = DtlsAssociation.accept(
-                self._ctx, data, hello.cookie, datagram_limit=self.config.datagram_limit
+                self._ctx, data, hello.cookie, datagram_limit=self.config.datagram_limit,
+                compact=self.config.compact_sessions,
             )
         except HandshakeFailed as exc:
             self.refused_handshakes += 1

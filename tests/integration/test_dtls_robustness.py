@@ -118,6 +118,14 @@ async def test_bad_records_from_an_established_peer_are_ignored(pki) -> None:
             await asyncio.sleep(0.1)
             assert raw.inbox.empty()  # nothing of that reached a resource
 
+            raw.send_raw(record)  # the intact record: answered once ...
+            first = await asyncio.wait_for(raw.inbox.get(), 2)
+            assert aiocoap.Message.decode(first).code == aiocoap.CONTENT
+            assert session.association.openssl_released
+            raw.send_raw(record)  # ... and its replay is dropped by the replay window
+            await asyncio.sleep(0.1)
+            assert raw.inbox.empty()
+
             response = await raw.request(aiocoap.Message(code=aiocoap.GET, uri_path=["peer"]))
             assert response.code == aiocoap.CONTENT
             assert response.payload.split(b"|")[1] == unique.hex().encode()

@@ -39,6 +39,10 @@ async def test_mutual_handshake_exposes_chain_and_tls_unique(pki) -> None:
             (session,) = server.sessions.values()
             assert session.association.cipher == "ECDHE-ECDSA-AES128-CCM8"
             assert session.peer_certificates[0] == pki.client.certificate
+            # the confirmed session dropped OpenSSL; later requests use our record layer
+            assert session.association.openssl_released
+            again = await ctx.request(aiocoap.Message(code=aiocoap.GET, uri=uri)).response
+            assert again.payload == response.payload
 
 
 @pytest.mark.parametrize("size_exp", [0, 2, 4, 6])  # 16, 64, 256, 1024-byte blocks
@@ -99,3 +103,22 @@ async def test_well_known_core_over_dtls(pki) -> None:
             response = await ctx.request(aiocoap.Message(code=aiocoap.GET, uri=uri)).response
             assert response.code == aiocoap.CONTENT
             assert b"</peer>" in response.payload
+
+
+@pytest.mark.parametrize(
+    "cipher",
+    ["ECDHE-ECDSA-AES128-CCM8", "ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-ECDSA-AES128-CCM"],
+)
+async def test_each_offered_suite_works_after_openssl_is_released(pki, cipher: str) -> None:
+    config = server_config(pki, ciphers=f"{cipher}:@SECLEVEL=0")
+    async with running_server(config) as (server, port):
+        async with client(client_config(pki)) as ctx:
+            uri = f"coaps://127.0.0.1:{port}/echo"
+            for size in (10, 3000):  # the second request runs on our AEAD record layer
+                body = bytes(size)
+                post = aiocoap.Message(code=aiocoap.POST, uri=uri, payload=body)
+                response = await ctx.request(post).response
+                assert response.payload.startswith(f"{size} ".encode())
+            (session,) = server.sessions.values()
+            assert session.association.cipher == cipher
+            assert session.association.openssl_released
