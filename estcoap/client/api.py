@@ -17,7 +17,6 @@ from urllib.parse import urlsplit
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
-from cryptography.x509.oid import AttributeOID
 
 from ..codec import pkcs7
 from ..codec.csrattrs import (
@@ -38,6 +37,7 @@ from ..codec.operations import (
     is_operation_name,
     spec_for,
 )
+from ..codec.pkcs10 import build_csr
 from .transport import ClientTransport, Reply, ReplyKind
 
 PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
@@ -119,34 +119,9 @@ def generate_key(request: KeyRequest | None = None) -> PrivateKey:
     return ec.generate_private_key(ec.SECP256R1())
 
 
-def _default_hash(key: PrivateKey) -> hashes.HashAlgorithm | None:
-    if isinstance(key, ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey):
-        return None
-    if isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.key_size > 256:
-        return hashes.SHA384() if key.curve.key_size <= 384 else hashes.SHA512()
-    return hashes.SHA256()
-
-
-def build_csr(
-    key: PrivateKey,
-    subject: x509.Name,
-    *,
-    sans: Sequence[x509.GeneralName] = (),
-    challenge_password: bytes | None = None,
-    signature_hash: hashes.HashAlgorithm | None = None,
-) -> bytes:
-    """DER of a PKCS#10 request signed by key."""
-    builder = x509.CertificateSigningRequestBuilder().subject_name(subject)
-    if sans:
-        builder = builder.add_extension(x509.SubjectAlternativeName(list(sans)), critical=False)
-    if challenge_password is not None:
-        builder = builder.add_attribute(AttributeOID.CHALLENGE_PASSWORD, challenge_password)
-    algorithm = (
-        None
-        if isinstance(key, ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey)
-        else (signature_hash or _default_hash(key))
-    )
-    return builder.sign(key, algorithm).public_bytes(serialization.Encoding.DER)  # type: ignore[arg-type]
+def _is_eddsa(key: object) -> bool:
+    """EdDSA signs without a separate hash: a requested hash does not apply."""
+    return isinstance(key, ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey)
 
 
 def fingerprint(cert: x509.Certificate) -> str:
@@ -521,6 +496,6 @@ class EstClient:
             subject=subject,
             sans=sans,
             pop=want_pop,
-            signature_hash=requested_signature_hash(attrs),
+            signature_hash=None if _is_eddsa(key) else requested_signature_hash(attrs),
         )
         return Provisioned(chain[0], key, chain, ca)
