@@ -35,7 +35,7 @@ from ..service import (
     ServiceFailure,
     Unauthenticated,
 )
-from ..trust import chains_to, issued_by
+from ..trust import ID_KP_CMC_RA, chains_to, has_eku, issued_by
 from .keys import (
     ALL_KEY_TYPES,
     DEFAULT_KEY_TYPE,
@@ -176,11 +176,15 @@ class LocalCA:
         self._check_label(request.label)
         csr, peer = request.csr, request.peer
         renewed_from: x509.Certificate | None = None
+        # RFC 7030 s3.7: an RA authenticated the device and checked PoP on the device's
+        # own channel; tls-unique does not survive the hop, so it is not checked here.
+        via_ra = self.is_ra(peer)
         if operation == "reenroll":
-            renewed_from = self._authorize_reenroll(peer)
+            renewed_from = self._ra_renewal(csr) if via_ra else self._authorize_reenroll(peer)
         else:
             self._authorize_enroll(peer)
-        check_pop(csr, peer, required=self.require_pop)
+        if not via_ra:
+            check_pop(csr, peer, required=self.require_pop)
         if operation == "serverkeygen":
             _refuse_encrypted_key_request(csr)
         if renewed_from is not None:
@@ -219,6 +223,26 @@ class LocalCA:
         if peer.http_user is not None:
             return
         raise Unauthenticated("enrollment needs a client certificate or an authenticated user")
+
+    def is_ra(self, peer: Peer) -> bool:
+        """A Registration Authority: a trusted client certificate with the id-kp-cmcRA EKU."""
+        cert = peer.certificate
+        return (
+            cert is not None
+            and has_eku(cert, ID_KP_CMC_RA)
+            and chains_to(peer.certificates, self.client_trust_anchors())
+        )
+
+    def _ra_renewal(self, csr: Csr) -> x509.Certificate:
+        """Re-enrollment forwarded by an RA: the RA checked the device's certificate; we
+        still require that this CA issued a certificate to the CSR's subject before."""
+        record = self.store.latest_issued_to(csr.subject.rfc4514_string())
+        if record is None:
+            raise Forbidden(
+                "re-enrollment via RA: this CA never issued a certificate to "
+                f"{csr.subject.rfc4514_string()!r}"
+            )
+        return record.certificate
 
     def _authorize_reenroll(self, peer: Peer) -> x509.Certificate:
         cert = peer.certificate

@@ -284,6 +284,10 @@ class Store:
         key = serial_hex(serial) if isinstance(serial, int) else serial.lower()
         return self._one_issued("serial = ?", (key,))
 
+    def latest_issued_to(self, subject: str) -> IssuedRecord | None:
+        """The newest certificate issued to this subject (RFC 4514 text), for RA re-enrollment."""
+        return self._one_issued("subject = ? ORDER BY id DESC LIMIT 1", (subject,))
+
     def issued_for_pending(self, pending_id: int) -> IssuedRecord | None:
         return self._one_issued("pending_id = ?", (pending_id,))
 

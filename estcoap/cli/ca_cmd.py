@@ -1,10 +1,12 @@
-"""`estcoap ca init DIR ...` and `estcoap ca issued --ca DIR`."""
+"""`estcoap ca init DIR ...`, `estcoap ca issue-ra DIR ...` and `estcoap ca issued --ca DIR`."""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from ..ca import KEY_TYPES, CaExistsError, CaPaths, Store, StoreError, init_ca
+from ..ca.ra import issue_ra, write_ra
 from . import CliError
 from .table import print_table
 
@@ -26,6 +28,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     init.add_argument("--validity-days", type=int, default=3650, metavar="N")
     init.add_argument("--name", default="estcoap CA", help="the CA's common name")
     init.set_defaults(func=_init)
+
+    ra = sub.add_parser(
+        "issue-ra", help="issue a Registration Authority certificate (for a gateway or proxy)"
+    )
+    ra.add_argument("dir", help="the CA directory")
+    ra.add_argument("--out-cert", required=True, metavar="PEM", help="where to write the chain")
+    ra.add_argument("--out-key", required=True, metavar="KEY", help="where to write the key")
+    ra.add_argument("--name", default="estcoap RA", help="the RA's common name")
+    ra.add_argument(
+        "--hostname", action="append", default=[], metavar="NAME",
+        help="also a server certificate for this name or address (repeatable)",
+    )  # fmt: skip
+    ra.add_argument("--validity-days", type=int, default=365, metavar="N")
+    ra.set_defaults(func=_issue_ra)
 
     issued = sub.add_parser("issued", help="list the certificates this CA issued")
     issued.add_argument("--ca", required=True, metavar="DIR", help="the CA directory")
@@ -51,6 +67,24 @@ def _init(args: argparse.Namespace) -> int:
     print(f"  server certificate  {paths.server_cert} (for {', '.join(args.hostname)})")
     print(f"  server key          {paths.server_key} (mode 0600)")
     print(f"  store               {paths.store}")
+    return 0
+
+
+def _issue_ra(args: argparse.Namespace) -> int:
+    for path in (args.out_cert, args.out_key):
+        if Path(path).exists():
+            raise CliError(f"{path} exists; refusing to overwrite it")
+    try:
+        identity = issue_ra(
+            args.dir, name=args.name, hostnames=args.hostname, validity_days=args.validity_days
+        )
+        write_ra(identity, args.out_cert, args.out_key)
+    except (StoreError, ValueError) as exc:
+        raise CliError(str(exc)) from exc
+    serial = format(identity.certificate.serial_number, "x")
+    print(f"issued RA certificate {serial} (clientAuth, id-kp-cmcRA) for CN={args.name}")
+    print(f"  certificate chain   {args.out_cert}")
+    print(f"  key                 {args.out_key} (mode 0600)")
     return 0
 
 
