@@ -193,6 +193,9 @@ class EstClient:
         max_pending_attempts: int = DEFAULT_MAX_PENDING_ATTEMPTS,
         tls12: bool = False,
         on_pending: Callable[[int], None] | None = None,
+        server_name: str | None = None,
+        block_size: int | None = None,
+        handshake_timeout: float | None = None,
     ) -> None:
         self.endpoint = parse_url(url)
         self.label = self.endpoint.label
@@ -211,6 +214,10 @@ class EstClient:
         self.max_pending_attempts = max_pending_attempts
         self.tls12 = tls12
         self.on_pending = on_pending
+        # For a relay or an address in the URL: the name the server certificate must carry.
+        self.server_name = server_name
+        self.block_size = block_size  # coaps: the largest Block1/Block2 size to use
+        self.handshake_timeout = handshake_timeout  # coaps: DTLS handshake bound
         self._transport: ClientTransport | None = None
 
     async def __aenter__(self) -> EstClient:
@@ -239,6 +246,9 @@ class EstClient:
                 certificate_chain=self.cert_chain,
                 private_key=self.key,
                 timeout=self.timeout,
+                server_name=self.server_name,
+                block_size=self.block_size,
+                handshake_timeout=self.handshake_timeout,
             )
         from .https_transport import HttpsTransport, client_ssl_context
 
@@ -254,6 +264,7 @@ class EstClient:
             ep.port or 443,
             root=ep.root,
             ssl_context=ctx,
+            server_name=self.server_name,
             user=self.user,
             password=self.password,
             timeout=self.timeout,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from dataclasses import replace
 from urllib.parse import urlsplit
 
 from aiocoap import Message
@@ -37,6 +38,7 @@ class CoapsTransport:
         block_size: int | None = None,
         timeout: float = 30.0,
         server_name: str | None = None,
+        handshake_timeout: float | None = None,
     ):
         parts = urlsplit(url)
         if parts.scheme != "coaps" or not parts.hostname:
@@ -53,6 +55,7 @@ class CoapsTransport:
         self._block_exp = _BLOCK_SIZES[block_size] if block_size else None
         self._timeout = timeout
         self._server_name = server_name or parts.hostname
+        self._handshake_timeout = handshake_timeout  # None: the DTLS layer's default
         self._context = None  # created lazily: an aiocoap client Context on our DTLS transport
         self.bytes_sent = 0
 
@@ -66,6 +69,8 @@ class CoapsTransport:
                 private_key=self._key,
                 server_name=self._server_name,
             )
+            if self._handshake_timeout is not None:
+                config = replace(config, handshake_timeout=self._handshake_timeout)
             self._context = await create_client_context(config)
         return self._context
 
