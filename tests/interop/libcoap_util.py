@@ -19,7 +19,7 @@ COAP_CLIENT = shutil.which("coap-client-openssl")
 OPENSSL = shutil.which("openssl")
 
 _PDU = re.compile(
-    r"^v:1 t:(?P<type>CON|NON|ACK|RST) c:(?P<code>[0-9A-Z.]+) i:[0-9a-f]+ \{[0-9a-f]*\}"
+    r"^v:1 t:(?P<type>CON|NON|ACK|RST) c:(?P<code>[0-9A-Z.]+) i:(?P<mid>[0-9a-f]+) \{[0-9a-f]*\}"
     r" \[ ?(?P<options>.*?) ?\](?: :: (?P<payload>.*))?$"
 )
 
@@ -29,6 +29,7 @@ class Pdu:
     """One CoAP message as libcoap logged it."""
 
     type: str
+    message_id: str
     code: str  # "GET", "POST", ... for requests; "2.05", "4.04", ... for responses
     options: tuple[tuple[str, str], ...]
     payload_note: str  # "'diagnostic text'" or "binary data length N" or ""
@@ -53,7 +54,9 @@ def parse_pdus(log: str) -> list[Pdu]:
         options = tuple(
             tuple(item.split(":", 1)) for item in match["options"].split(", ") if ":" in item
         )
-        pdus.append(Pdu(match["type"], match["code"], options, match["payload"] or ""))  # type: ignore[arg-type]
+        pdus.append(
+            Pdu(match["type"], match["mid"], match["code"], options, match["payload"] or "")
+        )  # type: ignore[arg-type]
     return pdus
 
 
@@ -66,13 +69,26 @@ class Exchange:
     stderr: str
     pdus: list[Pdu] = field(default_factory=list)
 
+    # At -v 7 libcoap also logs the application's view of a block-wise exchange under an
+    # on-wire message ID: the whole request before the first block goes out, and the
+    # reassembled response after the last block came in. One PDU per message ID (the one
+    # that was on the wire; a retransmission repeats it) leaves exactly what was sent.
+
     @property
     def requests(self) -> list[Pdu]:
-        return [p for p in self.pdus if not p.is_response and p.code != "0.00"]
+        wire: dict[str, Pdu] = {}
+        for pdu in self.pdus:
+            if not pdu.is_response:
+                wire[pdu.message_id] = pdu  # the wire copy is logged after the app's view
+        return list(wire.values())
 
     @property
     def responses(self) -> list[Pdu]:
-        return [p for p in self.pdus if p.is_response and p.code != "0.00"]
+        wire: dict[str, Pdu] = {}
+        for pdu in self.pdus:
+            if pdu.is_response and pdu.code != "0.00":
+                wire.setdefault(pdu.message_id, pdu)  # the app's copy is logged afterwards
+        return list(wire.values())
 
     @property
     def final(self) -> Pdu:
