@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from cryptography import x509
-from estcoap.codec.multipart import decode_multipart_core
+from cryptography.hazmat.primitives import serialization
 
 from estcoap import service as svc
 from estcoap.client.transport import ClientTransport, Reply, ReplyKind
-from estcoap.codec import pkcs7
+from estcoap.codec import der, pkcs7
 from estcoap.codec.errors import CodecError
+from estcoap.codec.multipart import KeygenParts
 from estcoap.codec.operations import ContentFormat, Operation, spec_for
 from estcoap.pop import check_pop
 from estcoap.trust import chains_to
@@ -27,50 +28,73 @@ from estcoap.trust import chains_to
 log = logging.getLogger(__name__)
 
 # Upstream HTTP status -> the meaning the device gets (SPEC.md "Gateway / registrar").
+# Anything else (5xx, odd 3xx/4xx) means the upstream failed us: UpstreamUnavailable (5.02).
 _STATUS_ERRORS: dict[str, type[svc.EstError]] = {
     "400": svc.BadRequest,
     "401": svc.Unauthenticated,
     "403": svc.Forbidden,
     "404": svc.NotFound,
     "415": svc.UnsupportedFormat,
-    "504": svc.UpstreamTimeout,
 }
+_DIAGNOSTIC_LIMIT = 200
 
 
 class Upstream:
+    """EstService forwarding to `transport` (an HttpsPool in the gateway and proxy)."""
+
     def __init__(
         self,
         transport: ClientTransport,
         *,
         labels: Mapping[str, str | None] | None = None,
         require_pop: bool = False,
-        trust_clients: list[x509.Certificate] | None = None,
+        trust_clients: Sequence[x509.Certificate] = (),
         timeout: float = 10.0,
     ):
-        """labels maps a device-side label to the upstream label (None = upstream's default)."""
+        """labels maps a device-side label to the upstream label (None = upstream's default).
+
+        trust_clients: anchors for device certificates on enroll (IDevID makers); the
+        upstream CA's own certificates (learnt from /cacerts) are added for re-enroll.
+        timeout bounds each upstream request, connection included.
+        """
         self.transport = transport
         self.labels = dict(labels or {})
         self.require_pop = require_pop
-        self.trust_clients = list(trust_clients or [])
+        self.trust_clients = list(trust_clients)
         self.timeout = timeout
-        self._upstream_cas: list[x509.Certificate] = []
+        self.upstream_cas: list[x509.Certificate] = []
 
     # ---- EstService ------------------------------------------------------
 
     def has_label(self, label: str | None) -> bool:
         return label is None or label in self.labels
 
+    def client_trust_anchors(self) -> list[x509.Certificate]:
+        """What a front verifies device certificates against: makers plus the upstream CA."""
+        return [*self.trust_clients, *self.upstream_cas]
+
+    async def learn_upstream_ca(self) -> list[x509.Certificate]:
+        """Fetch the upstream's CA certificates (needed to accept its certificates for sren)."""
+        await self.cacerts(None)
+        return list(self.upstream_cas)
+
     async def cacerts(self, label: str | None) -> svc.Certificates:
         reply = await self._call(Operation.CACERTS, label, None)
         certs = _decode_certs(reply.body)
         if label is None:
-            self._upstream_cas = certs
+            self.upstream_cas = certs
         return svc.Certificates(tuple(certs), raw_pkcs7=reply.body)
 
     async def csrattrs(self, label: str | None, peer: svc.Peer) -> svc.CsrAttributes:
         reply = await self._call(Operation.CSRATTRS, label, None)
-        if not reply.body:
+        if not reply.body:  # 204: the upstream has nothing to ask for
             raise svc.NotFound("upstream has no CSR attributes")
+        try:
+            top = der.read_one(reply.body)
+        except CodecError as exc:
+            raise svc.UpstreamUnavailable(f"upstream csrattrs answer is not DER: {exc}") from exc
+        if not der.is_sequence(top):
+            raise svc.UpstreamUnavailable("upstream csrattrs answer is not a SEQUENCE")
         return svc.CsrAttributes(reply.body)
 
     async def enroll(self, request: svc.EnrollRequest) -> svc.Certificates | svc.Pending:
@@ -83,7 +107,9 @@ class Upstream:
         check_pop(request.csr, request.peer, required=self.require_pop)
         return await self._certificates(Operation.SIMPLEREENROLL, request)
 
-    async def serverkeygen(self, request: svc.EnrollRequest) -> svc.KeyAndCertificate | svc.Pending:
+    async def serverkeygen(
+        self, request: svc.EnrollRequest
+    ) -> svc.KeyAndCertificate | svc.Pending:
         self._authenticate(request.peer)
         check_pop(request.csr, request.peer, required=self.require_pop)
         reply = await self._call(Operation.SERVERKEYGEN, request.label, request.csr.der)
@@ -94,11 +120,11 @@ class Upstream:
     # ---- device authentication ------------------------------------------
 
     def _authenticate(self, peer: svc.Peer) -> None:
-        if peer.http_user is not None:
+        if peer.http_user is not None:  # the https front checked the password
             return
         if not peer.certificates:
             raise svc.Unauthenticated("a client certificate is required")
-        anchors = self.trust_clients + self._upstream_cas
+        anchors = self.client_trust_anchors()
         if anchors and not chains_to(peer.certificates, anchors):
             raise svc.Unauthenticated("client certificate is not from a trusted issuer")
 
@@ -106,16 +132,20 @@ class Upstream:
         peer = request.peer
         if not peer.certificates:
             raise svc.Unauthenticated("re-enrollment needs the certificate being renewed")
-        if not self._upstream_cas:
-            await self.cacerts(None)
-        if not chains_to(peer.certificates, self._upstream_cas):
-            raise svc.Unauthenticated("certificate to renew was not issued by the upstream CA")
+        if not self.upstream_cas:
+            await self.learn_upstream_ca()
+        if not chains_to(peer.certificates, self.upstream_cas):
+            raise svc.Forbidden("re-enrollment needs a certificate issued by the upstream CA")
         # The upstream sees only the RA, so the RFC 7030 s4.2.2 identity rule is checked here.
         current = peer.certificates[0]
         if request.csr.subject != current.subject:
-            raise svc.Forbidden("re-enroll identity mismatch: CSR Subject differs")
-        if request.csr.subject_alt_name != _san_of(current):
-            raise svc.Forbidden("re-enroll identity mismatch: CSR SubjectAltName differs")
+            raise svc.Forbidden(
+                "re-enroll identity mismatch: CSR subject "
+                f"{request.csr.subject.rfc4514_string()!r} differs from the certificate's "
+                f"{current.subject.rfc4514_string()!r}"
+            )
+        if _san_set(request.csr.subject_alt_name) != _san_set(_san_of(current)):
+            raise svc.Forbidden("re-enroll identity mismatch: CSR subjectAltName differs")
 
     # ---- upstream calls ---------------------------------------------------
 
@@ -125,7 +155,10 @@ class Upstream:
         reply = await self._call(operation, request.label, request.csr.der)
         if reply.kind is ReplyKind.PENDING:
             return svc.Pending(reply.retry_after)
-        return svc.Certificates(tuple(_decode_certs(reply.body)), raw_pkcs7=reply.body)
+        certs = _decode_certs(reply.body)
+        # The issued certificate goes first (287 carries only it); the PKCS#7 stays as sent.
+        issued = _issued_first(certs, request.csr.public_key_der)
+        return svc.Certificates(tuple(issued), raw_pkcs7=reply.body)
 
     async def _call(self, operation: Operation, label: str | None, body: bytes | None) -> Reply:
         if not self.has_label(label):
@@ -137,49 +170,101 @@ class Upstream:
                 self.transport.call(spec, upstream_label, body), self.timeout
             )
         except TimeoutError as exc:
+            log.warning("upstream %s: no answer in %g s", spec.long_name, self.timeout)
             raise svc.UpstreamTimeout(
-                f"upstream did not answer {spec.long_name} in {self.timeout:g} s"
+                f"upstream did not answer {spec.long_name} within {self.timeout:g} s"
             ) from exc
         except CodecError as exc:
             raise svc.UpstreamUnavailable(f"upstream answered garbage: {exc}") from exc
-        except Exception as exc:  # connection refused, TLS failure, protocol error
+        except Exception as exc:  # connection refused, TLS failure, broken HTTP
             log.warning("upstream %s failed: %s", spec.long_name, exc)
-            raise svc.UpstreamUnavailable(f"upstream unreachable: {exc}") from exc
+            raise svc.UpstreamUnavailable(_clip(f"upstream unavailable: {exc}")) from exc
         if reply.kind is ReplyKind.ERROR:
-            kind = _STATUS_ERRORS.get(reply.status, svc.UpstreamUnavailable)
             detail = reply.diagnostic.strip() or "no diagnostic"
-            raise kind(f"upstream {reply.status}: {detail}"[:200])
+            if reply.status == "200":  # a 200 whose body would not decode
+                raise svc.UpstreamUnavailable(_clip(f"upstream answered garbage: {detail}"))
+            kind = _STATUS_ERRORS.get(reply.status, svc.UpstreamUnavailable)
+            raise kind(_clip(f"upstream {reply.status}: {detail}"))
         if reply.kind is ReplyKind.PENDING and operation in (Operation.CACERTS, Operation.CSRATTRS):
             raise svc.UpstreamUnavailable(f"upstream answered {spec.long_name} with 202")
         return reply
 
 
+def _clip(text: str) -> str:
+    return " ".join(text.split())[:_DIAGNOSTIC_LIMIT]
+
+
 def _decode_certs(body: bytes) -> list[x509.Certificate]:
     try:
-        return pkcs7.decode_certs_only(body)
+        certs = pkcs7.decode_certs_only(body)
     except CodecError as exc:
-        raise svc.UpstreamUnavailable(f"upstream answered garbage: {exc}") from exc
+        raise svc.UpstreamUnavailable(_clip(f"upstream answered garbage: {exc}")) from exc
+    if not certs:
+        raise svc.UpstreamUnavailable("upstream answered a PKCS#7 without certificates")
+    return certs
+
+
+def _spki(cert: x509.Certificate) -> bytes:
+    return cert.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def _is_ca(cert: x509.Certificate) -> bool:
+    try:
+        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
+    except x509.ExtensionNotFound:
+        return False
+
+
+def _issued_first(
+    certs: list[x509.Certificate], public_key_der: bytes | None
+) -> list[x509.Certificate]:
+    """Move the certificate for this key (else the first end-entity one) to the front."""
+    chosen = next((c for c in certs if public_key_der and _spki(c) == public_key_der), None)
+    if chosen is None:
+        chosen = next((c for c in certs if not _is_ca(c)), certs[0])
+    return [chosen, *(c for c in certs if c is not chosen)]
 
 
 def _key_and_certificate(body: bytes) -> svc.KeyAndCertificate:
     try:
-        parts = dict(decode_multipart_core(body))
+        parts = KeygenParts.from_core(body)
     except CodecError as exc:
-        raise svc.UpstreamUnavailable(f"upstream serverkeygen answer is malformed: {exc}") from exc
-    certs_der = parts.get(int(ContentFormat.PKCS7_CERTS_ONLY))
-    if certs_der is None:
-        raise svc.UpstreamUnavailable("upstream serverkeygen answer has no certificate part")
-    certificates = svc.Certificates(tuple(_decode_certs(certs_der)), raw_pkcs7=certs_der)
-    if int(ContentFormat.PKCS8) in parts:
-        return svc.KeyAndCertificate(
-            parts[int(ContentFormat.PKCS8)], svc.KeyFormat.PKCS8, certificates
-        )
-    if int(ContentFormat.PKCS7_SERVER_KEYGEN) in parts:
-        # An encrypted key (CMS EnvelopedData) goes to the device untouched.
-        return svc.KeyAndCertificate(
-            parts[int(ContentFormat.PKCS7_SERVER_KEYGEN)], svc.KeyFormat.CMS_ENVELOPED, certificates
-        )
-    raise svc.UpstreamUnavailable("upstream serverkeygen answer has no key part")
+        raise svc.UpstreamUnavailable(
+            _clip(f"upstream serverkeygen answer is malformed: {exc}")
+        ) from exc
+    if parts.cert_format is ContentFormat.PKIX_CERT:
+        certs = [_load_der_cert(parts.certificate)]
+        raw = None
+    else:
+        certs = _decode_certs(parts.certificate)
+        raw = parts.certificate
+    if parts.key_format is ContentFormat.PKCS8:
+        key_format = svc.KeyFormat.PKCS8
+        issued = _issued_first(certs, _pkcs8_public_der(parts.key))
+    else:
+        # An encrypted key (CMS EnvelopedData, 280) goes to the device untouched.
+        key_format = svc.KeyFormat.CMS_ENVELOPED
+        issued = _issued_first(certs, None)
+    return svc.KeyAndCertificate(parts.key, key_format, svc.Certificates(tuple(issued), raw))
+
+
+def _load_der_cert(data: bytes) -> x509.Certificate:
+    try:
+        return x509.load_der_x509_certificate(data)
+    except ValueError as exc:
+        raise svc.UpstreamUnavailable(f"upstream certificate part is not DER: {exc}") from exc
+
+
+def _pkcs8_public_der(key_der: bytes) -> bytes | None:
+    try:
+        key = serialization.load_der_private_key(key_der, password=None)
+    except (ValueError, TypeError):
+        return None  # not ours to judge: the device gets the key as sent
+    return key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
 
 
 def _san_of(certificate: x509.Certificate) -> x509.SubjectAlternativeName | None:
@@ -187,3 +272,7 @@ def _san_of(certificate: x509.Certificate) -> x509.SubjectAlternativeName | None
         return certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
         return None
+
+
+def _san_set(san: x509.SubjectAlternativeName | None) -> frozenset[x509.GeneralName]:
+    return frozenset(san) if san is not None else frozenset()
