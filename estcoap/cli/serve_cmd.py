@@ -1,6 +1,6 @@
-"""`estcoap serve --ca DIR --https HOST:PORT ...` and `estcoap users add FILE NAME`.
+"""`estcoap serve --ca DIR [--https HOST:PORT] [--coaps HOST:PORT] ...` and `estcoap users add`.
 
-The service (a LocalCA) is built once; each front (--https now, --coaps later) is
+The service (a LocalCA) is built once; each front (--https, --coaps) is
 started by its own starter in FRONTS and shares it. To add a front: add its option
 in _add_front_options() and a starter `async def start(args, service, host, port)`
 returning an object with `.url` and `async close()` to FRONTS under the option's name.
@@ -72,6 +72,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 def _add_front_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--https", metavar="HOST:PORT", help="serve EST over HTTPS here")
+    parser.add_argument(
+        "--coaps", metavar="HOST:PORT", help="serve EST-coaps (RFC 9148, DTLS) here; port 5684"
+    )
+    parser.add_argument(
+        "--coap-root", metavar="PATH",
+        help="also serve EST-coaps at a shorter root (e.g. /est) and advertise it in discovery",
+    )  # fmt: skip
 
 
 def parse_host_port(text: str) -> tuple[str, int]:
@@ -128,14 +135,35 @@ async def start_https_front(args: argparse.Namespace, service: LocalCA, host: st
     return server
 
 
-FRONTS: dict[str, FrontStarter] = {"https": start_https_front}
+async def start_coaps_front(args: argparse.Namespace, service: LocalCA, host: str, port: int):
+    # Deferred import: the DTLS stack is only loaded when a CoAPs front is asked for.
+    from ..coap.server import start_coaps_server
+
+    try:
+        server = await start_coaps_server(
+            service,
+            [(host, port)],
+            cert_chain=service.paths.server_cert,
+            key=service.paths.server_key,
+            trust_anchors=service.client_trust_anchors(),
+            labels=args.label,
+            short_root=args.coap_root,
+            max_body=args.max_body,
+        )
+    except ValueError as exc:
+        raise CliError(str(exc)) from exc
+    print(f"serving EST-coaps on {server.url}", flush=True)
+    return server
+
+
+FRONTS: dict[str, FrontStarter] = {"https": start_https_front, "coaps": start_coaps_front}
 
 
 async def run(args: argparse.Namespace) -> None:
     wanted = [(name, getattr(args, name, None)) for name in FRONTS]
     wanted = [(name, value) for name, value in wanted if value]
     if not wanted:
-        raise CliError("give at least one front, e.g. --https HOST:PORT")
+        raise CliError("give at least one front: --https HOST:PORT and/or --coaps HOST:PORT")
     if args.max_body <= 0:
         raise CliError("--max-body must be positive")
     service = build_service(args)
