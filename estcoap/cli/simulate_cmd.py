@@ -1,0 +1,171 @@
+"""`estcoap simulate URL ...`: provision a fleet of virtual devices and report the figures."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from ..idevid import DeviceMaker
+from ..simulate import Fleet, FleetSettings, Impairment
+from ..simulate.progress import Progress
+from ..simulate.report import PlotUnavailable, build_report, check_plotting, plot, summary
+from ..simulate.report import write_json as write_report
+from . import CliError
+
+BLOCK_SIZES = (16, 32, 64, 128, 256, 512, 1024)
+
+
+def _number(kind: Callable[[str], Any], low: float, high: float | None, what: str):  # type: ignore[no-untyped-def]
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if value < low or (high is not None and value >= high):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return value
+
+    return parse
+
+
+def _block_size(text: str) -> int:
+    if not text.isdigit() or int(text) not in BLOCK_SIZES:
+        raise argparse.ArgumentTypeError(f"expected one of {', '.join(map(str, BLOCK_SIZES))}")
+    return int(text)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    sim = subparsers.add_parser(
+        "simulate",
+        help="provision a fleet of virtual devices and measure the server",
+        description="Each virtual device gets a key and an IDevID from the device-maker CA, "
+        "then runs crts, att, sen (and sren) through a relay on loopback that counts every "
+        "datagram and applies the impairments (coaps:// only).",
+    )
+    probability = _number(float, 0.0, 1.0, "a probability in [0, 1)")
+    sim.add_argument("url", metavar="URL", help="coaps://HOST:PORT[/path] or https://HOST:PORT")
+    sim.add_argument("--trust", required=True, metavar="PEM", help="the server's trust anchors")
+    sim.add_argument("--idevid-ca", required=True, metavar="PEM", help="device-maker CA cert")
+    sim.add_argument("--idevid-ca-key", required=True, metavar="KEY", help="its private key")
+    sim.add_argument("--devices", type=_number(int, 1, None, "a positive integer"), default=100,
+                     metavar="N")
+    sim.add_argument("--concurrency", type=_number(int, 1, None, "a positive integer"),
+                     default=50, metavar="C", help="devices in flight at once (default 50)")
+    sim.add_argument("--loss", type=probability, default=0.0, metavar="P",
+                     help="drop each datagram with probability P, each direction")
+    sim.add_argument("--duplicate", type=probability, default=0.0, metavar="P")
+    sim.add_argument("--reorder", type=probability, default=0.0, metavar="P",
+                     help="hold a datagram until the next one passes it (at most 50 ms)")
+    sim.add_argument("--delay", type=_number(float, 0.0, 60_001, "milliseconds, 0 to 60000"),
+                     default=0.0, metavar="MS", help="added one-way delay")
+    sim.add_argument("--block-size", type=_block_size, metavar="B", help="CoAP block size")
+    sim.add_argument("--reenroll", action="store_true", help="also run sren on each device")
+    sim.add_argument("--timeout", type=_number(float, 0.001, None, "seconds > 0"), default=60.0,
+                     metavar="S", help="per request and per DTLS handshake (default 60)")
+    sim.add_argument("--seed", type=_number(int, 0, None, "an integer >= 0"), metavar="N",
+                     help="seed the impairment's random numbers")
+    sim.add_argument("--json", metavar="FILE", help="write the report here")
+    sim.add_argument("--plot", metavar="FILE", help="draw latency and throughput (matplotlib)")
+    sim.set_defaults(func=_simulate)
+
+    def one_line_error(message: str) -> NoReturn:  # not argparse's usage block
+        print(f"estcoap simulate: {message}", file=sys.stderr)
+        sys.exit(2)
+
+    sim.error = one_line_error  # type: ignore[method-assign]
+
+
+def _load_certs(path: str, what: str) -> list[x509.Certificate]:
+    try:
+        data = Path(path).read_bytes()
+        certs = x509.load_pem_x509_certificates(data)
+    except OSError as exc:
+        raise CliError(f"{what} {path}: {exc.strerror or exc}") from None
+    except ValueError:
+        raise CliError(f"{what} {path}: not a PEM certificate file") from None
+    return certs
+
+
+def _load_maker(cert_path: str, key_path: str) -> DeviceMaker:
+    cert = _load_certs(cert_path, "--idevid-ca")[0]
+    try:
+        key = serialization.load_pem_private_key(Path(key_path).read_bytes(), password=None)
+    except OSError as exc:
+        raise CliError(f"--idevid-ca-key {key_path}: {exc.strerror or exc}") from None
+    except (ValueError, TypeError):
+        raise CliError(f"--idevid-ca-key {key_path}: not an unencrypted PEM private key") from None
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise CliError(f"--idevid-ca-key {key_path}: the device-maker key must be an EC key")
+    public = serialization.PublicFormat.SubjectPublicKeyInfo
+    der = serialization.Encoding.DER
+    if key.public_key().public_bytes(der, public) != cert.public_key().public_bytes(der, public):
+        raise CliError("--idevid-ca-key does not belong to the --idevid-ca certificate")
+    return DeviceMaker(cert, key)
+
+
+def _settings_json(args: argparse.Namespace, settings: FleetSettings) -> dict[str, Any]:
+    return {
+        "url": args.url,
+        "scheme": settings.scheme,
+        "devices": settings.devices,
+        "concurrency": settings.concurrency,
+        "loss": args.loss,
+        "duplicate": args.duplicate,
+        "reorder": args.reorder,
+        "delay_ms": args.delay,
+        "block_size": args.block_size,
+        "reenroll": args.reenroll,
+        "timeout_s": args.timeout,
+        "seed": args.seed,
+        "command": "estcoap simulate " + " ".join(sys.argv[2:])
+        if len(sys.argv) > 1 and sys.argv[1] == "simulate"
+        else None,
+    }
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    if args.plot:
+        try:
+            check_plotting()
+        except PlotUnavailable as exc:
+            raise CliError(str(exc)) from None
+    trust = _load_certs(args.trust, "--trust")
+    maker = _load_maker(args.idevid_ca, args.idevid_ca_key)
+    try:
+        settings = FleetSettings(
+            url=args.url,
+            trust=trust,
+            maker=maker,
+            devices=args.devices,
+            concurrency=args.concurrency,
+            impairment=Impairment(args.loss, args.duplicate, args.reorder, args.delay),
+            block_size=args.block_size,
+            reenroll=args.reenroll,
+            timeout=args.timeout,
+            seed=args.seed,
+        )
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    progress = Progress(settings.devices)
+    fleet = Fleet(settings, on_outcome=lambda outcome: progress.update(outcome.ok))
+    try:
+        result = asyncio.run(fleet.run())
+    finally:
+        progress.finish()
+    report = build_report(result, _settings_json(args, settings))
+    if args.json:
+        write_report(report, args.json)
+    if args.plot:
+        plot(result, report, args.plot)
+    # On a terminal, or when there is no report file, say how it went; quiet otherwise.
+    if sys.stdout.isatty() or not args.json:
+        print(summary(report))
+    return 0
