@@ -1,0 +1,68 @@
+"""The examples run as a user would run them: examples/server.py (a custom CA behind the
+EstService interface) with examples/client_simple.py and examples/client.py as devices."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from estcoap.idevid import DeviceMaker
+
+pytestmark = pytest.mark.timeout(120)
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def _write(tmp: Path, stem: str, cert: x509.Certificate, key) -> tuple[Path, Path]:  # type: ignore[no-untyped-def]
+    (tmp / f"{stem}.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tmp / f"{stem}.key").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return tmp / f"{stem}.pem", tmp / f"{stem}.key"
+
+
+def test_custom_ca_server_with_both_clients(tmp_path: Path) -> None:
+    maker = DeviceMaker.create()
+    (tmp_path / "maker.pem").write_bytes(maker.certificate.public_bytes(serialization.Encoding.PEM))
+    cert, key = _write(tmp_path, "idevid", *maker.issue_idevid("example-1"))
+    server = subprocess.Popen(
+        [sys.executable, EXAMPLES / "server.py", "--ca-dir", tmp_path / "myca",
+         "--trust-clients", tmp_path / "maker.pem", "--coaps", "127.0.0.1:0",
+         "--https", "127.0.0.1:0"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        line = server.stdout.readline()  # type: ignore[union-attr]
+        assert line.startswith("serving "), line + server.stderr.read()  # type: ignore[union-attr]
+        coaps_url, https_url = line.split()[1], line.split()[3]
+        trust = tmp_path / "myca" / "ca.pem"
+        for url, out in ((coaps_url, "dev-coaps"), (https_url, "dev-https")):
+            done = subprocess.run(
+                [sys.executable, EXAMPLES / "client_simple.py", url, "--trust", trust,
+                 "--cert", cert, "--key", key, "--subject", f"CN={out}",
+                 "--out", tmp_path / out],
+                capture_output=True, text=True, timeout=60,
+            )  # fmt: skip
+            assert done.returncode == 0, done.stdout + done.stderr
+            issued = x509.load_pem_x509_certificate((tmp_path / f"{out}.pem").read_bytes())
+            assert issued.subject.rfc4514_string() == f"CN={out}"
+            assert issued.issuer.rfc4514_string() == "CN=My CA"
+        done = subprocess.run(
+            [sys.executable, EXAMPLES / "client.py", coaps_url, "--trust", trust,
+             "--cert", cert, "--key", key],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stdout + done.stderr
+        for step in ("cacerts:", "csrattrs:", "enroll:", "serverkeygen:", "(renew)", "(rekey)"):
+            assert step in done.stdout, done.stdout
+    finally:
+        server.terminate()
+        server.wait(10)
