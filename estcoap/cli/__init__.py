@@ -17,6 +17,7 @@ COMMAND_MODULES = (
     "estcoap.cli.pending_cmd",
     "estcoap.cli.demo_cmd",
     "estcoap.cli.simulate_cmd",
+    "estcoap.cli.gateway_cmd",
 )
 
 

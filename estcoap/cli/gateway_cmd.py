@@ -1,0 +1,205 @@
+"""`estcoap gateway` (EST-coaps devices -> an HTTPS EST server, RFC 9148 s5) and
+`estcoap proxy` (EST over HTTPS -> an HTTPS EST server, an RFC 7030 RA).
+
+Both build the same Upstream service from the same --upstream* options and put a
+different front before it. They print one ready line, then serve until SIGINT/SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from typing import Any
+
+from cryptography import x509
+
+from ..client import load_certificates, load_private_key
+from ..https import parse_users_file, user_from_arg
+from ..https.users import UsersFileError
+from . import CliError
+from .serve_cmd import parse_host_port
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    gw = subparsers.add_parser(
+        "gateway", help="serve EST-coaps to devices, forwarding to an HTTPS EST server"
+    )
+    gw.add_argument(
+        "--coaps", required=True, metavar="HOST:PORT", help="serve EST-coaps (DTLS) here"
+    )
+    gw.add_argument("--short-root", metavar="PATH", help="also serve and advertise e.g. /est")
+    _add_common(gw)
+    gw.set_defaults(func=_gateway)
+
+    proxy = subparsers.add_parser(
+        "proxy", help="serve EST over HTTPS, forwarding to another HTTPS EST server (RA)"
+    )
+    proxy.add_argument("--https", required=True, metavar="HOST:PORT", help="serve EST here")
+    proxy.add_argument(
+        "--user", action="append", default=[], metavar="NAME:PASSWORD",
+        help="an HTTP Basic/Digest user allowed to enroll (repeatable)",
+    )  # fmt: skip
+    proxy.add_argument("--users-file", metavar="FILE", help="users (estcoap users add)")
+    _add_common(proxy)
+    proxy.set_defaults(func=_proxy)
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    up = parser.add_argument_group("upstream (the RFC 7030 EST server)")
+    up.add_argument("--upstream", required=True, metavar="URL",
+                    help="e.g. https://est.example:8443/.well-known/est")  # fmt: skip
+    up.add_argument(
+        "--upstream-trust", action="append", default=[], metavar="PEM",
+        help="trust anchors for the upstream's TLS certificate (default: the system's)",
+    )  # fmt: skip
+    up.add_argument("--ra-cert", metavar="PEM", help="our RA certificate chain (id-kp-cmcRA)")
+    up.add_argument("--ra-key", metavar="KEY", help="its private key")
+    up.add_argument("--upstream-user", metavar="NAME:PASSWORD",
+                    help="HTTP Basic/Digest credentials for the upstream")  # fmt: skip
+    up.add_argument("--upstream-timeout", type=float, default=10.0, metavar="SECONDS",
+                    help="per request; a slower upstream gives the device 5.04 / 504")  # fmt: skip
+    up.add_argument("--upstream-connections", type=int, default=8, metavar="N",
+                    help="keep-alive connections to the upstream at most")  # fmt: skip
+    up.add_argument(
+        "--label", action="append", default=[], metavar="NAME[=UPSTREAM]",
+        help="serve label NAME, forwarded as UPSTREAM (default the same; empty = no label)",
+    )  # fmt: skip
+    dev = parser.add_argument_group("devices")
+    dev.add_argument("--server-cert", required=True, metavar="PEM",
+                     help="our server certificate chain")  # fmt: skip
+    dev.add_argument("--server-key", required=True, metavar="KEY")
+    dev.add_argument(
+        "--trust-clients", action="append", default=[], metavar="PEM",
+        help="CAs whose device certificates may enroll, e.g. IDevID makers (repeatable); "
+        "the upstream CA is added for re-enrollment",
+    )  # fmt: skip
+    dev.add_argument("--require-pop", action="store_true",
+                     help="require tls-unique proof-of-possession from devices")  # fmt: skip
+
+
+# ---- building the pieces ---------------------------------------------------------
+
+
+def _certs(paths: list[str], what: str) -> list[x509.Certificate]:
+    out: list[x509.Certificate] = []
+    for path in paths:
+        try:
+            out.extend(load_certificates(path))
+        except ValueError as exc:
+            raise CliError(f"{path}: not a certificate file ({what}): {exc}") from exc
+    return out
+
+
+def parse_labels(items: list[str]) -> dict[str, str | None]:
+    labels: dict[str, str | None] = {}
+    for item in items:
+        name, sep, upstream = item.partition("=")
+        if not name:
+            raise CliError(f"--label needs a name, got {item!r}")
+        labels[name] = (upstream or None) if sep else name
+    return labels
+
+
+def build_upstream(args: argparse.Namespace) -> Any:
+    # Imported here: the gateway pulls in aiocoap and the fronts, which other commands skip.
+    from gateway import UpstreamSettings, open_upstream
+
+    if (args.ra_cert is None) != (args.ra_key is None):
+        raise CliError("--ra-cert and --ra-key go together")
+    user = password = None
+    if args.upstream_user:
+        user, sep, password = args.upstream_user.partition(":")
+        if not sep or not user or not password:
+            raise CliError("--upstream-user expects NAME:PASSWORD")
+    if args.upstream_connections < 1:
+        raise CliError("--upstream-connections must be at least 1")
+    try:
+        ra_chain = _certs([args.ra_cert], "--ra-cert") if args.ra_cert else []
+        ra_key = load_private_key(args.ra_key) if args.ra_key else None
+    except ValueError as exc:
+        raise CliError(f"{args.ra_key}: not a private key: {exc}") from exc
+    settings = UpstreamSettings(
+        url=args.upstream,
+        trust=_certs(args.upstream_trust, "--upstream-trust") or None,
+        ra_chain=ra_chain,
+        ra_key=ra_key,
+        user=user,
+        password=password,
+        timeout=args.upstream_timeout,
+        connections=args.upstream_connections,
+        labels=parse_labels(args.label),
+    )
+    try:
+        return open_upstream(
+            settings,
+            trust_clients=_certs(args.trust_clients, "--trust-clients"),
+            require_pop=args.require_pop,
+        )
+    except ValueError as exc:
+        raise CliError(str(exc)) from exc
+
+
+async def _start_gateway(args: argparse.Namespace) -> Any:
+    from gateway import start_gateway
+
+    upstream = build_upstream(args)
+    host, port = parse_host_port(args.coaps)
+    try:
+        running = await start_gateway(
+            upstream,
+            [(host, port)],
+            cert_chain=args.server_cert,
+            key=args.server_key,
+            short_root=args.short_root,
+        )
+    except ValueError as exc:
+        await upstream.transport.close()
+        raise CliError(str(exc)) from exc
+    if running.warning:
+        print(f"estcoap gateway: warning: {running.warning}", file=sys.stderr, flush=True)
+    print(f"gateway: serving EST-coaps on {running.url} -> {args.upstream}", flush=True)
+    return running
+
+
+async def _start_proxy(args: argparse.Namespace) -> Any:
+    from gateway import start_proxy
+
+    try:
+        users = [user_from_arg(u) for u in args.user]
+        if args.users_file:
+            users += parse_users_file(args.users_file)
+    except UsersFileError as exc:
+        raise CliError(str(exc)) from exc
+    upstream = build_upstream(args)
+    host, port = parse_host_port(args.https)
+    running = await start_proxy(
+        upstream, host, port, cert_chain=args.server_cert, key=args.server_key, users=users
+    )
+    if running.warning:
+        print(f"estcoap proxy: warning: {running.warning}", file=sys.stderr, flush=True)
+    print(f"proxy: serving EST over HTTPS on {running.url} -> {args.upstream}", flush=True)
+    return running
+
+
+async def _serve(start: Any, args: argparse.Namespace) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    running = await start(args)
+    try:
+        await stop.wait()
+    finally:
+        await running.close()
+
+
+def _gateway(args: argparse.Namespace) -> int:
+    asyncio.run(_serve(_start_gateway, args))
+    return 0
+
+
+def _proxy(args: argparse.Namespace) -> int:
+    asyncio.run(_serve(_start_proxy, args))
+    return 0
