@@ -153,13 +153,15 @@ class _Endpoint:
 
 
 def parse_url(url: str) -> _Endpoint:
-    """https://host[:port][/.well-known/est[/label]]; a bare host means https."""
+    """scheme://host[:port][/.well-known/est[/label]]; a bare host means https."""
     parts = urlsplit(url if "://" in url else f"https://{url}")
     if parts.scheme not in ("https", "coaps") or not parts.hostname:
         raise ValueError(f"not an https:// or coaps:// EST URL: {url}")
     path = parts.path.rstrip("/")
     label = None
-    root = path or EST_WELL_KNOWN
+    # coaps:// without a path: the transport discovers the root (RFC 9148 s4.1), so
+    # servers rooted elsewhere (e.g. /est) work too.
+    root = path or ("" if parts.scheme == "coaps" else EST_WELL_KNOWN)
     if path.startswith(EST_WELL_KNOWN + "/"):
         rest = path[len(EST_WELL_KNOWN) + 1 :]
         if "/" in rest or is_operation_name(rest):
@@ -219,6 +221,7 @@ class EstClient:
         self.block_size = block_size  # coaps: the largest Block1/Block2 size to use
         self.handshake_timeout = handshake_timeout  # coaps: DTLS handshake bound
         self._transport: ClientTransport | None = None
+        self._single_certificate = True  # coaps: Accept 287 until a server refuses it
 
     async def __aenter__(self) -> EstClient:
         return self
@@ -237,6 +240,13 @@ class EstClient:
         ep = self.endpoint
         if ep.scheme == "coaps":
             from .coaps_transport import CoapsTransport
+
+            if not self.cert_chain or self.key is None:
+                raise EstClientError(
+                    "EST-coaps needs a client certificate",
+                    diagnostic="RFC 9148 s3 requires one: give the device's IDevID (or a "
+                    "certificate EST issued) and its key",
+                )
 
             host = f"[{ep.host}]" if ":" in ep.host else ep.host
             port = f":{ep.port}" if ep.port else ""
@@ -299,7 +309,13 @@ class EstClient:
         self.trust = certs
         self.ca_certificates = certs
 
-    async def _exchange(self, transport: ClientTransport, spec: OperationSpec, body: bytes | None):
+    async def _exchange(
+        self,
+        transport: ClientTransport,
+        spec: OperationSpec,
+        body: bytes | None,
+        accept: ContentFormat | None = None,
+    ):
         from .https_transport import HttpsTransportError
 
         errors: tuple[type[Exception], ...] = (HttpsTransportError, OSError)
@@ -308,16 +324,18 @@ class EstClient:
 
             errors = (*errors, CoapsTransportError)
         try:
-            return await transport.call(spec, self.label, body)
+            return await transport.call(spec, self.label, body, accept)
         except errors as exc:
             raise EstClientError(f"{spec.long_name} failed", diagnostic=str(exc)) from exc
 
-    async def _call(self, spec: OperationSpec, body: bytes | None = None) -> Reply:
+    async def _call(
+        self, spec: OperationSpec, body: bytes | None = None, accept: ContentFormat | None = None
+    ) -> Reply:
         """One EST request; a pending answer is repeated identically, bounded in time and count."""
         deadline = time.monotonic() + self.max_pending_wait
         attempts = 0
         while True:
-            reply = await self._exchange(await self.transport(), spec, body)
+            reply = await self._exchange(await self.transport(), spec, body, accept)
             if reply.kind is ReplyKind.OK:
                 return reply
             if reply.kind is ReplyKind.ERROR:
@@ -453,7 +471,19 @@ class EstClient:
 
     async def _enroll(self, operation: Operation, csr: bytes) -> list[x509.Certificate]:
         spec = spec_for(operation)
-        certs = self._certificates(await self._call(spec, csr), spec.long_name)
+        # Over CoAP, ask for the issued certificate alone (287): the device has the CA
+        # certificates from crts, and every byte counts. Servers without 287 (4.06) get 281.
+        if self.endpoint.scheme == "coaps" and self._single_certificate:
+            try:
+                reply = await self._call(spec, csr, ContentFormat.PKIX_CERT)
+            except EstClientError as exc:
+                if exc.status != "4.06":
+                    raise
+                self._single_certificate = False
+                reply = await self._call(spec, csr)
+        else:
+            reply = await self._call(spec, csr)
+        certs = self._certificates(reply, spec.long_name)
         public = x509.load_der_x509_csr(csr).public_key()
         public_der = public.public_bytes(
             serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo

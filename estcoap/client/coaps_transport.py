@@ -128,16 +128,11 @@ class CoapsTransport:
         return _reply_of(response)
 
     async def tls_unique(self) -> bytes | None:
+        """tls-unique of the association the next call() uses; resolving the remote
+        runs the DTLS handshake when there is no association yet."""
         context = await self._ctx()
-        probe = Message(code=Code.GET, uri=f"{self._origin}/.well-known/core?rt=ace.est*")
+        probe = Message(code=Code.GET, uri=f"{self._origin}/.well-known/core")
         await context.find_remote_and_interface(probe)
-        if getattr(probe.remote, "tls_unique", None) is None:
-            # No association yet: discovery is the cheapest exchange that makes one.
-            if self._root is None:
-                await self.root()
-            else:
-                await self._exchange(probe)
-            await context.find_remote_and_interface(probe)
         return getattr(probe.remote, "tls_unique", None)
 
     async def close(self) -> None:

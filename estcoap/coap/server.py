@@ -9,6 +9,7 @@ from pathlib import Path
 import aiocoap
 from cryptography import x509
 
+from ..codec.operations import EST_WELL_KNOWN
 from ..dtls import DtlsServerConfig, DtlsServerTransport, create_server_context
 from ..dtls.config import load_certificates, load_private_key
 from ..service import EstService
@@ -19,6 +20,7 @@ from .site import DEFAULT_MAX_BODY, build_site
 class CoapsServer:
     context: aiocoap.Context
     transport: DtlsServerTransport
+    root: str = EST_WELL_KNOWN
 
     @property
     def port(self) -> int:
@@ -28,7 +30,7 @@ class CoapsServer:
     def url(self) -> str:
         host, port = self.transport.bound_addresses[0][:2]
         host = f"[{host}]" if ":" in host else host
-        return f"coaps://{host}:{port}/.well-known/est"
+        return f"coaps://{host}:{port}{self.root}"
 
     async def close(self) -> None:
         await self.context.shutdown()
@@ -44,6 +46,7 @@ async def start_coaps_server(
     labels: Sequence[str] = (),
     short_root: str | None = None,
     max_body: int = DEFAULT_MAX_BODY,
+    well_known: bool = True,
     require_client_certificate: bool = True,
     **dtls_options: object,
 ) -> CoapsServer:
@@ -52,7 +55,9 @@ async def start_coaps_server(
     trust_anchors verify device certificates at the DTLS layer: the device makers'
     IDevID CAs plus the issuing CA, so certificates it issued can re-enroll.
     """
-    site = build_site(service, labels=labels, short_root=short_root, max_body=max_body)
+    site = build_site(
+        service, labels=labels, short_root=short_root, max_body=max_body, well_known=well_known
+    )
     config = DtlsServerConfig(
         certificate_chain=load_certificates(cert_chain),
         private_key=load_private_key(key),
@@ -61,4 +66,4 @@ async def start_coaps_server(
         **dtls_options,  # type: ignore[arg-type]
     )
     context, transport = await create_server_context(site, binds, config)
-    return CoapsServer(context, transport)
+    return CoapsServer(context, transport, EST_WELL_KNOWN if well_known else str(short_root))

@@ -38,11 +38,13 @@ def build_site(
     labels: Sequence[str] = (),
     short_root: str | None = None,
     max_body: int = DEFAULT_MAX_BODY,
+    well_known: bool = True,
 ) -> Site:
     """The aiocoap Site serving EST-coaps for `service`.
 
     short_root (e.g. "/est") serves the same resources at a shorter path and makes
-    discovery advertise it instead of /.well-known/est (RFC 9148 s4.1).
+    discovery advertise it instead of /.well-known/est (RFC 9148 s4.1). well_known=False
+    serves the short root only, as libEST does with /est.
     """
     for label in labels:
         if is_operation_name(label) or "/" in label or not label:
@@ -52,9 +54,11 @@ def build_site(
         (".well-known", "core"), WKCResource(site.get_resources_as_linkheader, impl_info=None)
     )
     assembler = Block1Assembler(max_body)
-    roots = [_segments(EST_WELL_KNOWN)]
+    roots = [_segments(EST_WELL_KNOWN)] if well_known else []
     if short_root:
         roots.append(_segments(short_root))
+    if not roots:
+        raise ValueError("serve at least one EST root: keep /.well-known/est or give short_root")
     advertised_root = roots[-1]
     for root in roots:
         advertise = root == advertised_root

@@ -72,7 +72,7 @@ class RunningCoaps:
 
     @property
     def origin(self) -> str:
-        return self.server.url.removesuffix("/.well-known/est")
+        return self.server.url.removesuffix(self.server.root)
 
     def client(self, device: Device, url: str | None = None, **options: object) -> EstClient:
         return EstClient(

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from estcoap.ca import Store
-from estcoap.client import EstClientError
+from estcoap.client import EstClient, EstClientError
 from estcoap.codec import pkcs7
 from estcoap.codec.pkcs10 import build_csr
 from estcoap.dtls import DtlsClientConfig, create_client_context
@@ -96,9 +96,28 @@ async def test_short_root_is_served_and_advertised(deployment: Deployment) -> No
         hrefs = {link.href for link in parse_links(res.payload.decode()).links}
         assert "/est/crts" in hrefs and "/.well-known/est/crts" not in hrefs
         assert crts.code == Code.CONTENT
-        # Our client finds the /est root by itself when the URL has no path.
+
+
+async def test_client_discovers_a_server_rooted_at_est_only(deployment: Deployment) -> None:
+    """Like libEST: EST at /est only. A URL without a path finds it through discovery."""
+    device = deployment.device("libest-like")
+    async with running_coaps(deployment, short_root="/est", well_known=False) as run:
+        assert run.url.endswith(":" + str(run.server.port) + "/est")
         async with run.client(device, url=run.origin) as est:
             assert (await est.cacerts())[0] == run.ca.ca_certificate
+            chain = await est.enroll(key=ec.generate_private_key(ec.SECP256R1()), subject="CN=d")
+            assert chain[0].subject.rfc4514_string() == "CN=d"
+        async with run.client(device, url=run.origin + "/.well-known/est") as est:
+            with pytest.raises(EstClientError) as missing:
+                await est.cacerts()
+            assert missing.value.status == "4.04"
+
+
+async def test_coaps_client_without_certificate_is_told_why(deployment: Deployment) -> None:
+    async with running_coaps(deployment) as run:
+        async with EstClient(run.url, trust=deployment.paths.ca_cert) as est:
+            with pytest.raises(EstClientError, match="needs a client certificate"):
+                await est.cacerts()
 
 
 async def test_provision_reenroll_and_serverkeygen(deployment: Deployment) -> None:
