@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,8 +19,6 @@ from estcoap.https.users import User
 
 from .pool import HttpsPool
 from .upstream import Upstream
-
-log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = 10.0
 DEFAULT_CONNECTIONS = 8
@@ -133,8 +130,6 @@ async def start_gateway(
     (IDevID makers) plus the upstream CA, fetched first so LDevIDs can re-enroll.
     """
     warning = await learn_upstream_ca(upstream)
-    if warning:
-        log.warning("%s", warning)
     anchors = upstream.client_trust_anchors()
     if not anchors:
         raise ValueError("no trust anchors for device certificates: give trust_clients")
@@ -181,8 +176,6 @@ async def start_proxy(
     """Serve EST over HTTPS for `upstream`: client certificates from trust_clients or
     the upstream CA, or HTTP users."""
     warning = await learn_upstream_ca(upstream)
-    if warning:
-        log.warning("%s", warning)
     server = await start_https_server(
         upstream,
         host,
