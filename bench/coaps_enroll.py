@@ -11,7 +11,7 @@
   (`estcoap serve --https`, EstClient https) goes through a TCP relay for comparison.
 
     python3 bench/coaps_enroll.py [--enrollments 600] [--concurrency 1 8 32] [--procs 2]
-                                  [--bytes-runs 20] [--profile]
+                                  [--bytes-runs 20] [--profile] [--server-chain leaf]
 
 Loopback, one machine: clients and server share the cores, so rates are a floor.
 """
@@ -323,6 +323,17 @@ def measure_rate(
 # -- relays that count bytes ----------------------------------------------------------------
 
 CONTENT_TYPES = {20: "change_cipher_spec", 21: "alert", 22: "handshake", 23: "application_data"}
+HANDSHAKE_TYPES = {
+    1: "ClientHello",
+    2: "ServerHello",
+    3: "HelloVerifyRequest",
+    11: "Certificate",
+    12: "ServerKeyExchange",
+    13: "CertificateRequest",
+    14: "ServerHelloDone",
+    15: "CertificateVerify",
+    16: "ClientKeyExchange",
+}
 
 
 @dataclass
@@ -331,6 +342,8 @@ class Flow:
     payload: list[int] = field(default_factory=lambda: [0, 0])
     by_type: dict[str, int] = field(default_factory=dict)  # DTLS record bytes, both ways
     app_records: list[tuple[int, int]] = field(default_factory=list)  # (direction, record len)
+    # handshake record bytes per "client ClientHello" etc.; epoch 1 is the encrypted Finished
+    by_message: dict[str, int] = field(default_factory=dict)
 
     def count(self, direction: int, datagram: bytes) -> None:
         self.datagrams[direction] += 1
@@ -343,6 +356,15 @@ class Flow:
             self.by_type[name] = self.by_type.get(name, 0) + 13 + length
             if kind == 23:
                 self.app_records.append((direction, length))
+            if kind == 22:
+                epoch = int.from_bytes(datagram[offset + 3 : offset + 5], "big")
+                message = (
+                    HANDSHAKE_TYPES.get(datagram[offset + 13], "other")
+                    if epoch == 0
+                    else "Finished"
+                )
+                key = f"{('client', 'server')[direction]} {message}"
+                self.by_message[key] = self.by_message.get(key, 0) + 13 + length
             offset += 13 + length
 
 
@@ -425,6 +447,7 @@ class WireResult:
     app_records: int = 0
     app_record_bytes: int = 0
     floor: int = 0
+    handshake_messages: dict[str, int] = field(default_factory=dict)
 
     @property
     def total(self) -> int:
@@ -546,6 +569,8 @@ async def coaps_bytes(
         app_record_bytes=_mean([f.by_type.get("application_data", 0) for f in flows]),
     )
     result.floor = result.handshake + _mean([sum(map(coap_floor, run)) for run in calls])
+    for key in flows[0].by_message:
+        result.handshake_messages[key] = _mean([f.by_message.get(key, 0) for f in flows])
     return result, calls[-1], cpu_ms
 
 
@@ -692,6 +717,7 @@ def report(args: argparse.Namespace, rates: list[RateResult], coaps: tuple, http
                     "DTLS handshake records (HelloVerifyRequest round, CCS, Finished included)",
                     str(wire.handshake),
                 ),
+                *((f"  {name}", str(size)) for name, size in wire.handshake_messages.items()),
                 (
                     f"application records ({wire.app_records}, each 29 B of DTLS header+nonce+tag)",
                     str(wire.app_record_bytes),
@@ -764,6 +790,11 @@ def main(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace, scratch: Path) -> None:
     paths = init_ca(scratch / "ca", ["127.0.0.1", "localhost"])
+    if args.server_chain == "leaf":
+        # What-if: the servers send only their own certificate; the CA certificate is the
+        # clients' trust anchor already (RFC 5246 s7.4.2 lets the root be left out).
+        leaf = x509.load_pem_x509_certificates(paths.server_cert.read_bytes())[0]
+        paths.server_cert.write_bytes(leaf.public_bytes(PEM))
     maker = DeviceMaker.create()
     maker_pem = scratch / "maker.pem"
     maker_pem.write_bytes(maker.certificate.public_bytes(PEM))
@@ -808,4 +839,12 @@ if __name__ == "__main__":
     parser.add_argument("--procs", type=int, default=2, help="client processes")
     parser.add_argument("--bytes-runs", type=int, default=20)
     parser.add_argument("--profile", action="store_true", help="cProfile the coaps server")
+    parser.add_argument(
+        "--server-chain",
+        choices=("full", "leaf"),
+        default="full",
+        help="full: server.pem as 'ca init' writes it (leaf + CA); leaf: the leaf alone (note:"
+        " OpenSSL's auto-chain re-adds the CA from the client-trust store unless the DTLS"
+        " context sets SSL_MODE_NO_AUTO_CHAIN)",
+    )
     main(parser.parse_args())
