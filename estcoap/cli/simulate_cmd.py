@@ -69,7 +69,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     sim.add_argument("--block-size", type=_block_size, metavar="B", help="CoAP block size")
     sim.add_argument("--reenroll", action="store_true", help="also run sren on each device")
     sim.add_argument("--timeout", type=_number(float, 0.001, None, "seconds > 0"), default=60.0,
-                     metavar="S", help="per request and per DTLS handshake (default 60)")
+                     metavar="S", help="per request (default 60); DTLS handshakes get 0.9 of it")
+    sim.add_argument("--retries", type=_number(int, 0, None, "an integer >= 0"), default=2,
+                     metavar="N", help="repeat a step that timed out, on a new session (default 2)")
     sim.add_argument("--seed", type=_number(int, 0, None, "an integer >= 0"), metavar="N",
                      help="seed the impairment's random numbers")
     sim.add_argument("--json", metavar="FILE", help="write the report here")
@@ -124,6 +126,7 @@ def _settings_json(args: argparse.Namespace, settings: FleetSettings) -> dict[st
         "block_size": args.block_size,
         "reenroll": args.reenroll,
         "timeout_s": args.timeout,
+        "retries": args.retries,
         "seed": args.seed,
         "command": "estcoap simulate " + " ".join(sys.argv[2:])
         if len(sys.argv) > 1 and sys.argv[1] == "simulate"
@@ -150,6 +153,7 @@ def _simulate(args: argparse.Namespace) -> int:
             block_size=args.block_size,
             reenroll=args.reenroll,
             timeout=args.timeout,
+            retries=args.retries,
             seed=args.seed,
         )
     except ValueError as exc:

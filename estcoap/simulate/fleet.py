@@ -12,18 +12,27 @@ import asyncio
 import secrets
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit, urlunsplit
 
 from cryptography import x509
 
 from ..client import EstClient
-from ..client.api import EstClientError, EstPendingTimeout
+from ..client.api import EstClientError, EstPendingTimeout, generate_key
+from ..codec.csrattrs import requested_key, requested_signature_hash, wants_challenge_password
 from ..idevid import DeviceMaker
 from .relay import Impairment, TcpRelay, Traffic, UdpRelay
 
 DEFAULT_PORTS = {"coaps": 5684, "https": 443}
+# Failures a device retries (on a fresh session): the network's doing, not the server's "no".
+TRANSIENT = frozenset(
+    {"timeout", "dtls-handshake-timeout", "connection-closed", "connection-refused",
+     "cannot-connect", "transport-error"}
+)  # fmt: skip
+HANDSHAKE_SHARE = 0.9  # of --timeout, for the DTLS handshake
+RETRY_PAUSE = 0.5  # seconds between a failed step and its retry
 
 
 @dataclass(frozen=True)
@@ -36,7 +45,8 @@ class FleetSettings:
     impairment: Impairment = Impairment()
     block_size: int | None = None
     reenroll: bool = False
-    timeout: float = 60.0  # per EST request; also bounds each DTLS handshake
+    timeout: float = 60.0  # per EST request; 0.9 of it bounds each DTLS handshake
+    retries: int = 2  # per step, after a transient failure
     seed: int | None = None
 
     def __post_init__(self) -> None:
@@ -46,6 +56,8 @@ class FleetSettings:
             raise ValueError("concurrency must be at least 1")
         if self.timeout <= 0:
             raise ValueError("timeout must be positive")
+        if self.retries < 0:
+            raise ValueError("retries must be 0 or more")
         scheme = urlsplit(self.url).scheme
         if scheme not in DEFAULT_PORTS:
             raise ValueError(f"not a coaps:// or https:// URL: {self.url}")
@@ -66,6 +78,7 @@ class DeviceOutcome:
     started: float  # seconds since the run started
     latency: float  # seconds, from the first datagram to the last answer
     traffic: Traffic
+    retries: int = 0  # steps repeated after a transient failure
 
 
 @dataclass
@@ -75,7 +88,7 @@ class FleetResult:
     wall_time: float
     totals: Traffic
     run_tag: str
-    extra: dict[str, object] = field(default_factory=dict)
+    retried: dict[str, int] = field(default_factory=dict)  # retries by the failure's class
 
 
 def failure_reason(exc: BaseException) -> str:
@@ -137,6 +150,7 @@ class Fleet:
         self.server_name = parts.hostname or ""
         self.port = parts.port or DEFAULT_PORTS[settings.scheme]
         self.outcomes: list[DeviceOutcome] = []
+        self.retried: Counter[str] = Counter()
 
     def _upstream(self) -> tuple[str, int]:
         """The server's address, resolved once (the relay forwards to an address)."""
@@ -174,7 +188,9 @@ class Fleet:
         await asyncio.gather(*(worker() for _ in range(min(s.concurrency, s.devices))))
         wall = time.monotonic() - start
         self.outcomes.sort(key=lambda o: o.index)
-        return FleetResult(s, self.outcomes, wall, relay.totals, self.run_tag)
+        return FleetResult(
+            s, self.outcomes, wall, relay.totals, self.run_tag, dict(self.retried)
+        )
 
     def _client(self, url: str, cert: Sequence[x509.Certificate], key: object) -> EstClient:
         s = self.settings
@@ -186,30 +202,60 @@ class Fleet:
             timeout=s.timeout,
             server_name=self.server_name,
             block_size=s.block_size,
-            handshake_timeout=s.timeout if s.scheme == "coaps" else None,
+            # a little under the request's bound, so a handshake that never completes is
+            # reported as such rather than as the request's timeout
+            handshake_timeout=s.timeout * HANDSHAKE_SHARE if s.scheme == "coaps" else None,
         )
+
+    async def _step(
+        self, est: EstClient, call: Callable[[], Awaitable[object]], tally: Counter[str]
+    ) -> object:
+        """One EST step, repeated on a fresh session after a transient failure, as a
+        device would: after a timeout the old session may be gone on the server side."""
+        for attempt in range(self.settings.retries + 1):
+            try:
+                return await call()
+            except EstClientError as exc:
+                reason = failure_reason(exc)
+                if reason not in TRANSIENT or attempt == self.settings.retries:
+                    raise
+                tally[reason] += 1
+                await est.close()
+                await asyncio.sleep(RETRY_PAUSE)
+        raise AssertionError("unreachable")
 
     async def _device(self, relay: UdpRelay | TcpRelay, index: int, start: float) -> DeviceOutcome:
         serial = f"sim-{self.run_tag}-{index:06d}"
-        idevid, key = self.settings.maker.issue_idevid(serial)
+        idevid, idevid_key = self.settings.maker.issue_idevid(serial)
         link = await relay.open_link()
         began = time.monotonic()
         ok, reason, detail = True, None, ""
+        tally: Counter[str] = Counter()  # this device's retries
         try:
             url = self._link_url(link.address)
-            async with self._client(url, [idevid], key) as est:
-                provisioned = await est.provision(f"CN={serial}")
+            async with self._client(url, [idevid], idevid_key) as est:
+                await self._step(est, est.cacerts, tally)
+                attrs = await self._step(est, est.csrattrs, tally)
+                key = generate_key(requested_key(attrs))  # type: ignore[arg-type]
+                chain = await self._step(est, lambda: est.enroll(
+                    key=key,
+                    subject=f"CN={serial}",
+                    pop=wants_challenge_password(attrs),  # type: ignore[arg-type]
+                    signature_hash=requested_signature_hash(attrs),  # type: ignore[arg-type]
+                ), tally)  # fmt: skip
             if self.settings.reenroll:
                 # sren on a new session authenticated by the certificate just issued
-                async with self._client(url, provisioned.chain, provisioned.private_key) as est:
-                    await est.reenroll()
+                async with self._client(url, chain, key) as est:  # type: ignore[arg-type]
+                    await self._step(est, est.reenroll, tally)
         except Exception as exc:  # every failure is counted, none stops the run
             ok, reason, detail = False, failure_reason(exc), _one_line(exc)
         finished = time.monotonic()
+        self.retried.update(tally)
         await link.close()
         return DeviceOutcome(
-            index, ok, reason, detail, began - start, finished - began, link.traffic
-        )
+            index, ok, reason, detail, began - start, finished - began, link.traffic,
+            tally.total(),
+        )  # fmt: skip
 
 
 def _one_line(exc: BaseException) -> str:

@@ -109,6 +109,11 @@ def build_report(result: FleetResult, settings: dict[str, Any]) -> dict[str, Any
                 else "not observable: TCP retransmits below the application"
             ),
         },
+        "device_retries": {
+            "total": sum(o.retries for o in result.outcomes),
+            "devices": sum(1 for o in result.outcomes if o.retries),
+            "by_reason": dict(sorted(result.retried.items())),
+        },
         "impairment_applied": {
             "dropped": {"up": totals.up.dropped, "down": totals.down.dropped},
             "duplicated": {"up": totals.up.duplicated, "down": totals.down.duplicated},
