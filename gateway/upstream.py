@@ -23,7 +23,7 @@ from estcoap.codec.errors import CodecError
 from estcoap.codec.multipart import KeygenParts
 from estcoap.codec.operations import ContentFormat, Operation, spec_for
 from estcoap.pop import check_pop
-from estcoap.trust import chains_to
+from estcoap.trust import chains_to, is_current
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,7 @@ _STATUS_ERRORS: dict[str, type[svc.EstError]] = {
     "415": svc.UnsupportedFormat,
 }
 _DIAGNOSTIC_LIMIT = 200
+_VERDICT_CACHE = 4096
 
 
 class Upstream:
@@ -63,6 +64,7 @@ class Upstream:
         self.trust_clients = list(trust_clients)
         self.timeout = timeout
         self.upstream_cas: list[x509.Certificate] = []
+        self._chain_verdicts: dict[tuple[tuple[x509.Certificate, ...], int], bool] = {}
 
     # ---- EstService ------------------------------------------------------
 
@@ -81,8 +83,9 @@ class Upstream:
     async def cacerts(self, label: str | None) -> svc.Certificates:
         reply = await self._call(Operation.CACERTS, label, None)
         certs = _decode_certs(reply.body)
-        if label is None:
+        if label is None and certs != self.upstream_cas:
             self.upstream_cas = certs
+            self._chain_verdicts.clear()
         return svc.Certificates(tuple(certs), raw_pkcs7=reply.body)
 
     async def csrattrs(self, label: str | None, peer: svc.Peer) -> svc.CsrAttributes:
@@ -124,9 +127,23 @@ class Upstream:
             return
         if not peer.certificates:
             raise svc.Unauthenticated("a client certificate is required")
-        anchors = self.client_trust_anchors()
-        if anchors and not chains_to(peer.certificates, anchors):
+        if not self._trusted(peer.certificates):
             raise svc.Unauthenticated("client certificate is not from a trusted issuer")
+
+    def _trusted(self, chain: tuple[x509.Certificate, ...]) -> bool:
+        anchors = self.client_trust_anchors()
+        if not anchors:
+            return True
+        # Signature checks cost more than the rest of a forward; devices come back with the
+        # same chain, so remember the verdict (validity dates are re-checked every time).
+        key = (chain, len(self.upstream_cas))
+        verdict = self._chain_verdicts.get(key)
+        if verdict is None:
+            verdict = chains_to(chain, anchors)
+            if len(self._chain_verdicts) >= _VERDICT_CACHE:
+                self._chain_verdicts.clear()
+            self._chain_verdicts[key] = verdict
+        return verdict and all(is_current(c) for c in chain)
 
     async def _authenticate_reenroll(self, request: svc.EnrollRequest) -> None:
         peer = request.peer
