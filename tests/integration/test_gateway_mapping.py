@@ -7,10 +7,12 @@ import asyncio
 import base64
 import email.utils
 import socket
+import ssl
 import time
 from pathlib import Path
 
 import aiocoap
+import aiohttp
 import cbor2
 import pytest
 from aiocoap.numbers.codes import Code
@@ -22,7 +24,8 @@ from estcoap.client import EstClient
 from estcoap.codec import b64, pkcs7
 from estcoap.codec.multipart import encode_multipart_mixed
 from estcoap.codec.operations import HTTP_PKCS8, MEDIA_TYPES, ContentFormat
-from gateway import Gateway
+from estcoap.https import user_from_arg
+from gateway import Gateway, UpstreamSettings, open_upstream, start_proxy
 from tests.integration.coaps_fixtures import Deployment, make_deployment
 from tests.integration.gateway_fixtures import (
     CERTS_ONLY,
@@ -490,3 +493,47 @@ async def test_pkcs8_answer_media_type_is_mapped(deployment: Deployment) -> None
     parts = dict(zip(*[iter(cbor2.loads(answer.payload))] * 2, strict=True))
     key = serialization.load_der_private_key(parts[284], password=None)
     assert spki(x509.load_der_x509_certificate(parts[287])) == spki(key)
+
+
+async def test_proxy_maps_timeouts_and_statuses_to_http(deployment: Deployment) -> None:
+    """The same Upstream behind the https front: 504 for a slow upstream, 415 kept, 502 for 5xx."""
+    async with scripted_upstream(deployment) as upstream:
+
+        async def slow(request: web.Request, body: bytes) -> web.Response:
+            await asyncio.sleep(2)
+            return web.Response(status=500)
+
+        async def unsupported(request: web.Request, body: bytes) -> web.Response:
+            return web.Response(status=415, text="want pkcs10\n")
+
+        async def broken(request: web.Request, body: bytes) -> web.Response:
+            return web.Response(status=500, text="database on fire\n")
+
+        upstream.script.update(simpleenroll=slow, csrattrs=unsupported, serverkeygen=broken)
+        ca_cert = x509.load_pem_x509_certificate(deployment.paths.ca_cert.read_bytes())
+        service = open_upstream(UpstreamSettings(url=upstream.url, trust=[ca_cert], timeout=0.5))
+        proxy = await start_proxy(
+            service, "127.0.0.1", 0,
+            cert_chain=deployment.paths.server_cert, key=deployment.paths.server_key,
+            users=[user_from_arg("alice:secret")],
+        )  # fmt: skip
+        ctx = ssl.create_default_context(cafile=str(deployment.paths.ca_cert))
+        body = base64.encodebytes(new_csr()[0])
+        token = base64.b64encode(b"alice:secret").decode()
+        headers = {"Content-Type": "application/pkcs10", "Authorization": f"Basic {token}"}
+        answers = {}
+        try:
+            async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx)) as http:
+                for op in ("simpleenroll", "serverkeygen", "simplereenroll"):
+                    async with http.post(f"{proxy.url}/{op}", data=body, headers=headers) as r:
+                        answers[op] = (r.status, await r.text())
+                async with http.get(f"{proxy.url}/csrattrs", headers=headers) as r:
+                    answers["csrattrs"] = (r.status, await r.text())
+        finally:
+            await proxy.close()
+    assert answers["simpleenroll"][0] == 504 and "did not answer" in answers["simpleenroll"][1]
+    assert answers["serverkeygen"] == (502, "upstream 500: database on fire\n")
+    assert answers["csrattrs"] == (415, "upstream 415: want pkcs10\n")
+    # A password user has no certificate to renew: refused before anything is forwarded.
+    assert answers["simplereenroll"][0] == 401
+    assert "simplereenroll" not in _ops(upstream)
