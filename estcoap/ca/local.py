@@ -326,8 +326,11 @@ class LocalCA:
             return KeyAndCertificate(issued.key_der, KeyFormat.PKCS8, chain)
         return chain
 
-    def _chain(self, cert: x509.Certificate) -> Certificates:
-        return Certificates((cert, self.ca_certificate))
+    @staticmethod
+    def _chain(cert: x509.Certificate) -> Certificates:
+        # RFC 7030 s4.2.3: the certs-only response holds only the issued certificate;
+        # the client has the CA certificates from /cacerts.
+        return Certificates((cert,))
 
 
 def csr_attributes_for(ca_key: PrivateKey, *, require_pop: bool) -> bytes:

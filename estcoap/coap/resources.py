@@ -67,11 +67,25 @@ class EstResource(Resource):
         request = pipe.request
         try:
             whole = self.assembler.feed(request, (self.label, self.spec.short_name))
-            response = await self._block2.extract_or_insert(whole, lambda: self.render(whole))
+            response = await self._respond(whole)
             response.opt.block1 = whole.opt.block1
         except (Block1Continue, Block1Refusal) as answer:
             response = answer.to_message()
         pipe.add_response(response, is_last=True)
+
+    async def _respond(self, request: Message) -> Message:
+        """Render, going through aiocoap's Block2 cache only when blocks are involved:
+        its cache key costs a deep copy of the request, most answers fit one datagram."""
+        if request.opt.block2 is None:
+            response = await self.render(request)
+            if len(response.payload) <= request.remote.maximum_payload_size:
+                return response
+
+            async def rendered() -> Message:
+                return response
+
+            return await self._block2.extract_or_insert(request, rendered)
+        return await self._block2.extract_or_insert(request, lambda: self.render(request))
 
     async def render(self, request: Message) -> Message:
         try:

@@ -36,10 +36,19 @@ def _base_context(
     return ctx
 
 
+# SSL_MODE_NO_AUTO_CHAIN (not exported by pyOpenSSL): send the configured chain only,
+# never one OpenSSL builds from the trust store.
+_MODE_NO_AUTO_CHAIN = 0x8
+
+
 def _use_identity(ctx: SSL.Context, chain: Sequence[x509.Certificate], key: object) -> None:
     ctx.use_certificate(chain[0])
+    # A self-signed root is useless to the peer, which must already trust it (RFC 5246
+    # s7.4.2 lets it be omitted); over a constrained link it is ~400 bytes per handshake.
     for extra in chain[1:]:
-        ctx.add_extra_chain_cert(extra)
+        if extra.subject != extra.issuer:
+            ctx.add_extra_chain_cert(extra)
+    ctx.set_mode(_MODE_NO_AUTO_CHAIN)
     ctx.use_privatekey(key)  # type: ignore[arg-type]
     ctx.check_privatekey()
 

@@ -229,8 +229,8 @@ async def test_serverkeygen_returns_a_key_matching_its_certificate(ca):
     assert isinstance(result, KeyAndCertificate)
     assert result.key_format is KeyFormat.PKCS8
     key = serialization.load_der_private_key(result.private_key, None)
-    cert, ca_cert = result.certificates.certificates
-    assert ca_cert == ca.ca_certificate
+    (cert,) = result.certificates.certificates  # RFC 7030 s4.2.3: the issued cert only
+    cert.verify_directly_issued_by(ca.ca_certificate)
     assert cert.public_key() == key.public_key()
     assert cert.public_key() != csr.public_key  # a fresh key, not the CSR's
     assert isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.name == "secp384r1"
