@@ -224,7 +224,8 @@ async def _csrattrs(args: argparse.Namespace) -> int:
         print(_describe(item))
     key = requested_key(items)
     if key is not None:
-        detail = key.ec_curve().name if key.ec_curve() else (key.bits or "")
+        curve = key.ec_curve()
+        detail = curve.name if curve is not None else (key.bits or "")
         print(f"key: {key.kind} {detail}".rstrip())
     digest = requested_signature_hash(items)
     if digest is not None:

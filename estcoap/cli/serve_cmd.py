@@ -160,8 +160,9 @@ FRONTS: dict[str, FrontStarter] = {"https": start_https_front, "coaps": start_co
 
 
 async def run(args: argparse.Namespace) -> None:
-    wanted = [(name, getattr(args, name, None)) for name in FRONTS]
-    wanted = [(name, value) for name, value in wanted if value]
+    wanted: list[tuple[str, str]] = [
+        (name, value) for name in FRONTS if (value := getattr(args, name, None))
+    ]
     if not wanted:
         raise CliError("give at least one front: --https HOST:PORT and/or --coaps HOST:PORT")
     if args.max_body <= 0:
