@@ -66,3 +66,60 @@ def test_custom_ca_server_with_both_clients(tmp_path: Path) -> None:
     finally:
         server.terminate()
         server.wait(10)
+
+
+def _start(argv: list, ready: str) -> tuple[subprocess.Popen, str]:  # type: ignore[type-arg]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line = proc.stdout.readline()  # type: ignore[union-attr]
+    if not line.startswith(ready):
+        proc.kill()
+        raise AssertionError(line + proc.stderr.read())  # type: ignore[union-attr]
+    return proc, line
+
+
+def test_gateway_and_proxy_examples_in_front_of_an_https_server(tmp_path: Path) -> None:
+    cli = [sys.executable, "-m", "estcoap.cli"]
+    ca = tmp_path / "ca"
+    subprocess.run([*cli, "ca", "init", ca, "--hostname", "127.0.0.1"], check=True,
+                   capture_output=True)  # fmt: skip
+    subprocess.run([*cli, "ca", "issue-ra", ca, "--out-cert", tmp_path / "ra.pem",
+                    "--out-key", tmp_path / "ra.key"], check=True, capture_output=True)  # fmt: skip
+    maker = DeviceMaker.create()
+    maker_pem = tmp_path / "maker.pem"
+    maker_pem.write_bytes(maker.certificate.public_bytes(serialization.Encoding.PEM))
+    cert, key = _write(tmp_path, "idevid", *maker.issue_idevid("behind-gateway"))
+    procs = []
+    try:
+        upstream, line = _start(
+            [*cli, "serve", "--ca", ca, "--https", "127.0.0.1:0", "--trust-clients", maker_pem],
+            "serving EST over HTTPS on ",
+        )
+        procs.append(upstream)
+        upstream_url = line.rsplit(" ", 1)[1].strip()
+        common = ["--upstream", upstream_url, "--upstream-trust", ca / "ca.pem",
+                  "--ra-cert", tmp_path / "ra.pem", "--ra-key", tmp_path / "ra.key",
+                  "--server-cert", ca / "server.pem", "--server-key", ca / "server.key",
+                  "--trust-clients", maker_pem]  # fmt: skip
+        gateway, line = _start(
+            [sys.executable, EXAMPLES / "coaps_gateway.py", *common, "--coaps", "127.0.0.1:0"],
+            "gateway ",
+        )
+        procs.append(gateway)
+        proxy, proxy_line = _start(
+            [sys.executable, EXAMPLES / "proxy.py", *common, "--https", "127.0.0.1:0"], "proxy "
+        )
+        procs.append(proxy)
+        for url, out in ((line.split()[1], "via-gateway"), (proxy_line.split()[1], "via-proxy")):
+            done = subprocess.run(
+                [sys.executable, EXAMPLES / "client_simple.py", url, "--trust", ca / "ca.pem",
+                 "--cert", cert, "--key", key, "--subject", f"CN={out}", "--out", tmp_path / out],
+                capture_output=True, text=True, timeout=60,
+            )  # fmt: skip
+            assert done.returncode == 0, done.stdout + done.stderr
+            issued = x509.load_pem_x509_certificate((tmp_path / f"{out}.pem").read_bytes())
+            assert issued.subject.rfc4514_string() == f"CN={out}"
+            assert issued.issuer.rfc4514_string() == "CN=estcoap CA"
+    finally:
+        for proc in procs:
+            proc.terminate()
+            proc.wait(10)
