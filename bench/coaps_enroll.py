@@ -11,7 +11,8 @@
   (`estcoap serve --https`, EstClient https) goes through a TCP relay for comparison.
 
     python3 bench/coaps_enroll.py [--enrollments 600] [--concurrency 1 8 32] [--procs 2]
-                                  [--bytes-runs 20] [--profile] [--server-chain leaf]
+                                  [--bytes-runs 20] [--profile] [--profile-out PATH]
+                                  [--server-chain leaf]
 
 Loopback, one machine: clients and server share the cores, so rates are a floor.
 """
@@ -800,7 +801,9 @@ def run(args: argparse.Namespace, scratch: Path) -> None:
     maker_pem.write_bytes(maker.certificate.public_bytes(PEM))
     maker_blobs = (maker.certificate.public_bytes(PEM), pem_key(maker.private_key))
     ca_pem = paths.ca_cert.read_bytes()
-    profile = scratch / "coaps.prof" if args.profile else None
+    profile = None
+    if args.profile or args.profile_out:
+        profile = Path(args.profile_out).resolve() if args.profile_out else scratch / "coaps.prof"
 
     server = start_server("coaps", paths.dir, maker_pem, profile)
     rates: list[RateResult] = []
@@ -849,6 +852,9 @@ if __name__ == "__main__":
     parser.add_argument("--procs", type=int, default=2, help="client processes")
     parser.add_argument("--bytes-runs", type=int, default=20)
     parser.add_argument("--profile", action="store_true", help="cProfile the coaps server")
+    parser.add_argument(
+        "--profile-out", metavar="PATH", help="cProfile the coaps server and keep the stats here"
+    )
     parser.add_argument(
         "--server-chain",
         choices=("full", "leaf"),

@@ -66,7 +66,7 @@ async def test_profile_of_an_issued_certificate(ca):
     ski = ext.get_extension_for_class(x509.SubjectKeyIdentifier).value
     assert ski == x509.SubjectKeyIdentifier.from_public_key(key.public_key())
     aki = ext.get_extension_for_class(x509.AuthorityKeyIdentifier).value
-    ca_ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    ca_ski = ca.ca_certificate.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
     assert aki.key_identifier == ca_ski.digest
     lifetime = issued.not_valid_after_utc - dt.datetime.now(dt.UTC)
     assert dt.timedelta(days=89) < lifetime <= dt.timedelta(days=90)
