@@ -27,6 +27,7 @@ from ..codec.csrattrs import (
     requested_signature_hash,
     wants_challenge_password,
 )
+from ..files import write_secret
 from . import CliError
 
 
@@ -123,16 +124,6 @@ def _client(args: argparse.Namespace) -> EstClient:
 # ---- files ----------------------------------------------------------------------
 
 
-def _write_private(path: str | Path, data: bytes) -> None:
-    """Write a secret atomically, mode 0600 from the first byte."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-    os.replace(tmp, path)
-
-
 def _write_certs(path: str | Path, certs: Sequence[x509.Certificate], der: bool) -> None:
     if der:
         data = certs[0].public_bytes(serialization.Encoding.DER)
@@ -156,7 +147,7 @@ def _key_file(path: str, der: bool):  # type: ignore[no-untyped-def]
     if os.path.exists(path):
         return load_private_key(path)
     key = generate_key()
-    _write_private(path, _key_bytes(key, der))
+    write_secret(path, _key_bytes(key, der))
     print(f"created a P-256 key in {path}")
     return key
 
@@ -263,7 +254,7 @@ async def _skg(args: argparse.Namespace) -> int:
     sans = [parse_san(s) for s in args.san]
     async with _client(args) as est:
         key, chain = await est.serverkeygen(subject=args.subject, sans=sans, pop=args.pop)
-    _write_private(args.out_key, _key_bytes(key, args.der))
+    write_secret(args.out_key, _key_bytes(key, args.der))
     _write_certs(args.out, chain, args.der)
     print(f"wrote {chain[0].subject.rfc4514_string()} to {args.out} and its key to {args.out_key}")
     return 0

@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from ..ca import LocalCA, init_ca
 from ..client import EstClient, fingerprint
 from ..coap.server import start_coaps_server
+from ..files import certificates_pem, private_key_pem, write_secret
 from ..https import start_https_server, user_from_arg
 from ..idevid import DeviceMaker
 from . import CliError
@@ -57,15 +58,8 @@ def _describe(cert: x509.Certificate) -> str:
 
 def _write_identity(directory: Path, stem: str, cert: x509.Certificate, key) -> tuple[Path, Path]:  # type: ignore[no-untyped-def]
     cert_path, key_path = directory / f"{stem}.pem", directory / f"{stem}.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.touch(mode=0o600)
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
+    cert_path.write_bytes(certificates_pem([cert]))
+    write_secret(key_path, private_key_pem(key))
     return cert_path, key_path
 
 
