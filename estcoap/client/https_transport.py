@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import email.utils
+import functools
 import os
 import secrets
 import ssl
@@ -198,6 +199,8 @@ class HttpsTransport:
         self._basic: str | None = None  # learnt: the server takes Basic; send it up front
         self._digest: _Digest | None = None
         self.connections_made = 0
+        host_name = f"[{host}]" if ":" in host else host
+        self._fixed_headers = f"Host: {host_name}:{port}\r\nUser-Agent: estcoap\r\nAccept: */*"
 
     # ---- connection ----------------------------------------------------------
 
@@ -208,13 +211,11 @@ class HttpsTransport:
     async def _connect(self) -> None:
         await self._drop()
         try:
-            self._reader, self._writer = await asyncio.wait_for(
-                asyncio.open_connection(
+            async with asyncio.timeout(self.timeout):
+                self._reader, self._writer = await asyncio.open_connection(
                     self.host, self.port, ssl=self.ssl_context,
                     server_hostname=self.server_name, limit=64 * 1024,
-                ),
-                self.timeout,
-            )  # fmt: skip
+                )  # fmt: skip
         except ssl.SSLCertVerificationError as exc:
             reason = exc.verify_message
             raise HttpsTransportError(f"server certificate not trusted: {reason}") from exc
@@ -309,13 +310,7 @@ class HttpsTransport:
         content_type: str | None,
         authorization: str | None,
     ) -> HttpResponse:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        lines = [
-            f"{method} {target} HTTP/1.1",
-            f"Host: {host}:{self.port}",
-            "User-Agent: estcoap",
-            "Accept: */*",
-        ]
+        lines = [f"{method} {target} HTTP/1.1", self._fixed_headers]
         if authorization:
             lines.append(f"Authorization: {authorization}")
         if body is not None:
@@ -329,7 +324,9 @@ class HttpsTransport:
                 if not reused:
                     await self._connect()
                 try:
-                    return await asyncio.wait_for(self._exchange(head, body, method), self.timeout)
+                    # asyncio.timeout, not wait_for: no extra task and loop hop per request.
+                    async with asyncio.timeout(self.timeout):
+                        return await self._exchange(head, body, method)
                 except _ClosedEarly as exc:
                     await self._drop()
                     # A kept-alive connection the server had closed: retry once on a new one.
@@ -444,6 +441,12 @@ def content_format_of(media_type: str) -> ContentFormat | None:
     return fmt
 
 
+@functools.lru_cache(maxsize=64)
+def _media_of(content_type: str) -> tuple[str, ContentFormat | None]:
+    """(media type, content-format) of a Content-Type; servers repeat a few values."""
+    return parse_content_type(content_type)[0], content_format_of(content_type)
+
+
 def _der(body: bytes) -> bytes:
     """RFC 8951: base64 whatever the headers say; accept raw DER from lax servers."""
     try:
@@ -480,14 +483,13 @@ def reply_of(response: HttpResponse) -> Reply:
         return Reply(ReplyKind.ERROR, status=str(status), diagnostic=diagnostic)
     content_type = response.get("content-type")
     try:
-        if parse_content_type(content_type)[0] == HTTP_MULTIPART_MIXED:
+        media_type, fmt = _media_of(content_type)
+        if media_type == HTTP_MULTIPART_MIXED:
             # One form for both transports: multipart/mixed becomes the multipart-core array.
             parts = KeygenParts.from_mixed(response.body, content_type)
             return Reply(
                 ReplyKind.OK, body=parts.to_core(), content_format=ContentFormat.MULTIPART_CORE
             )
-        return Reply(
-            ReplyKind.OK, body=_der(response.body), content_format=content_format_of(content_type)
-        )
+        return Reply(ReplyKind.OK, body=_der(response.body), content_format=fmt)
     except CodecError as exc:
         return Reply(ReplyKind.ERROR, status="200", diagnostic=f"undecodable answer: {exc}")
