@@ -159,7 +159,8 @@ class Fleet:
         infos = socket.getaddrinfo(self.server_name, self.port, family, kind)
         if not infos:
             raise OSError(f"cannot resolve {self.server_name}")
-        return infos[0][4][:2]
+        host, port = infos[0][4][:2]
+        return str(host), int(port)
 
     def _link_url(self, address: tuple[str, int]) -> str:
         host, port = address
