@@ -1,0 +1,74 @@
+"""PKCS#7 certs-only: the strict-DER fast path gives what cryptography's loader gives,
+and steps aside for everything else (BER, CRLs, odd certificate choices)."""
+
+from __future__ import annotations
+
+import subprocess
+import warnings
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.hazmat.primitives.serialization import pkcs7 as crypto_pkcs7
+
+from estcoap.codec import der, pkcs7
+
+pytestmark = pytest.mark.timeout(30)
+
+VECTORS = Path(__file__).resolve().parents[1] / "vectors"
+A1 = (VECTORS / "rfc7030/A1-cacerts-response.p7.der").read_bytes()
+
+
+def _by_cryptography(data: bytes) -> list[bytes]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        certs = crypto_pkcs7.load_der_pkcs7_certificates(data)
+    return [c.public_bytes(Encoding.DER) for c in certs]
+
+
+def _ders(certs) -> list[bytes]:
+    return [c.public_bytes(Encoding.DER) for c in certs]
+
+
+def test_der_input_takes_the_fast_path_and_keeps_order():
+    # The RFC 7030 A.1 answer: four certificates and an empty [1] crls field.
+    fast = pkcs7._certificates_of_der(A1)
+    assert fast is not None and len(fast) == 4
+    assert _ders(fast) == _by_cryptography(A1)
+    ours = pkcs7.encode_certs_only(fast)
+    assert _ders(pkcs7._certificates_of_der(ours) or []) == _by_cryptography(ours)
+
+
+def test_ber_input_falls_back_to_cryptography():
+    content_type, explicit = der.read_one(A1).children()
+    ber = b"\x30\x80" + content_type.raw + b"\xa0\x80" + explicit.content + b"\x00\x00\x00\x00"
+    assert pkcs7._certificates_of_der(ber) is None
+    assert _ders(pkcs7.decode_certs_only(ber)) == _by_cryptography(A1)
+
+
+def test_openssl_output_with_a_crl_is_read_the_same(tmp_path):
+    certs = pkcs7.decode_certs_only(A1)
+    pem = tmp_path / "certs.pem"
+    pem.write_bytes(b"".join(c.public_bytes(Encoding.PEM) for c in certs[:2]))
+    made = subprocess.run(
+        ["openssl", "crl2pkcs7", "-nocrl", "-certfile", str(pem), "-outform", "DER"],
+        capture_output=True,
+        check=True,
+    ).stdout
+    assert _ders(pkcs7.decode_certs_only(made)) == _by_cryptography(made)
+    # The same SignedData with a [1] crls field (empty) between certificates and signerInfos.
+    outer = der.read_one(made).children()
+    fields = der.read_one(outer[1].content).children()
+    with_crls = [*fields[:4], der.read_one(b"\xa1\x00"), *fields[4:]]
+    signed = der.sequence(f.raw for f in with_crls)
+    data = der.sequence([outer[0].raw, der.tlv(0xA0, signed)])
+    assert _ders(pkcs7.decode_certs_only(data)) == _by_cryptography(made)
+
+
+def test_a_broken_certificate_is_still_a_pkcs7_error():
+    good = pkcs7.encode_certs_only(pkcs7.decode_certs_only(A1)[:1])
+    version = good.index(b"\xa0\x03\x02\x01\x02")  # the certificate's version field: v3
+    broken = good[: version + 4] + b"\x66" + good[version + 5 :]
+    assert pkcs7._certificates_of_der(broken) is None
+    with pytest.raises(pkcs7.Pkcs7Error):
+        pkcs7.decode_certs_only(broken)
