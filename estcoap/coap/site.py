@@ -27,6 +27,15 @@ class EstSite(Site):
             path = "/".join(pipe.request.opt.uri_path)
             raise error.NotFound(f"no resource /{path} (unknown label or operation)") from None
 
+    def _find_child_and_pathstripped_message(self, request):  # type: ignore[no-untyped-def]
+        # aiocoap strips the Uri-Path with a deep copy of all options and a URI string per
+        # request; an EST resource reads no Uri-Path (its position is its operation), so
+        # it gets the request as it came.
+        child = self._resources.get(request.opt.uri_path)
+        if isinstance(child, EstResource):
+            return child, request
+        return super()._find_child_and_pathstripped_message(request)
+
 
 def _segments(path: str) -> tuple[str, ...]:
     return tuple(part for part in path.split("/") if part)

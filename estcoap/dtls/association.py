@@ -16,7 +16,7 @@ from OpenSSL import SSL
 from .errors import ConnectionClosed, DtlsError, HandshakeFailed, PeerNameMismatch
 from .names import certificate_names_host, is_ip_literal
 from .record_layer import AeadRecordLayer, supports
-from .records import ALERT, APPLICATION_DATA, RecordHeader, pack_datagrams, split_records
+from .records import ALERT, APPLICATION_DATA, Record, pack_records, scan_records
 
 _RECORD_OVERHEAD = 13 + 8 + 16  # header + explicit nonce + largest tag (GCM/CCM)
 
@@ -102,7 +102,7 @@ class DtlsAssociation:
         self._read_seq_seen = -1  # ... and received in the latest datagram
         self._is_server = is_server
         self._limit = datagram_limit
-        self._pending: list[bytes] = []
+        self._pending: list[bytes] = []  # whole records, in order
         self.state = State.HANDSHAKING
         self.error: DtlsError | None = None
         self.peer_certificates: tuple[x509.Certificate, ...] = ()
@@ -140,7 +140,7 @@ class DtlsAssociation:
         conn.set_accept_state()
         conn.set_app_data(cookie)
         assoc = cls(conn, is_server=True, datagram_limit=datagram_limit, compact=compact)
-        conn.bio_write(b"".join(split_records(client_hello)))
+        conn.bio_write(b"".join([r[0] for r in scan_records(client_hello)]))
         try:
             conn.DTLSv1_listen()
         except SSL.WantReadError:
@@ -151,30 +151,29 @@ class DtlsAssociation:
 
     # -- the sans-IO interface ----------------------------------------------------------
 
-    def receive_datagram(self, datagram: bytes) -> list[Event]:
+    def receive_datagram(self, datagram: bytes, records: list[Record] | None = None
+                         ) -> list[Event]:
+        """Feed one received datagram; `records` is scan_records(datagram) when the caller
+        has it already (the server scans each datagram once to route it)."""
+        if records is None:
+            records = scan_records(datagram)
         if self._records is not None:
-            return self._receive_compact(split_records(datagram))
-        if self._conn is None:
-            return []
-        records = split_records(datagram)
-        if not records:
+            return self._receive_compact(records)
+        if self._conn is None or not records:
             return []
         if self.state is State.ESTABLISHED:
             # After the handshake only epoch-1 records matter (the peer's retransmitted
             # Finished is epoch 1). Unauthenticated epoch-0 junk must not reach OpenSSL:
             # a malformed handshake message would make it kill the session.
-            records = [r for r in records if RecordHeader.parse(r).epoch != 0]
+            records = [r for r in records if r[3] != 0]
             if not records:
                 return []
         if self._compact:
             # Only this datagram counts: if it carries the application record that
             # triggers the release, its sequence number is genuine (forged ones never
             # authenticate), and it starts the replay window.
-            self._read_seq_seen = max(
-                (h.sequence for h in map(RecordHeader.parse, records) if h.epoch == 1),
-                default=-1,
-            )
-        self._conn.bio_write(b"".join(records))
+            self._read_seq_seen = max((r[4] for r in records if r[3] == 1), default=-1)
+        self._conn.bio_write(b"".join([r[0] for r in records]))
         return self._advance()
 
     def send(self, data: bytes) -> None:
@@ -192,11 +191,13 @@ class DtlsAssociation:
             raise self.error from None  # type: ignore[misc]
 
     def datagrams_to_send(self) -> list[bytes]:
-        out = b"".join(self._pending)
-        self._pending.clear()
         if self._conn is not None:
-            out += self._drain()
-        return pack_datagrams(out, self._limit) if out else []
+            self._pending += self._drain()
+        if not self._pending:
+            return []
+        out = pack_records(self._pending, self._limit)
+        self._pending.clear()
+        return out
 
     def timeout(self) -> float | None:
         """Seconds until handle_timeout() is due (retransmission), or None."""
@@ -223,7 +224,7 @@ class DtlsAssociation:
                 self._conn.shutdown()
             except SSL.Error:
                 pass
-            self._pending.append(self._drain())
+            self._pending += self._drain()
         self.state = State.CLOSED
         self._conn = None
         self._records = None
@@ -246,25 +247,30 @@ class DtlsAssociation:
 
     # -- internals ----------------------------------------------------------------------
 
-    def _drain(self) -> bytes:
+    def _drain(self) -> list[bytes]:
+        """The records OpenSSL wrote since the last call."""
         assert self._conn is not None
         chunks = []
         while True:
             try:
-                chunks.append(self._conn.bio_read(65536))
+                chunk = self._conn.bio_read(65536)
             except SSL.WantReadError:
                 break
-        out = b"".join(chunks)
-        if self._compact and out:
-            for record in split_records(out):
-                header = RecordHeader.parse(record)
-                if header.epoch == 1:
-                    self._write_seq_seen = max(self._write_seq_seen, header.sequence)
-        return out
+            chunks.append(chunk)
+            if len(chunk) < 65536:  # a memory BIO hands out all it holds
+                break
+        if not chunks:
+            return []
+        records = scan_records(b"".join(chunks))
+        if self._compact:
+            for record in records:
+                if record[3] == 1:
+                    self._write_seq_seen = max(self._write_seq_seen, record[4])
+        return [record[0] for record in records]
 
     def _fail(self, error: DtlsError) -> None:
         if self._conn is not None:
-            self._pending.append(self._drain())  # the fatal alert OpenSSL wrote, if any
+            self._pending += self._drain()  # the fatal alert OpenSSL wrote, if any
         self.abort(error)
 
     def _advance(self) -> list[Event]:
@@ -294,7 +300,7 @@ class DtlsAssociation:
             except SSL.WantReadError:
                 break
             except SSL.ZeroReturnError:
-                self._pending.append(self._drain())
+                self._pending += self._drain()
                 self.state = State.CLOSED
                 self._conn = None
                 events.append(Closed(None))
@@ -318,7 +324,7 @@ class DtlsAssociation:
         conn = self._conn
         if conn is None or not supports(self.cipher):
             return
-        self._pending.append(self._drain())
+        self._pending += self._drain()
         self._records = AeadRecordLayer(
             self.cipher,  # type: ignore[arg-type]
             conn.master_key(),
@@ -331,13 +337,13 @@ class DtlsAssociation:
         )
         self._conn = None
 
-    def _receive_compact(self, records: list[bytes]) -> list[Event]:
+    def _receive_compact(self, records: list[Record]) -> list[Event]:
         assert self._records is not None
         events: list[Event] = []
         for record in records:
-            if record[0] not in (APPLICATION_DATA, ALERT):
+            if record[1] not in (APPLICATION_DATA, ALERT):
                 continue  # e.g. a late retransmission of the peer's Finished flight
-            opened = self._records.unprotect(record)
+            opened = self._records.unprotect_scanned(record)
             if opened is None:
                 continue
             content_type, plaintext = opened

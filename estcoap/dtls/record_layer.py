@@ -16,7 +16,7 @@ import struct
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESCCM, AESGCM
 
-from .records import HEADER_LEN, RecordHeader
+from .records import HEADER_LEN, Record, RecordHeader
 
 DTLS_1_2 = 0xFEFD
 _EXPLICIT_NONCE_LEN = 8
@@ -104,21 +104,28 @@ class AeadRecordLayer:
         """(content type, plaintext) of one whole record, or None to drop it silently
         (other epoch, replay, too short, bad tag)."""
         header = RecordHeader.parse(record)
-        if header.epoch != self._epoch or header.version != DTLS_1_2:
+        return self.unprotect_scanned(
+            (record, header.content_type, header.version, header.epoch, header.sequence)
+        )
+
+    def unprotect_scanned(self, scanned: Record) -> tuple[int, bytes] | None:
+        """unprotect() for a record that records.scan_records() framed already."""
+        record, content_type, version, epoch, seq = scanned
+        if epoch != self._epoch or version != DTLS_1_2:
             return None
-        if header.length < _EXPLICIT_NONCE_LEN or not self._fresh(header.sequence):
+        sealed_len = len(record) - HEADER_LEN - _EXPLICIT_NONCE_LEN
+        if sealed_len < 0 or not self._fresh(seq):
             return None
-        body = record[HEADER_LEN:]
-        explicit, sealed = body[:_EXPLICIT_NONCE_LEN], body[_EXPLICIT_NONCE_LEN:]
-        plain_len = len(sealed) - self._tag_len
+        plain_len = sealed_len - self._tag_len
         if plain_len < 0:
             return None
+        nonce_end = HEADER_LEN + _EXPLICIT_NONCE_LEN
         try:
             plaintext = self._open.decrypt(
-                self._read_salt + explicit, sealed,
-                self._aad(header.epoch, header.sequence, header.content_type, plain_len),
+                self._read_salt + record[HEADER_LEN:nonce_end], record[nonce_end:],
+                self._aad(epoch, seq, content_type, plain_len),
             )
         except InvalidTag:
             return None
-        self._mark(header.sequence)
-        return header.content_type, plaintext
+        self._mark(seq)
+        return content_type, plaintext

@@ -40,44 +40,65 @@ class RecordHeader:
         return cls(ctype, version, epoch, (seq_hi << 32) | seq_lo, length)
 
 
-def split_records(datagram: bytes) -> list[bytes]:
-    """The well-formed records of a datagram, in order; stops at the first malformed one.
+# One parsed record: (bytes, content type, version, epoch, 48-bit sequence number).
+Record = tuple[bytes, int, int, int, int]
+_HEADER = struct.Struct("!BHHHIH")
+
+
+def scan_records(datagram: bytes) -> list[Record]:
+    """The well-formed records of a datagram with their header fields, in order; stops at
+    the first malformed one.
 
     A record whose header has an unknown type or version, or whose length runs past the
     datagram's end, ends the parse: what follows cannot be framed reliably (RFC 6347
-    s4.1.2.7 lets a receiver discard it silently).
+    s4.1.2.7 lets a receiver discard it silently). Each datagram is scanned once and the
+    fields travel with the record, so no later step parses the header again.
     """
-    records: list[bytes] = []
+    records: list[Record] = []
+    size = len(datagram)
     offset = 0
-    while len(datagram) - offset >= HEADER_LEN:
-        header = RecordHeader.parse(datagram, offset)
-        end = offset + HEADER_LEN + header.length
-        if (
-            header.content_type not in _CONTENT_TYPES
-            or header.version not in _VERSIONS
-            or end > len(datagram)
-        ):
+    unpack = _HEADER.unpack_from
+    while size - offset >= HEADER_LEN:
+        ctype, version, epoch, seq_hi, seq_lo, length = unpack(datagram, offset)
+        end = offset + HEADER_LEN + length
+        if ctype not in _CONTENT_TYPES or version not in _VERSIONS or end > size:
             break
-        records.append(datagram[offset:end])
+        # the usual datagram is one record: keep the object instead of copying it
+        record = datagram if offset == 0 and end == size else datagram[offset:end]
+        records.append((record, ctype, version, epoch, (seq_hi << 32) | seq_lo))
         offset = end
     return records
 
 
-def pack_datagrams(stream: bytes, limit: int) -> list[bytes]:
-    """Cut OpenSSL's output stream into records and pack them into datagrams of <= limit bytes.
+def split_records(datagram: bytes) -> list[bytes]:
+    """The well-formed records of a datagram, in order (see scan_records)."""
+    return [record[0] for record in scan_records(datagram)]
+
+
+def pack_records(records: list[bytes], limit: int) -> list[bytes]:
+    """Pack whole records, in order, into datagrams of <= limit bytes.
 
     A single record larger than the limit travels alone (the IP layer fragments it).
     """
+    if len(records) == 1:
+        return records[:]
     datagrams: list[bytes] = []
-    current = bytearray()
-    for record in split_records(stream):
-        if current and len(current) + len(record) > limit:
-            datagrams.append(bytes(current))
-            current.clear()
-        current += record
+    current: list[bytes] = []
+    size = 0
+    for record in records:
+        if current and size + len(record) > limit:
+            datagrams.append(b"".join(current))
+            current, size = [], 0
+        current.append(record)
+        size += len(record)
     if current:
-        datagrams.append(bytes(current))
+        datagrams.append(b"".join(current))
     return datagrams
+
+
+def pack_datagrams(stream: bytes, limit: int) -> list[bytes]:
+    """Cut OpenSSL's output stream into records and pack them into datagrams of <= limit bytes."""
+    return pack_records(split_records(stream), limit)
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,7 +33,7 @@ from .config import DtlsServerConfig
 from .contexts import server_context
 from .cookie import CookieJar
 from .errors import ConnectionClosed, DtlsError, HandshakeFailed, HandshakeTimeout
-from .records import hello_verify_request, parse_client_hello, split_records
+from .records import HANDSHAKE, hello_verify_request, parse_client_hello, scan_records
 from .remote import DtlsRemote
 
 log = logging.getLogger("estcoap.dtls.server")
@@ -127,11 +127,13 @@ class DtlsServerTransport(interfaces.MessageInterface):
     # -- datagram path ------------------------------------------------------------------
 
     def _datagram(self, endpoint: _Endpoint, data: bytes, peer: tuple) -> None:
-        records = split_records(data)
+        records = scan_records(data)
         if not records:
             return
         remote = self.sessions.get((endpoint, peer))
-        hello = parse_client_hello(records[0])
+        first = records[0]
+        # only an epoch-0 handshake record can start a ClientHello
+        hello = parse_client_hello(first[0]) if first[1] == HANDSHAKE and first[3] == 0 else None
         if hello is not None and not (
             remote is not None
             and remote.association.state is State.HANDSHAKING
@@ -142,7 +144,7 @@ class DtlsServerTransport(interfaces.MessageInterface):
         if remote is None:
             return  # no association: stale or spoofed traffic
         remote.last_activity = time.monotonic()
-        self._process(remote, remote.association.receive_datagram(data))
+        self._process(remote, remote.association.receive_datagram(data, records))
 
     def _new_hello(self, endpoint, peer, data, hello, old: ServerRemote | None) -> None:
         if not self._cookies.verify(peer, hello.random, hello.cookie):
