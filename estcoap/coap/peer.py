@@ -4,12 +4,18 @@ from __future__ import annotations
 
 from aiocoap import Message
 
+from ..dtls import DtlsRemote
 from ..service import Peer, Transport
+from ..trust import note_verified_chain
 
 
 def peer_of(request: Message) -> Peer:
     remote = request.remote
     certificates = tuple(getattr(remote, "peer_certificates", ()) or ())
+    if isinstance(remote, DtlsRemote) and certificates:
+        # OpenSSL verified this chain in the handshake: the service's trust check
+        # (trust.chains_to) need not verify its signatures again.
+        note_verified_chain(certificates)
     tls_unique = getattr(remote, "tls_unique", None)
     return Peer(
         transport=Transport.COAPS,
