@@ -6,6 +6,7 @@ from collections.abc import Callable, Sequence
 
 from cryptography import x509
 from OpenSSL import SSL, crypto
+from OpenSSL._util import lib as _lib
 
 from .config import DtlsClientConfig, DtlsServerConfig
 
@@ -13,6 +14,21 @@ DTLS_1_2 = 0xFEFD  # pyOpenSSL exports no DTLS version constants
 
 # Verified against the cookie the server computed itself before creating the Connection.
 CookieCheck = Callable[[SSL.Connection, bytes], bool]
+
+# What our hellos list, instead of OpenSSL's defaults (~25 signature algorithms and
+# 5 groups, ~70 bytes in each ClientHello, sent twice with the cookie exchange, and
+# ~35 more in the CertificateRequest). The suites are all ECDHE-ECDSA, so a server
+# signs with ECDSA or EdDSA; clients may also hold RSA keys.
+CLIENT_SIGALGS = "ecdsa_secp256r1_sha256:ecdsa_secp384r1_sha384:ecdsa_secp521r1_sha512:ed25519"
+SERVER_SIGALGS = CLIENT_SIGALGS + ":rsa_pss_rsae_sha256:rsa_pkcs1_sha256"
+# X25519 keeps key exchange messages 33 bytes shorter than P-256 (RFC 9148 and RFC 7925
+# require secp256r1, which stays offered). A server's list is not on the wire: it
+# accepts more.
+CLIENT_GROUPS = "X25519:P-256"
+SERVER_GROUPS = "X25519:P-256:P-384:P-521"
+# SSL_OP_NO_ENCRYPT_THEN_MAC (not exported by pyOpenSSL): the extension means nothing
+# to AEAD suites, the only ones offered.
+_OP_NO_ENCRYPT_THEN_MAC = 0x00080000
 
 
 def _base_context(
@@ -27,6 +43,7 @@ def _base_context(
     ctx.set_mode(SSL.MODE_RELEASE_BUFFERS)
     # every handshake is full, so tls-unique is always the client's Finished
     ctx.set_session_cache_mode(SSL.SESS_CACHE_OFF)
+    ctx.set_options(_OP_NO_ENCRYPT_THEN_MAC)
     store = ctx.get_cert_store()
     assert store is not None
     for anchor in trust_anchors:
@@ -39,6 +56,15 @@ def _base_context(
 # SSL_MODE_NO_AUTO_CHAIN (not exported by pyOpenSSL): send the configured chain only,
 # never one OpenSSL builds from the trust store.
 _MODE_NO_AUTO_CHAIN = 0x8
+
+
+def _set_hello_lists(ctx: SSL.Context, sigalgs: str, groups: str) -> None:
+    """Shorter hello lists through OpenSSL calls pyOpenSSL does not wrap."""
+    native = ctx._context  # type: ignore[attr-defined]
+    if _lib.SSL_CTX_set1_sigalgs_list(native, sigalgs.encode()) != 1:
+        raise ValueError(f"OpenSSL refused the signature algorithms {sigalgs}")
+    if _lib.SSL_CTX_set1_curves_list(native, groups.encode()) != 1:
+        raise ValueError(f"OpenSSL refused the groups {groups}")
 
 
 def _use_identity(ctx: SSL.Context, chain: Sequence[x509.Certificate], key: object) -> None:
@@ -61,6 +87,7 @@ def _accept_verified(
 
 def server_context(config: DtlsServerConfig, cookie_check: CookieCheck) -> SSL.Context:
     ctx = _base_context(SSL.DTLS_SERVER_METHOD, config.ciphers, config.trust_anchors)
+    _set_hello_lists(ctx, SERVER_SIGALGS, SERVER_GROUPS)
     _use_identity(ctx, config.certificate_chain, config.private_key)
     ctx.set_options(SSL.OP_CIPHER_SERVER_PREFERENCE)
     mode = SSL.VERIFY_PEER
@@ -78,6 +105,7 @@ def client_context(
     name_check: Callable[[SSL.Connection, crypto.X509], bool],
 ) -> SSL.Context:
     ctx = _base_context(SSL.DTLS_CLIENT_METHOD, config.ciphers, config.trust_anchors)
+    _set_hello_lists(ctx, CLIENT_SIGALGS, CLIENT_GROUPS)
     if config.certificate_chain:
         if config.private_key is None:
             raise ValueError("a client certificate needs its private key")
