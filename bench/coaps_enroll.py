@@ -358,15 +358,24 @@ class Flow:
             if kind == 23:
                 self.app_records.append((direction, length))
             if kind == 22:
-                epoch = int.from_bytes(datagram[offset + 3 : offset + 5], "big")
-                message = (
-                    HANDSHAKE_TYPES.get(datagram[offset + 13], "other")
-                    if epoch == 0
-                    else "Finished"
-                )
-                key = f"{('client', 'server')[direction]} {message}"
-                self.by_message[key] = self.by_message.get(key, 0) + 13 + length
+                self._count_messages(direction, datagram[offset : offset + 13 + length])
             offset += 13 + length
+
+    def _count_messages(self, direction: int, record: bytes) -> None:
+        """A plaintext record may hold several handshake messages (RFC 6347 s4.2.3): each
+        counts its own 12-byte header + body, the first also the 13-byte record header."""
+        side = ("client", "server")[direction]
+        if int.from_bytes(record[3:5], "big") != 0:
+            self.by_message[f"{side} Finished"] = (
+                self.by_message.get(f"{side} Finished", 0) + len(record)
+            )
+            return
+        pos, extra = 13, 13
+        while pos + 12 <= len(record):
+            size = 12 + int.from_bytes(record[pos + 9 : pos + 12], "big")
+            key = f"{side} {HANDSHAKE_TYPES.get(record[pos], 'other')}"
+            self.by_message[key] = self.by_message.get(key, 0) + size + extra
+            pos, extra = pos + size, 0
 
 
 class _Upstream(asyncio.DatagramProtocol):
@@ -778,7 +787,7 @@ def report(args: argparse.Namespace, rates: list[RateResult], coaps: tuple, http
                     f"{(ratio - 1) * 100:+.1f}%",
                     verdict(ratio <= 1.15),
                 ),
-                ("under half the HTTPS bytes", f"{vs_https:.2f} x HTTPS", verdict(vs_https < 0.5)),
+                ("under half the HTTPS bytes", f"{vs_https:.3f} x HTTPS", verdict(vs_https < 0.5)),
             ]
         )
     )

@@ -195,7 +195,7 @@ class DtlsAssociation:
             self._pending += self._drain()
         if not self._pending:
             return []
-        out = pack_records(self._pending, self._limit)
+        out = pack_records(self._pending, self._limit, coalesce_handshake=True)
         self._pending.clear()
         return out
 
