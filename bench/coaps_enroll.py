@@ -83,7 +83,8 @@ def cpu_seconds(pid: int) -> float:
 
 
 def main_thread_cpu(pid: int) -> float:
-    """The event-loop thread alone (DTLS, CoAP, sockets); the rest is the CA's worker threads."""
+    """The event-loop thread alone (DTLS, CoAP, sockets and, unless commits are durable, the
+    CA); the rest is worker threads (server-side key generation, durable commits)."""
     return _stat_cpu(f"/proc/{pid}/task/{pid}/stat")
 
 
@@ -645,7 +646,7 @@ def print_profile(path: Path, top: int = 18) -> None:
     import pstats
 
     print(f"\nserver profile: event-loop thread CPU time, top {top} by own time ({path})")
-    print("(cProfile does not follow the CA's worker threads; it slows Python code ~2x)")
+    print("(cProfile does not follow worker threads; it slows Python code ~2x)")
     stats = pstats.Stats(str(path))
     stats.sort_stats("tottime").print_stats(top)
 
@@ -667,7 +668,7 @@ def report(args: argparse.Namespace, rates: list[RateResult], coaps: tuple, http
             "enrollments/s",
             "server CPU/enroll",
             "event loop",
-            "CA threads",
+            "other threads",
         )
     ]
     for r in rates:

@@ -52,11 +52,11 @@ _verified = _SignatureVerdicts(4096)
 
 def issued_by(certificate: x509.Certificate, issuer: x509.Certificate) -> bool:
     """True when issuer's key signed certificate and the names chain."""
+    pair = (certificate, issuer)
+    if pair in _verified:  # only pairs whose names chain get in
+        return True
     if certificate.issuer != issuer.subject:
         return False
-    pair = (certificate, issuer)
-    if pair in _verified:
-        return True
     try:
         certificate.verify_directly_issued_by(issuer)
     except (ValueError, TypeError, InvalidSignature):
@@ -72,9 +72,8 @@ def note_verified_chain(chain: Sequence[x509.Certificate]) -> None:
     Only for chains a verifier really checked (e.g. OpenSSL's verified chain of the peer);
     validity periods and anchors are still checked by chains_to() on every call.
     """
-    for certificate, issuer in zip(chain, chain[1:], strict=False):
-        if certificate.issuer == issuer.subject:
-            _verified.add((certificate, issuer))
+    for pair in zip(chain, chain[1:], strict=False):
+        _verified.add(pair)  # a verifier built the chain by matching issuer names
 
 
 def is_current(certificate: x509.Certificate, now: datetime.datetime | None = None) -> bool:
