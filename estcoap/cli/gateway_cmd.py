@@ -62,6 +62,10 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
                     help="per request; a slower upstream gives the device 5.04 / 504")  # fmt: skip
     up.add_argument("--upstream-connections", type=int, default=8, metavar="N",
                     help="keep-alive connections to the upstream at most")  # fmt: skip
+    parser.add_argument(
+        "--event-loop", choices=("auto", "asyncio", "uvloop"), default="auto",
+        help="auto: uvloop when installed (pip install 'estcoap[fast]'), else asyncio's",
+    )  # fmt: skip
     up.add_argument(
         "--label", action="append", default=[], metavar="NAME[=UPSTREAM]",
         help="serve label NAME, forwarded as UPSTREAM (default the same; empty = no label)",
@@ -143,6 +147,7 @@ def build_upstream(args: argparse.Namespace) -> Any:
 
 async def _start_gateway(args: argparse.Namespace) -> Any:
     from gateway import start_gateway
+    from gateway.loop import loop_name
 
     upstream = build_upstream(args)
     host, port = parse_host_port(args.coaps)
@@ -159,12 +164,14 @@ async def _start_gateway(args: argparse.Namespace) -> Any:
         raise CliError(str(exc)) from exc
     if running.warning:
         print(f"estcoap gateway: warning: {running.warning}", file=sys.stderr, flush=True)
-    print(f"gateway: serving EST-coaps on {running.url} -> {args.upstream}", flush=True)
+    loop = loop_name(asyncio.get_running_loop())
+    print(f"gateway: serving EST-coaps on {running.url} -> {args.upstream} ({loop})", flush=True)
     return running
 
 
 async def _start_proxy(args: argparse.Namespace) -> Any:
     from gateway import start_proxy
+    from gateway.loop import loop_name
 
     try:
         users = [user_from_arg(u) for u in args.user]
@@ -179,7 +186,8 @@ async def _start_proxy(args: argparse.Namespace) -> Any:
     )
     if running.warning:
         print(f"estcoap proxy: warning: {running.warning}", file=sys.stderr, flush=True)
-    print(f"proxy: serving EST over HTTPS on {running.url} -> {args.upstream}", flush=True)
+    loop = loop_name(asyncio.get_running_loop())
+    print(f"proxy: serving EST over HTTPS on {running.url} -> {args.upstream} ({loop})", flush=True)
     return running
 
 
@@ -196,10 +204,18 @@ async def _serve(start: Any, args: argparse.Namespace) -> None:
 
 
 def _gateway(args: argparse.Namespace) -> int:
-    asyncio.run(_serve(_start_gateway, args))
-    return 0
+    return _run(_start_gateway, args)
 
 
 def _proxy(args: argparse.Namespace) -> int:
-    asyncio.run(_serve(_start_proxy, args))
+    return _run(_start_proxy, args)
+
+
+def _run(start: Any, args: argparse.Namespace) -> int:
+    from gateway.loop import run
+
+    try:
+        run(_serve(start, args), args.event_loop)
+    except ValueError as exc:  # uvloop asked for but not installed
+        raise CliError(str(exc)) from exc
     return 0

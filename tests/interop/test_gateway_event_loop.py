@@ -1,0 +1,94 @@
+"""`estcoap gateway --event-loop`: asyncio's loop always, uvloop when installed (estcoap[fast]);
+a device enrolls through a gateway on each, and asking for a missing uvloop is one line."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from estcoap.client import EstClient
+from estcoap.codec.pkcs10 import build_csr
+from gateway.loop import loop_factory, run
+from tests.interop.gateway_procs import (
+    ESTCOAP,
+    GATEWAY_READY,
+    UPSTREAM_READY,
+    Pki,
+    gateway_args,
+    make_pki,
+    serving,
+    upstream_args,
+)
+
+pytestmark = pytest.mark.timeout(90)
+
+HAVE_UVLOOP = importlib.util.find_spec("uvloop") is not None
+LOOPS = ["asyncio", pytest.param("uvloop", marks=pytest.mark.skipif(
+    not HAVE_UVLOOP, reason="uvloop not installed (pip install 'estcoap[fast]')"))]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    return make_pki(tmp_path_factory.mktemp("loop-pki"))
+
+
+@pytest.fixture(scope="module")
+def upstream_url(pki: Pki) -> Iterator[str]:
+    with serving(upstream_args(pki, "--trust-clients", pki.maker_pem), UPSTREAM_READY) as up:
+        yield up.url
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+async def test_a_device_enrolls_through_a_gateway_on_each_loop(
+    pki: Pki, upstream_url: str, loop: str
+) -> None:
+    args = gateway_args(pki, upstream_url, "--event-loop", loop)
+    with serving(args, GATEWAY_READY) as gw:
+        key = ec.generate_private_key(ec.SECP256R1())
+        csr = build_csr(key, x509.Name.from_rfc4514_string(f"CN=loop-{loop}"))
+        async with EstClient(
+            gw.url, trust=pki.ca_pem, cert=pki.device_cert, key=pki.device_key, timeout=20
+        ) as device:
+            issued = await device.enroll(csr)
+        assert issued[0].subject.rfc4514_string() == f"CN=loop-{loop}"
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_the_ready_line_names_the_loop(pki: Pki, loop: str) -> None:
+    # An upstream that is down: the gateway warns and serves anyway, naming its loop.
+    args = gateway_args(pki, "https://127.0.0.1:9/.well-known/est", "--event-loop", loop)
+    with serving(args, r"(gateway: serving EST-coaps on \S+ -> \S+ \(\w+\))") as gw:
+        assert gw.url.endswith(f"({loop})")
+
+
+def test_asking_for_uvloop_without_it_is_one_line(pki: Pki, tmp_path: Path) -> None:
+    # A uvloop module that fails to import, as on a machine without the [fast] extra.
+    (tmp_path / "uvloop.py").write_text("raise ImportError('no uvloop here')\n")
+    done = subprocess.run(
+        [*ESTCOAP, *map(str, gateway_args(pki, "https://127.0.0.1:9/", "--event-loop", "uvloop"))],
+        capture_output=True, text=True, timeout=30,
+        env={"PYTHONPATH": f"{tmp_path}:{Path(__file__).resolve().parents[2]}", "PATH": "/usr/bin"},
+    )  # fmt: skip
+    assert done.returncode != 0
+    assert "uvloop is not installed" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_loop_factory_choices(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert loop_factory("asyncio") is None
+    with pytest.raises(ValueError, match="unknown event loop"):
+        loop_factory("trio")
+    assert run(_answer(), "asyncio") == 42
+    monkeypatch.setitem(__import__("sys").modules, "uvloop", None)  # import uvloop fails
+    assert loop_factory("auto") is None  # falls back to asyncio's loop
+    with pytest.raises(ValueError, match=r"estcoap\[fast\]"):
+        loop_factory("uvloop")
+
+
+async def _answer() -> int:
+    return 42
