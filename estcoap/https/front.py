@@ -70,6 +70,8 @@ class HttpsFront:
         self.auth = authenticator if authenticator and authenticator.enabled else None
         self.max_body = max_body
         self._peers = PeerReader()
+        # A service that has its CSRs verified further on (the proxy's upstream) says so.
+        self._check_csr_signature = getattr(service, "front_checks_csr_signature", True)
 
     def make_app(self) -> web.Application:
         app = web.Application(client_max_size=self.max_body)
@@ -149,4 +151,4 @@ class HttpsFront:
             if len(body) > self.max_body:
                 raise too_big
         # RFC 8951: base64 whatever Content-Transfer-Encoding says; tolerant of whitespace.
-        return parse_csr(b64.decode(bytes(body)))
+        return parse_csr(b64.decode(bytes(body)), check_signature=self._check_csr_signature)
