@@ -9,7 +9,6 @@ at a time; it reconnects when the server closed it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import email.utils
 import functools
 import os
@@ -19,7 +18,6 @@ import tempfile
 import time
 from base64 import b64encode
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
@@ -43,34 +41,27 @@ from ..https.authheaders import (
     parse_challenges,
     quote,
 )
+from .http1 import MAX_HEADERS, MAX_RESPONSE_BODY, HttpResponse, ResponseReader
 from .transport import Reply, ReplyKind
 
+__all__ = [
+    "MAX_HEADERS",
+    "MAX_RESPONSE_BODY",
+    "HttpResponse",
+    "HttpsTransport",
+    "HttpsTransportError",
+    "client_ssl_context",
+    "content_format_of",
+    "reply_of",
+    "retry_after_seconds",
+]
+
 DEFAULT_PORT = 443
-MAX_RESPONSE_BODY = 4 * 1024 * 1024
-MAX_HEADERS = 100
 PENDING_WITHOUT_RETRY_AFTER = 60  # a 202 must carry Retry-After; be patient when it does not
 
 
 class HttpsTransportError(Exception):
     """The TLS connection or the HTTP exchange failed before the server answered."""
-
-
-@dataclass(frozen=True)
-class HttpResponse:
-    status: int
-    reason: str
-    headers: tuple[tuple[str, str], ...]  # names lower-cased, in order
-    body: bytes
-    keep_alive: bool
-
-    def get(self, name: str, default: str = "") -> str:
-        for key, value in self.headers:
-            if key == name:
-                return value
-        return default
-
-    def get_all(self, name: str) -> list[str]:
-        return [value for key, value in self.headers if key == name]
 
 
 def client_ssl_context(
@@ -193,8 +184,7 @@ class HttpsTransport:
         self.user = user
         self.password = password
         self.timeout = timeout
-        self._reader: asyncio.StreamReader | None = None
-        self._writer: asyncio.StreamWriter | None = None
+        self._protocol: _HttpProtocol | None = None
         self._lock = asyncio.Lock()
         self._basic: str | None = None  # learnt: the server takes Basic; send it up front
         self._digest: _Digest | None = None
@@ -206,15 +196,16 @@ class HttpsTransport:
 
     @property
     def connected(self) -> bool:
-        return self._writer is not None and not self._writer.is_closing()
+        return self._protocol is not None and self._protocol.open
 
     async def _connect(self) -> None:
         await self._drop()
+        loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(self.timeout):
-                self._reader, self._writer = await asyncio.open_connection(
-                    self.host, self.port, ssl=self.ssl_context,
-                    server_hostname=self.server_name, limit=64 * 1024,
+                _, self._protocol = await loop.create_connection(
+                    _HttpProtocol, self.host, self.port, ssl=self.ssl_context,
+                    server_hostname=self.server_name,
                 )  # fmt: skip
         except ssl.SSLCertVerificationError as exc:
             reason = exc.verify_message
@@ -226,14 +217,12 @@ class HttpsTransport:
         self.connections_made += 1
 
     async def _drop(self) -> None:
-        writer, self._reader, self._writer = self._writer, None, None
-        if writer is not None:
-            writer.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(writer.wait_closed(), 1.0)
+        protocol, self._protocol = self._protocol, None
+        if protocol is not None:
+            await protocol.close()
 
     def ssl_object(self) -> ssl.SSLObject | None:
-        return self._writer.get_extra_info("ssl_object") if self._writer else None
+        return self._protocol.ssl_object() if self._protocol else None
 
     async def tls_unique(self) -> bytes | None:
         """tls-unique of the live connection (connecting if needed): the next call() uses it."""
@@ -341,90 +330,109 @@ class HttpsTransport:
         raise AssertionError("unreachable")
 
     async def _exchange(self, head: bytes, body: bytes | None, method: str) -> HttpResponse:
-        assert self._reader is not None and self._writer is not None
-        try:
-            self._writer.write(head + (body or b""))
-            await self._writer.drain()
-            first = await self._reader.readline()
-        except (ConnectionError, ssl.SSLError) as exc:
-            raise _ClosedEarly(str(exc) or type(exc).__name__) from exc
-        if not first:
-            raise _ClosedEarly("no response")
-        while True:
-            status, reason, version = _status_line(first)
-            headers = await _read_headers(self._reader)
-            if 100 <= status < 200:  # interim (100 Continue): the real answer follows
-                first = await self._reader.readline()
-                continue
-            break
-        response_body = await _read_body(self._reader, method, status, headers)
-        conn = ",".join(v for k, v in headers if k == "connection").lower()
-        keep = version == "HTTP/1.1" and "close" not in conn
-        delimited = any(k in ("content-length", "transfer-encoding") for k, _ in headers)
-        if not keep or not (delimited or status in (204, 304)):
+        assert self._protocol is not None
+        response = await self._protocol.exchange(head + body if body else head, method)
+        if not response.keep_alive:
             await self._drop()
-        return HttpResponse(status, reason, tuple(headers), response_body, keep)
+        return response
 
 
 class _ClosedEarly(Exception):
-    pass
+    """The connection ended before any byte of the answer: safe to retry on a new one."""
 
 
-def _status_line(line: bytes) -> tuple[int, str, str]:
-    parts = line.decode("latin-1").rstrip("\r\n").split(" ", 2)
-    if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
-        raise ValueError(f"bad HTTP status line {line[:60]!r}")
-    return int(parts[1]), parts[2] if len(parts) > 2 else "", parts[0]
+class _HttpProtocol(asyncio.Protocol):
+    """One TLS connection: writes a request, frames the answer as its bytes arrive."""
 
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.reader = ResponseReader()
+        self.open = False
+        self._waiter: asyncio.Future[HttpResponse] | None = None
+        self._method = "GET"
+        self._lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._writable: asyncio.Future[None] | None = None  # set while the peer pushes back
+        self._error: BaseException | None = None
 
-async def _read_headers(reader: asyncio.StreamReader) -> list[tuple[str, str]]:
-    headers: list[tuple[str, str]] = []
-    while True:
-        line = await reader.readline()
-        if not line:
-            raise asyncio.IncompleteReadError(b"", None)
-        if line in (b"\r\n", b"\n"):
-            return headers
-        if len(headers) >= MAX_HEADERS:
-            raise ValueError("too many response header fields")
-        name, sep, value = line.decode("latin-1").partition(":")
-        if not sep or not name or name != name.strip():
-            raise ValueError(f"bad header line {line[:60]!r}")
-        headers.append((name.lower(), value.strip()))
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.open = True
 
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.reader.feed(data)
+        except ValueError as exc:
+            self._fail(exc)
+            return
+        self._answer()
 
-async def _read_body(
-    reader: asyncio.StreamReader, method: str, status: int, headers: list[tuple[str, str]]
-) -> bytes:
-    if method == "HEAD" or status in (204, 304):
-        return b""
-    encodings = ",".join(v for k, v in headers if k == "transfer-encoding").lower()
-    if "chunked" in encodings:
-        out = bytearray()
-        while True:
-            size_line = await reader.readline()
-            size = int(size_line.split(b";", 1)[0].strip(), 16)
-            if size == 0:
-                while (await reader.readline()) not in (b"\r\n", b"\n", b""):
-                    pass  # trailer fields
-                return bytes(out)
-            if len(out) + size > MAX_RESPONSE_BODY:
-                raise ValueError("response body too large")
-            out += await reader.readexactly(size)
-            if (await reader.readline()) not in (b"\r\n", b"\n"):
-                raise ValueError("bad chunk framing")
-    lengths = {v for k, v in headers if k == "content-length"}
-    if lengths:
-        if len(lengths) != 1 or not next(iter(lengths)).isdigit():
-            raise ValueError("bad Content-Length")
-        length = int(next(iter(lengths)))
-        if length > MAX_RESPONSE_BODY:
-            raise ValueError("response body too large")
-        return await reader.readexactly(length)
-    data = await reader.read(MAX_RESPONSE_BODY + 1)  # delimited by close
-    if len(data) > MAX_RESPONSE_BODY:
-        raise ValueError("response body too large")
-    return data
+    def eof_received(self) -> bool:
+        self.open = False
+        self.reader.eof = True
+        self._answer()
+        return False  # close our side too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.open = False
+        self._error = exc
+        self.reader.eof = True
+        self._answer()
+        if not self._lost.done():
+            self._lost.set_result(None)
+        self.resume_writing()
+
+    def pause_writing(self) -> None:
+        if self._writable is None:
+            self._writable = asyncio.get_running_loop().create_future()
+
+    def resume_writing(self) -> None:
+        if self._writable is not None and not self._writable.done():
+            self._writable.set_result(None)
+        self._writable = None
+
+    def ssl_object(self) -> ssl.SSLObject | None:
+        return self.transport.get_extra_info("ssl_object") if self.transport else None
+
+    async def exchange(self, data: bytes, method: str) -> HttpResponse:
+        if not self.open or self.transport is None:
+            raise _ClosedEarly("connection closed")
+        if self.reader.buffer:  # bytes nobody asked for (a late or unsolicited answer)
+            raise _ClosedEarly("unexpected bytes before the request")
+        self._method = method
+        waiter = self._waiter = asyncio.get_running_loop().create_future()
+        try:
+            self.transport.write(data)
+            if self._writable is not None:
+                await self._writable
+            return await waiter
+        finally:
+            self._waiter = None
+
+    def _answer(self) -> None:
+        waiter = self._waiter
+        if waiter is None or waiter.done():
+            return
+        try:
+            response = self.reader.next_response(self._method)
+        except ValueError as exc:  # malformed, or cut short after the first bytes
+            waiter.set_exception(exc)
+            return
+        if response is not None:
+            waiter.set_result(response)
+        elif self.reader.eof:  # not one byte of an answer: the caller may retry
+            waiter.set_exception(_ClosedEarly(str(self._error or "no response")))
+
+    def _fail(self, exc: Exception) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_exception(exc)
+        if self.transport is not None:
+            self.transport.abort()
+
+    async def close(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+        self.open = False
+        await asyncio.wait({self._lost}, timeout=1.0)
 
 
 # ---- HTTP answer -> Reply ------------------------------------------------------
