@@ -235,12 +235,14 @@ class LocalCA:
         raise Unauthenticated("enrollment needs a client certificate or an authenticated user")
 
     def is_ra(self, peer: Peer) -> bool:
-        """A Registration Authority: a trusted client certificate with the id-kp-cmcRA EKU."""
+        """A Registration Authority: a certificate with the id-kp-cmcRA EKU that this CA
+        issued (`ca issue-ra`). Device makers' CAs (trust_clients) are trusted to vouch
+        for devices, not to appoint RAs that skip PoP and vouch for other devices."""
         cert = peer.certificate
         return (
             cert is not None
             and has_eku(cert, ID_KP_CMC_RA)
-            and chains_to(peer.certificates, self.client_trust_anchors())
+            and chains_to(peer.certificates, [self.ca_certificate])
         )
 
     def _ra_renewal(self, csr: Csr) -> x509.Certificate:

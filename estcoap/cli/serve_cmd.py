@@ -59,6 +59,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     serve.add_argument("--max-body", type=int, default=DEFAULT_MAX_BODY, metavar="BYTES")
     serve.add_argument("--retry-after", type=int, default=30, metavar="SECONDS")
     serve.add_argument("--validity-days", type=int, default=365, metavar="N")
+    serve.add_argument(
+        "--durable-commits", action="store_true",
+        help="fsync each issued certificate's record (survives power loss; ~0.4 ms more per "
+        "enrollment). Without it a crash of the process loses nothing, an OS crash may lose "
+        "the last records",
+    )  # fmt: skip
     serve.set_defaults(func=_serve)
 
     users = subparsers.add_parser("users", help="manage the HTTP users file")
@@ -108,6 +114,7 @@ def build_service(args: argparse.Namespace) -> LocalCA:
             labels=args.label,
             trust_clients=trust,
             validity_days=args.validity_days,
+            durable_commits=args.durable_commits,
             retry_after=args.retry_after,
         )
     except ValueError as exc:

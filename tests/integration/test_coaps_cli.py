@@ -87,7 +87,9 @@ def test_device_enrolls_and_renews_over_coaps(tmp_path: Path) -> None:
     maker_pem = _pem(tmp_path / "maker.pem", maker.certificate)
     cert, key = _pem(tmp_path / "idevid.pem", idevid), _key(tmp_path / "idevid.key", idevid_key)
     trust = ca / "ca.pem"
-    with serve("--ca", ca, "--trust-clients", maker_pem, "--coap-root", "/est") as urls:
+    with serve(
+        "--ca", ca, "--trust-clients", maker_pem, "--coap-root", "/est", "--durable-commits"
+    ) as urls:
         coaps = urls["coaps"]
         origin = coaps.removesuffix("/.well-known/est")
         identity = ("--trust", trust, "--cert", cert, "--cert-key", key)

@@ -91,6 +91,33 @@ async def test_cmcra_certificate_from_an_untrusted_issuer_is_no_ra(ca) -> None:
         await ca.enroll(enroll_request(_device_csr(), peer))
 
 
+async def test_cmcra_certificate_from_a_device_maker_is_no_ra(tmp_path) -> None:
+    """A device maker is trusted to vouch for its devices, not to appoint RAs that
+    would skip PoP for any device."""
+    maker, maker_key = foreign_ca("Device maker CA")
+    cert, _ = leaf(maker, maker_key, name("maker-made RA"))
+    maker_ra = (
+        x509.CertificateBuilder()
+        .subject_name(cert.subject)
+        .issuer_name(cert.issuer)
+        .public_key(cert.public_key())
+        .serial_number(cert.serial_number)
+        .not_valid_before(cert.not_valid_before_utc)
+        .not_valid_after(cert.not_valid_after_utc)
+        .add_extension(x509.ExtendedKeyUsage([ID_KP_CMC_RA]), critical=False)
+        .sign(maker_key, cert.signature_hash_algorithm)
+    )
+    service = new_ca(tmp_path, require_pop=True, trust_clients=[maker])
+    try:
+        peer = cert_peer(maker_ra, tls_unique=RA_CHANNEL)
+        assert not service.is_ra(peer)
+        # it is still a trusted client, so PoP is checked against its own channel: refused
+        with pytest.raises(Unauthenticated, match="proof-of-possession"):
+            await service.enroll(enroll_request(_device_csr(), peer))
+    finally:
+        service.close()
+
+
 async def test_ra_serverkeygen(ca, ra) -> None:
     peer = cert_peer(ra.certificate, tls_unique=RA_CHANNEL)
     result = await ca.serverkeygen(enroll_request(_device_csr("device-8"), peer))
