@@ -244,6 +244,8 @@ def _issued_first(
     certs: list[x509.Certificate], public_key_der: bytes | None
 ) -> list[x509.Certificate]:
     """Move the certificate for this key (else the first end-entity one) to the front."""
+    if len(certs) == 1:  # the usual answer (RFC 7030 s4.2.3): nothing to choose
+        return certs
     chosen = next((c for c in certs if public_key_der and _spki(c) == public_key_der), None)
     if chosen is None:
         chosen = next((c for c in certs if not _is_ca(c)), certs[0])
