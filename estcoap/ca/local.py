@@ -170,7 +170,9 @@ class LocalCA:
         return self._run(operation, request)
 
     async def serverkeygen(self, request: EnrollRequest) -> KeyAndCertificate | Pending:
-        return await asyncio.to_thread(self._run, "serverkeygen", request)  # type: ignore[return-value]
+        # Always off the loop: generating an RSA key can take a noticeable time.
+        answer = await asyncio.to_thread(self._run, "serverkeygen", request)
+        return answer  # type: ignore[return-value]
 
     # ---- the request pipeline (on the loop, or in a worker thread: see _call) --
 

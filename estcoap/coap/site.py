@@ -72,13 +72,17 @@ def build_site(
     for root in roots:
         advertise = root == advertised_root
         site.add_resource(root, EstRootResource(advertise))
-        for label in (None, *labels):
-            base = root + ((label,) if label else ())
+        for label_or_none in (None, *labels):
+            base = root + ((label_or_none,) if label_or_none else ())
             for spec in OPERATIONS:
                 if spec.short_name is None:
                     continue
                 resource = EstResource(
-                    spec, service, label, assembler, advertise=advertise and label is None
+                    spec,
+                    service,
+                    label_or_none,
+                    assembler,
+                    advertise=advertise and label_or_none is None,
                 )
                 site.add_resource(base + (spec.short_name,), resource)
     return site

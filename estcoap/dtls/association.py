@@ -324,12 +324,16 @@ class DtlsAssociation:
         conn = self._conn
         if conn is None or not supports(self.cipher):
             return
+        secrets = (conn.master_key(), conn.client_random(), conn.server_random())
+        if None in secrets:  # no negotiated session after all: keep OpenSSL
+            return
+        master, client_random, server_random = secrets
         self._pending += self._drain()
         self._records = AeadRecordLayer(
             self.cipher,  # type: ignore[arg-type]
-            conn.master_key(),
-            conn.client_random(),
-            conn.server_random(),
+            master,  # type: ignore[arg-type]
+            client_random,  # type: ignore[arg-type]
+            server_random,  # type: ignore[arg-type]
             is_server=self._is_server,
             epoch=1,
             next_write_seq=self._write_seq_seen + 1,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import struct
+from collections.abc import Callable
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESCCM, AESGCM
@@ -23,7 +24,8 @@ _EXPLICIT_NONCE_LEN = 8
 _WINDOW = 64
 
 # cipher name -> (key length, tag length, AEAD constructor taking the key)
-_SUITES = {
+_Aead = AESCCM | AESGCM
+_SUITES: dict[str, tuple[int, int, Callable[[bytes], _Aead]]] = {
     "ECDHE-ECDSA-AES128-CCM8": (16, 8, lambda key: AESCCM(key, tag_length=8)),
     "ECDHE-ECDSA-AES128-CCM": (16, 16, lambda key: AESCCM(key, tag_length=16)),
     "ECDHE-ECDSA-AES128-GCM-SHA256": (16, 16, AESGCM),
