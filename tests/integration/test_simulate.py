@@ -132,7 +132,10 @@ def test_fifty_devices_at_twenty_percent_loss_all_succeed(setup: Setup, server: 
     assert done.stdout == "" and done.stderr == ""  # not a terminal, report file given: quiet
     report = json.loads(report_path.read_text())
     assert report["succeeded"] == 50 and report["failed"] == {}, report["failure_examples"]
-    assert issued_by_simulation(setup) == 50  # the server really issued them
+    # The server really issued them. A device whose 2.04 was lost for good repeats the
+    # step on a new session (--retries), which may get it a second certificate.
+    issued = issued_by_simulation(setup)
+    assert 50 <= issued <= 50 + report["device_retries"]["total"], report["device_retries"]
     # 20% of datagrams were dropped in each direction and the devices recovered by retrying
     applied = report["impairment_applied"]["dropped"]
     sent = report["datagrams_total"]
