@@ -59,7 +59,7 @@ def init_ca(
 
     now = dt.datetime.now(dt.UTC)
     ca_key = generate_key(key_type)
-    ca_cert = _self_signed_ca(ca_key, ca_name, now, validity_days)
+    ca_cert = self_signed_ca(ca_key, ca_name, validity_days=validity_days, now=now)
     server_key = generate_key(key_type)
     server_cert = sign_end_entity(
         Request(
@@ -107,9 +107,11 @@ def subject_alt_name(hostnames: Sequence[str]) -> x509.SubjectAlternativeName:
     return x509.SubjectAlternativeName(names)
 
 
-def _self_signed_ca(
-    key: PrivateKey, name: str, now: dt.datetime, validity_days: int
+def self_signed_ca(
+    key: PrivateKey, name: str, *, validity_days: int, now: dt.datetime | None = None
 ) -> x509.Certificate:
+    """A root CA certificate (pathlen 0: it signs end entities only)."""
+    now = now or dt.datetime.now(dt.UTC)
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
     ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())  # type: ignore[arg-type]
     return (
@@ -120,7 +122,6 @@ def _self_signed_ca(
         .serial_number(random_serial())
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + dt.timedelta(days=validity_days))
-        # pathlen 0: this CA signs end entities only.
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
             x509.KeyUsage(

@@ -112,15 +112,7 @@ class LocalCA:
     ) -> LocalCA:
         """durable_commits: fsync every issued certificate's record (store.py explains)."""
         paths = CaPaths.of(ca_dir)
-        try:
-            ca_cert = x509.load_pem_x509_certificate(paths.ca_cert.read_bytes())
-            ca_key = serialization.load_pem_private_key(paths.ca_key.read_bytes(), password=None)
-        except FileNotFoundError as exc:
-            raise FileNotFoundError(
-                f"{exc.filename}: no CA here (run 'estcoap ca init {paths.dir}' first)"
-            ) from exc
-        if ca_key.public_key() != ca_cert.public_key():
-            raise ValueError(f"{paths.ca_key} does not belong to {paths.ca_cert}")
+        ca_cert, ca_key = paths.load_ca()
         try:
             store = Store.open(paths.store, durable=durable_commits)
         except StoreError as exc:

@@ -5,6 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
+
 
 @dataclass(frozen=True)
 class CaPaths:
@@ -26,3 +30,16 @@ class CaPaths:
             server_key=d / "server.key",
             store=d / "est.sqlite3",
         )
+
+    def load_ca(self) -> tuple[x509.Certificate, PrivateKeyTypes]:
+        """The CA certificate and its key, checked to belong together."""
+        try:
+            cert = x509.load_pem_x509_certificate(self.ca_cert.read_bytes())
+            key = serialization.load_pem_private_key(self.ca_key.read_bytes(), password=None)
+        except FileNotFoundError as exc:
+            raise FileNotFoundError(
+                f"{exc.filename}: no CA here (run 'estcoap ca init {self.dir}' first)"
+            ) from exc
+        if key.public_key() != cert.public_key():
+            raise ValueError(f"{self.ca_key} does not belong to {self.ca_cert}")
+        return cert, key

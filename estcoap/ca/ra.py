@@ -6,15 +6,14 @@ id-kp-cmcRA; the server then trusts the RA's checks of the device (identity, PoP
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from ..files import certificates_pem, private_key_pem, write_secret
 from ..trust import ID_KP_CMC_RA
 from .create import subject_alt_name
 from .keys import DEFAULT_KEY_TYPE, PrivateKey, generate_key
@@ -46,13 +45,7 @@ def issue_ra(
     if validity_days <= 0:
         raise ValueError("validity_days must be positive")
     paths = CaPaths.of(ca_dir)
-    try:
-        ca_cert = x509.load_pem_x509_certificate(paths.ca_cert.read_bytes())
-        ca_key = serialization.load_pem_private_key(paths.ca_key.read_bytes(), password=None)
-    except FileNotFoundError as exc:
-        raise FileNotFoundError(
-            f"{exc.filename}: no CA here (run 'estcoap ca init' first)"
-        ) from exc
+    ca_cert, ca_key = paths.load_ca()
     key = generate_key(key_type)
     usages: tuple[x509.ObjectIdentifier, ...] = (ExtendedKeyUsageOID.CLIENT_AUTH, ID_KP_CMC_RA)
     if hostnames:
@@ -77,15 +70,7 @@ def issue_ra(
 
 def write_ra(identity: RaIdentity, cert_path: str | Path, key_path: str | Path) -> None:
     """The certificate (then the CA's, as a chain) and the key (mode 0600, never overwritten)."""
-    key_pem = identity.key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(key_pem)
-    chain = (identity.certificate, identity.ca_certificate)
+    write_secret(key_path, private_key_pem(identity.key), overwrite=False)
     Path(cert_path).write_bytes(
-        b"".join(c.public_bytes(serialization.Encoding.PEM) for c in chain)
+        certificates_pem((identity.certificate, identity.ca_certificate))
     )
