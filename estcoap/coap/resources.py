@@ -57,6 +57,9 @@ class EstResource(Resource):
         self.label = label
         self.assembler = assembler
         self.advertise = advertise
+        # A service that forwards to a CA which checks the signature anyway (the gateway's
+        # Upstream) says so; everything else gets the CSR checked here.
+        self.check_csr_signature = getattr(service, "front_checks_csr_signature", True)
 
     def get_link_description(self):  # type: ignore[no-untyped-def]
         if not self.advertise:
@@ -124,7 +127,8 @@ class EstResource(Resource):
             return error_response(
                 Code.UNSUPPORTED_CONTENT_FORMAT, "Content-Format must be 286 (application/pkcs10)"
             )
-        enroll = svc.EnrollRequest(csr=parse_csr(request.payload), peer=peer, label=self.label)
+        csr = parse_csr(request.payload, check_signature=self.check_csr_signature)
+        enroll = svc.EnrollRequest(csr=csr, peer=peer, label=self.label)
         if spec.operation is Operation.SIMPLEENROLL:
             return _issued(await self.service.enroll(enroll), chosen)
         if spec.operation is Operation.SIMPLEREENROLL:

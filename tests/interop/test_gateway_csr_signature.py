@@ -1,5 +1,6 @@
-"""The proxy leaves the CSR signature check to the upstream CA (one check, not two), which
-still refuses a CSR whose signature does not verify; the CA's own front still checks it."""
+"""The proxy and the coaps gateway leave the CSR signature check to the upstream CA (one
+check, not two), which still refuses a CSR whose signature does not verify; the CA's own
+front still checks it."""
 
 from __future__ import annotations
 
@@ -10,15 +11,17 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from estcoap.client import load_certificates
+from estcoap.client import EstClient, EstClientError, load_certificates
 from estcoap.client.https_transport import HttpsTransport, client_ssl_context
 from estcoap.codec import b64
 from estcoap.codec.pkcs10 import build_csr
 from gateway import Upstream
 from tests.interop.gateway_procs import (
+    GATEWAY_READY,
     PROXY_READY,
     UPSTREAM_READY,
     Pki,
+    gateway_args,
     make_pki,
     proxy_args,
     serving,
@@ -81,3 +84,22 @@ async def test_the_ca_front_checks_it_itself(pki: Pki, urls: tuple[str, str]) ->
     upstream, _ = urls
     status, text = await post_csr(pki, upstream, csr_with_bad_signature())
     assert status == 400 and "signature does not verify" in text and "upstream" not in text
+
+
+async def test_the_coaps_gateway_forwards_and_the_upstream_refuses(
+    pki: Pki, urls: tuple[str, str]
+) -> None:
+    upstream, _ = urls
+    with serving(gateway_args(pki, upstream), GATEWAY_READY) as gateway:
+        async with EstClient(
+            gateway.url, trust=pki.ca_pem, cert=pki.device_cert, key=pki.device_key
+        ) as est:
+            with pytest.raises(EstClientError) as refused:
+                await est.enroll(csr_with_bad_signature())
+            good = await est.enroll(
+                key=ec.generate_private_key(ec.SECP256R1()), subject="CN=fine"
+            )
+    assert refused.value.status == "4.00"
+    assert refused.value.diagnostic.startswith("upstream 400:")
+    assert "signature" in refused.value.diagnostic
+    assert good[0].subject.rfc4514_string() == "CN=fine"
