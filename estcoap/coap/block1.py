@@ -54,6 +54,7 @@ class Block1Assembler:
     def __init__(self, max_size: int):
         self.max_size = max_size
         self._assemblies: dict[tuple, _Assembly] = {}
+        self._next_sweep = 0.0
 
     @staticmethod
     def _key(request: Message, scope: object) -> tuple:
@@ -80,6 +81,8 @@ class Block1Assembler:
             self._assemblies[key] = assembly
         else:
             found = self._assemblies.get(key)
+            if found is not None and found.expires < time.monotonic():
+                found = None  # past its lifetime, whether or not a sweep ran yet
             if found is None or block1.start != len(found.payload):
                 self._assemblies.pop(key, None)
                 raise Block1Refusal(
@@ -105,7 +108,14 @@ class Block1Assembler:
         )
 
     def _expire(self) -> None:
+        # Most requests fit one datagram: scan only when assemblies are open, and at most
+        # once a second (a lifetime of 93 s need not be cut to the millisecond).
+        if not self._assemblies:
+            return
         now = time.monotonic()
+        if now < self._next_sweep:
+            return
+        self._next_sweep = now + 1.0
         stale = [key for key, a in self._assemblies.items() if a.expires < now]
         for key in stale:
             del self._assemblies[key]

@@ -11,6 +11,17 @@ from ..trust import note_verified_chain
 
 def peer_of(request: Message) -> Peer:
     remote = request.remote
+    if isinstance(remote, DtlsRemote):
+        # One association has one verified chain and one tls-unique for its whole life
+        # (no renegotiation), so its Peer is built, and its chain noted, once.
+        cached = remote.front_peer
+        if cached is None or cached.tls_unique != remote.tls_unique:
+            cached = remote.front_peer = _peer(remote)
+        return cached
+    return _peer(remote)
+
+
+def _peer(remote: object) -> Peer:
     certificates = tuple(getattr(remote, "peer_certificates", ()) or ())
     if isinstance(remote, DtlsRemote) and certificates:
         # OpenSSL verified this chain in the handshake: the service's trust check

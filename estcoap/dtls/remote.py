@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from typing import Any
 
 from aiocoap import interfaces
 from aiocoap.numbers.constants import MAX_REGULAR_BLOCK_SIZE_EXP
@@ -41,6 +42,9 @@ class DtlsRemote(interfaces.EndpointAddress):
         self._sendto = sendto
         self.created = self.last_activity = time.monotonic()
         self.timer: asyncio.TimerHandle | None = None
+        # What a front built from this association for its services (estcoap.coap.peer
+        # keeps its Peer here); opaque to the DTLS layer.
+        self.front_peer: Any = None
 
     # -- what resources read ------------------------------------------------------------
 
