@@ -10,6 +10,7 @@ results. The wire work (base64, multipart, 202, statuses) is the transport's.
 from __future__ import annotations
 
 import asyncio
+import datetime
 import logging
 from collections.abc import Mapping, Sequence
 
@@ -23,7 +24,7 @@ from estcoap.codec.errors import CodecError
 from estcoap.codec.multipart import KeygenParts
 from estcoap.codec.operations import ContentFormat, Operation, spec_for
 from estcoap.pop import check_pop
-from estcoap.trust import chains_to, is_current
+from estcoap.trust import chains_to
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,10 @@ class Upstream:
         self.trust_clients = list(trust_clients)
         self.timeout = timeout
         self.upstream_cas: list[x509.Certificate] = []
-        self._chain_verdicts: dict[tuple[tuple[x509.Certificate, ...], int], bool] = {}
+        self._chain_verdicts: dict[
+            tuple[tuple[x509.Certificate, ...], int],
+            tuple[bool, datetime.datetime, datetime.datetime],
+        ] = {}
 
     # ---- EstService ------------------------------------------------------
 
@@ -142,15 +146,21 @@ class Upstream:
         if not anchors:
             return True
         # Signature checks cost more than the rest of a forward; devices come back with the
-        # same chain, so remember the verdict (validity dates are re-checked every time).
+        # same chain, so remember the verdict with the window in which every certificate of
+        # the chain is valid (dates are still checked every time, against that window).
         key = (chain, len(self.upstream_cas))
-        verdict = self._chain_verdicts.get(key)
-        if verdict is None:
-            verdict = chains_to(chain, anchors)
+        known = self._chain_verdicts.get(key)
+        if known is None:
+            known = (
+                chains_to(chain, anchors),
+                max(c.not_valid_before_utc for c in chain),
+                min(c.not_valid_after_utc for c in chain),
+            )
             if len(self._chain_verdicts) >= _VERDICT_CACHE:
                 self._chain_verdicts.clear()
-            self._chain_verdicts[key] = verdict
-        return verdict and all(is_current(c) for c in chain)
+            self._chain_verdicts[key] = known
+        verdict, valid_from, valid_until = known
+        return verdict and valid_from <= datetime.datetime.now(datetime.UTC) <= valid_until
 
     async def _authenticate_reenroll(self, request: svc.EnrollRequest) -> None:
         peer = request.peer
