@@ -2,8 +2,8 @@
 
 The service (a LocalCA) is built once; each front (--https, --coaps) is
 started by its own starter in FRONTS and shares it. To add a front: add its option
-in _add_front_options() and a starter `async def start(args, service, host, port)`
-returning an object with `.url` and `async close()` to FRONTS under the option's name.
+in _add_front_options() and a starter `async def start(args, service, binds)` returning
+the objects it started (each with `async close()`) to FRONTS under the option's name.
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ from ..https import (
 from ..https.users import UsersFileError
 from . import CliError
 
-FrontStarter = Callable[[argparse.Namespace, LocalCA, str, int], Awaitable[Any]]
+# A front starter serves the service on its binds and returns what it started (each has close()).
+FrontStarter = Callable[[argparse.Namespace, LocalCA, list[tuple[str, int]]], Awaitable[list[Any]]]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -77,10 +78,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 
 def _add_front_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--https", metavar="HOST:PORT", help="serve EST over HTTPS here")
     parser.add_argument(
-        "--coaps", metavar="HOST:PORT", help="serve EST-coaps (RFC 9148, DTLS) here; port 5684"
-    )
+        "--https", action="append", metavar="HOST:PORT",
+        help="serve EST over HTTPS here (repeatable)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--coaps", action="append", metavar="HOST:PORT",
+        help="serve EST-coaps (RFC 9148, DTLS; port 5684) here; repeat for IPv4 and IPv6: "
+        "one DTLS transport with a UDP socket per address",
+    )  # fmt: skip
     parser.add_argument(
         "--coap-root", metavar="PATH",
         help="also serve EST-coaps at a shorter root (e.g. /est) and advertise it in discovery",
@@ -121,35 +127,42 @@ def build_service(args: argparse.Namespace) -> LocalCA:
         raise CliError(str(exc)) from exc
 
 
-async def start_https_front(args: argparse.Namespace, service: LocalCA, host: str, port: int):
+async def start_https_front(
+    args: argparse.Namespace, service: LocalCA, binds: list[tuple[str, int]]
+) -> list[Any]:
     try:
         users = [user_from_arg(u) for u in args.user]
         if args.users_file:
             users += parse_users_file(args.users_file)
     except UsersFileError as exc:
         raise CliError(str(exc)) from exc
-    server = await start_https_server(
-        service,
-        host,
-        port,
-        cert_chain=service.paths.server_cert,
-        key=service.paths.server_key,
-        users=users,
-        max_body=args.max_body,
-        require_pop=args.require_pop,
-    )
-    print(f"serving EST over HTTPS on {server.url}", flush=True)
-    return server
+    servers = []
+    for host, port in binds:
+        server = await start_https_server(
+            service,
+            host,
+            port,
+            cert_chain=service.paths.server_cert,
+            key=service.paths.server_key,
+            users=users,
+            max_body=args.max_body,
+            require_pop=args.require_pop,
+        )
+        servers.append(server)
+        print(f"serving EST over HTTPS on {server.url}", flush=True)
+    return servers
 
 
-async def start_coaps_front(args: argparse.Namespace, service: LocalCA, host: str, port: int):
+async def start_coaps_front(
+    args: argparse.Namespace, service: LocalCA, binds: list[tuple[str, int]]
+) -> list[Any]:
     # Deferred import: the DTLS stack is only loaded when a CoAPs front is asked for.
     from ..coap.server import start_coaps_server
 
     try:
         server = await start_coaps_server(
             service,
-            [(host, port)],
+            binds,
             cert_chain=service.paths.server_cert,
             key=service.paths.server_key,
             trust_anchors=service.client_trust_anchors(),
@@ -159,16 +172,17 @@ async def start_coaps_front(args: argparse.Namespace, service: LocalCA, host: st
         )
     except ValueError as exc:
         raise CliError(str(exc)) from exc
-    print(f"serving EST-coaps on {server.url}", flush=True)
-    return server
+    for url in server.urls:
+        print(f"serving EST-coaps on {url}", flush=True)
+    return [server]
 
 
 FRONTS: dict[str, FrontStarter] = {"https": start_https_front, "coaps": start_coaps_front}
 
 
 async def run(args: argparse.Namespace) -> None:
-    wanted: list[tuple[str, str]] = [
-        (name, value) for name in FRONTS if (value := getattr(args, name, None))
+    wanted: list[tuple[str, list[str]]] = [
+        (name, values) for name in FRONTS if (values := getattr(args, name, None))
     ]
     if not wanted:
         raise CliError("give at least one front: --https HOST:PORT and/or --coaps HOST:PORT")
@@ -181,9 +195,9 @@ async def run(args: argparse.Namespace) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
-        for name, value in wanted:
-            host, port = parse_host_port(value)
-            running.append(await FRONTS[name](args, service, host, port))
+        for name, values in wanted:
+            binds = [parse_host_port(value) for value in values]
+            running.extend(await FRONTS[name](args, service, binds))
         await stop.wait()
     finally:
         for front in reversed(running):

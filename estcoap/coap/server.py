@@ -28,9 +28,17 @@ class CoapsServer:
 
     @property
     def url(self) -> str:
-        host, port = self.transport.bound_addresses[0][:2]
-        host = f"[{host}]" if ":" in host else host
-        return f"coaps://{host}:{port}{self.root}"
+        return self.urls[0]
+
+    @property
+    def urls(self) -> list[str]:
+        """One URL per bound address (port 0 resolved)."""
+        urls = []
+        for address in self.transport.bound_addresses:
+            host, port = address[:2]
+            host = f"[{host}]" if ":" in host else host
+            urls.append(f"coaps://{host}:{port}{self.root}")
+        return urls
 
     async def close(self) -> None:
         await self.context.shutdown()

@@ -142,3 +142,32 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     assert "-----BEGIN CERTIFICATE-----" in done.stdout
     again = est("demo", "--dir", tmp_path / "demo")
     one_line_error(again, "already holds a demo CA")
+
+
+def test_coaps_on_ipv4_and_ipv6_at_once(tmp_path: Path) -> None:
+    """Repeated --coaps: one DTLS transport with a UDP socket per address (issue 3)."""
+    ca = tmp_path / "ca"
+    ok("ca", "init", ca, "--hostname", "127.0.0.1", "--hostname", "::1")
+    maker = DeviceMaker.create()
+    maker_pem = _pem(tmp_path / "maker.pem", maker.certificate)
+    idevid, idevid_key = maker.issue_idevid("dual-stack")
+    cert, key = _pem(tmp_path / "idevid.pem", idevid), _key(tmp_path / "idevid.key", idevid_key)
+    proc = subprocess.Popen(
+        [*CLI, "serve", "--ca", str(ca), "--trust-clients", str(maker_pem),
+         "--coaps", "127.0.0.1:0", "--coaps", "[::1]:0"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        urls = []
+        for _ in range(2):
+            line = proc.stdout.readline()  # type: ignore[union-attr]
+            assert line.startswith("serving EST-coaps on "), line + proc.stderr.read()  # type: ignore[union-attr]
+            urls.append(line.rsplit(" ", 1)[1].strip())
+        assert urls[0].startswith("coaps://127.0.0.1:") and urls[1].startswith("coaps://[::1]:")
+        for index, url in enumerate(urls):
+            ok("enroll", url, "--trust", ca / "ca.pem", "--cert", cert, "--cert-key", key,
+               "--key", tmp_path / f"k{index}.key", "--subject", f"CN=dual-{index}",
+               "--out", tmp_path / f"c{index}.pem")  # fmt: skip
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(10)
