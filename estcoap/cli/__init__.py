@@ -16,6 +16,7 @@ COMMAND_MODULES = (
     "estcoap.cli.client_cmd",
     "estcoap.cli.pending_cmd",
     "estcoap.cli.demo_cmd",
+    "estcoap.cli.idevid_cmd",
     "estcoap.cli.simulate_cmd",
     "estcoap.cli.gateway_cmd",
 )

@@ -171,3 +171,29 @@ def test_coaps_on_ipv4_and_ipv6_at_once(tmp_path: Path) -> None:
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(10)
+
+
+def test_readme_walkthrough_with_cli_made_idevids(tmp_path: Path) -> None:
+    """Everything from the command line, as the README walks through it."""
+    ca, maker, maker_key = tmp_path / "ca", tmp_path / "maker.pem", tmp_path / "maker.key"
+    idevid, idevid_key = tmp_path / "idevid.pem", tmp_path / "idevid.key"
+    ok("ca", "init", ca, "--hostname", "127.0.0.1")
+    ok("idevid", "maker", "--out-cert", maker, "--out-key", maker_key)
+    assert (maker_key.stat().st_mode & 0o777) == 0o600
+    ok("idevid", "issue", "--maker-cert", maker, "--maker-key", maker_key,
+       "--serial", "SN-0001", "--out-cert", idevid, "--out-key", idevid_key)  # fmt: skip
+    one_line_error(
+        est("idevid", "maker", "--out-cert", maker, "--out-key", tmp_path / "other.key"),
+        "not overwriting",
+    )
+    one_line_error(
+        est("idevid", "issue", "--maker-cert", maker, "--maker-key", ca / "ca.key",
+            "--serial", "x", "--out-cert", tmp_path / "x.pem", "--out-key", tmp_path / "x.key"),
+        "does not belong",
+    )  # fmt: skip
+    with serve("--ca", ca, "--trust-clients", maker) as urls:
+        ok("enroll", urls["coaps"], "--trust", ca / "ca.pem", "--cert", idevid,
+           "--cert-key", idevid_key, "--key", tmp_path / "device.key",
+           "--subject", "CN=SN-0001", "--out", tmp_path / "device.pem")  # fmt: skip
+    issued = x509.load_pem_x509_certificate((tmp_path / "device.pem").read_bytes())
+    assert issued.subject.rfc4514_string() == "CN=SN-0001"
