@@ -45,6 +45,24 @@ def _device_csr(cn: str = "device-7", key=None, san=None):
     )
 
 
+def _cmcra_certificate(issuer_cn: str, cn: str) -> tuple[x509.Certificate, x509.Certificate]:
+    """A certificate with the cmcRA EKU from a CA outside this one: (certificate, its CA)."""
+    issuer, issuer_key = foreign_ca(issuer_cn)
+    cert, _ = leaf(issuer, issuer_key, name(cn))
+    with_eku = (
+        x509.CertificateBuilder()
+        .subject_name(cert.subject)
+        .issuer_name(cert.issuer)
+        .public_key(cert.public_key())
+        .serial_number(cert.serial_number)
+        .not_valid_before(cert.not_valid_before_utc)
+        .not_valid_after(cert.not_valid_after_utc)
+        .add_extension(x509.ExtendedKeyUsage([ID_KP_CMC_RA]), critical=False)
+        .sign(issuer_key, cert.signature_hash_algorithm)
+    )
+    return with_eku, issuer
+
+
 def test_issue_ra_certificate_carries_cmcra_and_client_auth(ca, ra) -> None:
     assert has_eku(ra.certificate, ID_KP_CMC_RA)
     assert has_eku(ra.certificate, ExtendedKeyUsageOID.CLIENT_AUTH)
@@ -71,20 +89,8 @@ async def test_same_csr_from_a_plain_client_fails_pop(ca) -> None:
 
 
 async def test_cmcra_certificate_from_an_untrusted_issuer_is_no_ra(ca) -> None:
-    other, other_key = foreign_ca("Rogue CA")
-    cert, _ = leaf(other, other_key, name("rogue RA"))
-    # Re-sign with the cmcRA EKU: the EKU alone must not make an RA.
-    rogue = (
-        x509.CertificateBuilder()
-        .subject_name(cert.subject)
-        .issuer_name(cert.issuer)
-        .public_key(cert.public_key())
-        .serial_number(cert.serial_number)
-        .not_valid_before(cert.not_valid_before_utc)
-        .not_valid_after(cert.not_valid_after_utc)
-        .add_extension(x509.ExtendedKeyUsage([ID_KP_CMC_RA]), critical=False)
-        .sign(other_key, cert.signature_hash_algorithm)
-    )
+    # The cmcRA EKU alone must not make an RA.
+    rogue = _cmcra_certificate("Rogue CA", "rogue RA")[0]
     peer = cert_peer(rogue, tls_unique=RA_CHANNEL)
     assert not ca.is_ra(peer)
     with pytest.raises(Unauthenticated):
@@ -94,19 +100,7 @@ async def test_cmcra_certificate_from_an_untrusted_issuer_is_no_ra(ca) -> None:
 async def test_cmcra_certificate_from_a_device_maker_is_no_ra(tmp_path) -> None:
     """A device maker is trusted to vouch for its devices, not to appoint RAs that
     would skip PoP for any device."""
-    maker, maker_key = foreign_ca("Device maker CA")
-    cert, _ = leaf(maker, maker_key, name("maker-made RA"))
-    maker_ra = (
-        x509.CertificateBuilder()
-        .subject_name(cert.subject)
-        .issuer_name(cert.issuer)
-        .public_key(cert.public_key())
-        .serial_number(cert.serial_number)
-        .not_valid_before(cert.not_valid_before_utc)
-        .not_valid_after(cert.not_valid_after_utc)
-        .add_extension(x509.ExtendedKeyUsage([ID_KP_CMC_RA]), critical=False)
-        .sign(maker_key, cert.signature_hash_algorithm)
-    )
+    maker_ra, maker = _cmcra_certificate("Device maker CA", "maker-made RA")
     service = new_ca(tmp_path, require_pop=True, trust_clients=[maker])
     try:
         peer = cert_peer(maker_ra, tls_unique=RA_CHANNEL)
