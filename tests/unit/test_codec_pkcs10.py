@@ -187,3 +187,36 @@ def test_tampered_csr_still_parses_without_the_signature_check():
         .subject.rfc4514_string()
         .endswith("C=US")
     )
+
+
+def off_curve_key_csr() -> bytes:
+    """A P-256 CSR whose public point is moved off the curve (signature no longer matters)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    der = bytearray(
+        pkcs10.build_csr(key, x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "dev")]))
+    )
+    point = der.index(b"\x03\x42\x00\x04") + 4  # BIT STRING, uncompressed point
+    der[point + 63] ^= 0x01  # the last byte of Y
+    return bytes(der)
+
+
+def test_unchecked_parse_defers_the_public_key_but_still_refuses_an_unusable_one():
+    data = off_curve_key_csr()
+    with pytest.raises(CsrError, match="public key is unusable"):
+        pkcs10.parse_csr(data)
+    csr = pkcs10.parse_csr(data, check_signature=False)  # a forwarding proxy's view
+    assert csr.subject.rfc4514_string() == "CN=dev"
+    with pytest.raises(CsrError, match="public key is unusable"):
+        _ = csr.public_key
+    with pytest.raises(CsrError, match="public key is unusable"):
+        _ = csr.public_key_der
+
+
+def test_csr_fields_are_read_once():
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = pkcs10.parse_csr(
+        pkcs10.build_csr(key, x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "dev")]))
+    )
+    assert csr.subject is csr.subject
+    assert csr.public_key is csr.public_key
+    assert csr.public_key == key.public_key()
