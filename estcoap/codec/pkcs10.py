@@ -34,7 +34,10 @@ class Csr:
 
     @cached_property
     def subject(self) -> x509.Name:
-        return self.request.subject
+        try:
+            return self.request.subject
+        except ValueError as exc:
+            raise CsrError(f"CSR is not a valid PKCS#10 structure: {exc}") from exc
 
     @cached_property
     def public_key(self):  # type: ignore[no-untyped-def]
@@ -104,20 +107,19 @@ def parse_csr(data: bytes, *, check_signature: bool = True) -> Csr:
     except (ValueError, x509.InvalidVersion) as exc:
         raise CsrError(f"CSR is not a valid PKCS#10 structure: {exc}") from exc
     csr = Csr(der=der_bytes, request=request)
+    if not check_signature:
+        # A proxy that forwards the CSR (the gateway) reads one or two fields of it, and
+        # its upstream checks the rest: each field is decoded when first read (the key
+        # alone costs ~16 us), and a malformed one is a CsrError then.
+        return csr
     # Read now what every service reads later, so a malformed field fails here as a CsrError.
-    # The public key is left for later when the signature is not checked here: a proxy
-    # that forwards the CSR (the gateway) never needs it, and loading it costs ~16 us.
-    # Whoever reads it later gets the same CsrError for an unusable key.
     try:
-        _ = (csr.subject, csr.extensions, csr.challenge_password)
-        if check_signature:
-            _ = csr.public_key_der
+        _ = (csr.subject, csr.public_key_der, csr.extensions, csr.challenge_password)
     except CsrError:
         raise
     except (ValueError, TypeError, UnsupportedAlgorithm) as exc:  # what cryptography raises
         raise CsrError(f"CSR is not a valid PKCS#10 structure: {exc}") from exc
-    if check_signature:
-        _check_signature(request)
+    _check_signature(request)
     return csr
 
 

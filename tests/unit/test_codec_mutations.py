@@ -51,8 +51,9 @@ def use_csrattrs(data: bytes) -> None:
 
 
 def use_csr(data: bytes) -> None:
-    csr = pkcs10.parse_csr(data, check_signature=False)
-    _ = (csr.subject_alt_name, csr.signature_hash, csr.sha256)
+    csr = pkcs10.parse_csr(data, check_signature=False)  # fields are decoded when read
+    _ = (csr.subject_alt_name, csr.signature_hash, csr.sha256, csr.subject)
+    _ = (csr.challenge_password, csr.public_key_der)
     pkcs10.parse_csr(data)
 
 
