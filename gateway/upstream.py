@@ -23,6 +23,7 @@ from estcoap.codec import der, pkcs7
 from estcoap.codec.errors import CodecError
 from estcoap.codec.multipart import KeygenParts
 from estcoap.codec.operations import ContentFormat, Operation, spec_for
+from estcoap.codec.pkcs10 import Csr
 from estcoap.pop import check_pop
 from estcoap.trust import chains_to
 
@@ -76,6 +77,14 @@ class Upstream:
             tuple[tuple[x509.Certificate, ...], int],
             tuple[bool, datetime.datetime, datetime.datetime],
         ] = {}
+        self._verdicts_by_identity: dict[
+            int,
+            tuple[
+                tuple[x509.Certificate, ...],
+                int,
+                tuple[bool, datetime.datetime, datetime.datetime],
+            ],
+        ] = {}
 
     # ---- EstService ------------------------------------------------------
 
@@ -97,6 +106,7 @@ class Upstream:
         if label is None and certs != self.upstream_cas:
             self.upstream_cas = certs
             self._chain_verdicts.clear()
+            self._verdicts_by_identity.clear()
         return svc.Certificates(tuple(certs), raw_pkcs7=reply.body)
 
     async def csrattrs(self, label: str | None, peer: svc.Peer) -> svc.CsrAttributes:
@@ -142,25 +152,41 @@ class Upstream:
             raise svc.Unauthenticated("client certificate is not from a trusted issuer")
 
     def _trusted(self, chain: tuple[x509.Certificate, ...]) -> bool:
-        anchors = self.client_trust_anchors()
-        if not anchors:
+        if not self.trust_clients and not self.upstream_cas:
             return True
         # Signature checks cost more than the rest of a forward; devices come back with the
         # same chain, so remember the verdict with the window in which every certificate of
         # the chain is valid (dates are still checked every time, against that window).
-        key = (chain, len(self.upstream_cas))
+        # A DTLS association builds its Peer, and so this tuple, once: finding it by
+        # identity skips hashing every certificate (a few us each) on each request.
+        generation = len(self.upstream_cas)
+        same = self._verdicts_by_identity.get(id(chain))
+        if same is not None and same[0] is chain and same[1] == generation:
+            known = same[2]
+        else:
+            known = self._verdict(chain, generation)
+            if len(self._verdicts_by_identity) >= _VERDICT_CACHE:
+                self._verdicts_by_identity.clear()
+            # The entry holds the tuple, so its id cannot be reused while the entry lives.
+            self._verdicts_by_identity[id(chain)] = (chain, generation, known)
+        verdict, valid_from, valid_until = known
+        return verdict and valid_from <= datetime.datetime.now(datetime.UTC) <= valid_until
+
+    def _verdict(
+        self, chain: tuple[x509.Certificate, ...], generation: int
+    ) -> tuple[bool, datetime.datetime, datetime.datetime]:
+        key = (chain, generation)
         known = self._chain_verdicts.get(key)
         if known is None:
             known = (
-                chains_to(chain, anchors),
+                chains_to(chain, self.client_trust_anchors()),
                 max(c.not_valid_before_utc for c in chain),
                 min(c.not_valid_after_utc for c in chain),
             )
             if len(self._chain_verdicts) >= _VERDICT_CACHE:
                 self._chain_verdicts.clear()
             self._chain_verdicts[key] = known
-        verdict, valid_from, valid_until = known
-        return verdict and valid_from <= datetime.datetime.now(datetime.UTC) <= valid_until
+        return known
 
     async def _authenticate_reenroll(self, request: svc.EnrollRequest) -> None:
         peer = request.peer
@@ -191,8 +217,7 @@ class Upstream:
             return svc.Pending(reply.retry_after)
         certs = _decode_certs(reply.body)
         # The issued certificate goes first (287 carries only it); the PKCS#7 stays as sent.
-        issued = _issued_first(certs, request.csr.public_key_der)
-        return svc.Certificates(tuple(issued), raw_pkcs7=reply.body)
+        return svc.Certificates(tuple(_issued_for_csr(certs, request.csr)), raw_pkcs7=reply.body)
 
     async def _call(self, operation: Operation, label: str | None, body: bytes | None) -> Reply:
         if not self.has_label(label):
@@ -248,6 +273,68 @@ def _is_ca(cert: x509.Certificate) -> bool:
         return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
     except x509.ExtensionNotFound:
         return False
+
+
+def _issued_for_csr(certs: list[x509.Certificate], csr: Csr) -> list[x509.Certificate]:
+    """_issued_first for an enrollment: the SubjectPublicKeyInfo bytes as the device and
+    the CA encoded them settle it in a few microseconds, where loading and re-encoding
+    both keys took about 25. Keys whose encodings differ (a compressed EC point) are
+    still matched by value."""
+    if len(certs) == 1:
+        return certs
+    wanted = _encoded_spki(csr.der, depth=2, skip=2)
+    chosen = next(
+        (c for c in certs if wanted and _encoded_spki(c.tbs_certificate_bytes, 1) == wanted),
+        None,
+    )
+    if chosen is not None:
+        return [chosen, *(c for c in certs if c is not chosen)]
+    try:
+        public_key_der = csr.public_key_der
+    except CodecError:  # the upstream issued for it anyway: pick by the other rule
+        public_key_der = None
+    return _issued_first(certs, public_key_der)
+
+
+def _encoded_spki(data: bytes, depth: int, skip: int | None = None) -> bytes | None:
+    """The SubjectPublicKeyInfo TLV as encoded: enter `depth` SEQUENCEs, then step over
+    `skip` elements (a TBSCertificate: version, serial, signature, issuer, validity,
+    subject; a CertificationRequestInfo: version, subject). None for anything unexpected.
+    A few header reads, so no Tlv objects or content copies."""
+    try:
+        offset = 0
+        for _ in range(depth):
+            if data[offset] != der.SEQUENCE:
+                return None
+            offset, _ = _header(data, offset)
+        if skip is None:  # a certificate's version is an optional [0]
+            skip = 6 if data[offset] == 0xA0 else 5
+        for _ in range(skip):
+            _, offset = _header(data, offset)
+        if data[offset] != der.SEQUENCE:
+            return None
+        _, end = _header(data, offset)
+    except (IndexError, ValueError):
+        return None
+    return data[offset:end]
+
+
+def _header(data: bytes, offset: int) -> tuple[int, int]:
+    """(content start, end) of the DER element at offset (low tag numbers, definite length)."""
+    if data[offset] & 0x1F == 0x1F:
+        raise ValueError("high tag number")
+    length = data[offset + 1]
+    start = offset + 2
+    if length & 0x80:
+        count = length & 0x7F
+        if not 0 < count <= 4:
+            raise ValueError("bad length")
+        length = int.from_bytes(data[start : start + count], "big")
+        start += count
+    end = start + length
+    if end > len(data):
+        raise ValueError("truncated")
+    return start, end
 
 
 def _issued_first(

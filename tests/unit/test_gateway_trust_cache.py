@@ -79,3 +79,20 @@ def test_not_yet_valid_and_foreign_chains_are_refused_every_time(maker):
     for chain in (later, later, foreign, foreign):
         with pytest.raises(svc.Unauthenticated):
             upstream._authenticate(_peer(chain))
+
+
+def test_a_remembered_refusal_is_reconsidered_when_the_upstream_ca_changes(maker):
+    """The verdict found by the chain's identity is keyed to the anchors it was made with."""
+    upstream = _gateway(maker)
+    key = ec.generate_private_key(ec.SECP256R1())
+    day = datetime.timedelta(days=1)
+    other_ca = _cert("other", key, "other", key, NOW - day, NOW + day, True)
+    device_key = ec.generate_private_key(ec.SECP256R1())
+    chain = (_cert("device", device_key, "other", key, NOW - day, NOW + day, False),)
+    peer = _peer(chain)
+    for _ in range(2):
+        with pytest.raises(svc.Unauthenticated):
+            upstream._authenticate(peer)
+    upstream.upstream_cas = [other_ca]  # what cacerts() learns from the upstream
+    upstream._authenticate(peer)  # the same tuple, now trusted
+    upstream._authenticate(_peer(tuple(list(chain))))  # an equal tuple, another association
