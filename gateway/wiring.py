@@ -99,10 +99,11 @@ async def learn_upstream_ca(upstream: Upstream) -> str | None:
 
 
 @dataclass
-class Gateway:
-    """The running EST-coaps gateway: the coap front over an Upstream."""
+class Forwarding:
+    """A running front over an Upstream: the coap front is the gateway, the https
+    front the proxy."""
 
-    server: CoapsServer
+    server: CoapsServer | HttpsServer
     upstream: Upstream
     warning: str | None = None
 
@@ -113,6 +114,10 @@ class Gateway:
     async def close(self) -> None:
         await self.server.close()
         await self.upstream.transport.close()
+
+
+Gateway = Forwarding  # the EST-coaps gateway (RFC 9148 s5)
+Proxy = Forwarding  # the RFC 7030 proxy (RA)
 
 
 async def start_gateway(
@@ -144,23 +149,6 @@ async def start_gateway(
         **coaps_options,  # type: ignore[arg-type]
     )
     return Gateway(server, upstream, warning)
-
-
-@dataclass
-class Proxy:
-    """The running HTTPS proxy (RA): the https front over an Upstream."""
-
-    server: HttpsServer
-    upstream: Upstream
-    warning: str | None = None
-
-    @property
-    def url(self) -> str:
-        return self.server.url
-
-    async def close(self) -> None:
-        await self.server.close()
-        await self.upstream.transport.close()
 
 
 async def start_proxy(
