@@ -14,20 +14,58 @@ _SIGNED_DATA = "1.2.840.113549.1.7.2"
 
 
 def encode_certs_only(certificates: list[x509.Certificate] | tuple[x509.Certificate, ...]) -> bytes:
-    """DER of a certs-only SignedData holding the certificates, in order."""
+    """DER of a certs-only SignedData holding the certificates (in DER's SET OF order)."""
     if not certificates:
         raise Pkcs7Error("a certs-only structure needs at least one certificate")
     return pkcs7.serialize_certificates(list(certificates), Encoding.DER)
 
 
+def encode_certs_only_der(certificates: list[bytes] | tuple[bytes, ...]) -> bytes:
+    """encode_certs_only for certificates already in DER: the same bytes, written here
+    (about 1 us) rather than by cryptography from certificate objects (about 9 us)."""
+    if not certificates:
+        raise Pkcs7Error("a certs-only structure needs at least one certificate")
+    signed_data = asn1.sequence(
+        [
+            asn1.integer(1),  # version
+            _EMPTY_SET,  # digestAlgorithms
+            _DATA_CONTENT_INFO,  # encapContentInfo: id-data, no content
+            # [0] IMPLICIT SET OF: DER sorts the elements by their encodings, as
+            # cryptography does, so the order given is not kept.
+            asn1.context(0, b"".join(sorted(certificates))),
+            _EMPTY_SET,  # signerInfos
+        ]
+    )
+    return asn1.sequence([_SIGNED_DATA_OID, asn1.context(0, signed_data)])
+
+
 def decode_certs_only(der: bytes) -> list[x509.Certificate]:
     """The certificates of a certs-only SignedData given as DER or BER (RFC 7030 A.1 is BER)."""
+    ders = _certificate_ders_fast(der)
+    if ders is not None:
+        try:
+            return [x509.load_der_x509_certificate(d) for d in ders]
+        except (ValueError, x509.InvalidVersion):
+            pass  # cryptography's loader below names the problem
+    return _load_with_cryptography(der)
+
+
+def decode_certs_only_with_der(der: bytes) -> list[tuple[x509.Certificate, bytes]]:
+    """decode_certs_only, with each certificate's DER as it was sent: a relay that passes a
+    certificate on then needs no re-encoding (about 6 us per certificate)."""
+    ders = _certificate_ders_fast(der)
+    if ders is not None:
+        try:
+            return [(x509.load_der_x509_certificate(d), d) for d in ders]
+        except (ValueError, x509.InvalidVersion):
+            pass
+    return [(c, c.public_bytes(Encoding.DER)) for c in _load_with_cryptography(der)]
+
+
+def _load_with_cryptography(der: bytes) -> list[x509.Certificate]:
     if not der:
         raise Pkcs7Error("PKCS#7 body is empty")
     _check_content_info(der)
-    certs = _certificates_of_der(der)
-    if certs:
-        return certs
     try:
         with warnings.catch_warnings():
             # cryptography warns when it falls back to BER; BER is valid CMS.
@@ -63,34 +101,56 @@ def _check_content_info(data: bytes) -> None:
         raise Pkcs7Error(f"PKCS#7 content type is {oid}, not signedData")
 
 
-def _certificates_of_der(data: bytes) -> list[x509.Certificate] | None:
-    """Fast path for the usual strict-DER SignedData: walk to the certificates field and load
-    each certificate, skipping cryptography's PKCS#7 loader (~40x slower than one certificate).
+# The contentType TLV of a SignedData ContentInfo, as DER encodes it.
+_SIGNED_DATA_OID = asn1.oid(_SIGNED_DATA)
+_DATA_CONTENT_INFO = asn1.sequence([asn1.oid("1.2.840.113549.1.7.1")])
+_EMPTY_SET = asn1.set_of([])
+_A0, _A1 = 0xA0, 0xA1  # [0] and [1], constructed
+
+
+def _certificate_ders_fast(data: bytes) -> list[bytes] | None:
+    """Fast path for the usual strict-DER SignedData: step through the headers to the
+    certificates field and slice out each certificate, copying nothing on the way
+    (cryptography's PKCS#7 loader is about 40x slower than loading one certificate).
 
     None when the input is BER, has no plain certificates, or anything looks unusual: the
     caller then takes cryptography's path, which also gives the diagnostics.
     """
+    header = asn1.read_header
     try:
-        outer = asn1.read_one(data).children()
-        if len(outer) != 2 or not (outer[1].is_context(0) and outer[1].constructed):
+        tag, start, end = header(data, 0)  # ContentInfo
+        if tag != asn1.SEQUENCE or end != len(data):
             return None
-        signed = asn1.read_one(outer[1].content)
-        fields = signed.children() if signed.is_universal(asn1.SEQUENCE_NUMBER) else []
-        if len(fields) < 5 or not (
-            fields[0].is_universal(2)  # version
-            and fields[1].is_universal(asn1.SET_NUMBER)  # digestAlgorithms
-            and fields[2].is_universal(asn1.SEQUENCE_NUMBER)  # encapContentInfo
-            and fields[-1].is_universal(asn1.SET_NUMBER)  # signerInfos
-        ):
+        oid_end = start + len(_SIGNED_DATA_OID)
+        if data[start:oid_end] != _SIGNED_DATA_OID:
             return None
-        optional = fields[3:-1]  # [0] certificates, then [1] crls, each at most once
-        if not optional or not optional[0].is_context(0) or len(optional) > 2:
+        tag, start, stop = header(data, oid_end)  # content [0] EXPLICIT
+        if tag != _A0 or stop != end:
             return None
-        if len(optional) == 2 and not optional[1].is_context(1):
+        tag, offset, stop = header(data, start)  # SignedData
+        if tag != asn1.SEQUENCE or stop != end:
             return None
-        choices = optional[0].children()
-        if not choices or any(c.tag != asn1.SEQUENCE for c in choices):
-            return None  # an empty set, or other CertificateChoices: cryptography decides
-        return [x509.load_der_x509_certificate(c.raw) for c in choices]
-    except (asn1.DerError, ValueError, x509.InvalidVersion):
+        for wanted in (asn1.INTEGER, asn1.SET, asn1.SEQUENCE):  # version, digests, encap
+            tag, _, offset = header(data, offset)
+            if tag != wanted:
+                return None
+        tag, offset, certs_end = header(data, offset)  # [0] IMPLICIT certificates
+        if tag != _A0 or offset == certs_end:
+            return None  # no certificates, or an empty set: cryptography decides
+        ders = []
+        while offset < certs_end:
+            tag, _, next_offset = header(data, offset)
+            if tag != asn1.SEQUENCE:  # another CertificateChoices
+                return None
+            ders.append(data[offset:next_offset])
+            offset = next_offset
+        if offset != certs_end:
+            return None
+        tag, _, offset = header(data, offset)
+        if tag == _A1:  # crls
+            tag, _, offset = header(data, offset)
+        if tag != asn1.SET or offset != end:  # signerInfos, and nothing after it
+            return None
+        return ders
+    except asn1.DerError:
         return None

@@ -32,17 +32,41 @@ def _ders(certs) -> list[bytes]:
 
 def test_der_input_takes_the_fast_path_and_keeps_order():
     # The RFC 7030 A.1 answer: four certificates and an empty [1] crls field.
-    fast = pkcs7._certificates_of_der(A1)
+    fast = pkcs7._certificate_ders_fast(A1)
     assert fast is not None and len(fast) == 4
-    assert _ders(fast) == _by_cryptography(A1)
-    ours = pkcs7.encode_certs_only(fast)
-    assert _ders(pkcs7._certificates_of_der(ours) or []) == _by_cryptography(ours)
+    assert fast == _by_cryptography(A1)
+    ours = pkcs7.encode_certs_only(pkcs7.decode_certs_only(A1))
+    assert pkcs7._certificate_ders_fast(ours) == _by_cryptography(ours)
+
+
+def test_with_der_gives_each_certificate_as_sent():
+    pairs = pkcs7.decode_certs_only_with_der(A1)
+    assert [d for _, d in pairs] == _by_cryptography(A1)
+    assert [c.public_bytes(Encoding.DER) for c, _ in pairs] == _by_cryptography(A1)
+
+
+@pytest.mark.parametrize(
+    ("mangle", "message"),
+    [
+        (lambda d: d + b"\x00", "trailing bytes"),
+        (lambda d: d[:-1], "cut short"),
+        (lambda d: b"", "empty"),
+        (lambda d: b"MII" + d, "base64 or PEM"),
+    ],
+)
+def test_framing_errors_are_named(mangle, message):
+    data = mangle(A1)
+    assert pkcs7._certificate_ders_fast(data) is None
+    with pytest.raises(pkcs7.Pkcs7Error, match=message):
+        pkcs7.decode_certs_only(data)
+    with pytest.raises(pkcs7.Pkcs7Error, match=message):
+        pkcs7.decode_certs_only_with_der(data)
 
 
 def test_ber_input_falls_back_to_cryptography():
     content_type, explicit = der.read_one(A1).children()
     ber = b"\x30\x80" + content_type.raw + b"\xa0\x80" + explicit.content + b"\x00\x00\x00\x00"
-    assert pkcs7._certificates_of_der(ber) is None
+    assert pkcs7._certificate_ders_fast(ber) is None
     assert _ders(pkcs7.decode_certs_only(ber)) == _by_cryptography(A1)
 
 
@@ -69,6 +93,21 @@ def test_a_broken_certificate_is_still_a_pkcs7_error():
     good = pkcs7.encode_certs_only(pkcs7.decode_certs_only(A1)[:1])
     version = good.index(b"\xa0\x03\x02\x01\x02")  # the certificate's version field: v3
     broken = good[: version + 4] + b"\x66" + good[version + 5 :]
-    assert pkcs7._certificates_of_der(broken) is None
+    # Well framed, so the walk slices it out; loading it fails, and so does the fallback.
+    assert pkcs7._certificate_ders_fast(broken) is not None
     with pytest.raises(pkcs7.Pkcs7Error):
         pkcs7.decode_certs_only(broken)
+
+
+@pytest.mark.parametrize("count", [1, 2, 4])
+def test_encoding_from_der_gives_cryptographys_bytes(count):
+    certs = pkcs7.decode_certs_only(A1)[:count]
+    ders = [c.public_bytes(Encoding.DER) for c in certs]
+    ours = pkcs7.encode_certs_only_der(ders)
+    assert ours == pkcs7.encode_certs_only(certs)
+    assert sorted(pkcs7._certificate_ders_fast(ours) or []) == sorted(ders)
+
+
+def test_encoding_nothing_is_refused():
+    with pytest.raises(pkcs7.Pkcs7Error, match="at least one"):
+        pkcs7.encode_certs_only_der([])
