@@ -23,9 +23,7 @@ class _SignatureVerdicts:
 
     def __init__(self, size: int) -> None:
         self._size = size
-        self._pairs: OrderedDict[tuple[x509.Certificate, x509.Certificate], None] = (
-            OrderedDict()
-        )
+        self._pairs: OrderedDict[tuple[x509.Certificate, x509.Certificate], None] = OrderedDict()
         self._lock = threading.Lock()
 
     def __contains__(self, pair: tuple[x509.Certificate, x509.Certificate]) -> bool:
@@ -98,6 +96,64 @@ def chains_to(chain: Sequence[x509.Certificate], anchors: Sequence[x509.Certific
         remaining.remove(parent)
         current = parent
     return False
+
+
+# (chains to an anchor, start and end of the window in which every certificate is valid)
+_Verdict = tuple[bool, datetime.datetime, datetime.datetime]
+
+
+class ChainVerdicts:
+    """chains_to() against fixed anchors, remembered for chains that come back.
+
+    A front builds a peer's chain tuple once per (D)TLS association or client certificate,
+    so the verdict is found first by the tuple's identity (no hashing of certificates),
+    then by value. The verdict keeps the window in which every certificate of the chain
+    is valid, and dates are checked on every call against that window, so a certificate
+    that expires after its first use is refused on the next one (RFC 5280 s4.1.2.5).
+    Bounded: when full, it starts over.
+    """
+
+    def __init__(self, anchors: Sequence[x509.Certificate], size: int = 4096) -> None:
+        self.anchors = tuple(anchors)
+        self._size = size
+        self._by_value: dict[tuple[x509.Certificate, ...], _Verdict] = {}
+        # id -> (the tuple itself, kept so its id cannot be reused while the entry lives)
+        self._by_identity: dict[int, tuple[tuple[x509.Certificate, ...], _Verdict]] = {}
+
+    def made_with(self, anchors: Sequence[x509.Certificate]) -> bool:
+        """Whether these are the very anchor objects the verdicts were made with."""
+        held = self.anchors
+        return len(held) == len(anchors) and all(a is b for a, b in zip(held, anchors, strict=True))
+
+    def trusted(self, chain: tuple[x509.Certificate, ...]) -> bool:
+        now = datetime.datetime.now(datetime.UTC)
+        same = self._by_identity.get(id(chain))
+        if same is not None and same[0] is chain:
+            good, valid_from, valid_until = same[1]
+            return good and valid_from <= now <= valid_until
+        verdict = self._by_value.get(chain)
+        if verdict is None:
+            if not chain:
+                return False
+            verdict = (
+                chains_to(chain, self.anchors),
+                max(c.not_valid_before_utc for c in chain),
+                min(c.not_valid_after_utc for c in chain),
+            )
+        good, valid_from, valid_until = verdict
+        in_window = valid_from <= now <= valid_until
+        # A refusal outside the validity window may be the dates' doing alone, and a
+        # not-yet-valid chain becomes good later: only refusals on trust are remembered.
+        if good or in_window:
+            self._remember(chain, verdict)
+        return good and in_window
+
+    def _remember(self, chain: tuple[x509.Certificate, ...], verdict: _Verdict) -> None:
+        for memory in (self._by_value, self._by_identity):
+            if len(memory) >= self._size:
+                memory.clear()
+        self._by_value[chain] = verdict
+        self._by_identity[id(chain)] = (chain, verdict)
 
 
 def has_eku(certificate: x509.Certificate, oid: x509.ObjectIdentifier) -> bool:

@@ -10,7 +10,6 @@ results. The wire work (base64, multipart, 202, statuses) is the transport's.
 from __future__ import annotations
 
 import asyncio
-import datetime
 import logging
 from collections.abc import Mapping, Sequence
 
@@ -19,13 +18,13 @@ from cryptography.hazmat.primitives import serialization
 
 from estcoap import service as svc
 from estcoap.client.transport import ClientTransport, Reply, ReplyKind
-from estcoap.codec import der, pkcs7
+from estcoap.codec import der, pkcs7, spki
 from estcoap.codec.errors import CodecError
 from estcoap.codec.multipart import KeygenParts
 from estcoap.codec.operations import ContentFormat, Operation, spec_for
 from estcoap.codec.pkcs10 import Csr
 from estcoap.pop import check_pop
-from estcoap.trust import chains_to
+from estcoap.trust import ChainVerdicts, chains_to
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +38,6 @@ _STATUS_ERRORS: dict[str, type[svc.EstError]] = {
     "415": svc.UnsupportedFormat,
 }
 _DIAGNOSTIC_LIMIT = 200
-_VERDICT_CACHE = 4096
 
 
 class Upstream:
@@ -73,18 +71,7 @@ class Upstream:
         self.trust_clients = list(trust_clients)
         self.timeout = timeout
         self.upstream_cas: list[x509.Certificate] = []
-        self._chain_verdicts: dict[
-            tuple[tuple[x509.Certificate, ...], int],
-            tuple[bool, datetime.datetime, datetime.datetime],
-        ] = {}
-        self._verdicts_by_identity: dict[
-            int,
-            tuple[
-                tuple[x509.Certificate, ...],
-                int,
-                tuple[bool, datetime.datetime, datetime.datetime],
-            ],
-        ] = {}
+        self._device_verdicts = ChainVerdicts(self.client_trust_anchors())
 
     # ---- EstService ------------------------------------------------------
 
@@ -102,12 +89,11 @@ class Upstream:
 
     async def cacerts(self, label: str | None) -> svc.Certificates:
         reply = await self._call(Operation.CACERTS, label, None)
-        certs = _decode_certs(reply.body)
+        answer = _decode_certs(reply.body)
+        certs = list(answer.certificates)
         if label is None and certs != self.upstream_cas:
             self.upstream_cas = certs
-            self._chain_verdicts.clear()
-            self._verdicts_by_identity.clear()
-        return svc.Certificates(tuple(certs), raw_pkcs7=reply.body)
+        return answer
 
     async def csrattrs(self, label: str | None, peer: svc.Peer) -> svc.CsrAttributes:
         reply = await self._call(Operation.CSRATTRS, label, None)
@@ -131,9 +117,7 @@ class Upstream:
         check_pop(request.csr, request.peer, required=self.require_pop)
         return await self._certificates(Operation.SIMPLEREENROLL, request)
 
-    async def serverkeygen(
-        self, request: svc.EnrollRequest
-    ) -> svc.KeyAndCertificate | svc.Pending:
+    async def serverkeygen(self, request: svc.EnrollRequest) -> svc.KeyAndCertificate | svc.Pending:
         self._authenticate(request.peer)
         check_pop(request.csr, request.peer, required=self.require_pop)
         reply = await self._call(Operation.SERVERKEYGEN, request.label, request.csr.der)
@@ -152,41 +136,15 @@ class Upstream:
             raise svc.Unauthenticated("client certificate is not from a trusted issuer")
 
     def _trusted(self, chain: tuple[x509.Certificate, ...]) -> bool:
-        if not self.trust_clients and not self.upstream_cas:
+        anchors = self.client_trust_anchors()
+        if not anchors:
             return True
-        # Signature checks cost more than the rest of a forward; devices come back with the
-        # same chain, so remember the verdict with the window in which every certificate of
-        # the chain is valid (dates are still checked every time, against that window).
-        # A DTLS association builds its Peer, and so this tuple, once: finding it by
-        # identity skips hashing every certificate (a few us each) on each request.
-        generation = len(self.upstream_cas)
-        same = self._verdicts_by_identity.get(id(chain))
-        if same is not None and same[0] is chain and same[1] == generation:
-            known = same[2]
-        else:
-            known = self._verdict(chain, generation)
-            if len(self._verdicts_by_identity) >= _VERDICT_CACHE:
-                self._verdicts_by_identity.clear()
-            # The entry holds the tuple, so its id cannot be reused while the entry lives.
-            self._verdicts_by_identity[id(chain)] = (chain, generation, known)
-        verdict, valid_from, valid_until = known
-        return verdict and valid_from <= datetime.datetime.now(datetime.UTC) <= valid_until
-
-    def _verdict(
-        self, chain: tuple[x509.Certificate, ...], generation: int
-    ) -> tuple[bool, datetime.datetime, datetime.datetime]:
-        key = (chain, generation)
-        known = self._chain_verdicts.get(key)
-        if known is None:
-            known = (
-                chains_to(chain, self.client_trust_anchors()),
-                max(c.not_valid_before_utc for c in chain),
-                min(c.not_valid_after_utc for c in chain),
-            )
-            if len(self._chain_verdicts) >= _VERDICT_CACHE:
-                self._chain_verdicts.clear()
-            self._chain_verdicts[key] = known
-        return known
+        # Signature checks cost more than the rest of a forward, and devices come back
+        # with the same chain: verdicts are remembered against the anchors they were made
+        # with (the upstream CA's certificates can change under cacerts).
+        if not self._device_verdicts.made_with(anchors):
+            self._device_verdicts = ChainVerdicts(anchors)
+        return self._device_verdicts.trusted(chain)
 
     async def _authenticate_reenroll(self, request: svc.EnrollRequest) -> None:
         peer = request.peer
@@ -215,9 +173,8 @@ class Upstream:
         reply = await self._call(operation, request.label, request.csr.der)
         if reply.kind is ReplyKind.PENDING:
             return svc.Pending(reply.retry_after)
-        certs = _decode_certs(reply.body)
         # The issued certificate goes first (287 carries only it); the PKCS#7 stays as sent.
-        return svc.Certificates(tuple(_issued_for_csr(certs, request.csr)), raw_pkcs7=reply.body)
+        return _issued_for_csr(_decode_certs(reply.body), request.csr)
 
     async def _call(self, operation: Operation, label: str | None, body: bytes | None) -> Reply:
         if not self.has_label(label):
@@ -252,14 +209,17 @@ def _clip(text: str) -> str:
     return " ".join(text.split())[:_DIAGNOSTIC_LIMIT]
 
 
-def _decode_certs(body: bytes) -> list[x509.Certificate]:
+def _decode_certs(body: bytes) -> svc.Certificates:
+    """The answer's certificates, each with its DER as sent, and the PKCS#7 as sent."""
     try:
-        certs = pkcs7.decode_certs_only(body)
+        pairs = pkcs7.decode_certs_only_with_der(body)
     except CodecError as exc:
         raise svc.UpstreamUnavailable(_clip(f"upstream answered garbage: {exc}")) from exc
-    if not certs:
+    if not pairs:
         raise svc.UpstreamUnavailable("upstream answered a PKCS#7 without certificates")
-    return certs
+    return svc.Certificates(
+        tuple(c for c, _ in pairs), raw_pkcs7=body, raw_certificates=tuple(d for _, d in pairs)
+    )
 
 
 def _spki(cert: x509.Certificate) -> bytes:
@@ -275,78 +235,49 @@ def _is_ca(cert: x509.Certificate) -> bool:
         return False
 
 
-def _issued_for_csr(certs: list[x509.Certificate], csr: Csr) -> list[x509.Certificate]:
-    """_issued_first for an enrollment: the SubjectPublicKeyInfo bytes as the device and
-    the CA encoded them settle it in a few microseconds, where loading and re-encoding
-    both keys took about 25. Keys whose encodings differ (a compressed EC point) are
-    still matched by value."""
-    if len(certs) == 1:
-        return certs
-    wanted = _encoded_spki(csr.der, depth=2, skip=2)
-    chosen = next(
-        (c for c in certs if wanted and _encoded_spki(c.tbs_certificate_bytes, 1) == wanted),
-        None,
-    )
-    if chosen is not None:
-        return [chosen, *(c for c in certs if c is not chosen)]
+def _issued_for_csr(answer: svc.Certificates, csr: Csr) -> svc.Certificates:
+    """The answer with the certificate for the CSR's key first. The SubjectPublicKeyInfo
+    bytes as the device and the CA encoded them settle it in a few microseconds; keys
+    whose encodings differ (a compressed EC point) are still matched by value."""
+    count = len(answer.certificates)
+    if count == 1:  # the usual answer (RFC 7030 s4.2.3)
+        return answer
+    wanted = spki.of_csr(csr.der)
+    if wanted is not None:
+        for i in range(count):
+            if spki.of_certificate(answer.certificate_der(i)) == wanted:
+                return _with_first(answer, i)
     try:
         public_key_der = csr.public_key_der
     except CodecError:  # the upstream issued for it anyway: pick by the other rule
         public_key_der = None
-    return _issued_first(certs, public_key_der)
+    return _issued_first(answer, public_key_der)
 
 
-def _encoded_spki(data: bytes, depth: int, skip: int | None = None) -> bytes | None:
-    """The SubjectPublicKeyInfo TLV as encoded: enter `depth` SEQUENCEs, then step over
-    `skip` elements (a TBSCertificate: version, serial, signature, issuer, validity,
-    subject; a CertificationRequestInfo: version, subject). None for anything unexpected.
-    A few header reads, so no Tlv objects or content copies."""
-    try:
-        offset = 0
-        for _ in range(depth):
-            if data[offset] != der.SEQUENCE:
-                return None
-            offset, _ = _header(data, offset)
-        if skip is None:  # a certificate's version is an optional [0]
-            skip = 6 if data[offset] == 0xA0 else 5
-        for _ in range(skip):
-            _, offset = _header(data, offset)
-        if data[offset] != der.SEQUENCE:
-            return None
-        _, end = _header(data, offset)
-    except (IndexError, ValueError):
-        return None
-    return data[offset:end]
+def _issued_first(answer: svc.Certificates, public_key_der: bytes | None) -> svc.Certificates:
+    """The answer with the certificate for this key (else the first end-entity one) first."""
+    certs = answer.certificates
+    if len(certs) == 1:
+        return answer
+    index = next(
+        (i for i, c in enumerate(certs) if public_key_der and _spki(c) == public_key_der), None
+    )
+    if index is None:
+        index = next((i for i, c in enumerate(certs) if not _is_ca(c)), 0)
+    return _with_first(answer, index)
 
 
-def _header(data: bytes, offset: int) -> tuple[int, int]:
-    """(content start, end) of the DER element at offset (low tag numbers, definite length)."""
-    if data[offset] & 0x1F == 0x1F:
-        raise ValueError("high tag number")
-    length = data[offset + 1]
-    start = offset + 2
-    if length & 0x80:
-        count = length & 0x7F
-        if not 0 < count <= 4:
-            raise ValueError("bad length")
-        length = int.from_bytes(data[start : start + count], "big")
-        start += count
-    end = start + length
-    if end > len(data):
-        raise ValueError("truncated")
-    return start, end
-
-
-def _issued_first(
-    certs: list[x509.Certificate], public_key_der: bytes | None
-) -> list[x509.Certificate]:
-    """Move the certificate for this key (else the first end-entity one) to the front."""
-    if len(certs) == 1:  # the usual answer (RFC 7030 s4.2.3): nothing to choose
-        return certs
-    chosen = next((c for c in certs if public_key_der and _spki(c) == public_key_der), None)
-    if chosen is None:
-        chosen = next((c for c in certs if not _is_ca(c)), certs[0])
-    return [chosen, *(c for c in certs if c is not chosen)]
+def _with_first(answer: svc.Certificates, index: int) -> svc.Certificates:
+    """The same answer (PKCS#7 as sent) with certificate `index` moved to the front."""
+    if index == 0:
+        return answer
+    order = [index, *(i for i in range(len(answer.certificates)) if i != index)]
+    ders = answer.raw_certificates
+    return svc.Certificates(
+        tuple(answer.certificates[i] for i in order),
+        raw_pkcs7=answer.raw_pkcs7,
+        raw_certificates=tuple(ders[i] for i in order) if ders is not None else None,
+    )
 
 
 def _key_and_certificate(body: bytes) -> svc.KeyAndCertificate:
@@ -357,19 +288,19 @@ def _key_and_certificate(body: bytes) -> svc.KeyAndCertificate:
             _clip(f"upstream serverkeygen answer is malformed: {exc}")
         ) from exc
     if parts.cert_format is ContentFormat.PKIX_CERT:
-        certs = [_load_der_cert(parts.certificate)]
-        raw = None
+        answer = svc.Certificates(
+            (_load_der_cert(parts.certificate),), raw_certificates=(parts.certificate,)
+        )
     else:
-        certs = _decode_certs(parts.certificate)
-        raw = parts.certificate
+        answer = _decode_certs(parts.certificate)
     if parts.key_format is ContentFormat.PKCS8:
         key_format = svc.KeyFormat.PKCS8
-        issued = _issued_first(certs, _pkcs8_public_der(parts.key))
+        issued = _issued_first(answer, _pkcs8_public_der(parts.key))
     else:
         # An encrypted key (CMS EnvelopedData, 280) goes to the device untouched.
         key_format = svc.KeyFormat.CMS_ENVELOPED
-        issued = _issued_first(certs, None)
-    return svc.KeyAndCertificate(parts.key, key_format, svc.Certificates(tuple(issued), raw))
+        issued = _issued_first(answer, None)
+    return svc.KeyAndCertificate(parts.key, key_format, issued)
 
 
 def _load_der_cert(data: bytes) -> x509.Certificate:

@@ -38,7 +38,7 @@ from ..service import (
     ServiceFailure,
     Unauthenticated,
 )
-from ..trust import ID_KP_CMC_RA, chains_to, has_eku, issued_by
+from ..trust import ID_KP_CMC_RA, ChainVerdicts, has_eku, issued_by
 from .keys import (
     ALL_KEY_TYPES,
     DEFAULT_KEY_TYPE,
@@ -96,6 +96,13 @@ class LocalCA:
         self.validity_days = validity_days
         self.retry_after = retry_after
         self._csrattrs_der = csr_attributes_for(ca_key, require_pop=require_pop)
+        # Clients and RAs come back with the same certificate: remember chain verdicts.
+        self._client_verdicts = ChainVerdicts(self.client_trust_anchors())
+        self._ra_verdicts = ChainVerdicts([ca_certificate])
+        self._cacerts = Certificates(
+            (ca_certificate,),
+            raw_certificates=(ca_certificate.public_bytes(serialization.Encoding.DER),),
+        )
 
     @classmethod
     def open(
@@ -144,7 +151,7 @@ class LocalCA:
 
     async def cacerts(self, label: str | None) -> Certificates:
         self._check_label(label)
-        return Certificates((self.ca_certificate,))
+        return self._cacerts
 
     async def csrattrs(self, label: str | None, peer: Peer) -> CsrAttributes:
         self._check_label(label)
@@ -220,7 +227,7 @@ class LocalCA:
 
     def _authorize_enroll(self, peer: Peer) -> None:
         if peer.certificates:
-            if chains_to(peer.certificates, self.client_trust_anchors()):
+            if self._client_verdicts.trusted(peer.certificates):
                 return
             if peer.http_user is None:
                 raise Unauthenticated("client certificate does not chain to a trusted anchor")
@@ -236,7 +243,7 @@ class LocalCA:
         return (
             cert is not None
             and has_eku(cert, ID_KP_CMC_RA)
-            and chains_to(peer.certificates, [self.ca_certificate])
+            and self._ra_verdicts.trusted(peer.certificates)
         )
 
     def _ra_renewal(self, csr: Csr) -> x509.Certificate:
@@ -319,13 +326,14 @@ class LocalCA:
                 record.requester,
                 kind,
             )
+            chain = self._chain(cert, record.cert_der)
             if key_der is not None:
-                return KeyAndCertificate(key_der, KeyFormat.PKCS8, self._chain(cert))
-            return self._chain(cert)
+                return KeyAndCertificate(key_der, KeyFormat.PKCS8, chain)
+            return chain
         raise ServiceFailure("could not find a free serial number")
 
     def _answer(self, issued: IssuedRecord) -> Answer:
-        chain = self._chain(issued.certificate)
+        chain = self._chain(issued.certificate, issued.cert_der)
         if issued.operation == "serverkeygen":
             if issued.key_der is None:
                 raise ServiceFailure("the server-generated key of this request is gone")
@@ -333,10 +341,10 @@ class LocalCA:
         return chain
 
     @staticmethod
-    def _chain(cert: x509.Certificate) -> Certificates:
+    def _chain(cert: x509.Certificate, cert_der: bytes) -> Certificates:
         # RFC 7030 s4.2.3: the certs-only response holds only the issued certificate;
         # the client has the CA certificates from /cacerts.
-        return Certificates((cert,))
+        return Certificates((cert,), raw_certificates=(cert_der,))
 
 
 def csr_attributes_for(ca_key: PrivateKey, *, require_pop: bool) -> bytes:

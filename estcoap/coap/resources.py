@@ -11,7 +11,6 @@ import logging
 from aiocoap import Message
 from aiocoap.numbers.codes import Code
 from aiocoap.resource import Resource
-from cryptography.hazmat.primitives.serialization import Encoding
 
 from .. import service as svc
 from ..codec.errors import CodecError
@@ -162,7 +161,7 @@ def _certificates(
                 Code.NOT_ACCEPTABLE,
                 f"{len(certs.certificates)} CA certificates cannot be one pkix-cert; ask for 281",
             )
-        der = certs.certificates[0].public_bytes(Encoding.DER)
+        der = certs.certificate_der(0)
         return Message(code=code, payload=der, content_format=int(ContentFormat.PKIX_CERT))
     return Message(
         code=code, payload=certs.pkcs7_der, content_format=int(ContentFormat.PKCS7_CERTS_ONLY)
@@ -178,7 +177,7 @@ def _key_and_certificate(result: svc.KeyAndCertificate, *, single: bool) -> Mess
     if single:
         cert_part = (
             int(ContentFormat.PKIX_CERT),
-            result.certificates.certificates[0].public_bytes(Encoding.DER),
+            result.certificates.certificate_der(0),
         )
     else:
         cert_part = (int(ContentFormat.PKCS7_CERTS_ONLY), result.certificates.pkcs7_der)

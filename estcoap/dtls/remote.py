@@ -38,6 +38,8 @@ class DtlsRemote(interfaces.EndpointAddress):
     ) -> None:
         self.association = association
         self.peer = peer
+        # aiocoap formats every request's repr (it names the render task after it).
+        self._hostinfo = hostportjoin(peer[0], peer[1])
         self._local_hostinfo = local_hostinfo
         self._sendto = sendto
         self.created = self.last_activity = time.monotonic()
@@ -64,7 +66,7 @@ class DtlsRemote(interfaces.EndpointAddress):
 
     @property
     def hostinfo(self) -> str:
-        return hostportjoin(self.peer[0], self.peer[1])
+        return self._hostinfo
 
     @property
     def hostinfo_local(self) -> str:
@@ -97,4 +99,4 @@ class DtlsRemote(interfaces.EndpointAddress):
             self.timer = None
 
     def __repr__(self) -> str:
-        return f"<DtlsRemote {self.hostinfo} {self.association.state.value}>"
+        return f"<DtlsRemote {self._hostinfo} {self.association.state.value}>"

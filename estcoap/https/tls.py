@@ -42,10 +42,14 @@ def server_ssl_context(
 
 
 class PeerReader:
-    """Builds a Peer from an ssl object; caches parsed client certificates by DER."""
+    """Builds a Peer from an ssl object; caches parsed client certificates by DER.
+
+    The cached value is the chain tuple itself, so a client's requests carry the very
+    same tuple and services find their remembered verdicts by its identity.
+    """
 
     def __init__(self) -> None:
-        self._certs: dict[bytes, x509.Certificate] = {}
+        self._chains: dict[bytes, tuple[x509.Certificate, ...]] = {}
 
     def peer(
         self, ssl_object: ssl.SSLObject | None, address: str | None, http_user: str | None
@@ -56,13 +60,13 @@ class PeerReader:
         der = ssl_object.getpeercert(binary_form=True)
         if der:
             # Python 3.11 exposes only the verified leaf; the service re-checks the chain.
-            cert = self._certs.get(der)
-            if cert is None:
-                cert = x509.load_der_x509_certificate(der)
-                if len(self._certs) > 4096:
-                    self._certs.clear()
-                self._certs[der] = cert
-            certs = (cert,)
+            chain = self._chains.get(der)
+            if chain is None:
+                chain = (x509.load_der_x509_certificate(der),)
+                if len(self._chains) > 4096:
+                    self._chains.clear()
+                self._chains[der] = chain
+            certs = chain
         unavailable = None
         tls_unique = None
         if ssl_object.version() == "TLSv1.3":

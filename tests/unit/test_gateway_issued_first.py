@@ -7,13 +7,14 @@ import datetime
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 
-from estcoap.codec import der
 from estcoap.codec.pkcs10 import build_csr, parse_csr
-from gateway.upstream import _encoded_spki, _issued_for_csr
+from estcoap.service import Certificates
+from gateway.upstream import _issued_for_csr
 
 pytestmark = pytest.mark.timeout(20)
 NOW = datetime.datetime.now(datetime.UTC)
@@ -51,33 +52,28 @@ def test_the_certificate_for_the_csr_key_goes_first(setup) -> None:
     ca, issued, other, csr_der = setup
     for order in ([ca, other, issued], [other, issued, ca], [issued, ca]):
         csr = parse_csr(csr_der, check_signature=False)
-        chosen = _issued_for_csr(list(order), csr)
-        assert chosen[0] is issued
-        assert sorted(map(id, chosen)) == sorted(map(id, order))  # nothing lost or added
+        answer = _answer(order)
+        chosen = _issued_for_csr(answer, csr)
+        assert chosen.certificates[0] is issued
+        # nothing lost or added, each DER still beside its certificate, the PKCS#7 as sent
+        assert sorted(map(id, chosen.certificates)) == sorted(map(id, order))
+        assert chosen.raw_certificates == tuple(_der(c) for c in chosen.certificates)
+        assert chosen.pkcs7_der == answer.raw_pkcs7
         assert "public_key" not in csr.__dict__  # matched on the encoded key, not loaded
 
 
 def test_without_a_matching_key_the_first_end_entity_goes_first(setup) -> None:
     ca, _, other, csr_der = setup
-    chosen = _issued_for_csr([ca, other], parse_csr(csr_der, check_signature=False))
-    assert chosen == [other, ca]
+    chosen = _issued_for_csr(_answer([ca, other]), parse_csr(csr_der, check_signature=False))
+    assert chosen.certificates == (other, ca)
+    assert chosen.certificate_der(0) == _der(other)
 
 
-def test_encoded_spki_matches_cryptography(setup) -> None:
-    ca, issued, _, csr_der = setup
-    spki = issued.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+def _der(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(Encoding.DER)
+
+
+def _answer(certs) -> Certificates:
+    return Certificates(
+        tuple(certs), raw_pkcs7=b"as sent", raw_certificates=tuple(_der(c) for c in certs)
     )
-    assert _encoded_spki(issued.tbs_certificate_bytes, 1) == spki
-    assert _encoded_spki(csr_der, 2, skip=2) == spki
-    # A v1 TBSCertificate has no [0] version: the key is the sixth element, not the seventh.
-    fields = der.read_all(der.read_one(issued.tbs_certificate_bytes).content)
-    v1 = der.sequence(f.raw for f in fields[1:])
-    assert _encoded_spki(v1, 1) == spki
-
-
-@pytest.mark.parametrize(
-    "data", [b"", b"\x30", b"\x30\x85\x00\x00\x00\x00\x01", b"\x04\x00", b"\x30\x03\x02\x01"]
-)
-def test_encoded_spki_of_garbage_is_none(data: bytes) -> None:
-    assert _encoded_spki(data, 1) is None

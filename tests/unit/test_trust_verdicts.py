@@ -1,0 +1,111 @@
+"""trust.ChainVerdicts: remembered chain verdicts never outlive a certificate's dates, and
+a refusal that only the dates caused is not remembered."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding
+from test_ca_support import cert_peer, foreign_ca, leaf, name, new_ca
+
+from estcoap.ca.local import LocalCA
+from estcoap.trust import ID_KP_CMC_RA, ChainVerdicts
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def _leaf_valid_from(issuer, issuer_key, start: dt.datetime) -> x509.Certificate:
+    key = ec.generate_private_key(ec.SECP256R1())
+    return (
+        x509.CertificateBuilder()
+        .subject_name(name("later"))
+        .issuer_name(issuer.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(start + dt.timedelta(days=1))
+        .sign(issuer_key, hashes.SHA256())
+    )
+
+
+def test_good_chains_pass_and_foreign_ones_fail_every_time() -> None:
+    ca, ca_key = foreign_ca()
+    other, other_key = foreign_ca("Other CA")
+    verdicts = ChainVerdicts([ca])
+    good = (leaf(ca, ca_key, name("good"))[0],)
+    foreign = (leaf(other, other_key, name("foreign"))[0],)
+    for _ in range(2):
+        assert verdicts.trusted(good)
+        assert verdicts.trusted(tuple(good))  # equal, not identical: found by value
+        assert not verdicts.trusted(foreign)
+    assert not verdicts.trusted(())
+
+
+def test_a_chain_not_yet_valid_is_accepted_once_it_is() -> None:
+    ca, ca_key = foreign_ca()
+    # Certificates count whole seconds: this one becomes valid in one to two seconds.
+    start = (dt.datetime.now(dt.UTC) + dt.timedelta(seconds=2)).replace(microsecond=0)
+    chain = (_leaf_valid_from(ca, ca_key, start),)
+    verdicts = ChainVerdicts([ca])
+    assert not verdicts.trusted(chain)
+    assert not verdicts.trusted(chain)
+    while dt.datetime.now(dt.UTC) < chain[0].not_valid_before_utc:
+        time.sleep(0.1)
+    assert verdicts.trusted(chain)
+
+
+def test_expired_chains_are_refused() -> None:
+    ca, ca_key = foreign_ca()
+    expired = (leaf(ca, ca_key, name("old"), expired=True)[0],)
+    assert not ChainVerdicts([ca]).trusted(expired)
+
+
+def test_made_with_compares_the_anchor_objects() -> None:
+    ca, _ = foreign_ca()
+    verdicts = ChainVerdicts([ca])
+    assert verdicts.made_with([ca])
+    assert not verdicts.made_with([])
+    assert not verdicts.made_with([ca, ca])
+    again = x509.load_der_x509_certificate(ca.public_bytes(Encoding.DER))
+    assert not verdicts.made_with([again])  # equal bytes, another object: start over
+
+
+def test_memory_is_bounded() -> None:
+    ca, ca_key = foreign_ca()
+    verdicts = ChainVerdicts([ca], size=2)
+    for n in range(5):
+        assert verdicts.trusted((leaf(ca, ca_key, name(f"d{n}"))[0],))
+    assert len(verdicts._by_value) <= 2 and len(verdicts._by_identity) <= 2
+
+
+def test_an_ra_certificate_not_issued_by_this_ca_is_no_ra(tmp_path) -> None:
+    ca: LocalCA = new_ca(tmp_path)
+    maker, maker_key = foreign_ca()
+    eku = x509.ExtendedKeyUsage([ID_KP_CMC_RA])
+    own_key = ec.generate_private_key(ec.SECP256R1())
+    own = _ra_cert(ca.ca_certificate, ca._ca_key, own_key, eku)
+    stranger = _ra_cert(maker, maker_key, own_key, eku)
+    for _ in range(2):  # first checked, then remembered: the same answers
+        assert ca.is_ra(cert_peer(own))
+        assert not ca.is_ra(cert_peer(stranger))
+    ca.close()
+
+
+def _ra_cert(issuer, issuer_key, key, eku) -> x509.Certificate:
+    now = dt.datetime.now(dt.UTC)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(name("ra"))
+        .issuer_name(issuer.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=1))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(eku, critical=False)
+        .sign(issuer_key, hashes.SHA256())
+    )
