@@ -91,8 +91,9 @@ class DtlsAssociation:
         "_read_seq_seen",
     )
 
-    def __init__(self, conn: SSL.Connection, *, is_server: bool, datagram_limit: int,
-                 compact: bool = False) -> None:
+    def __init__(
+        self, conn: SSL.Connection, *, is_server: bool, datagram_limit: int, compact: bool = False
+    ) -> None:
         self._conn: SSL.Connection | None = conn
         # compact: once the peer's first application record confirms the handshake, keep
         # only the epoch-1 keys (AeadRecordLayer) and let the OpenSSL connection go.
@@ -114,7 +115,7 @@ class DtlsAssociation:
 
     @classmethod
     def connect(
-        cls, ctx: SSL.Context, server_name: str, *, datagram_limit: int
+        cls, ctx: SSL.Context, server_name: str, *, datagram_limit: int, compact: bool = False
     ) -> DtlsAssociation:
         """A client association; its ClientHello is ready in datagrams_to_send()."""
         conn = SSL.Connection(ctx, None)
@@ -122,13 +123,18 @@ class DtlsAssociation:
         conn.set_app_data(ExpectedServerName(server_name))
         if not is_ip_literal(server_name):
             conn.set_tlsext_host_name(server_name.encode("idna"))
-        assoc = cls(conn, is_server=False, datagram_limit=datagram_limit)
+        assoc = cls(conn, is_server=False, datagram_limit=datagram_limit, compact=compact)
         assoc._advance()
         return assoc
 
     @classmethod
     def accept(
-        cls, ctx: SSL.Context, client_hello: bytes, cookie: bytes, *, datagram_limit: int,
+        cls,
+        ctx: SSL.Context,
+        client_hello: bytes,
+        cookie: bytes,
+        *,
+        datagram_limit: int,
         compact: bool = False,
     ) -> tuple[DtlsAssociation, list[Event]]:
         """A server association from a ClientHello datagram whose cookie was already checked.
@@ -151,8 +157,7 @@ class DtlsAssociation:
 
     # -- the sans-IO interface ----------------------------------------------------------
 
-    def receive_datagram(self, datagram: bytes, records: list[Record] | None = None
-                         ) -> list[Event]:
+    def receive_datagram(self, datagram: bytes, records: list[Record] | None = None) -> list[Event]:
         """Feed one received datagram; `records` is scan_records(datagram) when the caller
         has it already (the server scans each datagram once to route it)."""
         if records is None:

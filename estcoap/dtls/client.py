@@ -52,8 +52,9 @@ class _Socket(asyncio.DatagramProtocol):
 
 
 class ClientRemote(DtlsRemote):
-    def __init__(self, owner: DtlsClientTransport, host: str, port: int,
-                 association: DtlsAssociation) -> None:
+    def __init__(
+        self, owner: DtlsClientTransport, host: str, port: int, association: DtlsAssociation
+    ) -> None:
         super().__init__(association, (host, port), self._local, self._send_datagram)
         self.owner = owner
         self.udp: asyncio.DatagramTransport | None = None
@@ -89,7 +90,10 @@ class DtlsClientTransport(interfaces.MessageInterface):
     async def _connect(self, host: str, port: int) -> ClientRemote:
         name = self.config.server_name or host
         association = DtlsAssociation.connect(
-            self._ctx, name, datagram_limit=self.config.datagram_limit
+            self._ctx,
+            name,
+            datagram_limit=self.config.datagram_limit,
+            compact=self.config.compact_sessions,
         )
         remote = ClientRemote(self, host, port, association)
         self.pool[(host, port)] = remote
@@ -199,8 +203,7 @@ class DtlsClientTransport(interfaces.MessageInterface):
             self._drop(remote, ConnectionClosed("client shutting down"))
 
 
-async def attach_client(context: aiocoap.Context, config: DtlsClientConfig
-                        ) -> DtlsClientTransport:
+async def attach_client(context: aiocoap.Context, config: DtlsClientConfig) -> DtlsClientTransport:
     """Put the certificate transport first in `context`, so it claims every coaps:// request
     (ahead of aiocoap's PSK-only tinydtls transport when DTLSSocket is installed)."""
     tman = TokenManager(context)

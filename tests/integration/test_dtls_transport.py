@@ -43,6 +43,11 @@ async def test_mutual_handshake_exposes_chain_and_tls_unique(pki) -> None:
             assert session.association.openssl_released
             again = await ctx.request(aiocoap.Message(code=aiocoap.GET, uri=uri)).response
             assert again.payload == response.payload
+            # ... and so did the client, once the server's first answer confirmed it
+            assert client_remote.association.openssl_released
+            for _ in range(3):
+                more = await ctx.request(aiocoap.Message(code=aiocoap.GET, uri=uri)).response
+                assert more.payload == response.payload
 
 
 @pytest.mark.parametrize("size_exp", [0, 2, 4, 6])  # 16, 64, 256, 1024-byte blocks

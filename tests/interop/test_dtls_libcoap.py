@@ -16,6 +16,7 @@ from tests.integration.dtls_fixtures import (
     BIG,
     client,
     pki_fixture,  # noqa: F401  (provides the `pki` fixture)
+    remote_for,
     running_server,
     server_config,
     wait_for,
@@ -59,14 +60,24 @@ async def test_libcoap_client_against_our_server(pki, tmp_path: Path) -> None:
         # Block1 with 64-byte blocks: a 5000-byte POST arrives whole
         body = bytes(range(251)) * 20
         (tmp_path / "body.bin").write_bytes(body)
-        rc, out = await run(COAP_CLIENT, *libcoap_pki(pki), "-m", "post", "-b", "64",
-                            "-f", tmp_path / "body.bin", base + "/echo")
+        rc, out = await run(
+            COAP_CLIENT,
+            *libcoap_pki(pki),
+            "-m",
+            "post",
+            "-b",
+            "64",
+            "-f",
+            tmp_path / "body.bin",
+            base + "/echo",
+        )
         assert rc == 0
         assert f"{len(body)} {hashlib.sha256(body).hexdigest()}".encode() in out
 
         # Block2 with 16-byte blocks
-        rc, out = await run(COAP_CLIENT, *libcoap_pki(pki), "-b", "16",
-                            "-o", tmp_path / "big.out", base + "/big")
+        rc, out = await run(
+            COAP_CLIENT, *libcoap_pki(pki), "-b", "16", "-o", tmp_path / "big.out", base + "/big"
+        )
         assert rc == 0 and (tmp_path / "big.out").read_bytes() == BIG
 
         # the peer chain libcoap presented reached the resource
@@ -74,8 +85,9 @@ async def test_libcoap_client_against_our_server(pki, tmp_path: Path) -> None:
         assert out.startswith(b"CN=device-1|"), out
 
         # a certificate from another CA is refused: no response, no session
-        rc, out = await run(COAP_CLIENT, *libcoap_pki(pki, pki.untrusted_client),
-                            base + "/peer", timeout=30)
+        rc, out = await run(
+            COAP_CLIENT, *libcoap_pki(pki, pki.untrusted_client), base + "/peer", timeout=30
+        )
         assert b"CN=" not in out
         assert b"unknown ca" in out.lower() or b"alert" in out.lower(), out
         await wait_for(lambda: not server.sessions, timeout=3)
@@ -86,10 +98,19 @@ async def test_libcoap_client_against_our_server(pki, tmp_path: Path) -> None:
 async def test_openssl_s_client_negotiates_ccm8(pki) -> None:
     async with running_server(server_config(pki)) as (server, port):
         rc, out = await run(
-            OPENSSL, "s_client", "-dtls1_2", "-connect", f"127.0.0.1:{port}",
-            "-CAfile", pki.ca.cert_path, "-cert", pki.client.cert_path,
-            "-key", pki.client.key_path,
-            "-cipher", "ECDHE-ECDSA-AES128-CCM8:@SECLEVEL=0",
+            OPENSSL,
+            "s_client",
+            "-dtls1_2",
+            "-connect",
+            f"127.0.0.1:{port}",
+            "-CAfile",
+            pki.ca.cert_path,
+            "-cert",
+            pki.client.cert_path,
+            "-key",
+            pki.client.key_path,
+            "-cipher",
+            "ECDHE-ECDSA-AES128-CCM8:@SECLEVEL=0",
         )
         text = out.decode(errors="replace")
         assert "Cipher is ECDHE-ECDSA-AES128-CCM8" in text, text
@@ -117,14 +138,27 @@ def _free_port_pair() -> int:
 async def test_our_client_against_libcoap_server(pki) -> None:
     port = _free_port_pair()
     proc = await asyncio.create_subprocess_exec(
-        COAP_SERVER, "-A", "127.0.0.1", "-p", str(port), "-e",
-        "-c", str(pki.server.cert_path), "-j", str(pki.server.key_path),
-        "-C", str(pki.ca.cert_path), "-R", str(pki.ca.cert_path),
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        COAP_SERVER,
+        "-A",
+        "127.0.0.1",
+        "-p",
+        str(port),
+        "-e",
+        "-c",
+        str(pki.server.cert_path),
+        "-j",
+        str(pki.server.key_path),
+        "-C",
+        str(pki.ca.cert_path),
+        "-R",
+        str(pki.ca.cert_path),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
     )
     try:
-        config = DtlsClientConfig.from_files(pki.ca.cert_path, pki.client.cert_path,
-                                             pki.client.key_path, handshake_timeout=2.0)
+        config = DtlsClientConfig.from_files(
+            pki.ca.cert_path, pki.client.cert_path, pki.client.key_path, handshake_timeout=2.0
+        )
         base = f"coaps://127.0.0.1:{port + 1}"
         async with client(config) as ctx:
             for attempt in range(10):  # wait until the server listens
@@ -146,6 +180,9 @@ async def test_our_client_against_libcoap_server(pki) -> None:
             get = aiocoap.Message(code=aiocoap.GET, uri=base + "/example_data")
             response = await ctx.request(get).response
             assert response.code == aiocoap.CONTENT and response.payload == body
+            # Those last exchanges ran on our own record layer, not OpenSSL's.
+            remote = await remote_for(ctx, base + "/example_data")
+            assert remote.association.openssl_released
     finally:
         proc.kill()
         await proc.wait()
