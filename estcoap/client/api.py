@@ -38,7 +38,7 @@ from ..codec.operations import (
     spec_for,
 )
 from ..codec.pkcs10 import build_csr
-from .transport import ClientTransport, Reply, ReplyKind
+from .transport import ClientTransport, Reply, ReplyKind, TransportError
 
 PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
 
@@ -316,16 +316,9 @@ class EstClient:
         body: bytes | None,
         accept: ContentFormat | None = None,
     ):
-        from .https_transport import HttpsTransportError
-
-        errors: tuple[type[Exception], ...] = (HttpsTransportError, OSError)
-        if self.endpoint.scheme == "coaps":
-            from .coaps_transport import CoapsTransportError
-
-            errors = (*errors, CoapsTransportError)
         try:
             return await transport.call(spec, self.label, body, accept)
-        except errors as exc:
+        except (TransportError, OSError) as exc:
             raise EstClientError(f"{spec.long_name} failed", diagnostic=str(exc)) from exc
 
     async def _call(

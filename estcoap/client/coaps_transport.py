@@ -13,14 +13,14 @@ from aiocoap.util.linkformat import parse as parse_links
 from cryptography import x509
 
 from ..codec.operations import EST_WELL_KNOWN, ContentFormat, OperationSpec
-from .transport import Reply, ReplyKind
+from .transport import Reply, ReplyKind, TransportError
 
 DEFAULT_PORT = 5684
 NO_MAX_AGE_DEFAULT = 60  # RFC 7252 s5.10.5: an absent Max-Age means 60 s
 _BLOCK_SIZES = {16: 0, 32: 1, 64: 2, 128: 3, 256: 4, 512: 5, 1024: 6}
 
 
-class CoapsTransportError(Exception):
+class CoapsTransportError(TransportError):
     """The DTLS channel or the CoAP exchange failed before the server could answer."""
 
 
@@ -80,7 +80,8 @@ class CoapsTransport:
             await context.find_remote_and_interface(message)
             message.remote.maximum_block_size_exp = self._block_exp
         try:
-            return await asyncio.wait_for(context.request(message).response, self._timeout)
+            async with asyncio.timeout(self._timeout):  # no extra task, unlike wait_for
+                return await context.request(message).response
         except TimeoutError as exc:
             raise CoapsTransportError(
                 f"no answer from {self._origin} in {self._timeout:g} s"

@@ -42,7 +42,7 @@ from ..https.authheaders import (
     quote,
 )
 from .http1 import MAX_HEADERS, MAX_RESPONSE_BODY, HttpResponse, ResponseReader
-from .transport import Reply, ReplyKind
+from .transport import Reply, ReplyKind, TransportError
 
 __all__ = [
     "MAX_HEADERS",
@@ -60,7 +60,7 @@ DEFAULT_PORT = 443
 PENDING_WITHOUT_RETRY_AFTER = 60  # a 202 must carry Retry-After; be patient when it does not
 
 
-class HttpsTransportError(Exception):
+class HttpsTransportError(TransportError):
     """The TLS connection or the HTTP exchange failed before the server answered."""
 
 

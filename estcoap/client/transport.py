@@ -14,6 +14,10 @@ from typing import Protocol
 from ..codec.operations import ContentFormat, OperationSpec
 
 
+class TransportError(Exception):
+    """The channel or the exchange failed before the server could answer."""
+
+
 class ReplyKind(enum.Enum):
     OK = "ok"
     PENDING = "pending"  # HTTP 202 + Retry-After, CoAP 5.03 + Max-Age
