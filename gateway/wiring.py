@@ -74,7 +74,9 @@ def open_upstream(
             ssl_context=ssl_context,
             user=settings.user,
             password=settings.password,
-            timeout=settings.timeout,
+            # Upstream bounds each whole forward with this timeout (a timer per request
+            # is measurable here); an abandoned exchange closes its connection (pool.py).
+            timeout=None,
         )
 
     return Upstream(

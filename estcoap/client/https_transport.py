@@ -174,8 +174,10 @@ class HttpsTransport:
         server_name: str | None = None,
         user: str | None = None,
         password: str | None = None,
-        timeout: float = 30.0,
+        timeout: float | None = 30.0,
     ) -> None:
+        """timeout bounds connecting and each exchange; None leaves that to the caller
+        (the gateway bounds a whole forward, waiting for a pooled connection included)."""
         self.host = host
         self.port = port
         self.root = root.rstrip("/")
