@@ -16,7 +16,6 @@ import aiocoap
 from aiocoap import error as coap_error
 from aiocoap import interfaces
 from aiocoap.message import Message
-from aiocoap.messagemanager import MessageManager
 from aiocoap.tokenmanager import TokenManager
 from aiocoap.util import hostportjoin
 from OpenSSL import SSL
@@ -33,6 +32,7 @@ from .config import DtlsServerConfig
 from .contexts import server_context
 from .cookie import CookieJar
 from .errors import ConnectionClosed, DtlsError, HandshakeFailed, HandshakeTimeout
+from .message_manager import BatchedExpiryMessageManager
 from .records import HANDSHAKE, hello_verify_request, parse_client_hello, scan_records
 from .remote import DtlsRemote
 
@@ -284,7 +284,7 @@ async def start_server(context: aiocoap.Context, binds: Sequence[tuple[str, int]
     DTLS-only server. Context.shutdown() closes the listener and every session.
     """
     tman = TokenManager(context)
-    mman = MessageManager(tman)
+    mman = BatchedExpiryMessageManager(tman)
     transport = await DtlsServerTransport.create(mman, binds, config)
     mman.message_interface = transport
     tman.token_interface = mman

@@ -1,0 +1,92 @@
+"""Duplicate detection over DTLS (RFC 7252 s4.5): a retransmitted CON request is answered
+with the first response and never processed twice; remembered Message IDs expire in
+batches (estcoap.dtls.message_manager), never before their EXCHANGE_LIFETIME."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiocoap
+import aiocoap.resource as resource
+import pytest
+from aiocoap.numbers.constants import TransportTuning
+from aiocoap.tokenmanager import TokenManager
+
+from estcoap.dtls import create_server_context
+from estcoap.dtls.message_manager import BatchedExpiryMessageManager
+from tests.integration.dtls_fixtures import (
+    RawClient,
+    client_config,
+    pki_fixture,  # noqa: F401  (provides the `pki` fixture)
+    server_config,
+)
+
+pytestmark = pytest.mark.timeout(30)
+
+
+class Counter(resource.Resource):
+    """POST: how many times it ran, so a second run shows."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.runs = 0
+
+    async def render_post(self, request: aiocoap.Message) -> aiocoap.Message:
+        self.runs += 1
+        return aiocoap.Message(code=aiocoap.CHANGED, payload=f"run {self.runs}".encode())
+
+
+def _con(mid: int, token: bytes) -> bytes:
+    message = aiocoap.Message(code=aiocoap.POST, payload=b"x", uri_path=("count",))
+    message.mtype, message.mid, message.token = aiocoap.CON, mid, token
+    return message.encode()
+
+
+async def _answer(raw: RawClient) -> aiocoap.Message:
+    return aiocoap.Message.decode(await asyncio.wait_for(raw.inbox.get(), 5))
+
+
+async def test_a_retransmitted_request_gets_the_first_answer_and_runs_once(pki) -> None:
+    counter = Counter()
+    site = resource.Site()
+    site.add_resource(["count"], counter)
+    context, transport = await create_server_context(site, [("127.0.0.1", 0)], server_config(pki))
+    raw = RawClient(client_config(pki), ("127.0.0.1", transport.bound_addresses[0][1]))
+    try:
+        await raw.open()
+        await raw.handshake()
+        for _ in range(3):  # the first send, then two retransmissions (same MID)
+            raw.association.send(_con(0x4242, b"tok1"))
+            raw.flush()
+            answer = await _answer(raw)
+            assert answer.mtype == aiocoap.ACK and answer.mid == 0x4242
+            assert answer.payload == b"run 1"
+        assert counter.runs == 1
+        raw.association.send(_con(0x4243, b"tok2"))  # a new request runs
+        raw.flush()
+        assert (await _answer(raw)).payload == b"run 2"
+    finally:
+        raw.close()
+        await context.shutdown()
+
+
+class _ShortLived(TransportTuning):
+    EXCHANGE_LIFETIME = 0.3
+
+
+async def test_remembered_ids_expire_in_batches_but_never_early() -> None:
+    # Only the duplicate-detection state is exercised: a real token manager, no transport.
+    context = aiocoap.Context(loop=asyncio.get_running_loop())
+    manager = BatchedExpiryMessageManager(TokenManager(context))
+    start = manager.loop.time()
+    for mid in range(3):
+        message = aiocoap.Message(code=aiocoap.POST, transport_tuning=_ShortLived())
+        message.remote, message.mid = object(), mid
+        assert manager._deduplicate_message(message) is False
+    assert len(manager._recent_messages) == 3
+    assert len(manager._expiring) == 1  # same second: one batch, one timer
+    while manager._recent_messages:
+        await asyncio.sleep(0.05)
+        assert manager.loop.time() - start < 2.5, "entries outlived their batch"
+    assert manager.loop.time() - start >= 0.3  # not before their lifetime
+    assert manager._sweep_timer is None and not manager._expiring
