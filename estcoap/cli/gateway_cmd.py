@@ -18,6 +18,7 @@ from cryptography import x509
 from ..client import load_certificates, load_private_key
 from ..https import parse_users_file, user_from_arg
 from ..https.users import UsersFileError
+from ..serving import settle_heap
 from . import CliError
 from .serve_cmd import parse_host_port
 
@@ -197,6 +198,7 @@ async def _serve(start: Any, args: argparse.Namespace) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     running = await start(args)
+    settle_heap()
     try:
         await stop.wait()
     finally:

@@ -27,6 +27,7 @@ from ..https import (
     user_from_arg,
 )
 from ..https.users import UsersFileError
+from ..serving import settle_heap
 from . import CliError
 
 # A front starter serves the service on its binds and returns what it started (each has close()).
@@ -198,6 +199,7 @@ async def run(args: argparse.Namespace) -> None:
         for name, values in wanted:
             binds = [parse_host_port(value) for value in values]
             running.extend(await FRONTS[name](args, service, binds))
+        settle_heap()
         await stop.wait()
     finally:
         for front in reversed(running):
