@@ -10,7 +10,7 @@ from functools import cached_property
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 from cryptography.x509.name import _ASN1Type
 from cryptography.x509.oid import AttributeOID, ExtensionOID
@@ -83,6 +83,22 @@ class Csr:
         except x509.AttributeNotFound:
             return None
         except ValueError as exc:
+            raise CsrError(f"CSR attributes are malformed: {exc}") from exc
+
+    @cached_property
+    def attributes(self) -> dict[str, bytes]:
+        """Each attribute's `values` SET as DER, by its dotted type, read from the request
+        as sent (cryptography's own reader refuses values it does not know)."""
+        try:
+            info = der.read_one(der.read_one(self.der).children()[0].raw).children()
+            if len(info) < 4 or not info[3].is_context(0):
+                return {}
+            found = {}
+            for attribute in info[3].children():
+                kind, values = attribute.children()
+                found[der.decode_oid(kind)] = values.raw
+            return found
+        except (der.DerError, IndexError, ValueError) as exc:
             raise CsrError(f"CSR attributes are malformed: {exc}") from exc
 
     @cached_property
@@ -218,6 +234,56 @@ def build_csr(
     except (TypeError, ValueError) as exc:
         raise CsrError(f"cannot build the CSR: {exc}") from exc
     return request.public_bytes(serialization.Encoding.DER)
+
+
+def add_attributes(
+    csr_der: bytes,
+    private_key: CertificateIssuerPrivateKeyTypes,
+    attributes: Sequence[bytes],
+) -> bytes:
+    """The CSR with more attributes (each a DER Attribute), signed again by private_key
+    with the CSR's own signature algorithm.
+
+    For attributes cryptography's builder cannot write (its values are strings only),
+    such as SMIMECapabilities (RFC 7030 s4.4.1.2).
+    """
+    try:
+        original = x509.load_der_x509_csr(csr_der)
+        algorithm = original.signature_hash_algorithm
+        parameters = original.signature_algorithm_parameters
+        request, algorithm_id, _ = der.read_one(csr_der).children()
+        fields = request.children()
+        version, subject, spki = fields[:3]
+        existing = [a.raw for a in fields[3].children()] if len(fields) > 3 else []
+    except (der.DerError, ValueError, UnsupportedAlgorithm) as exc:
+        raise CsrError(f"CSR is not a valid PKCS#10 structure: {exc}") from exc
+    info = der.sequence(
+        [
+            version.raw,
+            subject.raw,
+            spki.raw,
+            der.context(0, b"".join(sorted([*existing, *attributes]))),
+        ]
+    )
+    signature = _sign(private_key, info, algorithm, parameters)
+    return der.sequence([info, algorithm_id.raw, der.bit_string(signature)])
+
+
+def _sign(
+    private_key: CertificateIssuerPrivateKeyTypes,
+    data: bytes,
+    algorithm: hashes.HashAlgorithm | None,
+    parameters: object,
+) -> bytes:
+    """Sign as the original request was signed (same hash; PSS or PKCS#1 v1.5 for RSA)."""
+    if isinstance(private_key, ec.EllipticCurvePrivateKey):
+        return private_key.sign(data, ec.ECDSA(algorithm))  # type: ignore[arg-type]
+    if isinstance(private_key, ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey):
+        return private_key.sign(data)
+    if isinstance(private_key, rsa.RSAPrivateKey):
+        scheme = parameters if isinstance(parameters, padding.PSS) else padding.PKCS1v15()
+        return private_key.sign(data, scheme, algorithm)  # type: ignore[arg-type]
+    raise CsrError(f"cannot sign a CSR with a {type(private_key).__name__}")
 
 
 def default_signature_hash(
