@@ -19,6 +19,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, padding, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric import padding as asym_padding
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes, PublicKeyTypes
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.kdf.x963kdf import X963KDF
 from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap, aes_key_wrap
@@ -101,6 +102,7 @@ _SIGNATURES: dict[str, tuple[str, str | None]] = {
 _NULL = der.tlv(der.NULL, b"")
 
 PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+PublicKey = ec.EllipticCurvePublicKey | rsa.RSAPublicKey
 
 
 class KeyPackageError(CodecError):
@@ -114,7 +116,7 @@ class OpenedKey:
     certificates: tuple[x509.Certificate, ...]  # all certificates the SignedData carried
 
 
-# -- certificates -------------------------------------------------------------
+# -- recipients ---------------------------------------------------------------
 
 
 def subject_key_identifier(certificate: x509.Certificate) -> bytes:
@@ -124,14 +126,53 @@ def subject_key_identifier(certificate: x509.Certificate) -> bytes:
         ext = certificate.extensions.get_extension_for_class(x509.SubjectKeyIdentifier)
         return ext.value.digest
     except x509.ExtensionNotFound:
-        pass
-    spki = certificate.public_key().public_bytes(
+        return _method_1(certificate.public_key())
+
+
+def _method_1(public_key: PublicKeyTypes) -> bytes:
+    """RFC 5280 s4.2.1.2 method 1: SHA-1 of the subjectPublicKey BIT STRING contents."""
+    spki = public_key.public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     key_bits = der.read_one(spki).children()[1]
     digest = hashes.Hash(hashes.SHA1())
     digest.update(key_bits.content[1:])  # skip the unused-bits octet
     return digest.finalize()
+
+
+@dataclass(frozen=True)
+class Recipient:
+    """A key to envelope for and the subjectKeyIdentifier naming it in the RecipientInfo.
+
+    A certificate is not needed: RFC 7030 s4.4.1.2 lets the client name the key of its
+    CSR, which has no certificate yet.
+    """
+
+    public_key: PublicKey
+    key_id: bytes
+
+    def __post_init__(self) -> None:
+        key = self.public_key
+        if isinstance(key, ec.EllipticCurvePublicKey):
+            if not isinstance(key.curve, ec.SECP256R1 | ec.SECP384R1 | ec.SECP521R1):
+                raise KeyPackageError(f"unsupported recipient curve {key.curve.name}")
+        elif not isinstance(key, rsa.RSAPublicKey):
+            raise KeyPackageError("recipient key must be RSA or EC (P-256, P-384, P-521)")
+
+    @classmethod
+    def of_certificate(cls, certificate: x509.Certificate) -> Recipient:
+        return cls._of(certificate.public_key(), lambda: subject_key_identifier(certificate))
+
+    @classmethod
+    def of_public_key(cls, public_key: PublicKeyTypes) -> Recipient:
+        """Named by its RFC 5280 method-1 key identifier."""
+        return cls._of(public_key, lambda: _method_1(public_key))
+
+    @classmethod
+    def _of(cls, public_key: object, key_id: Callable[[], bytes]) -> Recipient:
+        if not isinstance(public_key, PublicKey):
+            raise KeyPackageError("recipient key must be RSA or EC (P-256, P-384, P-521)")
+        return cls(public_key, key_id())
 
 
 def _issuer_and_serial(certificate: x509.Certificate) -> bytes:
@@ -187,14 +228,15 @@ def seal_key(
     pkcs8: bytes,
     *,
     signer_certificate: x509.Certificate,
-    signer_key: PrivateKey,
-    recipient: x509.Certificate,
+    signer_key: PrivateKeyTypes,
+    recipient: x509.Certificate | Recipient,
     content_cipher: str = AES128_CBC,
 ) -> bytes:
     """ContentInfo(EnvelopedData(SignedData(AsymmetricKeyPackage[pkcs8]))) as DER,
-    signed by signer_key and encrypted to the recipient certificate's key.
+    signed by signer_key and encrypted to the recipient's key.
 
-    The recipient is named by its subjectKeyIdentifier. RSA recipients get a
+    The recipient is named by its subjectKeyIdentifier (subject_key_identifier() of a
+    certificate). RSA recipients get a
     KeyTransRecipientInfo with RSAES-OAEP (SHA-256, MGF1-SHA-256); EC recipients on
     P-256/P-384/P-521 a KeyAgreeRecipientInfo with an ephemeral key,
     dhSinglePass-stdDH-sha256kdf-scheme and the AES key wrap matching the content cipher.
@@ -207,22 +249,20 @@ def seal_key(
         raise KeyPackageError("private key is not a PKCS#8 SEQUENCE")
     if content_cipher not in _WRAP_FOR_CONTENT:
         raise KeyPackageError(f"unsupported content cipher {content_cipher}")
+    if not isinstance(signer_key, PrivateKey):
+        raise KeyPackageError("signer key must be EC or RSA")
+    if isinstance(recipient, x509.Certificate):
+        recipient = Recipient.of_certificate(recipient)
     package = der.sequence([pkcs8])  # AsymmetricKeyPackage: SEQUENCE OF OneAsymmetricKey
     signed = _signed_data(package, signer_certificate, signer_key)
     return _enveloped_data(signed, recipient, content_cipher)
 
 
-def _signer_hash(key: object) -> hashes.HashAlgorithm:
+def _signer_hash(key: PrivateKey) -> hashes.HashAlgorithm:
     """SHA-256, or the hash matching a P-384/P-521 key's strength."""
-    if isinstance(key, ec.EllipticCurvePrivateKey):
-        if key.curve.key_size > 384:
-            return hashes.SHA512()
-        if key.curve.key_size > 256:
-            return hashes.SHA384()
-        return hashes.SHA256()
-    if isinstance(key, rsa.RSAPrivateKey):
-        return hashes.SHA256()
-    raise KeyPackageError("signer key must be EC or RSA")
+    if isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.key_size > 256:
+        return hashes.SHA512() if key.curve.key_size > 384 else hashes.SHA384()
+    return hashes.SHA256()
 
 
 def _public_der(public: object) -> bytes:
@@ -280,7 +320,7 @@ def _signed_data(content: bytes, certificate: x509.Certificate, key: PrivateKey)
     )
 
 
-def _enveloped_data(content: bytes, recipient: x509.Certificate, cipher: str) -> bytes:
+def _enveloped_data(content: bytes, recipient: Recipient, cipher: str) -> bytes:
     """ContentInfo(EnvelopedData) carrying a SignedData encrypted to one recipient."""
     cek = os.urandom(_AES_CBC_KEY_BYTES[cipher])
     iv = os.urandom(16)
@@ -289,14 +329,11 @@ def _enveloped_data(content: bytes, recipient: x509.Certificate, cipher: str) ->
     encryptor = Cipher(algorithms.AES(cek), modes.CBC(iv)).encryptor()
     ciphertext = encryptor.update(padded) + encryptor.finalize()
 
-    public = recipient.public_key()
-    ski = subject_key_identifier(recipient)
+    public = recipient.public_key
     if isinstance(public, rsa.RSAPublicKey):
-        recipient_info = _key_transport(public, ski, cek)
-    elif isinstance(public, ec.EllipticCurvePublicKey):
-        recipient_info = _key_agreement(public, ski, cek, _WRAP_FOR_CONTENT[cipher])
+        recipient_info = _key_transport(public, recipient.key_id, cek)
     else:
-        raise KeyPackageError("recipient key must be RSA or EC (P-256, P-384, P-521)")
+        recipient_info = _key_agreement(public, recipient.key_id, cek, _WRAP_FOR_CONTENT[cipher])
     encrypted_content_info = der.sequence(
         [
             der.oid(ID_SIGNED_DATA),
@@ -349,8 +386,6 @@ def _kek(
 
 def _key_agreement(public: ec.EllipticCurvePublicKey, ski: bytes, cek: bytes, wrap: str) -> bytes:
     """KeyAgreeRecipientInfo v3: ephemeral-static ECDH, SHA-256 X9.63 KDF, AES key wrap."""
-    if not isinstance(public.curve, ec.SECP256R1 | ec.SECP384R1 | ec.SECP521R1):
-        raise KeyPackageError(f"unsupported recipient curve {public.curve.name}")
     ephemeral = ec.generate_private_key(public.curve)
     shared_secret = ephemeral.exchange(ec.ECDH(), public)
     wrap_alg = _alg(wrap)  # AES key wrap takes no parameters (RFC 3565 s2.3.2)
@@ -376,7 +411,7 @@ def _key_agreement(public: ec.EllipticCurvePublicKey, ski: bytes, cek: bytes, wr
 
 
 def open_key(
-    data: bytes, *, recipient_key: PrivateKey, recipient: x509.Certificate | None = None
+    data: bytes, *, recipient_key: PrivateKeyTypes, recipient: x509.Certificate | None = None
 ) -> OpenedKey:
     """Decrypt an RFC 7030 s4.4.2 encrypted key and check the SignedData inside it.
 
@@ -399,7 +434,7 @@ def _explicit(item: der.Tlv, what: str) -> der.Tlv:
     return der.read_one(item.content)
 
 
-def _decrypt(data: bytes, key: PrivateKey, recipient: x509.Certificate | None) -> bytes:
+def _decrypt(data: bytes, key: PrivateKeyTypes, recipient: x509.Certificate | None) -> bytes:
     outer = _sequence(der.read_one(data), "ContentInfo", 2)
     if der.decode_oid(outer[0]) != ID_ENVELOPED_DATA:
         raise KeyPackageError("not an EnvelopedData")
@@ -449,7 +484,7 @@ def _names(rid: der.Tlv, recipient: x509.Certificate) -> bool:
 
 
 def _content_key(
-    recipient_infos: list[der.Tlv], key: PrivateKey, recipient: x509.Certificate | None
+    recipient_infos: list[der.Tlv], key: PrivateKeyTypes, recipient: x509.Certificate | None
 ) -> bytes:
     """The content-encryption key from the RecipientInfo meant for this key."""
     if isinstance(key, rsa.RSAPrivateKey):
@@ -695,7 +730,16 @@ def _check_signer(
     return certificate
 
 
-# -- S/MIME capabilities (RFC 8551 s2.5.2) ------------------------------------
+# -- CSR attributes asking for an encrypted key ------------------------------
+
+
+def asymmetric_decrypt_key_id_attribute(key_id: bytes) -> bytes:
+    """DER of the PKCS#10 Attribute AsymmetricDecryptKeyIdentifier (RFC 7030 s4.4.1.2):
+    the subjectKeyIdentifier of the key the server is to encrypt the new key for."""
+    return der.sequence(
+        [der.oid(ID_AA_ASYMM_DECRYPT_KEY_ID), der.set_of([der.octet_string(key_id)])]
+    )
+
 
 
 def smime_capabilities_attribute(ciphers: Sequence[str] = (AES128_CBC,)) -> bytes:

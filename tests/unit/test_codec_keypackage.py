@@ -21,16 +21,19 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import NameOID
 
 from estcoap.codec import der
 from estcoap.codec.keypackage import (
     AES128_CBC,
     AES256_CBC,
+    ID_AA_ASYMM_DECRYPT_KEY_ID,
     ID_SMIME_CAPABILITIES,
     KeyPackageError,
     OpenedKey,
+    Recipient,
+    asymmetric_decrypt_key_id_attribute,
     choose_content_cipher,
     open_key,
     seal_key,
@@ -117,13 +120,14 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Party]:
         folder, "rsa-signer", rsa.generate_private_key(65537, 2048), None, ca=True
     )
     parties = {"signer": signer, "rsa-signer": rsa_signer}
-    for name, key in [
+    keys: list[tuple[str, Key]] = [
         ("rsa", rsa.generate_private_key(65537, 2048)),
         ("p256", ec.generate_private_key(ec.SECP256R1())),
         ("p384", ec.generate_private_key(ec.SECP384R1())),
         ("other-p256", ec.generate_private_key(ec.SECP256R1())),
         ("other-rsa", rsa.generate_private_key(65537, 2048)),
-    ]:
+    ]
+    for name, key in keys:
         parties[name] = _party(folder, name, key, signer)
     parties["noski"] = _party(
         folder, "noski", ec.generate_private_key(ec.SECP256R1()), signer, ski=False
@@ -164,7 +168,7 @@ def openssl_decrypt(tmp_path: Path, sealed: bytes, recipient: Party) -> bytes:
     has_ski = any(
         isinstance(ext.value, x509.SubjectKeyIdentifier) for ext in recipient.cert.extensions
     )
-    recip = ["-recip", recipient.cert_pem] if has_ski else []
+    recip: list[str | Path] = ["-recip", recipient.cert_pem] if has_ski else []
     openssl(
         "cms", "-decrypt", "-inform", "DER", "-in", tmp_path / "env.der",
         *recip, "-inkey", recipient.key_pem, "-binary", "-out", tmp_path / "signed.der",
@@ -338,8 +342,6 @@ def test_seal_key_refuses_unusable_input(pki: dict[str, Party], pkcs8: bytes) ->
     with pytest.raises(KeyPackageError, match="PKCS#8"):
         seal_key(b"\x04\x00", signer_certificate=signer.cert, signer_key=signer.key,
                  recipient=pki["p256"].cert)  # fmt: skip
-    from cryptography.hazmat.primitives.asymmetric import ed25519
-
     ed_key = ed25519.Ed25519PrivateKey.generate()
     now = datetime.datetime.now(datetime.UTC)
     ed_cert = (
@@ -355,6 +357,35 @@ def test_seal_key_refuses_unusable_input(pki: dict[str, Party], pkcs8: bytes) ->
     with pytest.raises(KeyPackageError, match="RSA or EC"):
         seal_key(pkcs8, signer_certificate=signer.cert, signer_key=signer.key,
                  recipient=ed_cert)  # fmt: skip
+    with pytest.raises(KeyPackageError, match="RSA or EC"):
+        Recipient.of_public_key(ed_key.public_key())
+    with pytest.raises(KeyPackageError, match="curve"):
+        Recipient.of_public_key(ec.generate_private_key(ec.SECP256K1()).public_key())
+    with pytest.raises(KeyPackageError, match="signer key"):
+        seal_key(pkcs8, signer_certificate=ed_cert, signer_key=ed_key,
+                 recipient=pki["p256"].cert)  # fmt: skip
+
+
+@pytest.mark.parametrize("recipient", ["rsa", "p256"])
+def test_seal_for_a_csr_key_without_certificate(
+    tmp_path: Path, pki: dict[str, Party], pkcs8: bytes, recipient: str
+) -> None:
+    """RFC 7030 s4.4.1.2: the key named may be the CSR's, which has no certificate yet."""
+    key = pki[recipient].key
+    named = Recipient.of_public_key(key.public_key())
+    assert named.key_id == x509.SubjectKeyIdentifier.from_public_key(key.public_key()).digest
+    sealed = seal_key(
+        pkcs8, signer_certificate=pki["signer"].cert, signer_key=pki["signer"].key, recipient=named
+    )
+    assert open_key(sealed, recipient_key=key).pkcs8 == pkcs8
+    # openssl, given only the key, finds the RecipientInfo it can open.
+    (tmp_path / "env.der").write_bytes(sealed)
+    openssl(
+        "cms", "-decrypt", "-inform", "DER", "-in", tmp_path / "env.der",
+        "-inkey", pki[recipient].key_pem, "-binary", "-out", tmp_path / "signed.der",
+    )  # fmt: skip
+    signed = (tmp_path / "signed.der").read_bytes()
+    assert openssl_verify(tmp_path, signed, pki["signer"]) == der.sequence([pkcs8])
 
 
 # -- 4. failures ----------------------------------------------------------------
@@ -475,6 +506,18 @@ def test_smime_capabilities_round_trip(tmp_path: Path) -> None:
 def test_malformed_smime_capabilities_fail(values: bytes) -> None:
     with pytest.raises(KeyPackageError):
         smime_capabilities(values)
+
+
+def test_asymmetric_decrypt_key_id_attribute(tmp_path: Path) -> None:
+    key_id = bytes(range(20))
+    attribute = asymmetric_decrypt_key_id_attribute(key_id)
+    kind, values = der.read_one(attribute).children()
+    assert der.decode_oid(kind) == ID_AA_ASYMM_DECRYPT_KEY_ID
+    (value,) = values.children()
+    assert value.is_universal(der.OCTET_STRING) and value.content == key_id
+    (tmp_path / "attribute.der").write_bytes(attribute)
+    parsed = openssl("asn1parse", "-inform", "DER", "-in", tmp_path / "attribute.der")
+    assert "1.2.840.113549.1.9.16.2.54" in parsed and "[HEX DUMP]:000102" in parsed
 
 
 def test_choose_content_cipher() -> None:
