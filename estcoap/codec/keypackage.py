@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, padding, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric import padding as asym_padding
@@ -423,8 +423,13 @@ def open_key(
     try:
         content = _decrypt(data, recipient_key, recipient)
         return _verify(content)
+    except KeyPackageError:
+        raise
     except der.DerError as exc:
         raise KeyPackageError(f"malformed: {exc}") from exc
+    except (ValueError, LookupError, UnsupportedAlgorithm) as exc:
+        # e.g. a carried certificate with an unknown key type, an unknown curve OID
+        raise KeyPackageError(f"unusable content: {exc}") from exc
 
 
 def _explicit(item: der.Tlv, what: str) -> der.Tlv:
@@ -652,7 +657,7 @@ def _certificates(item: der.Tlv) -> tuple[x509.Certificate, ...]:
         if der.is_sequence(choice):  # other alternatives (attribute certs) are tagged
             try:
                 found.append(x509.load_der_x509_certificate(choice.raw))
-            except ValueError as exc:
+            except (ValueError, x509.InvalidVersion) as exc:
                 raise KeyPackageError("unreadable certificate in the SignedData") from exc
     return tuple(found)
 

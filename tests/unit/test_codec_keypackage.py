@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import NameOID
 
-from estcoap.codec import der
+from estcoap.codec import der, keypackage
 from estcoap.codec.keypackage import (
     AES128_CBC,
     AES256_CBC,
@@ -475,6 +475,75 @@ def test_other_content_type_is_not_a_key_package(
 def test_garbage_fails(pki: dict[str, Party], data: bytes) -> None:
     with pytest.raises(KeyPackageError):
         open_key(data, recipient_key=pki["p256"].key)
+
+
+def test_every_corrupted_signed_data_byte_is_refused_or_harmless(
+    pki: dict[str, Party], pkcs8: bytes, sealed_p256: bytes
+) -> None:
+    """Flip each byte of the SignedData and envelope it again: open_key either says
+    KeyPackageError or (a byte only the certificate's own signature covers) still
+    returns the very key that was signed. Nothing else escapes."""
+    p256 = pki["p256"]
+    signed = _decrypted(sealed_p256, p256)
+    recipient = Recipient.of_certificate(p256.cert)
+    outcomes = {"refused": 0, "unchanged": 0}
+    for at in range(len(signed)):
+        mutated = signed[:at] + bytes([signed[at] ^ 0x41]) + signed[at + 1 :]
+        enveloped = keypackage._enveloped_data(mutated, recipient, AES128_CBC)
+        try:
+            opened = open_key(enveloped, recipient_key=p256.key)
+        except KeyPackageError:
+            outcomes["refused"] += 1
+        else:
+            assert opened.pkcs8 == pkcs8
+            outcomes["unchanged"] += 1
+    assert outcomes["refused"] > len(signed) // 2
+
+
+@pytest.mark.parametrize("recipient", ["rsa", "p256"])
+def test_every_corrupted_envelope_header_byte_is_refused(
+    pki: dict[str, Party], pkcs8: bytes, recipient: str
+) -> None:
+    """Each byte from the ContentInfo header up to the ciphertext, flipped: a KeyPackageError
+    (or, for a byte of a name open_key does not check without `recipient`, the same key)."""
+    party = pki[recipient]
+    sealed = seal_key(
+        pkcs8, signer_certificate=pki["signer"].cert, signer_key=pki["signer"].key,
+        recipient=party.cert,
+    )  # fmt: skip
+    enveloped = der.read_one(der.read_one(sealed).children()[1].content)
+    ciphertext = enveloped.children()[2].children()[2].content
+    for at in range(len(sealed) - len(ciphertext)):
+        mutated = sealed[:at] + bytes([sealed[at] ^ 0x41]) + sealed[at + 1 :]
+        try:
+            opened = open_key(mutated, recipient_key=party.key)
+        except KeyPackageError:
+            continue
+        assert opened.pkcs8 == pkcs8
+
+
+def _decrypted(sealed: bytes, party: Party) -> bytes:
+    """The SignedData inside an envelope, taken out with cryptography's primitives."""
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+    from cryptography.hazmat.primitives.kdf.x963kdf import X963KDF
+    from cryptography.hazmat.primitives.keywrap import aes_key_unwrap
+
+    enveloped = der.read_one(der.read_one(sealed).children()[1].content).children()
+    kari = enveloped[1].children()[0].children()
+    _, point = kari[1].children()[0].children()
+    wrap_alg = der.read_one(kari[2].raw).children()[1]
+    assert isinstance(party.key, ec.EllipticCurvePrivateKey)
+    peer = ec.EllipticCurvePublicKey.from_encoded_point(party.key.curve, point.content[1:])
+    shared_info = der.sequence(
+        [wrap_alg.raw, der.context(2, der.octet_string((128).to_bytes(4, "big")))]
+    )
+    kek = X963KDF(hashes.SHA256(), 16, shared_info).derive(party.key.exchange(ec.ECDH(), peer))
+    cek = aes_key_unwrap(kek, _wrapped_key(sealed))
+    _, cipher, ciphertext = enveloped[2].children()
+    iv = cipher.children()[1].content
+    decryptor = Cipher(algorithms.AES(cek), modes.CBC(iv)).decryptor()
+    padded = decryptor.update(ciphertext.content) + decryptor.finalize()
+    return padded[: -padded[-1]]
 
 
 def test_truncated_input_fails(pki: dict[str, Party], sealed_p256: bytes) -> None:
