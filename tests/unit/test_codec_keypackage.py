@@ -202,9 +202,11 @@ def openssl_sign(
 
 
 def openssl_encrypt(tmp_path: Path, content: Path, recipient: Party, *options: str) -> bytes:
-    """`openssl cms -encrypt` of a file to one recipient, as DER."""
+    """`openssl cms -encrypt` of a file to one recipient, as DER (AES-128-CBC unless an
+    option names another cipher)."""
+    cipher = [] if any(option.startswith("-aes") for option in options) else ["-aes128"]
     openssl(
-        "cms", "-encrypt", "-binary", "-outform", "DER", "-aes128",
+        "cms", "-encrypt", "-binary", "-outform", "DER", *cipher,
         "-in", content, "-out", tmp_path / "env.der", "-recip", recipient.cert_pem, *options,
     )  # fmt: skip
     return (tmp_path / "env.der").read_bytes()
@@ -275,6 +277,9 @@ def test_sealed_structure_is_what_rfc_7030_names(
         ("p256", ()),  # default: dhSinglePass-stdDH-sha1kdf-scheme
         ("p256", ("-keyopt", "ecdh_kdf_md:sha256")),
         ("p384", ("-keyopt", "ecdh_kdf_md:sha256")),
+        ("p384", ("-aes192", "-keyopt", "ecdh_kdf_md:sha384")),  # aes192-wrap
+        ("p256", ("-aes256", "-keyopt", "ecdh_kdf_md:sha512")),  # aes256-wrap
+        ("rsa", ("-aes256",)),
         ("rsa", ()),  # default: rsaEncryption (PKCS#1 v1.5)
         ("rsa", ("-keyopt", "rsa_padding_mode:oaep")),  # OAEP with SHA-1 defaults
         ("rsa", ("-keyid",)),  # rid subjectKeyIdentifier
