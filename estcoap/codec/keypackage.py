@@ -201,10 +201,10 @@ def _read_alg(item: der.Tlv, what: str) -> tuple[str, der.Tlv | None]:
 
 def _octets(item: der.Tlv, what: str) -> bytes:
     """An OCTET STRING's value, also accepting the constructed form some BER writers use."""
-    if item.constructed:
-        return b"".join(_octets(part, what) for part in item.children())
     if item.tag_class == der.CLASS_UNIVERSAL and item.number != der.OCTET_STRING:
         raise KeyPackageError(f"{what}: expected an OCTET STRING")
+    if item.constructed:
+        return b"".join(_octets(part, what) for part in item.children())
     return item.content
 
 
@@ -236,10 +236,10 @@ def seal_key(
     signed by signer_key and encrypted to the recipient's key.
 
     The recipient is named by its subjectKeyIdentifier (subject_key_identifier() of a
-    certificate). RSA recipients get a
-    KeyTransRecipientInfo with RSAES-OAEP (SHA-256, MGF1-SHA-256); EC recipients on
-    P-256/P-384/P-521 a KeyAgreeRecipientInfo with an ephemeral key,
-    dhSinglePass-stdDH-sha256kdf-scheme and the AES key wrap matching the content cipher.
+    certificate). RSA recipients get a KeyTransRecipientInfo with RSAES-OAEP (SHA-256,
+    MGF1-SHA-256); EC recipients on P-256/P-384/P-521 a KeyAgreeRecipientInfo with an
+    ephemeral key, dhSinglePass-stdDH-sha256kdf-scheme and the AES key wrap matching the
+    content cipher.
     """
     try:
         key_item = der.read_one(pkcs8)
@@ -419,6 +419,9 @@ def open_key(
     IssuerAndSerialNumber) when it is given, else the first one of the kind the key can
     use. The signer must be among the SignedData's certificates and its signature must
     verify; whether that signer is trusted (chain validation) is the caller's decision.
+    The encrypted content may be the bare SignedData under id-signedData (RFC 7030, and
+    seal_key) or, as `openssl cms -encrypt` of a signed file makes it, a
+    ContentInfo(SignedData) under id-data.
     """
     try:
         content = _decrypt(data, recipient_key, recipient)
