@@ -19,26 +19,23 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from ..codec import der
 from ..codec.csrattrs import KeyRequest, build_csrattrs
 from ..codec.pkcs10 import Csr
 from ..pop import check_pop
 from ..service import (
-    BadRequest,
     Certificates,
     CsrAttributes,
     EnrollRequest,
     Forbidden,
     KeyAndCertificate,
-    KeyFormat,
     NotFound,
-    NotSupported,
     Peer,
     Pending,
     ServiceFailure,
     Unauthenticated,
 )
 from ..trust import ID_KP_CMC_RA, ChainVerdicts, has_eku, issued_by
+from .key_delivery import PLAIN, KeyDelivery, key_delivery_for
 from .keys import (
     ALL_KEY_TYPES,
     DEFAULT_KEY_TYPE,
@@ -57,9 +54,6 @@ APPROVAL_MODES = ("auto", "manual")
 _SERIAL_ATTEMPTS = 5
 _NOT_RECORDED = "could not record the certificate; nothing was issued"
 
-# RFC 7030 s4.4.1.1 / s4.4.1.2: the client asks for its key wrapped in CMS EnvelopedData.
-ID_AA_DECRYPT_KEY_ID = x509.ObjectIdentifier("1.2.840.113549.1.9.16.2.37")
-ID_AA_ASYMM_DECRYPT_KEY_ID = x509.ObjectIdentifier("1.2.840.113549.1.9.16.2.54")
 
 Answer = Certificates | Pending | KeyAndCertificate
 
@@ -196,14 +190,14 @@ class LocalCA:
             self._authorize_enroll(peer)
         if not via_ra:
             check_pop(csr, peer, required=self.require_pop)
-        if operation == "serverkeygen":
-            _refuse_encrypted_key_request(csr)
+        # Read before anything is issued: a request that cannot be served costs nothing.
+        delivery = key_delivery_for(csr, peer) if operation == "serverkeygen" else PLAIN
         if renewed_from is not None:
             _check_same_identity(csr, renewed_from)
         vetted = vet_csr(csr, check_key=operation != "serverkeygen")
 
         if self.approval == "auto":
-            return self._issue(operation, request, vetted, renewed_from)
+            return self._issue(operation, request, vetted, renewed_from, delivery)
         record = self.store.submit_pending(
             operation=operation,
             label=request.label,
@@ -218,8 +212,8 @@ class LocalCA:
             raise Forbidden("request denied")
         issued = self.store.issued_for_pending(record.id)
         if issued is not None:  # the device repeats after it was served: same answer
-            return self._answer(issued)
-        return self._issue(operation, request, vetted, renewed_from, pending_id=record.id)
+            return self._answer(issued, delivery)
+        return self._issue(operation, request, vetted, renewed_from, delivery, pending_id=record.id)
 
     def _check_label(self, label: str | None) -> None:
         if not self.has_label(label):
@@ -273,6 +267,7 @@ class LocalCA:
         request: EnrollRequest,
         vetted: Request,
         renewed_from: x509.Certificate | None,
+        delivery: KeyDelivery,
         *,
         pending_id: int | None = None,
     ) -> Answer:
@@ -313,7 +308,7 @@ class LocalCA:
                     # Another instance may have served this approval a moment ago.
                     issued = self.store.issued_for_pending(pending_id)
                     if issued is not None:
-                        return self._answer(issued)
+                        return self._answer(issued, delivery)
                 log.error("could not record certificate: %s", exc)
                 raise ServiceFailure(_NOT_RECORDED) from exc
             except Exception as exc:
@@ -328,17 +323,24 @@ class LocalCA:
             )
             chain = self._chain(cert, record.cert_der)
             if key_der is not None:
-                return KeyAndCertificate(key_der, KeyFormat.PKCS8, chain)
+                return self._key_answer(key_der, chain, delivery)
             return chain
         raise ServiceFailure("could not find a free serial number")
 
-    def _answer(self, issued: IssuedRecord) -> Answer:
+    def _answer(self, issued: IssuedRecord, delivery: KeyDelivery) -> Answer:
         chain = self._chain(issued.certificate, issued.cert_der)
         if issued.operation == "serverkeygen":
             if issued.key_der is None:
                 raise ServiceFailure("the server-generated key of this request is gone")
-            return KeyAndCertificate(issued.key_der, KeyFormat.PKCS8, chain)
+            return self._key_answer(issued.key_der, chain, delivery)
         return chain
+
+    def _key_answer(
+        self, key_der: bytes, chain: Certificates, delivery: KeyDelivery
+    ) -> KeyAndCertificate:
+        # This CA generated the key, so it signs the package (RFC 7030 s4.4.2).
+        key, key_format = delivery.deliver(key_der, self.ca_certificate, self._ca_key)
+        return KeyAndCertificate(key, key_format, chain)
 
     @staticmethod
     def _chain(cert: x509.Certificate, cert_der: bytes) -> Certificates:
@@ -389,25 +391,6 @@ def _same_key(cert: x509.Certificate, csr: Csr) -> bool:
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     return der == csr.public_key_der
-
-
-def _refuse_encrypted_key_request(csr: Csr) -> None:
-    if set(_attribute_oids(csr)) & {ID_AA_DECRYPT_KEY_ID, ID_AA_ASYMM_DECRYPT_KEY_ID}:
-        raise NotSupported("encrypted server-generated keys (CMS EnvelopedData) are not supported")
-
-
-def _attribute_oids(csr: Csr) -> list[x509.ObjectIdentifier]:
-    """The attribute types of the CSR, read from the DER (cryptography may refuse odd values)."""
-    try:
-        info = der.read_one(csr.request.tbs_certrequest_bytes).children()
-        if len(info) < 4 or not info[3].is_context(0):
-            return []
-        return [
-            x509.ObjectIdentifier(der.decode_oid(attribute.children()[0]))
-            for attribute in info[3].children()
-        ]
-    except (der.DerError, IndexError) as exc:
-        raise BadRequest(f"CSR attributes are malformed: {exc}") from exc
 
 
 def _keygen_type(csr: Csr) -> str:

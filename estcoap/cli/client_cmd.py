@@ -63,6 +63,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     skg.add_argument("--out", required=True, metavar="CERT")
     skg.add_argument("--out-key", required=True, metavar="KEY")
     skg.add_argument("--pop", action="store_true")
+    skg.add_argument(
+        "--encrypted", action="store_true",
+        help="ask for the key enveloped for this request's own key (RFC 7030 s4.4.1.2)",
+    )  # fmt: skip
 
 
 def _command(subparsers, name: str, help_text: str, func) -> argparse.ArgumentParser:  # type: ignore[no-untyped-def]
@@ -253,7 +257,9 @@ async def _reenroll(args: argparse.Namespace) -> int:
 async def _skg(args: argparse.Namespace) -> int:
     sans = [parse_san(s) for s in args.san]
     async with _client(args) as est:
-        key, chain = await est.serverkeygen(subject=args.subject, sans=sans, pop=args.pop)
+        key, chain = await est.serverkeygen(
+            subject=args.subject, sans=sans, pop=args.pop, encrypted=args.encrypted
+        )
     write_secret(args.out_key, _key_bytes(key, args.der))
     _write_certs(args.out, chain, args.der)
     print(f"wrote {chain[0].subject.rfc4514_string()} to {args.out} and its key to {args.out_key}")

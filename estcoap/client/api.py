@@ -18,7 +18,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 
-from ..codec import pkcs7, spki
+from ..codec import keypackage, pkcs7, spki
 from ..codec.csrattrs import (
     CsrAttrItem,
     KeyRequest,
@@ -37,7 +37,8 @@ from ..codec.operations import (
     is_operation_name,
     spec_for,
 )
-from ..codec.pkcs10 import build_csr
+from ..codec.pkcs10 import add_attributes, build_csr
+from ..trust import chains_to
 from .transport import ClientTransport, Reply, ReplyKind, TransportError
 
 PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
@@ -131,6 +132,20 @@ def fingerprint(cert: x509.Certificate) -> str:
 
 def _normalise_fingerprint(text: str) -> str:
     return "".join(ch for ch in text.lower() if ch in "0123456789abcdef")
+
+
+def _ask_for_encryption(csr: bytes, key: PrivateKey) -> bytes:
+    """The CSR, asking for the key enveloped for its own key (RFC 7030 s4.4.1.2)."""
+    try:
+        recipient = keypackage.Recipient.of_public_key(key.public_key())
+    except CodecError as exc:
+        raise EstClientError("serverkeygen: this key cannot receive an encrypted key",
+                             diagnostic=str(exc)) from exc  # fmt: skip
+    attributes = [
+        keypackage.asymmetric_decrypt_key_id_attribute(recipient.key_id),
+        keypackage.smime_capabilities_attribute((keypackage.AES256_CBC, keypackage.AES128_CBC)),
+    ]
+    return add_attributes(csr, key, attributes)  # type: ignore[arg-type]
 
 
 def _public_der(key_or_cert: object) -> bytes:
@@ -510,26 +525,62 @@ class EstClient:
         sans: Sequence[x509.GeneralName] = (),
         key: PrivateKey | None = None,
         pop: bool = False,
+        encrypted: bool = False,
     ) -> tuple[PrivateKey, list[x509.Certificate]]:
         """serverkeygen: the server makes the key. The CSR (signed with `key`, or a
-        throwaway key) only carries the identity; returns (new key, certificates)."""
-        der = await self._make_csr(csr, key or generate_key(), subject, sans, pop, None)
+        throwaway key) only carries the identity; returns (new key, certificates).
+
+        encrypted=True asks for the key enveloped for the key that signs the CSR (RFC 7030
+        s4.4.1.2): the CSR names it in AsymmetricDecryptKeyIdentifier and lists the
+        content ciphers we take in SMIMECapabilities. The answer is decrypted with that
+        key, and whoever signed the key package must chain to our trust anchors.
+        """
+        if encrypted and csr is not None:
+            raise ValueError("encrypted=True needs the key that signs the CSR: give a subject")
+        transport_key = key or generate_key()
+        der = await self._make_csr(csr, transport_key, subject, sans, pop, None)
+        if encrypted:
+            der = _ask_for_encryption(der, transport_key)
         spec = spec_for(Operation.SERVERKEYGEN)
         reply = await self._call(spec, der)
         try:
             parts = KeygenParts.from_core(reply.body)
         except CodecError as exc:
             raise EstClientError("serverkeygen: undecodable answer", diagnostic=str(exc)) from exc
-        if parts.key_format is not ContentFormat.PKCS8:
-            raise EstClientError("serverkeygen: the server sent an encrypted key (unsupported)")
+        pkcs8 = self._received_key(parts, transport_key if encrypted else None)
         try:
-            new_key = serialization.load_der_private_key(parts.key, password=None)
+            new_key = serialization.load_der_private_key(pkcs8, password=None)
         except ValueError as exc:
             raise EstClientError("serverkeygen: undecodable key", diagnostic=str(exc)) from exc
         cert_reply = Reply(ReplyKind.OK, body=parts.certificate, content_format=parts.cert_format)
         certs = self._certificates_with_der(cert_reply, spec.long_name)
         public_der = _public_der(new_key)
         return new_key, self._issued_first(certs, public_der, lambda: public_der, spec.long_name)  # type: ignore[return-value]
+
+    def _received_key(self, parts: KeygenParts, recipient_key: PrivateKey | None) -> bytes:
+        """The PKCS#8 key of an answer; opened and its signer checked when we asked for that."""
+        if parts.key_format is ContentFormat.PKCS8:
+            if recipient_key is not None:
+                raise EstClientError(
+                    "serverkeygen: asked for an encrypted key, the server sent it in clear"
+                )
+            return parts.key
+        if recipient_key is None:
+            raise EstClientError(
+                "serverkeygen: the server sent an encrypted key we did not ask for"
+            )
+        try:
+            opened = keypackage.open_key(parts.key, recipient_key=recipient_key)
+        except CodecError as exc:
+            raise EstClientError("serverkeygen: cannot open the key", diagnostic=str(exc)) from exc
+        anchors = self.trust or self.ca_certificates
+        chain = (opened.signer, *(c for c in opened.certificates if c != opened.signer))
+        if not anchors or not chains_to(chain, anchors):
+            raise EstClientError(
+                "serverkeygen: the key package's signer is not trusted",
+                diagnostic=f"signed by {opened.signer.subject.rfc4514_string()}",
+            )
+        return opened.pkcs8
 
     async def provision(
         self,

@@ -116,6 +116,12 @@ def test_device_enrolls_and_renews_over_coaps(tmp_path: Path) -> None:
 
         ok("serverkeygen", coaps, *identity, "--subject", "CN=skg", "--out", tmp_path / "s.pem",
            "--out-key", tmp_path / "s.key")  # fmt: skip
+        # the key enveloped for the request's own key (RFC 7030 s4.4.1.2), opened by the CLI
+        ok("serverkeygen", coaps, *identity, "--subject", "CN=skg2", "--out", tmp_path / "e.pem",
+           "--out-key", tmp_path / "e.key", "--encrypted")  # fmt: skip
+        sealed_cert = x509.load_pem_x509_certificate((tmp_path / "e.pem").read_bytes())
+        sealed_key = serialization.load_pem_private_key((tmp_path / "e.key").read_bytes(), None)
+        assert sealed_cert.public_key() == sealed_key.public_key()
 
         # an IDevID cannot re-enroll (it was not issued by this CA): one line with the code
         one_line_error(

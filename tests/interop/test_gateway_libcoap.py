@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import datetime
 import shutil
 import socket
 import subprocess
@@ -13,11 +14,11 @@ from pathlib import Path
 import cbor2
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from estcoap.codec import pkcs7
-from estcoap.codec.pkcs10 import build_csr
+from estcoap.codec import der, keypackage, pkcs7
+from estcoap.codec.pkcs10 import add_attributes, build_csr
 from tests.interop.gateway_procs import (
     GATEWAY_READY,
     UPSTREAM_READY,
@@ -168,9 +169,7 @@ def test_pending_then_approval(tmp_path: Path) -> None:
             first = response_line(coap(pki, f"{gateway.url}/sen", *send))
             assert " c:5.03 " in first and "Max-Age:3" in first
             listing = cli("pending", "list", "--ca", pki.ca_dir).stdout
-            (request_id,) = [
-                line.split()[0] for line in listing.splitlines() if "CN=waits" in line
-            ]
+            (request_id,) = [line.split()[0] for line in listing.splitlines() if "CN=waits" in line]
             again = response_line(coap(pki, f"{gateway.url}/sen", *send))
             assert " c:5.03 " in again  # still waiting: same request, same answer
             cli("pending", "approve", request_id, "--ca", pki.ca_dir)
@@ -198,3 +197,74 @@ def test_upstream_down_gives_502_within_a_second(pki: Pki, tmp_path: Path) -> No
     line = response_line(done)
     assert " c:5.02 " in line and "upstream unavailable" in line
     assert elapsed < 1.0
+
+
+def test_skg_with_the_key_enveloped_for_the_csr_key(
+    pki: Pki, gateway_url: str, tmp_path: Path
+) -> None:
+    """RFC 7030 s4.4.1.2 through the registrar: the upstream CA never sees the device's
+    channel, so the CSR names its own key as the recipient; openssl opens the 280 part."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    recipient = keypackage.Recipient.of_public_key(key.public_key())
+    csr = build_csr(key, x509.Name.from_rfc4514_string("CN=sealed-device"))
+    attributes = [
+        keypackage.asymmetric_decrypt_key_id_attribute(recipient.key_id),
+        keypackage.smime_capabilities_attribute((keypackage.AES128_CBC,)),
+    ]
+    (tmp_path / "csr.der").write_bytes(add_attributes(csr, key, attributes))
+    done = coap(pki, f"{gateway_url}/skg", "-m", "post", "-t", "286",
+                "-f", tmp_path / "csr.der", "-o", tmp_path / "skg.cbor")  # fmt: skip
+    assert " c:2.04 " in response_line(done)
+    items = cbor2.loads((tmp_path / "skg.cbor").read_bytes())
+    parts = dict(zip(items[::2], items[1::2], strict=True))
+    assert set(parts) == {280, 281}
+    (tmp_path / "env.der").write_bytes(parts[280])
+    (tmp_path / "rcpt.pem").write_bytes(
+        _holder(key, recipient.key_id).public_bytes(serialization.Encoding.PEM)
+    )
+    (tmp_path / "rcpt.key").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )  # fmt: skip
+    )
+    _openssl(tmp_path, "cms", "-decrypt", "-inform", "DER", "-in", "env.der", "-recip",
+             "rcpt.pem", "-inkey", "rcpt.key", "-binary", "-out", "signed-data.der")  # fmt: skip
+    # CMS envelopes the SignedData itself (content type id-signedData); openssl's verify
+    # reads a ContentInfo, so wrap it as one.
+    signed_data = (tmp_path / "signed-data.der").read_bytes()
+    (tmp_path / "signed.der").write_bytes(
+        der.sequence([der.oid(keypackage.ID_SIGNED_DATA), der.context(0, signed_data)])
+    )
+    _openssl(tmp_path, "cms", "-verify", "-inform", "DER", "-in", "signed.der", "-CAfile",
+             str(pki.ca_pem), "-purpose", "any", "-binary", "-out", "package.der")  # fmt: skip
+    (one_key,) = der.read_one((tmp_path / "package.der").read_bytes()).children()
+    private = serialization.load_der_private_key(one_key.raw, password=None)
+    (cert,) = [
+        c for c in pkcs7.decode_certs_only(parts[281])
+        if c.subject.rfc4514_string() == "CN=sealed-device"
+    ]  # fmt: skip
+    assert cert.public_key() == private.public_key()
+
+
+def _openssl(cwd: Path, *args: str) -> None:
+    done = subprocess.run(["openssl", *args], cwd=cwd, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+def _holder(key: ec.EllipticCurvePrivateKey, key_id: bytes) -> x509.Certificate:
+    """A certificate openssl can name the recipient key by (its SKI is the one asked for)."""
+    name = x509.Name.from_rfc4514_string("CN=recipient")
+    now = datetime.datetime.now(datetime.UTC)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectKeyIdentifier(key_id), critical=False)
+        .sign(key, hashes.SHA256())
+    )

@@ -26,6 +26,7 @@ from estcoap.codec.csrattrs import (
     wants_challenge_password,
 )
 from estcoap.service import (
+    BadRequest,
     Certificates,
     EstService,
     Forbidden,
@@ -246,9 +247,17 @@ async def test_serverkeygen_follows_an_rsa_request(ca):
     assert isinstance(key, rsa.RSAPrivateKey) and key.key_size == 2048
 
 
-@pytest.mark.parametrize("oid", [DECRYPT_KEY_ID, ASYMM_DECRYPT_KEY_ID])
-async def test_serverkeygen_refuses_encrypted_key_requests(ca, oid):
+@pytest.mark.parametrize(
+    ("oid", "refusal", "reason"),
+    [
+        (DECRYPT_KEY_ID, NotSupported, "shared in advance"),  # no symmetric keys here
+        (ASYMM_DECRYPT_KEY_ID, BadRequest, "no key known"),  # names no key we know
+    ],
+)
+async def test_serverkeygen_refuses_encryption_it_cannot_do_before_issuing(
+    ca, oid, refusal, reason
+):
     csr = make_csr(attributes=[(oid, b"\x01\x02\x03\x04", OCTET_STRING)])
-    with pytest.raises(NotSupported, match="CMS EnvelopedData"):
+    with pytest.raises(refusal, match=reason):
         await ca.serverkeygen(enroll_request(csr, user_peer()))
     assert [r.operation for r in ca.store.issued_list()] == ["init"]

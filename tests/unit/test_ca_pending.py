@@ -14,10 +14,13 @@ from test_ca_support import enroll_request, make_csr, name, new_ca, user_peer
 
 from estcoap.ca import Store, StoreError, UnknownRequest
 from estcoap.cli import main
+from estcoap.codec import keypackage
+from estcoap.codec.pkcs10 import add_attributes, build_csr, parse_csr
 from estcoap.service import (
     Certificates,
     Forbidden,
     KeyAndCertificate,
+    KeyFormat,
     Peer,
     Pending,
     Transport,
@@ -105,6 +108,28 @@ async def test_approved_serverkeygen_gives_the_same_key_again(ca):
     assert isinstance(first, KeyAndCertificate)
     assert again == first
     key = serialization.load_der_private_key(first.private_key, None)
+    assert key.public_key() == first.certificates.certificates[0].public_key()
+
+
+async def test_approved_encrypted_serverkeygen_seals_the_same_key_each_time(ca):
+    """The record keeps the key as generated; every answer seals it for the recipient."""
+    transport_key = ec.generate_private_key(ec.SECP256R1())
+    recipient = keypackage.Recipient.of_public_key(transport_key.public_key())
+    csr_der = add_attributes(
+        build_csr(transport_key, name("skg-sealed")),
+        transport_key,
+        [keypackage.asymmetric_decrypt_key_id_attribute(recipient.key_id)],
+    )
+    request = enroll_request(parse_csr(csr_der), user_peer())
+    assert isinstance(await ca.serverkeygen(request), Pending)
+    (record,) = ca.store.pending_list()
+    _decide(ca, record.id, "approve")
+    first = await ca.serverkeygen(request)
+    again = await ca.serverkeygen(request)
+    assert first.key_format is again.key_format is KeyFormat.CMS_ENVELOPED
+    keys = [keypackage.open_key(a.private_key, recipient_key=transport_key) for a in (first, again)]
+    assert keys[0].pkcs8 == keys[1].pkcs8  # one key, sealed afresh
+    key = serialization.load_der_private_key(keys[0].pkcs8, None)
     assert key.public_key() == first.certificates.certificates[0].public_key()
 
 

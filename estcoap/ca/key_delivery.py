@@ -1,0 +1,106 @@
+"""How a server-generated key goes back to the client (RFC 7030 s4.4.1, s4.4.2).
+
+Plain PKCS#8 when the client asks nothing more: the (D)TLS channel protects it. When the
+CSR carries AsymmetricDecryptKeyIdentifier (s4.4.1.2), the key is signed by this CA (the
+party that generated it) and enveloped for the key that identifier names: the client
+certificate of the channel, or the CSR's own key. The CSR's key is the one that works
+through a registrar or proxy, which passes the CSR on but not the device's channel.
+DecryptKeyIdentifier (s4.4.1.1) needs keys shared in advance, which this CA has none of.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
+
+from ..codec import der, keypackage
+from ..codec.errors import CodecError
+from ..codec.pkcs10 import Csr
+from ..service import BadRequest, KeyFormat, NotSupported, Peer
+
+_DECRYPT_KEY_ID = "1.2.840.113549.1.9.16.2.37"  # RFC 4108 id-aa-decryptKeyID
+
+
+@dataclass(frozen=True)
+class KeyDelivery:
+    """recipient None: plain PKCS#8. Otherwise seal for that key with that cipher."""
+
+    recipient: keypackage.Recipient | None = None
+    cipher: str = keypackage.AES128_CBC
+
+    def deliver(
+        self, pkcs8: bytes, signer_certificate: x509.Certificate, signer_key: PrivateKeyTypes
+    ) -> tuple[bytes, KeyFormat]:
+        """(key bytes, format) for the answer."""
+        if self.recipient is None:
+            return pkcs8, KeyFormat.PKCS8
+        sealed = keypackage.seal_key(
+            pkcs8,
+            signer_certificate=signer_certificate,
+            signer_key=signer_key,
+            recipient=self.recipient,
+            content_cipher=self.cipher,
+        )
+        return sealed, KeyFormat.CMS_ENVELOPED
+
+
+PLAIN = KeyDelivery()
+
+
+def key_delivery_for(csr: Csr, peer: Peer) -> KeyDelivery:
+    """Read what the CSR asks for; refuse, before anything is issued, what cannot be done."""
+    attributes = csr.attributes
+    if _DECRYPT_KEY_ID in attributes:
+        raise NotSupported(
+            "DecryptKeyIdentifier (RFC 7030 s4.4.1.1) needs a symmetric key shared in advance,"
+            " and this CA has none; ask with AsymmetricDecryptKeyIdentifier instead"
+        )
+    values = attributes.get(keypackage.ID_AA_ASYMM_DECRYPT_KEY_ID)
+    if values is None:
+        return PLAIN
+    key_id = _octet_string(values)
+    recipient = _recipient_named(key_id, csr, peer)
+    cipher = keypackage.AES128_CBC
+    capabilities = attributes.get(keypackage.ID_SMIME_CAPABILITIES)
+    if capabilities is not None:
+        try:
+            chosen = keypackage.choose_content_cipher(keypackage.smime_capabilities(capabilities))
+        except CodecError as exc:
+            raise BadRequest(f"SMIMECapabilities attribute is malformed: {exc}") from exc
+        if chosen is None:
+            raise BadRequest(
+                "none of the SMIMECapabilities content ciphers is supported here"
+                " (AES-128-CBC, AES-256-CBC)"
+            )
+        cipher = chosen
+    return KeyDelivery(recipient, cipher)
+
+
+def _octet_string(values: bytes) -> bytes:
+    """The one OCTET STRING in an attribute's values SET."""
+    try:
+        (value,) = der.read_one(values).children()
+    except (der.DerError, ValueError) as exc:
+        raise BadRequest(f"AsymmetricDecryptKeyIdentifier must hold one value: {exc}") from exc
+    if not value.is_universal(der.OCTET_STRING) or value.constructed or not value.content:
+        raise BadRequest("AsymmetricDecryptKeyIdentifier must be a non-empty OCTET STRING")
+    return value.content
+
+
+def _recipient_named(key_id: bytes, csr: Csr, peer: Peer) -> keypackage.Recipient:
+    """The key the identifier names: the channel's client certificate, else the CSR's key."""
+    for certificate in peer.certificates[:1]:
+        if keypackage.subject_key_identifier(certificate) == key_id:
+            return keypackage.Recipient.of_certificate(certificate)
+    try:
+        csr_key = keypackage.Recipient.of_public_key(csr.public_key)
+    except CodecError as exc:
+        raise BadRequest(f"the CSR's key cannot receive an encrypted key: {exc}") from exc
+    if csr_key.key_id == key_id:
+        return csr_key
+    raise BadRequest(
+        f"no key known for AsymmetricDecryptKeyIdentifier {key_id.hex()}: it must be the"
+        " subjectKeyIdentifier of the client certificate or of the CSR's public key"
+    )

@@ -1,0 +1,168 @@
+"""Server-generated keys enveloped for the client (RFC 7030 s4.4.1.2, s4.4.2), end to end
+over real HTTPS and DTLS: EstClient asks, LocalCA signs and envelopes, the client opens.
+`openssl cms` opens what the server sent, as an independent check of the wire format."""
+
+from __future__ import annotations
+
+import datetime as dt
+import subprocess
+from pathlib import Path
+
+import cbor2
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from estcoap.client import EstClient, generate_key
+from estcoap.codec import der, keypackage, pkcs7
+from estcoap.codec.operations import ContentFormat, Operation, spec_for
+from estcoap.codec.pkcs10 import add_attributes, build_csr
+from tests.integration.coaps_fixtures import Deployment, make_deployment, running_coaps
+from tests.integration.https_fixtures import (  # noqa: F401  (ca_dir_fixture provides `ca_dir`)
+    PASSWORD,
+    USER,
+    ca_dir_fixture,
+    running,
+)
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def _spki(obj) -> bytes:  # type: ignore[no-untyped-def]
+    return obj.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def _asking_csr(key, subject: str, key_id: bytes | None = None, ciphers=None) -> bytes:  # type: ignore[no-untyped-def]
+    """A serverkeygen CSR asking for the key enveloped for `key` (its SKI by default)."""
+    recipient = keypackage.Recipient.of_public_key(key.public_key())
+    attributes = [keypackage.asymmetric_decrypt_key_id_attribute(key_id or recipient.key_id)]
+    if ciphers is not None:
+        attributes.append(keypackage.smime_capabilities_attribute(ciphers))
+    csr = build_csr(key, x509.Name.from_rfc4514_string(subject))
+    return add_attributes(csr, key, attributes)
+
+
+async def test_https_client_gets_its_key_enveloped_and_opens_it(ca_dir) -> None:
+    async with running(ca_dir) as env:
+        async with EstClient(env.url, trust=env.paths.ca_cert, user=USER, password=PASSWORD) as est:
+            new_key, chain = await est.serverkeygen(subject="CN=sealed-1", encrypted=True)
+            assert _spki(chain[0]) == _spki(new_key)
+            assert chain[0].subject.rfc4514_string() == "CN=sealed-1"
+            # On the wire: the key part is CMS (smime-type=server-generated-key), not PKCS#8.
+            key = generate_key()
+            transport = await est.transport()
+            reply = await transport.call(
+                spec_for(Operation.SERVERKEYGEN), None, _asking_csr(key, "CN=sealed-2")
+            )
+            key_format, sealed, cert_format, _ = cbor2.loads(reply.body)
+            assert key_format == ContentFormat.PKCS7_SERVER_KEYGEN
+            assert cert_format == ContentFormat.PKCS7_CERTS_ONLY
+            opened = keypackage.open_key(sealed, recipient_key=key)
+            assert opened.signer == env.ca.ca_certificate  # the CA made the key and signed it
+
+
+async def test_what_the_server_sends_opens_with_openssl(ca_dir, tmp_path: Path) -> None:
+    async with running(ca_dir) as env:
+        async with EstClient(env.url, trust=env.paths.ca_cert, user=USER, password=PASSWORD) as est:
+            key = ec.generate_private_key(ec.SECP256R1())
+            transport = await est.transport()
+            reply = await transport.call(
+                spec_for(Operation.SERVERKEYGEN),
+                None,
+                _asking_csr(key, "CN=sealed-3", ciphers=(keypackage.AES256_CBC,)),
+            )
+    _, sealed, _, certificate_part = cbor2.loads(reply.body)
+    # openssl needs a certificate for the recipient key: any that holds it and its SKI.
+    recipient = keypackage.Recipient.of_public_key(key.public_key())
+    holder = _self_signed(key, recipient.key_id)
+    (tmp_path / "env.der").write_bytes(sealed)
+    (tmp_path / "rcpt.pem").write_bytes(holder.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "rcpt.key").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    _openssl(tmp_path, "cms", "-decrypt", "-inform", "DER", "-in", "env.der", "-recip",
+             "rcpt.pem", "-inkey", "rcpt.key", "-binary", "-out", "signed-data.der")  # fmt: skip
+    # CMS envelopes the SignedData itself (content type id-signedData); openssl's verify
+    # reads a ContentInfo, so wrap it as one.
+    signed_data = (tmp_path / "signed-data.der").read_bytes()
+    (tmp_path / "signed.der").write_bytes(
+        der.sequence([der.oid(keypackage.ID_SIGNED_DATA), der.context(0, signed_data)])
+    )
+    ca_file = str(env.paths.ca_cert)
+    _openssl(tmp_path, "cms", "-verify", "-inform", "DER", "-in", "signed.der", "-CAfile",
+             ca_file, "-purpose", "any", "-binary", "-out", "package.der")  # fmt: skip
+    package = der.read_one((tmp_path / "package.der").read_bytes())
+    (pkcs8,) = package.children()  # AsymmetricKeyPackage holding one OneAsymmetricKey
+    new_key = serialization.load_der_private_key(pkcs8.raw, None)
+    (issued,) = pkcs7.decode_certs_only(certificate_part)
+    assert _spki(issued) == _spki(new_key)
+
+
+async def test_unknown_key_id_and_unsupported_ciphers_are_refused_before_issuing(ca_dir) -> None:
+    async with running(ca_dir) as env:
+        async with EstClient(env.url, trust=env.paths.ca_cert, user=USER, password=PASSWORD) as est:
+            transport = await est.transport()
+            spec = spec_for(Operation.SERVERKEYGEN)
+            key = generate_key()
+            before = len(env.ca.store.issued_list())
+            unknown = await transport.call(
+                spec, None, _asking_csr(key, "CN=x", key_id=b"\x01" * 20)
+            )
+            assert unknown.status == "400" and "no key known" in unknown.diagnostic
+            des = "1.2.840.113549.3.7"  # des-ede3-cbc: not offered here
+            weak = await transport.call(spec, None, _asking_csr(key, "CN=y", ciphers=(des,)))
+            assert weak.status == "400" and "SMIMECapabilities" in weak.diagnostic
+            assert len(env.ca.store.issued_list()) == before
+
+
+@pytest.fixture(name="deployment")
+def deployment_fixture(tmp_path: Path) -> Deployment:
+    return make_deployment(tmp_path)
+
+
+async def test_coaps_skg_answers_280_and_the_client_opens_it(deployment: Deployment) -> None:
+    device = deployment.device("sealed-dev")
+    async with running_coaps(deployment) as run:
+        async with run.client(device) as est:
+            new_key, chain = await est.serverkeygen(subject="CN=sealed-dev", encrypted=True)
+            assert _spki(chain[0]) == _spki(new_key)
+            # The device's own certificate can be the recipient too (its SKI named).
+            key = generate_key()
+            leaf = x509.load_pem_x509_certificate(device.cert_path.read_bytes())
+            csr = _asking_csr(key, "CN=sealed-dev", key_id=keypackage.subject_key_identifier(leaf))
+            transport = await est.transport()
+            reply = await transport.call(spec_for(Operation.SERVERKEYGEN), None, csr)
+        key_format, sealed, _, _ = cbor2.loads(reply.body)
+        assert key_format == 280
+        device_key = serialization.load_pem_private_key(device.key_path.read_bytes(), None)
+        assert keypackage.open_key(sealed, recipient_key=device_key).signer == run.ca.ca_certificate
+        with pytest.raises(keypackage.KeyPackageError):
+            keypackage.open_key(sealed, recipient_key=key)  # not for the CSR's key this time
+
+
+def _self_signed(key, key_id: bytes) -> x509.Certificate:  # type: ignore[no-untyped-def]
+    name = x509.Name.from_rfc4514_string("CN=recipient")
+    now = dt.datetime.now(dt.UTC)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=1))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.SubjectKeyIdentifier(key_id), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+
+
+def _openssl(cwd: Path, *args: str) -> None:
+    done = subprocess.run(["openssl", *args], cwd=cwd, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
