@@ -4,12 +4,15 @@ The server signs an AsymmetricKeyPackage (RFC 5958) holding the new PKCS#8 key i
 SignedData (RFC 5652, eContentType id-ct-KP-aKeyPackage), then encrypts that SignedData
 to the client in a CMS EnvelopedData: key transport with RSAES-OAEP for RSA recipients
 (RFC 4055), ephemeral-static ECDH with the X9.63 KDF and AES key wrap for EC recipients
-(RFC 5753). The ASN.1 is written and read with the small DER module; every primitive
-comes from `cryptography`.
+(RFC 5753), or, when client and server share a symmetric key in advance (RFC 7030
+s4.4.1.1, DecryptKeyIdentifier), a KEKRecipientInfo wrapping the content key with that
+key (RFC 5652 s6.2.3, AES key wrap per RFC 3565). The ASN.1 is written and read with
+the small DER module; every primitive comes from `cryptography`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -31,6 +34,7 @@ AES128_CBC = "2.16.840.1.101.3.4.1.2"
 AES192_CBC = "2.16.840.1.101.3.4.1.22"
 AES256_CBC = "2.16.840.1.101.3.4.1.42"
 ID_AA_ASYMM_DECRYPT_KEY_ID = "1.2.840.113549.1.9.16.2.54"  # RFC 7030 s4.4.1.2, OCTET STRING
+ID_AA_DECRYPT_KEY_ID = "1.2.840.113549.1.9.16.2.37"  # RFC 7030 s4.4.1.1 / RFC 4108, OCTET STRING
 ID_SMIME_CAPABILITIES = "1.2.840.113549.1.9.15"
 
 ID_DATA = "1.2.840.113549.1.7.1"
@@ -49,7 +53,9 @@ _EC_PUBLIC_KEY = "1.2.840.10045.2.1"
 _AES_CBC_KEY_BYTES = {AES128_CBC: 16, AES192_CBC: 24, AES256_CBC: 32}
 _AES128_WRAP = "2.16.840.1.101.3.4.1.5"
 _AES256_WRAP = "2.16.840.1.101.3.4.1.45"
-_AES_WRAP_KEY_BYTES = {_AES128_WRAP: 16, "2.16.840.1.101.3.4.1.25": 24, _AES256_WRAP: 32}
+_AES192_WRAP = "2.16.840.1.101.3.4.1.25"
+_AES_WRAP_KEY_BYTES = {_AES128_WRAP: 16, _AES192_WRAP: 24, _AES256_WRAP: 32}
+_WRAP_FOR_KEK_BYTES = {size: wrap for wrap, size in _AES_WRAP_KEY_BYTES.items()}
 _WRAP_FOR_CONTENT = {AES128_CBC: _AES128_WRAP, AES256_CBC: _AES256_WRAP}
 
 _HASH_OID = {
@@ -175,6 +181,21 @@ class Recipient:
         return cls(public_key, key_id())
 
 
+@dataclass(frozen=True)
+class SharedKey:
+    """A symmetric key-encryption key shared in advance, and the identifier both sides
+    know it by (RFC 7030 s4.4.1.1). The key is an AES key-wrap KEK: 16, 24 or 32 bytes."""
+
+    key_id: bytes
+    key: bytes = dataclasses.field(repr=False)  # a secret: kept out of reprs and logs
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.key_id, bytes) or not self.key_id:
+            raise KeyPackageError("shared key identifier must be non-empty bytes")
+        if not isinstance(self.key, bytes) or len(self.key) not in _WRAP_FOR_KEK_BYTES:
+            raise KeyPackageError("shared key must be 16, 24 or 32 bytes (AES key wrap)")
+
+
 def _issuer_and_serial(certificate: x509.Certificate) -> bytes:
     """IssuerAndSerialNumber with the issuer Name exactly as the certificate encodes it."""
     fields = der.read_one(certificate.tbs_certificate_bytes).children()
@@ -229,7 +250,7 @@ def seal_key(
     *,
     signer_certificate: x509.Certificate,
     signer_key: PrivateKeyTypes,
-    recipient: x509.Certificate | Recipient,
+    recipient: x509.Certificate | Recipient | SharedKey,
     content_cipher: str = AES128_CBC,
 ) -> bytes:
     """ContentInfo(EnvelopedData(SignedData(AsymmetricKeyPackage[pkcs8]))) as DER,
@@ -239,7 +260,8 @@ def seal_key(
     certificate). RSA recipients get a KeyTransRecipientInfo with RSAES-OAEP (SHA-256,
     MGF1-SHA-256); EC recipients on P-256/P-384/P-521 a KeyAgreeRecipientInfo with an
     ephemeral key, dhSinglePass-stdDH-sha256kdf-scheme and the AES key wrap matching the
-    content cipher.
+    content cipher. A SharedKey gets a KEKRecipientInfo named by its key_id, the content
+    key wrapped with id-aes128/192/256-wrap as the shared key's length dictates.
     """
     try:
         key_item = der.read_one(pkcs8)
@@ -320,7 +342,7 @@ def _signed_data(content: bytes, certificate: x509.Certificate, key: PrivateKey)
     )
 
 
-def _enveloped_data(content: bytes, recipient: Recipient, cipher: str) -> bytes:
+def _enveloped_data(content: bytes, recipient: Recipient | SharedKey, cipher: str) -> bytes:
     """ContentInfo(EnvelopedData) carrying a SignedData encrypted to one recipient."""
     cek = os.urandom(_AES_CBC_KEY_BYTES[cipher])
     iv = os.urandom(16)
@@ -329,11 +351,15 @@ def _enveloped_data(content: bytes, recipient: Recipient, cipher: str) -> bytes:
     encryptor = Cipher(algorithms.AES(cek), modes.CBC(iv)).encryptor()
     ciphertext = encryptor.update(padded) + encryptor.finalize()
 
-    public = recipient.public_key
-    if isinstance(public, rsa.RSAPublicKey):
-        recipient_info = _key_transport(public, recipient.key_id, cek)
+    recipient_info: bytes
+    if isinstance(recipient, SharedKey):
+        recipient_info = _kek_recipient(recipient, cek)
+    elif isinstance(recipient.public_key, rsa.RSAPublicKey):
+        recipient_info = _key_transport(recipient.public_key, recipient.key_id, cek)
     else:
-        recipient_info = _key_agreement(public, recipient.key_id, cek, _WRAP_FOR_CONTENT[cipher])
+        recipient_info = _key_agreement(
+            recipient.public_key, recipient.key_id, cek, _WRAP_FOR_CONTENT[cipher]
+        )
     encrypted_content_info = der.sequence(
         [
             der.oid(ID_SIGNED_DATA),
@@ -341,7 +367,8 @@ def _enveloped_data(content: bytes, recipient: Recipient, cipher: str) -> bytes:
             der.context(0, ciphertext, constructed=False),
         ]
     )
-    # Version 2: no originatorInfo, and the RecipientInfo is not v0 (RFC 5652 s6.1).
+    # Version 2 (RFC 5652 s6.1): no originatorInfo, no pwri/ori (which would make it 3),
+    # and the one RecipientInfo is not v0 (ktri v2, kari v3, kekri v4).
     enveloped = der.sequence([der.integer(2), der.set_of([recipient_info]), encrypted_content_info])
     return _content_info(ID_ENVELOPED_DATA, enveloped)
 
@@ -407,24 +434,53 @@ def _key_agreement(public: ec.EllipticCurvePublicKey, ski: bytes, cek: bytes, wr
     )
 
 
+def _kek_recipient(shared: SharedKey, cek: bytes) -> bytes:
+    """kekri [2] IMPLICIT KEKRecipientInfo v4 (RFC 5652 s6.2.3): kekid holds only the
+    keyIdentifier; the AES key wrap takes no parameters (RFC 3565 s2.3.2)."""
+    return der.context(
+        2,
+        der.integer(4)
+        + der.sequence([der.octet_string(shared.key_id)])
+        + _alg(_WRAP_FOR_KEK_BYTES[len(shared.key)])
+        + der.octet_string(aes_key_wrap(shared.key, cek)),
+    )
+
+
 # -- opening (client side) ----------------------------------------------------
 
 
 def open_key(
-    data: bytes, *, recipient_key: PrivateKeyTypes, recipient: x509.Certificate | None = None
+    data: bytes,
+    *,
+    recipient_key: PrivateKeyTypes | None = None,
+    recipient: x509.Certificate | None = None,
+    shared_key: SharedKey | None = None,
 ) -> OpenedKey:
     """Decrypt an RFC 7030 s4.4.2 encrypted key and check the SignedData inside it.
 
-    The RecipientInfo used is the one naming `recipient` (by subjectKeyIdentifier or
-    IssuerAndSerialNumber) when it is given, else the first one of the kind the key can
-    use. The signer must be among the SignedData's certificates and its signature must
-    verify; whether that signer is trusted (chain validation) is the caller's decision.
-    The encrypted content may be the bare SignedData under id-signedData (RFC 7030, and
-    seal_key) or, as `openssl cms -encrypt` of a signed file makes it, a
-    ContentInfo(SignedData) under id-data.
+    Exactly one of `recipient_key` (a private key) and `shared_key` must be given, and
+    `recipient` only with `recipient_key`; any other combination is a caller's mistake
+    and raises a plain ValueError (not KeyPackageError, which is about the bytes).
+    With a private key, the RecipientInfo used is the one naming `recipient` (by
+    subjectKeyIdentifier or IssuerAndSerialNumber) when it is given, else the first one
+    of the kind the key can use. With a shared key, it is the KEKRecipientInfo whose
+    keyIdentifier is shared_key.key_id. The signer must be among the SignedData's
+    certificates and its signature must verify; whether that signer is trusted (chain
+    validation) is the caller's decision. The encrypted content may be the bare
+    SignedData under id-signedData (RFC 7030, and seal_key) or, as `openssl cms
+    -encrypt` of a signed file makes it, a ContentInfo(SignedData) under id-data.
     """
+    key: PrivateKeyTypes | SharedKey
+    if shared_key is not None:
+        if recipient_key is not None or recipient is not None:
+            raise ValueError("give either recipient_key (and recipient) or shared_key")
+        key = shared_key
+    elif recipient_key is not None:
+        key = recipient_key
+    else:
+        raise ValueError("one of recipient_key or shared_key is required")
     try:
-        content = _decrypt(data, recipient_key, recipient)
+        content = _decrypt(data, key, recipient)
         return _verify(content)
     except KeyPackageError:
         raise
@@ -442,7 +498,9 @@ def _explicit(item: der.Tlv, what: str) -> der.Tlv:
     return der.read_one(item.content)
 
 
-def _decrypt(data: bytes, key: PrivateKeyTypes, recipient: x509.Certificate | None) -> bytes:
+def _decrypt(
+    data: bytes, key: PrivateKeyTypes | SharedKey, recipient: x509.Certificate | None
+) -> bytes:
     outer = _sequence(der.read_one(data), "ContentInfo", 2)
     if der.decode_oid(outer[0]) != ID_ENVELOPED_DATA:
         raise KeyPackageError("not an EnvelopedData")
@@ -492,10 +550,18 @@ def _names(rid: der.Tlv, recipient: x509.Certificate) -> bool:
 
 
 def _content_key(
-    recipient_infos: list[der.Tlv], key: PrivateKeyTypes, recipient: x509.Certificate | None
+    recipient_infos: list[der.Tlv],
+    key: PrivateKeyTypes | SharedKey,
+    recipient: x509.Certificate | None,
 ) -> bytes:
     """The content-encryption key from the RecipientInfo meant for this key."""
-    if isinstance(key, rsa.RSAPrivateKey):
+    if isinstance(key, SharedKey):
+        for info in recipient_infos:
+            if info.is_context(2) and info.constructed:  # kekri [2]
+                found = _unwrap_kek(info.children(), key)
+                if found is not None:
+                    return found
+    elif isinstance(key, rsa.RSAPrivateKey):
         for info in recipient_infos:
             if der.is_sequence(info):  # ktri is the untagged alternative
                 fields = _sequence(info, "KeyTransRecipientInfo", 4)
@@ -594,6 +660,31 @@ def _unwrap_agreed(
     )
     try:
         return aes_key_unwrap(kek, chosen)
+    except (InvalidUnwrap, ValueError) as exc:
+        raise KeyPackageError("cannot decrypt: wrong key or corrupted") from exc
+
+
+def _unwrap_kek(fields: list[der.Tlv], shared: SharedKey) -> bytes | None:
+    """The CEK from a KEKRecipientInfo, or None when its keyIdentifier is another key's."""
+    if len(fields) != 4:
+        raise KeyPackageError("KEKRecipientInfo: wrong number of fields")
+    kekid = _sequence(fields[1], "KEKIdentifier", 1)
+    if _octets(kekid[0], "keyIdentifier") != shared.key_id:
+        return None
+    if not fields[0].is_universal(der.INTEGER) or der.decode_integer(fields[0]) != 4:
+        raise KeyPackageError("KEKRecipientInfo: version must be 4")
+    wrap, params = _read_alg(fields[2], "keyEncryptionAlgorithm")
+    size = _AES_WRAP_KEY_BYTES.get(wrap)
+    # RFC 3565 s2.3.2: parameters absent; a NULL is tolerated as some writers add one.
+    if size is None or (params is not None and params.raw != _NULL):
+        raise KeyPackageError(f"unsupported key wrap {wrap}")
+    if size != len(shared.key):
+        raise KeyPackageError(
+            f"cannot decrypt: the envelope wants a {size}-byte KEK, "
+            f"the shared key has {len(shared.key)} bytes"
+        )
+    try:
+        return aes_key_unwrap(shared.key, _octets(fields[3], "encryptedKey"))
     except (InvalidUnwrap, ValueError) as exc:
         raise KeyPackageError("cannot decrypt: wrong key or corrupted") from exc
 
@@ -748,6 +839,11 @@ def asymmetric_decrypt_key_id_attribute(key_id: bytes) -> bytes:
         [der.oid(ID_AA_ASYMM_DECRYPT_KEY_ID), der.set_of([der.octet_string(key_id)])]
     )
 
+
+def decrypt_key_id_attribute(key_id: bytes) -> bytes:
+    """DER of the PKCS#10 Attribute DecryptKeyIdentifier (RFC 7030 s4.4.1.1, RFC 4108):
+    the identifier of the symmetric key, shared in advance, to encrypt the new key with."""
+    return der.sequence([der.oid(ID_AA_DECRYPT_KEY_ID), der.set_of([der.octet_string(key_id)])])
 
 
 def smime_capabilities_attribute(ciphers: Sequence[str] = (AES128_CBC,)) -> bytes:

@@ -29,12 +29,15 @@ from estcoap.codec.keypackage import (
     AES128_CBC,
     AES256_CBC,
     ID_AA_ASYMM_DECRYPT_KEY_ID,
+    ID_AA_DECRYPT_KEY_ID,
     ID_SMIME_CAPABILITIES,
     KeyPackageError,
     OpenedKey,
     Recipient,
+    SharedKey,
     asymmetric_decrypt_key_id_attribute,
     choose_content_cipher,
+    decrypt_key_id_attribute,
     open_key,
     seal_key,
     smime_capabilities,
@@ -600,3 +603,185 @@ def test_choose_content_cipher() -> None:
     assert choose_content_cipher([AES128_CBC, AES256_CBC]) == AES128_CBC
     assert choose_content_cipher([]) == AES128_CBC
     assert choose_content_cipher([des3]) is None
+
+
+# -- 6. keys shared in advance (RFC 7030 s4.4.1.1, KEKRecipientInfo) ---------------
+
+WRAP_NAMES = {16: "id-aes128-wrap", 24: "id-aes192-wrap", 32: "id-aes256-wrap"}
+
+
+def shared(size: int, key_id: bytes = b"device-7 kek") -> SharedKey:
+    return SharedKey(key_id, bytes((size * 7 + i * 13) % 256 for i in range(size)))
+
+
+def openssl_secret_args(key: SharedKey) -> list[str]:
+    return ["-secretkey", key.key.hex(), "-secretkeyid", key.key_id.hex()]
+
+
+@pytest.mark.parametrize(
+    ("size", "cipher"), [(16, AES128_CBC), (32, AES128_CBC), (32, AES256_CBC), (24, AES256_CBC)]
+)
+def test_openssl_decrypts_kek_sealed_key(
+    tmp_path: Path, pki: dict[str, Party], pkcs8: bytes, size: int, cipher: str
+) -> None:
+    kek = shared(size)
+    sealed = seal_key(
+        pkcs8,
+        signer_certificate=pki["signer"].cert,
+        signer_key=pki["signer"].key,
+        recipient=kek,
+        content_cipher=cipher,
+    )
+    printed = print_cms(tmp_path, sealed)
+    # RFC 5652 s6.1: no originatorInfo, no pwri/ori, a v4 RecipientInfo -> version 2.
+    assert "d.envelopedData: \n    version: 2" in printed
+    assert "d.kekri: \n        version: 4" in printed
+    assert WRAP_NAMES[size] in printed and "date: <ABSENT>" in printed
+    assert "contentType: pkcs7-signedData" in printed
+    (tmp_path / "env.der").write_bytes(sealed)
+    openssl(
+        "cms", "-decrypt", "-inform", "DER", "-in", tmp_path / "env.der",
+        *openssl_secret_args(kek), "-binary", "-out", tmp_path / "signed.der",
+    )  # fmt: skip
+    signed = (tmp_path / "signed.der").read_bytes()
+    assert openssl_verify(tmp_path, signed, pki["signer"]) == der.sequence([pkcs8])
+
+
+@pytest.mark.parametrize(("size", "cipher"), [(16, "-aes128"), (24, "-aes256"), (32, "-aes256")])
+def test_open_key_reads_openssl_kek_envelopes(
+    tmp_path: Path, pki: dict[str, Party], pkcs8: bytes, size: int, cipher: str
+) -> None:
+    kek = shared(size)
+    signed = openssl_sign(tmp_path, der.sequence([pkcs8]), pki["signer"])
+    openssl(
+        "cms", "-encrypt", "-binary", "-outform", "DER", cipher, *openssl_secret_args(kek),
+        "-in", signed, "-out", tmp_path / "env.der",
+    )  # fmt: skip
+    enveloped = (tmp_path / "env.der").read_bytes()
+    assert WRAP_NAMES[size] in print_cms(tmp_path, enveloped)  # openssl picks by KEK length
+    opened = open_key(enveloped, shared_key=kek)
+    assert opened.pkcs8 == pkcs8
+    assert opened.signer == pki["signer"].cert
+
+
+def test_openssl_envelope_with_kek_and_certificate_recipients(
+    tmp_path: Path, pki: dict[str, Party], pkcs8: bytes
+) -> None:
+    """One envelope for both a certificate (ktri) and a shared key (kekri): each of the
+    two opens its own RecipientInfo, and a shared key with another id finds none."""
+    kek = shared(16)
+    signed = openssl_sign(tmp_path, der.sequence([pkcs8]), pki["signer"])
+    enveloped = openssl_encrypt(tmp_path, signed, pki["rsa"], *openssl_secret_args(kek))
+    assert open_key(enveloped, shared_key=kek).pkcs8 == pkcs8
+    assert open_key(enveloped, recipient_key=pki["rsa"].key).pkcs8 == pkcs8
+    with pytest.raises(KeyPackageError, match="no RecipientInfo"):
+        open_key(enveloped, shared_key=SharedKey(b"another id", kek.key))
+
+
+@pytest.mark.parametrize("size", [16, 24, 32])
+@pytest.mark.parametrize("cipher", [AES128_CBC, AES256_CBC])
+def test_kek_round_trips(pki: dict[str, Party], pkcs8: bytes, size: int, cipher: str) -> None:
+    kek = shared(size)
+    sealed = seal_key(
+        pkcs8,
+        signer_certificate=pki["signer"].cert,
+        signer_key=pki["signer"].key,
+        recipient=kek,
+        content_cipher=cipher,
+    )
+    assert open_key(sealed, shared_key=kek) == OpenedKey(
+        pkcs8, pki["signer"].cert, (pki["signer"].cert,)
+    )
+    # The same key under an equal but separately built SharedKey opens it as well.
+    assert open_key(sealed, shared_key=SharedKey(kek.key_id, bytes(kek.key))).pkcs8 == pkcs8
+
+
+@pytest.fixture(scope="module")
+def sealed_kek(pki: dict[str, Party], pkcs8: bytes) -> bytes:
+    return seal_key(
+        pkcs8, signer_certificate=pki["signer"].cert, signer_key=pki["signer"].key,
+        recipient=shared(16),
+    )  # fmt: skip
+
+
+def test_wrong_shared_key_fails(pki: dict[str, Party], sealed_kek: bytes) -> None:
+    kek = shared(16)
+    with pytest.raises(KeyPackageError, match="no RecipientInfo"):
+        open_key(sealed_kek, shared_key=SharedKey(b"device-8 kek", kek.key))
+    with pytest.raises(KeyPackageError, match="cannot decrypt: wrong key"):
+        open_key(sealed_kek, shared_key=SharedKey(kek.key_id, bytes(16)))
+    with pytest.raises(KeyPackageError, match="cannot decrypt"):  # aes128-wrap, 32-byte key
+        open_key(sealed_kek, shared_key=shared(32))
+    # A private key finds no kekri to use, a shared key no ktri/kari.
+    with pytest.raises(KeyPackageError, match="no RecipientInfo"):
+        open_key(sealed_kek, recipient_key=pki["p256"].key)
+    sealed_rsa = seal_key(
+        b"\x30\x00", signer_certificate=pki["signer"].cert, signer_key=pki["signer"].key,
+        recipient=pki["rsa"].cert,
+    )  # fmt: skip
+    with pytest.raises(KeyPackageError, match="no RecipientInfo"):
+        open_key(sealed_rsa, shared_key=kek)
+
+
+def test_flipped_kek_wrapped_key_byte_fails(sealed_kek: bytes) -> None:
+    enveloped = der.read_one(der.read_one(sealed_kek).children()[1].content)
+    wrapped = enveloped.children()[1].children()[0].children()[3].content
+    at = sealed_kek.index(wrapped) + 3
+    corrupted = sealed_kek[:at] + bytes([sealed_kek[at] ^ 0x10]) + sealed_kek[at + 1 :]
+    with pytest.raises(KeyPackageError, match="cannot decrypt: wrong key"):
+        open_key(corrupted, shared_key=shared(16))
+
+
+def test_every_corrupted_kek_envelope_header_byte_is_refused(
+    pkcs8: bytes, sealed_kek: bytes
+) -> None:
+    enveloped = der.read_one(der.read_one(sealed_kek).children()[1].content)
+    ciphertext = enveloped.children()[2].children()[2].content
+    for at in range(len(sealed_kek) - len(ciphertext)):
+        mutated = sealed_kek[:at] + bytes([sealed_kek[at] ^ 0x41]) + sealed_kek[at + 1 :]
+        try:
+            opened = open_key(mutated, shared_key=shared(16))
+        except KeyPackageError:
+            continue
+        # Harmless flips exist: the EnvelopedData version, a tag read by position, or IV
+        # bytes that only garble the SignedData's unused digestAlgorithms. Never another key.
+        assert opened.pkcs8 == pkcs8
+
+
+@pytest.mark.parametrize("size", [0, 10, 15, 20, 33, 64])
+def test_shared_key_must_be_an_aes_wrap_key(size: int) -> None:
+    with pytest.raises(KeyPackageError, match="16, 24 or 32"):
+        SharedKey(b"id", bytes(size))
+
+
+def test_shared_key_needs_an_identifier_and_hides_the_key() -> None:
+    with pytest.raises(KeyPackageError, match="identifier"):
+        SharedKey(b"", bytes(16))
+    assert bytes(16).hex() not in repr(SharedKey(b"id", bytes(16)))
+    assert "\\x00" * 4 not in repr(SharedKey(b"id", bytes(16)))
+
+
+def test_open_key_wants_exactly_one_key(pki: dict[str, Party], sealed_kek: bytes) -> None:
+    kek = shared(16)
+    for wrong in (
+        {},
+        {"recipient": pki["p256"].cert},
+        {"recipient_key": pki["p256"].key, "shared_key": kek},
+        {"recipient": pki["p256"].cert, "shared_key": kek},
+    ):
+        with pytest.raises(ValueError, match="recipient_key") as caught:
+            open_key(sealed_kek, **wrong)  # type: ignore[arg-type]
+        assert not isinstance(caught.value, KeyPackageError)
+
+
+def test_decrypt_key_id_attribute(tmp_path: Path) -> None:
+    key_id = bytes([0xDE, 0xC0, 0x00, 0x07])
+    attribute = decrypt_key_id_attribute(key_id)
+    kind, values = der.read_one(attribute).children()
+    assert der.decode_oid(kind) == ID_AA_DECRYPT_KEY_ID == "1.2.840.113549.1.9.16.2.37"
+    (value,) = values.children()
+    assert der.is_set(values)
+    assert value.is_universal(der.OCTET_STRING) and value.content == key_id
+    (tmp_path / "attribute.der").write_bytes(attribute)
+    parsed = openssl("asn1parse", "-inform", "DER", "-in", tmp_path / "attribute.der")
+    assert "1.2.840.113549.1.9.16.2.37" in parsed and "[HEX DUMP]:DEC00007" in parsed
