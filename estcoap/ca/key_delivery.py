@@ -5,11 +5,13 @@ CSR carries AsymmetricDecryptKeyIdentifier (s4.4.1.2), the key is signed by this
 party that generated it) and enveloped for the key that identifier names: the client
 certificate of the channel, or the CSR's own key. The CSR's key is the one that works
 through a registrar or proxy, which passes the CSR on but not the device's channel.
-DecryptKeyIdentifier (s4.4.1.1) needs keys shared in advance, which this CA has none of.
+DecryptKeyIdentifier (s4.4.1.1) names a symmetric key shared in advance (`serve
+--shared-keys`); the package is then enveloped with that key as the key-encryption key.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from cryptography import x509
@@ -20,14 +22,12 @@ from ..codec.errors import CodecError
 from ..codec.pkcs10 import Csr
 from ..service import BadRequest, KeyFormat, NotSupported, Peer
 
-_DECRYPT_KEY_ID = "1.2.840.113549.1.9.16.2.37"  # RFC 4108 id-aa-decryptKeyID
-
 
 @dataclass(frozen=True)
 class KeyDelivery:
     """recipient None: plain PKCS#8. Otherwise seal for that key with that cipher."""
 
-    recipient: keypackage.Recipient | None = None
+    recipient: keypackage.Recipient | keypackage.SharedKey | None = None
     cipher: str = keypackage.AES128_CBC
 
     def deliver(
@@ -49,19 +49,25 @@ class KeyDelivery:
 PLAIN = KeyDelivery()
 
 
-def key_delivery_for(csr: Csr, peer: Peer) -> KeyDelivery:
+def key_delivery_for(
+    csr: Csr, peer: Peer, shared_keys: Mapping[bytes, bytes] | None = None
+) -> KeyDelivery:
     """Read what the CSR asks for; refuse, before anything is issued, what cannot be done."""
     attributes = csr.attributes
-    if _DECRYPT_KEY_ID in attributes:
-        raise NotSupported(
-            "DecryptKeyIdentifier (RFC 7030 s4.4.1.1) needs a symmetric key shared in advance,"
-            " and this CA has none; ask with AsymmetricDecryptKeyIdentifier instead"
-        )
-    values = attributes.get(keypackage.ID_AA_ASYMM_DECRYPT_KEY_ID)
-    if values is None:
+    symmetric = attributes.get(keypackage.ID_AA_DECRYPT_KEY_ID)
+    asymmetric = attributes.get(keypackage.ID_AA_ASYMM_DECRYPT_KEY_ID)
+    if symmetric is None and asymmetric is None:
         return PLAIN
-    key_id = _octet_string(values)
-    recipient = _recipient_named(key_id, csr, peer)
+    if symmetric is not None and asymmetric is not None:
+        raise BadRequest(
+            "ask for one of DecryptKeyIdentifier and AsymmetricDecryptKeyIdentifier, not both"
+        )
+    recipient: keypackage.Recipient | keypackage.SharedKey
+    if symmetric is not None:
+        recipient = _shared_key_named(_octet_string(symmetric, "DecryptKeyIdentifier"), shared_keys)
+    else:
+        key_id = _octet_string(asymmetric, "AsymmetricDecryptKeyIdentifier")  # type: ignore[arg-type]
+        recipient = _recipient_named(key_id, csr, peer)
     cipher = keypackage.AES128_CBC
     capabilities = attributes.get(keypackage.ID_SMIME_CAPABILITIES)
     if capabilities is not None:
@@ -78,15 +84,29 @@ def key_delivery_for(csr: Csr, peer: Peer) -> KeyDelivery:
     return KeyDelivery(recipient, cipher)
 
 
-def _octet_string(values: bytes) -> bytes:
+def _octet_string(values: bytes, name: str) -> bytes:
     """The one OCTET STRING in an attribute's values SET."""
     try:
         (value,) = der.read_one(values).children()
     except (der.DerError, ValueError) as exc:
-        raise BadRequest(f"AsymmetricDecryptKeyIdentifier must hold one value: {exc}") from exc
+        raise BadRequest(f"{name} must hold one value: {exc}") from exc
     if not value.is_universal(der.OCTET_STRING) or value.constructed or not value.content:
-        raise BadRequest("AsymmetricDecryptKeyIdentifier must be a non-empty OCTET STRING")
+        raise BadRequest(f"{name} must be a non-empty OCTET STRING")
     return value.content
+
+
+def _shared_key_named(
+    key_id: bytes, shared_keys: Mapping[bytes, bytes] | None
+) -> keypackage.SharedKey:
+    if not shared_keys:
+        raise NotSupported(
+            "DecryptKeyIdentifier (RFC 7030 s4.4.1.1) needs a symmetric key shared in advance,"
+            " and this CA has none; ask with AsymmetricDecryptKeyIdentifier instead"
+        )
+    key = shared_keys.get(key_id)
+    if key is None:
+        raise BadRequest(f"no shared key known for DecryptKeyIdentifier {key_id.hex()}")
+    return keypackage.SharedKey(key_id, key)
 
 
 def _recipient_named(key_id: bytes, csr: Csr, peer: Peer) -> keypackage.Recipient:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from cryptography import x509
@@ -74,7 +74,10 @@ class LocalCA:
         trust_clients: Sequence[x509.Certificate] = (),
         validity_days: int = 365,
         retry_after: int = 30,
+        shared_keys: Mapping[bytes, bytes] | None = None,
     ) -> None:
+        """shared_keys: symmetric keys shared with clients in advance, by key id, for
+        server-generated keys asked with DecryptKeyIdentifier (RFC 7030 s4.4.1.1)."""
         if approval not in APPROVAL_MODES:
             raise ValueError(f"approval must be one of {', '.join(APPROVAL_MODES)}")
         if validity_days <= 0:
@@ -89,6 +92,7 @@ class LocalCA:
         self.trust_clients = tuple(trust_clients)
         self.validity_days = validity_days
         self.retry_after = retry_after
+        self._shared_keys = dict(shared_keys or {})
         self._csrattrs_der = csr_attributes_for(ca_key, require_pop=require_pop)
         # Clients and RAs come back with the same certificate: remember chain verdicts.
         self._client_verdicts = ChainVerdicts(self.client_trust_anchors())
@@ -110,6 +114,7 @@ class LocalCA:
         validity_days: int = 365,
         retry_after: int = 30,
         durable_commits: bool = False,
+        shared_keys: Mapping[bytes, bytes] | None = None,
     ) -> LocalCA:
         """durable_commits: fsync every issued certificate's record (store.py explains)."""
         paths = CaPaths.of(ca_dir)
@@ -129,6 +134,7 @@ class LocalCA:
             trust_clients=trust_clients,
             validity_days=validity_days,
             retry_after=retry_after,
+            shared_keys=shared_keys,
         )
 
     def close(self) -> None:
@@ -191,7 +197,11 @@ class LocalCA:
         if not via_ra:
             check_pop(csr, peer, required=self.require_pop)
         # Read before anything is issued: a request that cannot be served costs nothing.
-        delivery = key_delivery_for(csr, peer) if operation == "serverkeygen" else PLAIN
+        delivery = (
+            key_delivery_for(csr, peer, self._shared_keys)
+            if operation == "serverkeygen"
+            else PLAIN
+        )
         if renewed_from is not None:
             _check_same_identity(csr, renewed_from)
         vetted = vet_csr(csr, check_key=operation != "serverkeygen")

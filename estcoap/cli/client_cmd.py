@@ -27,6 +27,7 @@ from ..codec.csrattrs import (
     requested_signature_hash,
     wants_challenge_password,
 )
+from ..codec.keypackage import KeyPackageError, SharedKey
 from ..files import write_secret
 from . import CliError
 
@@ -66,6 +67,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     skg.add_argument(
         "--encrypted", action="store_true",
         help="ask for the key enveloped for this request's own key (RFC 7030 s4.4.1.2)",
+    )  # fmt: skip
+    skg.add_argument(
+        "--shared-key", metavar="KEY_ID_HEX:KEY_HEX",
+        help="ask for the key enveloped with a key shared with the server (RFC 7030 s4.4.1.1)",
     )  # fmt: skip
 
 
@@ -254,11 +259,27 @@ async def _reenroll(args: argparse.Namespace) -> int:
     return 0
 
 
+def _shared_key(text: str | None) -> SharedKey | None:
+    if text is None:
+        return None
+    key_id, _, key = text.partition(":")
+    try:
+        return SharedKey(bytes.fromhex(key_id), bytes.fromhex(key))
+    except (ValueError, KeyPackageError) as exc:
+        raise CliError(
+            f"--shared-key wants KEY_ID_HEX:KEY_HEX (a 16, 24 or 32-byte key): {exc}"
+        ) from None
+
+
 async def _skg(args: argparse.Namespace) -> int:
     sans = [parse_san(s) for s in args.san]
     async with _client(args) as est:
         key, chain = await est.serverkeygen(
-            subject=args.subject, sans=sans, pop=args.pop, encrypted=args.encrypted
+            subject=args.subject,
+            sans=sans,
+            pop=args.pop,
+            encrypted=args.encrypted,
+            shared_key=_shared_key(args.shared_key),
         )
     write_secret(args.out_key, _key_bytes(key, args.der))
     _write_certs(args.out, chain, args.der)

@@ -19,6 +19,7 @@ from typing import Any
 from cryptography import x509
 
 from ..ca import LocalCA
+from ..ca.shared_keys import SharedKeysError, load_shared_keys
 from ..https import (
     DEFAULT_MAX_BODY,
     add_user,
@@ -52,6 +53,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     serve.add_argument(
         "--label", action="append", default=[], metavar="NAME",
         help="an additional CA label: /.well-known/est/NAME/... (repeatable)",
+    )  # fmt: skip
+    serve.add_argument(
+        "--shared-keys", metavar="FILE",
+        help="keys shared with clients in advance, 'KEY_ID_HEX KEY_HEX' per line: "
+        "serverkeygen envelopes the key with the one a CSR names (RFC 7030 s4.4.1.1)",
     )  # fmt: skip
     serve.add_argument("--approval", choices=("auto", "manual"), default="auto")
     serve.add_argument(
@@ -114,6 +120,10 @@ def build_service(args: argparse.Namespace) -> LocalCA:
         except ValueError as exc:
             raise CliError(f"{path}: not a PEM certificate file: {exc}") from exc
     try:
+        shared_keys = load_shared_keys(args.shared_keys) if args.shared_keys else None
+    except SharedKeysError as exc:
+        raise CliError(str(exc)) from exc
+    try:
         return LocalCA.open(
             args.ca,
             approval=args.approval,
@@ -123,6 +133,7 @@ def build_service(args: argparse.Namespace) -> LocalCA:
             validity_days=args.validity_days,
             durable_commits=args.durable_commits,
             retry_after=args.retry_after,
+            shared_keys=shared_keys,
         )
     except ValueError as exc:
         raise CliError(str(exc)) from exc

@@ -148,6 +148,15 @@ def _ask_for_encryption(csr: bytes, key: PrivateKey) -> bytes:
     return add_attributes(csr, key, attributes)  # type: ignore[arg-type]
 
 
+def _ask_for_shared_key(csr: bytes, key: PrivateKey, shared_key: keypackage.SharedKey) -> bytes:
+    """The CSR, asking for the key enveloped with a key shared in advance (s4.4.1.1)."""
+    attributes = [
+        keypackage.decrypt_key_id_attribute(shared_key.key_id),
+        keypackage.smime_capabilities_attribute((keypackage.AES256_CBC, keypackage.AES128_CBC)),
+    ]
+    return add_attributes(csr, key, attributes)  # type: ignore[arg-type]
+
+
 def _public_der(key_or_cert: object) -> bytes:
     public = key_or_cert.public_key()  # type: ignore[attr-defined]
     return public.public_bytes(
@@ -526,6 +535,7 @@ class EstClient:
         key: PrivateKey | None = None,
         pop: bool = False,
         encrypted: bool = False,
+        shared_key: keypackage.SharedKey | None = None,
     ) -> tuple[PrivateKey, list[x509.Certificate]]:
         """serverkeygen: the server makes the key. The CSR (signed with `key`, or a
         throwaway key) only carries the identity; returns (new key, certificates).
@@ -534,20 +544,28 @@ class EstClient:
         s4.4.1.2): the CSR names it in AsymmetricDecryptKeyIdentifier and lists the
         content ciphers we take in SMIMECapabilities. The answer is decrypted with that
         key, and whoever signed the key package must chain to our trust anchors.
+
+        shared_key asks instead for the key enveloped with a symmetric key shared with the
+        server in advance (DecryptKeyIdentifier, RFC 7030 s4.4.1.1).
         """
-        if encrypted and csr is not None:
-            raise ValueError("encrypted=True needs the key that signs the CSR: give a subject")
+        if (encrypted or shared_key is not None) and csr is not None:
+            raise ValueError("an encrypted key needs the CSR built here: give a subject")
+        if encrypted and shared_key is not None:
+            raise ValueError("ask for encrypted=True or a shared_key, not both")
         transport_key = key or generate_key()
         der = await self._make_csr(csr, transport_key, subject, sans, pop, None)
         if encrypted:
             der = _ask_for_encryption(der, transport_key)
+        elif shared_key is not None:
+            der = _ask_for_shared_key(der, transport_key, shared_key)
         spec = spec_for(Operation.SERVERKEYGEN)
         reply = await self._call(spec, der)
         try:
             parts = KeygenParts.from_core(reply.body)
         except CodecError as exc:
             raise EstClientError("serverkeygen: undecodable answer", diagnostic=str(exc)) from exc
-        pkcs8 = self._received_key(parts, transport_key if encrypted else None)
+        opener = shared_key if shared_key is not None else transport_key if encrypted else None
+        pkcs8 = self._received_key(parts, opener)
         try:
             new_key = serialization.load_der_private_key(pkcs8, password=None)
         except ValueError as exc:
@@ -557,20 +575,25 @@ class EstClient:
         public_der = _public_der(new_key)
         return new_key, self._issued_first(certs, public_der, lambda: public_der, spec.long_name)  # type: ignore[return-value]
 
-    def _received_key(self, parts: KeygenParts, recipient_key: PrivateKey | None) -> bytes:
+    def _received_key(
+        self, parts: KeygenParts, opener: PrivateKey | keypackage.SharedKey | None
+    ) -> bytes:
         """The PKCS#8 key of an answer; opened and its signer checked when we asked for that."""
         if parts.key_format is ContentFormat.PKCS8:
-            if recipient_key is not None:
+            if opener is not None:
                 raise EstClientError(
                     "serverkeygen: asked for an encrypted key, the server sent it in clear"
                 )
             return parts.key
-        if recipient_key is None:
+        if opener is None:
             raise EstClientError(
                 "serverkeygen: the server sent an encrypted key we did not ask for"
             )
         try:
-            opened = keypackage.open_key(parts.key, recipient_key=recipient_key)
+            if isinstance(opener, keypackage.SharedKey):
+                opened = keypackage.open_key(parts.key, shared_key=opener)
+            else:
+                opened = keypackage.open_key(parts.key, recipient_key=opener)
         except CodecError as exc:
             raise EstClientError("serverkeygen: cannot open the key", diagnostic=str(exc)) from exc
         anchors = self.trust or self.ca_certificates

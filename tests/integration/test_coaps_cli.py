@@ -87,9 +87,12 @@ def test_device_enrolls_and_renews_over_coaps(tmp_path: Path) -> None:
     maker_pem = _pem(tmp_path / "maker.pem", maker.certificate)
     cert, key = _pem(tmp_path / "idevid.pem", idevid), _key(tmp_path / "idevid.key", idevid_key)
     trust = ca / "ca.pem"
+    shared = tmp_path / "shared.keys"
+    shared.write_text("# key id, key\n0a0b " + "11" * 16 + "\n")
     with serve(
-        "--ca", ca, "--trust-clients", maker_pem, "--coap-root", "/est", "--durable-commits"
-    ) as urls:
+        "--ca", ca, "--trust-clients", maker_pem, "--coap-root", "/est", "--durable-commits",
+        "--shared-keys", shared,
+    ) as urls:  # fmt: skip
         coaps = urls["coaps"]
         origin = coaps.removesuffix("/.well-known/est")
         identity = ("--trust", trust, "--cert", cert, "--cert-key", key)
@@ -122,6 +125,15 @@ def test_device_enrolls_and_renews_over_coaps(tmp_path: Path) -> None:
         sealed_cert = x509.load_pem_x509_certificate((tmp_path / "e.pem").read_bytes())
         sealed_key = serialization.load_pem_private_key((tmp_path / "e.key").read_bytes(), None)
         assert sealed_cert.public_key() == sealed_key.public_key()
+        # ... or with the key shared in advance (RFC 7030 s4.4.1.1)
+        ok("serverkeygen", coaps, *identity, "--subject", "CN=skg3", "--out", tmp_path / "k.pem",
+           "--out-key", tmp_path / "k.key", "--shared-key", "0a0b:" + "11" * 16)  # fmt: skip
+        one_line_error(
+            est("serverkeygen", coaps, *identity, "--subject", "CN=skg4", "--out",
+                tmp_path / "z.pem", "--out-key", tmp_path / "z.key",
+                "--shared-key", "0a0c:" + "11" * 16),
+            "serverkeygen", "4.00",
+        )  # fmt: skip
 
         # an IDevID cannot re-enroll (it was not issued by this CA): one line with the code
         one_line_error(
