@@ -246,6 +246,16 @@ def test_skg_with_the_key_enveloped_for_the_csr_key(
         if c.subject.rfc4514_string() == "CN=sealed-device"
     ]  # fmt: skip
     assert cert.public_key() == private.public_key()
+    # skc: the same sealed key part, and the certificate alone (287)
+    done = coap(pki, f"{gateway_url}/skc", "-m", "post", "-t", "286",
+                "-f", tmp_path / "csr.der", "-o", tmp_path / "skc.cbor")  # fmt: skip
+    assert " c:2.04 " in response_line(done)
+    items = cbor2.loads((tmp_path / "skc.cbor").read_bytes())
+    parts = dict(zip(items[::2], items[1::2], strict=True))
+    assert set(parts) == {280, 287}
+    opened = keypackage.open_key(parts[280], recipient_key=key)
+    private = serialization.load_der_private_key(opened.pkcs8, password=None)
+    assert x509.load_der_x509_certificate(parts[287]).public_key() == private.public_key()
 
 
 def _openssl(cwd: Path, *args: str) -> None:
