@@ -45,6 +45,9 @@ class DtlsServerConfig:
     # Drop each session's OpenSSL connection once the handshake is confirmed and protect
     # records with the negotiated AEAD directly (~80 KiB -> a few KiB per idle session).
     compact_sessions: bool = True
+    # Requests remembered for duplicate detection (RFC 7252 s4.5), each with its response
+    # (about 3 KB): a bound on that memory (message_manager.py).
+    max_remembered_requests: int = 100_000
 
     @property
     def datagram_limit(self) -> int:

@@ -9,24 +9,38 @@ a gateway's CPU per request climbs by about 15 % within a minute (uvloop's heap 
 Here the Message IDs that expire in the same second share one list, and one timer sweeps
 the lists that are due. An entry lives up to a second longer than aiocoap would keep it,
 never shorter. Duplicates are still answered by aiocoap's own code.
+
+What is remembered is also bounded (`limit`): every entry holds a response, about 3 KB,
+so a client with a session and a fast loop could otherwise fill memory. Past the limit
+the oldest entries go first, long after any retransmission of theirs was due (a client
+stops retransmitting 45 s after its first try, RFC 7252 s4.8.2).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 from collections import deque
 from collections.abc import Hashable
 
 from aiocoap.messagemanager import MessageManager
 
+DEFAULT_LIMIT = 100_000
+
+log = logging.getLogger(__name__)
+
 
 class BatchedExpiryMessageManager(MessageManager):
-    def __init__(self, token_manager: object) -> None:
+    def __init__(self, token_manager: object, limit: int = DEFAULT_LIMIT) -> None:
         super().__init__(token_manager)
+        if limit < 1:
+            raise ValueError("the limit of remembered requests must be positive")
+        self.limit = limit
         # (expiry second, keys), in expiry order; one timer for the earliest.
         self._expiring: deque[tuple[float, list[Hashable]]] = deque()
         self._sweep_timer: asyncio.TimerHandle | None = None
+        self._warned_at = -math.inf
 
     def _deduplicate_message(self, message) -> bool:  # type: ignore[no-untyped-def]
         key = (message.remote, message.mid)
@@ -34,6 +48,8 @@ class BatchedExpiryMessageManager(MessageManager):
             return super()._deduplicate_message(message)  # a duplicate: aiocoap answers it
         self._recent_messages[key] = None  # the response is stored here when sent
         self._expire_later(key, message.transport_tuning.EXCHANGE_LIFETIME)
+        if len(self._recent_messages) > self.limit:
+            self._forget_oldest(len(self._recent_messages) - self.limit)
         return False
 
     def _expire_later(self, key: Hashable, lifetime: float) -> None:
@@ -56,6 +72,25 @@ class BatchedExpiryMessageManager(MessageManager):
                 recent.pop(key, None)
         if self._expiring:
             self._sweep_timer = self.loop.call_at(self._expiring[0][0], self._sweep)
+
+    def _forget_oldest(self, count: int) -> None:
+        recent = self._recent_messages
+        while count > 0 and self._expiring:
+            keys = self._expiring[0][1]
+            taken = keys[:count]
+            del keys[:count]
+            if not keys:
+                self._expiring.popleft()
+            for key in taken:
+                recent.pop(key, None)
+            count -= len(taken)
+        now = self.loop.time()
+        if now - self._warned_at > 60:  # once a minute is enough to be seen
+            self._warned_at = now
+            log.warning(
+                "more than %d requests remembered for duplicate detection: forgetting the"
+                " oldest early", self.limit,
+            )  # fmt: skip
 
     async def shutdown(self) -> None:
         if self._sweep_timer is not None:

@@ -90,3 +90,19 @@ async def test_remembered_ids_expire_in_batches_but_never_early() -> None:
         assert manager.loop.time() - start < 2.5, "entries outlived their batch"
     assert manager.loop.time() - start >= 0.3  # not before their lifetime
     assert manager._sweep_timer is None and not manager._expiring
+
+
+async def test_past_the_limit_the_oldest_are_forgotten_first(caplog) -> None:
+    context = aiocoap.Context(loop=asyncio.get_running_loop())
+    manager = BatchedExpiryMessageManager(TokenManager(context), limit=5)
+    remote = object()
+    for mid in range(8):
+        message = aiocoap.Message(code=aiocoap.POST)
+        message.remote, message.mid = remote, mid
+        assert manager._deduplicate_message(message) is False
+    assert sorted(mid for _, mid in manager._recent_messages) == [3, 4, 5, 6, 7]
+    assert sum(len(keys) for _, keys in manager._expiring) == 5
+    assert "forgetting the oldest early" in caplog.text
+    manager._sweep_timer.cancel()
+    with pytest.raises(ValueError, match="positive"):
+        BatchedExpiryMessageManager(TokenManager(context), limit=0)
