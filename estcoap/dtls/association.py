@@ -88,7 +88,7 @@ class DtlsAssociation:
         "_compact",
         "_records",
         "_write_seq_seen",
-        "_read_seq_seen",
+        "_read_records_seen",
     )
 
     def __init__(
@@ -100,7 +100,7 @@ class DtlsAssociation:
         self._compact = compact
         self._records: AeadRecordLayer | None = None
         self._write_seq_seen = -1  # highest epoch-1 sequence number OpenSSL sent
-        self._read_seq_seen = -1  # ... and received in the latest datagram
+        self._read_records_seen: list[Record] = []  # epoch-1 records of the latest datagram
         self._is_server = is_server
         self._limit = datagram_limit
         self._pending: list[bytes] = []  # whole records, in order
@@ -175,9 +175,9 @@ class DtlsAssociation:
                 return []
         if self._compact:
             # Only this datagram counts: if it carries the application record that
-            # triggers the release, its sequence number is genuine (forged ones never
-            # authenticate), and it starts the replay window.
-            self._read_seq_seen = max((r[4] for r in records if r[3] == 1), default=-1)
+            # triggers the release, its authenticated records start the replay window
+            # (the release checks each one: a forged record must not move the window).
+            self._read_records_seen = [r for r in records if r[3] == 1]
         self._conn.bio_write(b"".join([r[0] for r in records]))
         return self._advance()
 
@@ -342,8 +342,13 @@ class DtlsAssociation:
             is_server=self._is_server,
             epoch=1,
             next_write_seq=self._write_seq_seen + 1,
-            highest_read_seq=self._read_seq_seen,
+            highest_read_seq=-1,
         )
+        # OpenSSL has read this datagram's records already; those that authenticate now
+        # mark the window (everything older counts as seen), forged ones leave it alone.
+        for record in self._read_records_seen:
+            self._records.unprotect_scanned(record)
+        self._read_records_seen = []
         self._conn = None
 
     def _receive_compact(self, records: list[Record]) -> list[Event]:
