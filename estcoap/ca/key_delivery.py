@@ -113,7 +113,12 @@ def _recipient_named(key_id: bytes, csr: Csr, peer: Peer) -> keypackage.Recipien
     """The key the identifier names: the channel's client certificate, else the CSR's key."""
     for certificate in peer.certificates[:1]:
         if keypackage.subject_key_identifier(certificate) == key_id:
-            return keypackage.Recipient.of_certificate(certificate)
+            try:
+                return keypackage.Recipient.of_certificate(certificate)
+            except CodecError as exc:
+                raise BadRequest(
+                    f"the client certificate's key cannot receive an encrypted key: {exc}"
+                ) from exc
     try:
         csr_key = keypackage.Recipient.of_public_key(csr.public_key)
     except CodecError as exc:

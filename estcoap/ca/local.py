@@ -20,14 +20,17 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from ..codec.csrattrs import KeyRequest, build_csrattrs
+from ..codec.errors import CodecError
 from ..codec.pkcs10 import Csr
 from ..pop import check_pop
 from ..service import (
+    BadRequest,
     Certificates,
     CsrAttributes,
     EnrollRequest,
     Forbidden,
     KeyAndCertificate,
+    KeyFormat,
     NotFound,
     Peer,
     Pending,
@@ -286,6 +289,8 @@ class LocalCA:
             key = generate_key(_keygen_type(request.csr))
             vetted = Request(vetted.subject, key.public_key(), vetted.san)  # type: ignore[arg-type]
         key_der = _pkcs8(key) if key is not None else None
+        # Sealed before anything is issued: a key that cannot be sealed costs no certificate.
+        key_answer = self._sealed(key_der, delivery) if key_der is not None else None
         kind, parent = "new", None
         if renewed_from is not None:
             parent = serial_hex(renewed_from.serial_number)
@@ -332,8 +337,8 @@ class LocalCA:
                 kind,
             )
             chain = self._chain(cert, record.cert_der)
-            if key_der is not None:
-                return self._key_answer(key_der, chain, delivery)
+            if key_answer is not None:
+                return KeyAndCertificate(*key_answer, chain)
             return chain
         raise ServiceFailure("could not find a free serial number")
 
@@ -342,15 +347,16 @@ class LocalCA:
         if issued.operation == "serverkeygen":
             if issued.key_der is None:
                 raise ServiceFailure("the server-generated key of this request is gone")
-            return self._key_answer(issued.key_der, chain, delivery)
+            return KeyAndCertificate(*self._sealed(issued.key_der, delivery), chain)
         return chain
 
-    def _key_answer(
-        self, key_der: bytes, chain: Certificates, delivery: KeyDelivery
-    ) -> KeyAndCertificate:
-        # This CA generated the key, so it signs the package (RFC 7030 s4.4.2).
-        key, key_format = delivery.deliver(key_der, self.ca_certificate, self._ca_key)
-        return KeyAndCertificate(key, key_format, chain)
+    def _sealed(self, key_der: bytes, delivery: KeyDelivery) -> tuple[bytes, KeyFormat]:
+        """The key as the client asked for it; this CA generated it, so it signs the
+        package (RFC 7030 s4.4.2)."""
+        try:
+            return delivery.deliver(key_der, self.ca_certificate, self._ca_key)
+        except CodecError as exc:
+            raise BadRequest(f"cannot seal the generated key for the named key: {exc}") from exc
 
     @staticmethod
     def _chain(cert: x509.Certificate, cert_der: bytes) -> Certificates:

@@ -146,6 +146,9 @@ def _method_1(public_key: PublicKeyTypes) -> bytes:
     return digest.finalize()
 
 
+MIN_RSA_RECIPIENT_BITS = 2048
+
+
 @dataclass(frozen=True)
 class Recipient:
     """A key to envelope for and the subjectKeyIdentifier naming it in the RecipientInfo.
@@ -164,6 +167,13 @@ class Recipient:
                 raise KeyPackageError(f"unsupported recipient curve {key.curve.name}")
         elif not isinstance(key, rsa.RSAPublicKey):
             raise KeyPackageError("recipient key must be RSA or EC (P-256, P-384, P-521)")
+        elif key.key_size < MIN_RSA_RECIPIENT_BITS:
+            # A private key must not travel under a weaker key than it; smaller ones also
+            # cannot carry a content key under OAEP-SHA-256 at all (below about 784 bits).
+            raise KeyPackageError(
+                f"RSA recipient key of {key.key_size} bits is too small:"
+                f" at least {MIN_RSA_RECIPIENT_BITS} are needed"
+            )
 
     @classmethod
     def of_certificate(cls, certificate: x509.Certificate) -> Recipient:
@@ -220,12 +230,17 @@ def _read_alg(item: der.Tlv, what: str) -> tuple[str, der.Tlv | None]:
     return der.decode_oid(fields[0]), fields[1] if len(fields) == 2 else None
 
 
-def _octets(item: der.Tlv, what: str) -> bytes:
+_MAX_SEGMENT_DEPTH = 4  # BER writers segment once; deeper nesting is an attack
+
+
+def _octets(item: der.Tlv, what: str, depth: int = 0) -> bytes:
     """An OCTET STRING's value, also accepting the constructed form some BER writers use."""
     if item.tag_class == der.CLASS_UNIVERSAL and item.number != der.OCTET_STRING:
         raise KeyPackageError(f"{what}: expected an OCTET STRING")
     if item.constructed:
-        return b"".join(_octets(part, what) for part in item.children())
+        if depth >= _MAX_SEGMENT_DEPTH:
+            raise KeyPackageError(f"{what}: OCTET STRING segments nested too deep")
+        return b"".join(_octets(part, what, depth + 1) for part in item.children())
     return item.content
 
 
@@ -386,9 +401,16 @@ def _key_transport(public: rsa.RSAPublicKey, ski: bytes, cek: bytes) -> bytes:
             der.integer(2),
             der.context(0, ski, constructed=False),
             _alg(_RSAES_OAEP, _oaep_sha256_params()),
-            der.octet_string(public.encrypt(cek, oaep)),
+            der.octet_string(_rsa_encrypt(public, cek, oaep)),
         ]
     )
+
+
+def _rsa_encrypt(public: rsa.RSAPublicKey, data: bytes, oaep: asym_padding.OAEP) -> bytes:
+    try:
+        return public.encrypt(data, oaep)
+    except ValueError as exc:  # the key is too small for the padding
+        raise KeyPackageError(f"cannot encrypt to this RSA key: {exc}") from exc
 
 
 def _kek(

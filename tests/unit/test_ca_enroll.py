@@ -247,6 +247,16 @@ async def test_serverkeygen_follows_an_rsa_request(ca):
     assert isinstance(key, rsa.RSAPrivateKey) and key.key_size == 2048
 
 
+async def test_serverkeygen_refuses_a_recipient_key_too_small_before_issuing(ca):
+    """A 1024-bit RSA CSR key named as the recipient: refused as 4.00, nothing issued."""
+    small = rsa.generate_private_key(65537, 1024)
+    recipient_id = x509.SubjectKeyIdentifier.from_public_key(small.public_key()).digest
+    csr = make_csr(small, attributes=[(ASYMM_DECRYPT_KEY_ID, recipient_id, OCTET_STRING)])
+    with pytest.raises(BadRequest, match="too small"):
+        await ca.serverkeygen(enroll_request(csr, user_peer()))
+    assert [r.operation for r in ca.store.issued_list()] == ["init"]
+
+
 @pytest.mark.parametrize(
     ("oid", "refusal", "reason"),
     [

@@ -785,3 +785,29 @@ def test_decrypt_key_id_attribute(tmp_path: Path) -> None:
     (tmp_path / "attribute.der").write_bytes(attribute)
     parsed = openssl("asn1parse", "-inform", "DER", "-in", tmp_path / "attribute.der")
     assert "1.2.840.113549.1.9.16.2.37" in parsed and "[HEX DUMP]:DEC00007" in parsed
+
+
+# -- 7. found in review ---------------------------------------------------------------
+
+
+def test_deeply_nested_octet_string_segments_are_refused_not_a_crash() -> None:
+    """2,000 constructed OCTET STRINGs inside one another: a KeyPackageError, not a
+    RecursionError out of open_key."""
+    inner = der.octet_string(b"x")
+    for _ in range(2000):
+        inner = der.tlv(0x24, inner)  # constructed OCTET STRING
+    signed = der.sequence([
+        der.integer(3), der.set_of([]),
+        der.sequence([der.oid(keypackage.ID_CT_KP_AKEY_PACKAGE), der.context(0, inner)]),
+        der.set_of([]),
+    ])  # fmt: skip
+    key = shared(16)
+    enveloped = keypackage._enveloped_data(signed, key, keypackage.AES128_CBC)
+    with pytest.raises(KeyPackageError, match="nested too deep"):
+        open_key(enveloped, shared_key=key)
+
+
+def test_rsa_recipients_below_2048_bits_are_refused() -> None:
+    small = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+    with pytest.raises(KeyPackageError, match="too small"):
+        keypackage.Recipient.of_public_key(small.public_key())
