@@ -48,6 +48,7 @@ class DtlsServerConfig:
     # Requests remembered for duplicate detection (RFC 7252 s4.5), each with its response
     # (about 3 KB): a bound on that memory (message_manager.py).
     max_remembered_requests: int = 100_000
+    max_remembered_requests_per_session: int = 10_000
 
     @property
     def datagram_limit(self) -> int:

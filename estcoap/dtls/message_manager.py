@@ -10,10 +10,12 @@ Here the Message IDs that expire in the same second share one list, and one time
 the lists that are due. An entry lives up to a second longer than aiocoap would keep it,
 never shorter. Duplicates are still answered by aiocoap's own code.
 
-What is remembered is also bounded (`limit`): every entry holds a response, about 3 KB,
-so a client with a session and a fast loop could otherwise fill memory. Past the limit
-the oldest entries go first, long after any retransmission of theirs was due (a client
-stops retransmitting 45 s after its first try, RFC 7252 s4.8.2).
+What is remembered is also bounded: every entry holds a response, about 3 KB, so a
+client with a session and a fast loop could otherwise fill memory. Each session keeps
+at most `per_remote_limit` entries, and past that loses its own oldest first, so one
+busy client cannot push out the others'; `limit` bounds them all, oldest first. Either
+way what goes is old: a client stops retransmitting 45 s after its first try (RFC 7252
+s4.8.2), and the limits leave far more than that at any rate one client can sustain.
 """
 
 from __future__ import annotations
@@ -27,18 +29,27 @@ from collections.abc import Hashable
 from aiocoap.messagemanager import MessageManager
 
 DEFAULT_LIMIT = 100_000
+DEFAULT_PER_REMOTE_LIMIT = 10_000
 
 log = logging.getLogger(__name__)
 
 
 class BatchedExpiryMessageManager(MessageManager):
-    def __init__(self, token_manager: object, limit: int = DEFAULT_LIMIT) -> None:
+    def __init__(
+        self,
+        token_manager: object,
+        limit: int = DEFAULT_LIMIT,
+        per_remote_limit: int = DEFAULT_PER_REMOTE_LIMIT,
+    ) -> None:
         super().__init__(token_manager)
-        if limit < 1:
-            raise ValueError("the limit of remembered requests must be positive")
+        if limit < 1 or per_remote_limit < 1:
+            raise ValueError("the limits of remembered requests must be positive")
         self.limit = limit
+        self.per_remote_limit = per_remote_limit
+        # Each remote's keys in arrival order, which is also the order they expire in.
+        self._by_remote: dict[Hashable, deque[tuple[Hashable, int]]] = {}
         # (expiry second, keys), in expiry order; one timer for the earliest.
-        self._expiring: deque[tuple[float, list[Hashable]]] = deque()
+        self._expiring: deque[tuple[float, list[tuple[Hashable, int]]]] = deque()
         self._sweep_timer: asyncio.TimerHandle | None = None
         self._warned_at = -math.inf
 
@@ -48,11 +59,17 @@ class BatchedExpiryMessageManager(MessageManager):
             return super()._deduplicate_message(message)  # a duplicate: aiocoap answers it
         self._recent_messages[key] = None  # the response is stored here when sent
         self._expire_later(key, message.transport_tuning.EXCHANGE_LIFETIME)
+        own = self._by_remote.setdefault(message.remote, deque())
+        own.append(key)
+        if len(own) > self.per_remote_limit:
+            # Its global batch entry stays; popping a key that is gone is harmless.
+            self._recent_messages.pop(own.popleft(), None)
+            self._warn(f"a session sent more than {self.per_remote_limit} requests")
         if len(self._recent_messages) > self.limit:
             self._forget_oldest(len(self._recent_messages) - self.limit)
         return False
 
-    def _expire_later(self, key: Hashable, lifetime: float) -> None:
+    def _expire_later(self, key: tuple[Hashable, int], lifetime: float) -> None:
         second = math.ceil(self.loop.time() + lifetime)
         if self._expiring and self._expiring[-1][0] >= second:
             # The same second, or a longer lifetime seen earlier: join the last list,
@@ -66,15 +83,13 @@ class BatchedExpiryMessageManager(MessageManager):
     def _sweep(self) -> None:
         self._sweep_timer = None
         now = self.loop.time()
-        recent = self._recent_messages
         while self._expiring and self._expiring[0][0] <= now:
             for key in self._expiring.popleft()[1]:
-                recent.pop(key, None)
+                self._forget(key)
         if self._expiring:
             self._sweep_timer = self.loop.call_at(self._expiring[0][0], self._sweep)
 
     def _forget_oldest(self, count: int) -> None:
-        recent = self._recent_messages
         while count > 0 and self._expiring:
             keys = self._expiring[0][1]
             taken = keys[:count]
@@ -82,15 +97,24 @@ class BatchedExpiryMessageManager(MessageManager):
             if not keys:
                 self._expiring.popleft()
             for key in taken:
-                recent.pop(key, None)
+                self._forget(key)
             count -= len(taken)
+        self._warn(f"more than {self.limit} requests remembered")
+
+    def _forget(self, key: tuple[Hashable, int]) -> None:
+        self._recent_messages.pop(key, None)
+        remote = key[0]
+        own = self._by_remote.get(remote)
+        if own and own[0] == key:  # else that remote's own limit forgot it already
+            own.popleft()
+            if not own:
+                del self._by_remote[remote]
+
+    def _warn(self, what: str) -> None:
         now = self.loop.time()
         if now - self._warned_at > 60:  # once a minute is enough to be seen
             self._warned_at = now
-            log.warning(
-                "more than %d requests remembered for duplicate detection: forgetting the"
-                " oldest early", self.limit,
-            )  # fmt: skip
+            log.warning("%s for duplicate detection: forgetting the oldest early", what)
 
     async def shutdown(self) -> None:
         if self._sweep_timer is not None:

@@ -284,7 +284,11 @@ async def start_server(context: aiocoap.Context, binds: Sequence[tuple[str, int]
     DTLS-only server. Context.shutdown() closes the listener and every session.
     """
     tman = TokenManager(context)
-    mman = BatchedExpiryMessageManager(tman, limit=config.max_remembered_requests)
+    mman = BatchedExpiryMessageManager(
+        tman,
+        limit=config.max_remembered_requests,
+        per_remote_limit=config.max_remembered_requests_per_session,
+    )
     transport = await DtlsServerTransport.create(mman, binds, config)
     mman.message_interface = transport
     tman.token_interface = mman
