@@ -130,10 +130,15 @@ def _certificate_ders_fast(data: bytes) -> list[bytes] | None:
         tag, offset, stop = header(data, start)  # SignedData
         if tag != asn1.SEQUENCE or stop != end:
             return None
-        for wanted in (asn1.INTEGER, asn1.SET, asn1.SEQUENCE):  # version, digests, encap
-            tag, _, offset = header(data, offset)
-            if tag != wanted:
-                return None
+        tag, start, offset = header(data, offset)  # version: CMSVersion 0..5
+        if tag != asn1.INTEGER or offset - start != 1 or data[start] > 5:
+            return None
+        tag, start, offset = header(data, offset)  # digestAlgorithms: SET OF AlgorithmId
+        if tag != asn1.SET or not _all_sequences(data, start, offset):
+            return None
+        tag, start, offset = header(data, offset)  # encapContentInfo: starts with its type
+        if tag != asn1.SEQUENCE or start == offset or data[start] != asn1.OBJECT_IDENTIFIER:
+            return None
         tag, offset, certs_end = header(data, offset)  # [0] IMPLICIT certificates
         if tag != _A0 or offset == certs_end:
             return None  # no certificates, or an empty set: cryptography decides
@@ -146,11 +151,23 @@ def _certificate_ders_fast(data: bytes) -> list[bytes] | None:
             offset = next_offset
         if offset != certs_end:
             return None
-        tag, _, offset = header(data, offset)
+        tag, start, offset = header(data, offset)
         if tag == _A1:  # crls
-            tag, _, offset = header(data, offset)
+            tag, start, offset = header(data, offset)
         if tag != asn1.SET or offset != end:  # signerInfos, and nothing after it
+            return None
+        if not _all_sequences(data, start, offset):
             return None
         return ders
     except asn1.DerError:
         return None
+
+
+def _all_sequences(data: bytes, start: int, end: int) -> bool:
+    """Whether data[start:end] is a run of whole SEQUENCEs (or nothing)."""
+    offset = start
+    while offset < end:
+        tag, _, offset = asn1.read_header(data, offset)
+        if tag != asn1.SEQUENCE:
+            return False
+    return offset == end

@@ -111,3 +111,30 @@ def test_encoding_from_der_gives_cryptographys_bytes(count):
 def test_encoding_nothing_is_refused():
     with pytest.raises(pkcs7.Pkcs7Error, match="at least one"):
         pkcs7.encode_certs_only_der([])
+
+
+def _signed_data(version=b"\x02\x01\x01", digests=b"\x31\x00", encap=None, signers=b"\x31\x00"):  # type: ignore[no-untyped-def]
+    cert = pkcs7.decode_certs_only(A1)[0].public_bytes(Encoding.DER)
+    encap = encap if encap is not None else der.sequence([der.oid("1.2.840.113549.1.7.1")])
+    signed = der.sequence([version, digests, encap, der.tlv(0xA0, cert), signers])
+    return der.sequence([der.oid("1.2.840.113549.1.7.2"), der.tlv(0xA0, signed)])
+
+
+def test_the_fast_path_reads_what_it_builds_like_cryptography():
+    assert pkcs7._certificate_ders_fast(_signed_data()) == _by_cryptography(_signed_data())
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"version": b"\x02\x00"},  # an empty INTEGER
+        {"digests": b"\x31\x02\x05\x00"},  # a NULL where an AlgorithmIdentifier goes
+        {"encap": b"\x30\x00"},  # no content type
+        {"signers": b"\x31\x02\x04\x00"},  # an OCTET STRING for a SignerInfo
+    ],
+)
+def test_what_cryptography_refuses_the_fast_path_leaves_to_it(fields):
+    data = _signed_data(**fields)
+    assert pkcs7._certificate_ders_fast(data) is None
+    with pytest.raises(pkcs7.Pkcs7Error):
+        pkcs7.decode_certs_only(data)
