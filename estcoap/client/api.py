@@ -38,7 +38,7 @@ from ..codec.operations import (
     spec_for,
 )
 from ..codec.pkcs10 import add_attributes, build_csr
-from ..trust import chains_to
+from ..trust import ID_KP_CMC_RA, chains_to, has_eku
 from .transport import ClientTransport, Reply, ReplyKind, TransportError
 
 PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
@@ -155,6 +155,13 @@ def _ask_for_shared_key(csr: bytes, key: PrivateKey, shared_key: keypackage.Shar
         keypackage.smime_capabilities_attribute((keypackage.AES256_CBC, keypackage.AES128_CBC)),
     ]
     return add_attributes(csr, key, attributes)  # type: ignore[arg-type]
+
+
+def _is_ca(certificate: x509.Certificate) -> bool:
+    try:
+        return certificate.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    except x509.ExtensionNotFound:
+        return False
 
 
 def _public_der(key_or_cert: object) -> bytes:
@@ -596,14 +603,25 @@ class EstClient:
                 opened = keypackage.open_key(parts.key, recipient_key=opener)
         except CodecError as exc:
             raise EstClientError("serverkeygen: cannot open the key", diagnostic=str(exc)) from exc
-        anchors = self.trust or self.ca_certificates
-        chain = (opened.signer, *(c for c in opened.certificates if c != opened.signer))
-        if not anchors or not chains_to(chain, anchors):
+        if not self._may_sign_keys(opened.signer, opened.certificates):
             raise EstClientError(
-                "serverkeygen: the key package's signer is not trusted",
+                "serverkeygen: the key package's signer is not trusted to generate keys",
                 diagnostic=f"signed by {opened.signer.subject.rfc4514_string()}",
             )
         return opened.pkcs8
+
+    def _may_sign_keys(
+        self, signer: x509.Certificate, carried: Sequence[x509.Certificate]
+    ) -> bool:
+        """The CA itself (one of our anchors), or a CA or registration authority that
+        chains to them: not any end entity of the same PKI."""
+        anchors = self.trust or self.ca_certificates
+        if not anchors:
+            return False
+        if signer in anchors:
+            return True
+        chain = (signer, *(c for c in carried if c != signer))
+        return chains_to(chain, anchors) and (_is_ca(signer) or has_eku(signer, ID_KP_CMC_RA))
 
     async def provision(
         self,

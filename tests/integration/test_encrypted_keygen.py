@@ -14,8 +14,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from estcoap.client import EstClient, generate_key
+from estcoap.client import EstClient, EstClientError, generate_key
 from estcoap.codec import der, keypackage, pkcs7
+from estcoap.codec.multipart import KeygenParts
 from estcoap.codec.operations import ContentFormat, Operation, spec_for
 from estcoap.codec.pkcs10 import add_attributes, build_csr
 from tests.integration.coaps_fixtures import Deployment, make_deployment, running_coaps
@@ -166,3 +167,33 @@ def _self_signed(key, key_id: bytes) -> x509.Certificate:  # type: ignore[no-unt
 def _openssl(cwd: Path, *args: str) -> None:
     done = subprocess.run(["openssl", *args], cwd=cwd, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+async def test_only_the_ca_or_an_ra_may_sign_a_key_package(ca_dir) -> None:
+    """An end entity of the same PKI (here a device certificate) signing the package is
+    refused by the client, though its certificate chains to the trusted CA."""
+    async with running(ca_dir) as env:
+        async with EstClient(env.url, trust=env.paths.ca_cert, user=USER, password=PASSWORD) as est:
+            device_key = generate_key()
+            (device,) = (await est.enroll(key=device_key, subject="CN=not-a-ca"))[:1]
+            transport_key = generate_key()
+            recipient = keypackage.Recipient.of_public_key(transport_key.public_key())
+            pkcs8 = generate_key().private_bytes(
+                serialization.Encoding.DER,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+            for signer, signer_key, accepted in (
+                (env.ca.ca_certificate, env.ca._ca_key, True),
+                (device, device_key, False),
+            ):
+                sealed = keypackage.seal_key(
+                    pkcs8, signer_certificate=signer, signer_key=signer_key, recipient=recipient
+                )
+                parts = KeygenParts(ContentFormat.PKCS7_SERVER_KEYGEN, sealed,
+                                    ContentFormat.PKIX_CERT, b"")  # fmt: skip
+                if accepted:
+                    assert est._received_key(parts, transport_key) == pkcs8
+                else:
+                    with pytest.raises(EstClientError, match="not trusted to generate keys"):
+                        est._received_key(parts, transport_key)

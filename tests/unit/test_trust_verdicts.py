@@ -59,6 +59,30 @@ def test_a_chain_not_yet_valid_is_accepted_once_it_is() -> None:
     assert verdicts.trusted(chain)
 
 
+def test_a_remembered_good_verdict_ends_when_the_chain_expires() -> None:
+    ca, ca_key = foreign_ca()
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.UTC)
+    # Certificates count whole seconds: this one expires within one to two seconds.
+    end = (now + dt.timedelta(seconds=2)).replace(microsecond=0)
+    leaf = (
+        x509.CertificateBuilder()
+        .subject_name(name("short"))
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=1))
+        .not_valid_after(end)
+        .sign(ca_key, hashes.SHA256())
+    )
+    verdicts, chain = ChainVerdicts([ca]), (leaf,)
+    assert verdicts.trusted(chain) and verdicts.trusted(chain)  # checked, then remembered
+    while dt.datetime.now(dt.UTC) <= end:
+        time.sleep(0.1)
+    assert not verdicts.trusted(chain)
+    assert not verdicts.trusted(tuple(chain))  # found by value: the same answer
+
+
 def test_expired_chains_are_refused() -> None:
     ca, ca_key = foreign_ca()
     expired = (leaf(ca, ca_key, name("old"), expired=True)[0],)
