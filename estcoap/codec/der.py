@@ -93,16 +93,20 @@ def read_tlv(data: bytes, offset: int = 0) -> tuple[Tlv, int]:
                 break
             if number > 0xFFFFFF:
                 raise DerError("tag number too large")
+    pos, stop = _value_span(data, pos, end)
+    return Tlv(tag_class, constructed, number, data[pos:stop], data[offset:stop]), stop
+
+
+def _value_span(data: bytes, pos: int, end: int) -> tuple[int, int]:
+    """(value start, value end) from the length octets at pos: definite, minimal DER."""
     if pos >= end:
         raise DerError("truncated: expected a length")
-    length_byte = data[pos]
+    length = data[pos]
     pos += 1
-    if length_byte < 0x80:
-        length = length_byte
-    elif length_byte == 0x80:
+    if length == 0x80:
         raise DerError("indefinite length is not DER")
-    else:
-        count = length_byte & 0x7F
+    if length > 0x80:
+        count = length & 0x7F
         if count > 4:
             raise DerError("length field too large")
         if pos + count > end:
@@ -113,8 +117,7 @@ def read_tlv(data: bytes, offset: int = 0) -> tuple[Tlv, int]:
         pos += count
     if pos + length > end:
         raise DerError(f"truncated: value needs {length} bytes, {end - pos} left")
-    stop = pos + length
-    return Tlv(tag_class, constructed, number, data[pos:stop], data[offset:stop]), stop
+    return pos, pos + length
 
 
 def read_header(data: bytes, offset: int = 0) -> tuple[int, int, int]:
@@ -124,28 +127,12 @@ def read_header(data: bytes, offset: int = 0) -> tuple[int, int, int]:
     for tag numbers below 31 (a high tag number is a DerError here).
     """
     end = len(data)
-    if offset + 2 > end:
-        raise DerError("truncated: expected a tag and a length")
+    if offset >= end:
+        raise DerError("truncated: expected a tag")
     identifier = data[offset]
     if identifier & 0x1F == 0x1F:
         raise DerError("unexpected high tag number")
-    length = data[offset + 1]
-    start = offset + 2
-    if length >= 0x80:
-        count = length & 0x7F
-        if count == 0:
-            raise DerError("indefinite length is not DER")
-        if count > 4:
-            raise DerError("length field too large")
-        if start + count > end:
-            raise DerError("truncated length")
-        length = int.from_bytes(data[start : start + count], "big")
-        if data[start] == 0 or length < 0x80:
-            raise DerError("length is not minimally encoded")
-        start += count
-    stop = start + length
-    if stop > end:
-        raise DerError(f"truncated: value needs {length} bytes, {end - start} left")
+    start, stop = _value_span(data, offset + 1, end)
     return identifier, start, stop
 
 
