@@ -156,6 +156,14 @@ class ChainVerdicts:
         self._by_identity[id(chain)] = (chain, verdict)
 
 
+def is_ca(certificate: x509.Certificate) -> bool:
+    """Whether basicConstraints says CA:TRUE."""
+    try:
+        return bool(certificate.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
+    except x509.ExtensionNotFound:
+        return False
+
+
 def has_eku(certificate: x509.Certificate, oid: x509.ObjectIdentifier) -> bool:
     try:
         eku = certificate.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value

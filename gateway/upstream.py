@@ -24,7 +24,7 @@ from estcoap.codec.multipart import KeygenParts
 from estcoap.codec.operations import ContentFormat, Operation, spec_for
 from estcoap.codec.pkcs10 import Csr
 from estcoap.pop import check_pop
-from estcoap.trust import ChainVerdicts, chains_to
+from estcoap.trust import ChainVerdicts, chains_to, is_ca
 
 log = logging.getLogger(__name__)
 
@@ -228,13 +228,6 @@ def _spki(cert: x509.Certificate) -> bytes:
     )
 
 
-def _is_ca(cert: x509.Certificate) -> bool:
-    try:
-        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
-    except x509.ExtensionNotFound:
-        return False
-
-
 def _issued_for_csr(answer: svc.Certificates, csr: Csr) -> svc.Certificates:
     """The answer with the certificate for the CSR's key first. The SubjectPublicKeyInfo
     bytes as the device and the CA encoded them settle it in a few microseconds; keys
@@ -263,7 +256,7 @@ def _issued_first(answer: svc.Certificates, public_key_der: bytes | None) -> svc
         (i for i, c in enumerate(certs) if public_key_der and _spki(c) == public_key_der), None
     )
     if index is None:
-        index = next((i for i, c in enumerate(certs) if not _is_ca(c)), 0)
+        index = next((i for i, c in enumerate(certs) if not is_ca(c)), 0)
     return _with_first(answer, index)
 
 

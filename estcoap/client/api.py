@@ -38,7 +38,7 @@ from ..codec.operations import (
     spec_for,
 )
 from ..codec.pkcs10 import add_attributes, build_csr
-from ..trust import ID_KP_CMC_RA, chains_to, has_eku
+from ..trust import ID_KP_CMC_RA, chains_to, has_eku, is_ca
 from .transport import ClientTransport, Reply, ReplyKind, TransportError
 
 PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
@@ -155,13 +155,6 @@ def _ask_for_shared_key(csr: bytes, key: PrivateKey, shared_key: keypackage.Shar
         keypackage.smime_capabilities_attribute((keypackage.AES256_CBC, keypackage.AES128_CBC)),
     ]
     return add_attributes(csr, key, attributes)  # type: ignore[arg-type]
-
-
-def _is_ca(certificate: x509.Certificate) -> bool:
-    try:
-        return certificate.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
-    except x509.ExtensionNotFound:
-        return False
 
 
 def _public_der(key_or_cert: object) -> bytes:
@@ -621,7 +614,7 @@ class EstClient:
         if signer in anchors:
             return True
         chain = (signer, *(c for c in carried if c != signer))
-        return chains_to(chain, anchors) and (_is_ca(signer) or has_eku(signer, ID_KP_CMC_RA))
+        return chains_to(chain, anchors) and (is_ca(signer) or has_eku(signer, ID_KP_CMC_RA))
 
     async def provision(
         self,
