@@ -4,21 +4,20 @@ over real HTTPS and DTLS: EstClient asks, LocalCA signs and envelopes, the clien
 
 from __future__ import annotations
 
-import datetime as dt
-import subprocess
 from pathlib import Path
 
 import cbor2
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from estcoap.client import EstClient, EstClientError, generate_key
-from estcoap.codec import der, keypackage, pkcs7
+from estcoap.codec import keypackage, pkcs7
 from estcoap.codec.multipart import KeygenParts
 from estcoap.codec.operations import ContentFormat, Operation, spec_for
 from estcoap.codec.pkcs10 import add_attributes, build_csr
+from tests.cms_openssl import openssl_open_key
 from tests.integration.coaps_fixtures import Deployment, make_deployment, running_coaps
 from tests.integration.https_fixtures import (  # noqa: F401  (ca_dir_fixture provides `ca_dir`)
     PASSWORD,
@@ -76,32 +75,8 @@ async def test_what_the_server_sends_opens_with_openssl(ca_dir, tmp_path: Path) 
                 _asking_csr(key, "CN=sealed-3", ciphers=(keypackage.AES256_CBC,)),
             )
     _, sealed, _, certificate_part = cbor2.loads(reply.body)
-    # openssl needs a certificate for the recipient key: any that holds it and its SKI.
-    recipient = keypackage.Recipient.of_public_key(key.public_key())
-    holder = _self_signed(key, recipient.key_id)
-    (tmp_path / "env.der").write_bytes(sealed)
-    (tmp_path / "rcpt.pem").write_bytes(holder.public_bytes(serialization.Encoding.PEM))
-    (tmp_path / "rcpt.key").write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    _openssl(tmp_path, "cms", "-decrypt", "-inform", "DER", "-in", "env.der", "-recip",
-             "rcpt.pem", "-inkey", "rcpt.key", "-binary", "-out", "signed-data.der")  # fmt: skip
-    # CMS envelopes the SignedData itself (content type id-signedData); openssl's verify
-    # reads a ContentInfo, so wrap it as one.
-    signed_data = (tmp_path / "signed-data.der").read_bytes()
-    (tmp_path / "signed.der").write_bytes(
-        der.sequence([der.oid(keypackage.ID_SIGNED_DATA), der.context(0, signed_data)])
-    )
-    ca_file = str(env.paths.ca_cert)
-    _openssl(tmp_path, "cms", "-verify", "-inform", "DER", "-in", "signed.der", "-CAfile",
-             ca_file, "-purpose", "any", "-binary", "-out", "package.der")  # fmt: skip
-    package = der.read_one((tmp_path / "package.der").read_bytes())
-    (pkcs8,) = package.children()  # AsymmetricKeyPackage holding one OneAsymmetricKey
-    new_key = serialization.load_der_private_key(pkcs8.raw, None)
+    pkcs8 = openssl_open_key(tmp_path, sealed, key, env.paths.ca_cert)
+    new_key = serialization.load_der_private_key(pkcs8, None)
     (issued,) = pkcs7.decode_certs_only(certificate_part)
     assert _spki(issued) == _spki(new_key)
 
@@ -146,27 +121,6 @@ async def test_coaps_skg_answers_280_and_the_client_opens_it(deployment: Deploym
         assert keypackage.open_key(sealed, recipient_key=device_key).signer == run.ca.ca_certificate
         with pytest.raises(keypackage.KeyPackageError):
             keypackage.open_key(sealed, recipient_key=key)  # not for the CSR's key this time
-
-
-def _self_signed(key, key_id: bytes) -> x509.Certificate:  # type: ignore[no-untyped-def]
-    name = x509.Name.from_rfc4514_string("CN=recipient")
-    now = dt.datetime.now(dt.UTC)
-    return (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=1))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.SubjectKeyIdentifier(key_id), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-
-
-def _openssl(cwd: Path, *args: str) -> None:
-    done = subprocess.run(["openssl", *args], cwd=cwd, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
 
 
 async def test_only_the_ca_or_an_ra_may_sign_a_key_package(ca_dir) -> None:

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import datetime
 import shutil
 import socket
 import subprocess
@@ -14,11 +13,12 @@ from pathlib import Path
 import cbor2
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from estcoap.codec import der, keypackage, pkcs7
+from estcoap.codec import keypackage, pkcs7
 from estcoap.codec.pkcs10 import add_attributes, build_csr
+from tests.cms_openssl import openssl_open_key
 from tests.interop.gateway_procs import (
     GATEWAY_READY,
     UPSTREAM_READY,
@@ -218,29 +218,8 @@ def test_skg_with_the_key_enveloped_for_the_csr_key(
     items = cbor2.loads((tmp_path / "skg.cbor").read_bytes())
     parts = dict(zip(items[::2], items[1::2], strict=True))
     assert set(parts) == {280, 281}
-    (tmp_path / "env.der").write_bytes(parts[280])
-    (tmp_path / "rcpt.pem").write_bytes(
-        _holder(key, recipient.key_id).public_bytes(serialization.Encoding.PEM)
-    )
-    (tmp_path / "rcpt.key").write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )  # fmt: skip
-    )
-    _openssl(tmp_path, "cms", "-decrypt", "-inform", "DER", "-in", "env.der", "-recip",
-             "rcpt.pem", "-inkey", "rcpt.key", "-binary", "-out", "signed-data.der")  # fmt: skip
-    # CMS envelopes the SignedData itself (content type id-signedData); openssl's verify
-    # reads a ContentInfo, so wrap it as one.
-    signed_data = (tmp_path / "signed-data.der").read_bytes()
-    (tmp_path / "signed.der").write_bytes(
-        der.sequence([der.oid(keypackage.ID_SIGNED_DATA), der.context(0, signed_data)])
-    )
-    _openssl(tmp_path, "cms", "-verify", "-inform", "DER", "-in", "signed.der", "-CAfile",
-             str(pki.ca_pem), "-purpose", "any", "-binary", "-out", "package.der")  # fmt: skip
-    (one_key,) = der.read_one((tmp_path / "package.der").read_bytes()).children()
-    private = serialization.load_der_private_key(one_key.raw, password=None)
+    pkcs8 = openssl_open_key(tmp_path, parts[280], key, pki.ca_pem)
+    private = serialization.load_der_private_key(pkcs8, password=None)
     (cert,) = [
         c for c in pkcs7.decode_certs_only(parts[281])
         if c.subject.rfc4514_string() == "CN=sealed-device"
@@ -256,25 +235,3 @@ def test_skg_with_the_key_enveloped_for_the_csr_key(
     opened = keypackage.open_key(parts[280], recipient_key=key)
     private = serialization.load_der_private_key(opened.pkcs8, password=None)
     assert x509.load_der_x509_certificate(parts[287]).public_key() == private.public_key()
-
-
-def _openssl(cwd: Path, *args: str) -> None:
-    done = subprocess.run(["openssl", *args], cwd=cwd, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-
-
-def _holder(key: ec.EllipticCurvePrivateKey, key_id: bytes) -> x509.Certificate:
-    """A certificate openssl can name the recipient key by (its SKI is the one asked for)."""
-    name = x509.Name.from_rfc4514_string("CN=recipient")
-    now = datetime.datetime.now(datetime.UTC)
-    return (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectKeyIdentifier(key_id), critical=False)
-        .sign(key, hashes.SHA256())
-    )
