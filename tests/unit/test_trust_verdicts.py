@@ -19,18 +19,21 @@ from estcoap.trust import ID_KP_CMC_RA, ChainVerdicts
 pytestmark = pytest.mark.timeout(30)
 
 
-def _leaf_valid_from(issuer, issuer_key, start: dt.datetime) -> x509.Certificate:
-    key = ec.generate_private_key(ec.SECP256R1())
-    return (
+def _cert(issuer, issuer_key, cn: str, start, end, key=None, eku=None) -> x509.Certificate:  # type: ignore[no-untyped-def]
+    """A certificate from issuer, valid from start to end, optionally with an EKU."""
+    key = key or ec.generate_private_key(ec.SECP256R1())
+    builder = (
         x509.CertificateBuilder()
-        .subject_name(name("later"))
+        .subject_name(name(cn))
         .issuer_name(issuer.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(start)
-        .not_valid_after(start + dt.timedelta(days=1))
-        .sign(issuer_key, hashes.SHA256())
+        .not_valid_after(end)
     )
+    if eku is not None:
+        builder = builder.add_extension(eku, critical=False)
+    return builder.sign(issuer_key, hashes.SHA256())
 
 
 def test_good_chains_pass_and_foreign_ones_fail_every_time() -> None:
@@ -50,7 +53,7 @@ def test_a_chain_not_yet_valid_is_accepted_once_it_is() -> None:
     ca, ca_key = foreign_ca()
     # Certificates count whole seconds: this one becomes valid in one to two seconds.
     start = (dt.datetime.now(dt.UTC) + dt.timedelta(seconds=2)).replace(microsecond=0)
-    chain = (_leaf_valid_from(ca, ca_key, start),)
+    chain = (_cert(ca, ca_key, "later", start, start + dt.timedelta(days=1)),)
     verdicts = ChainVerdicts([ca])
     assert not verdicts.trusted(chain)
     assert not verdicts.trusted(chain)
@@ -61,20 +64,10 @@ def test_a_chain_not_yet_valid_is_accepted_once_it_is() -> None:
 
 def test_a_remembered_good_verdict_ends_when_the_chain_expires() -> None:
     ca, ca_key = foreign_ca()
-    key = ec.generate_private_key(ec.SECP256R1())
     now = dt.datetime.now(dt.UTC)
     # Certificates count whole seconds: this one expires within one to two seconds.
     end = (now + dt.timedelta(seconds=2)).replace(microsecond=0)
-    leaf = (
-        x509.CertificateBuilder()
-        .subject_name(name("short"))
-        .issuer_name(ca.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=1))
-        .not_valid_after(end)
-        .sign(ca_key, hashes.SHA256())
-    )
+    leaf = _cert(ca, ca_key, "short", now - dt.timedelta(minutes=1), end)
     verdicts, chain = ChainVerdicts([ca]), (leaf,)
     assert verdicts.trusted(chain) and verdicts.trusted(chain)  # checked, then remembered
     while dt.datetime.now(dt.UTC) <= end:
@@ -112,24 +105,11 @@ def test_an_ra_certificate_not_issued_by_this_ca_is_no_ra(tmp_path) -> None:
     maker, maker_key = foreign_ca()
     eku = x509.ExtendedKeyUsage([ID_KP_CMC_RA])
     own_key = ec.generate_private_key(ec.SECP256R1())
-    own = _ra_cert(ca.ca_certificate, ca._ca_key, own_key, eku)
-    stranger = _ra_cert(maker, maker_key, own_key, eku)
+    now = dt.datetime.now(dt.UTC)
+    start, end = now - dt.timedelta(minutes=1), now + dt.timedelta(days=1)
+    own = _cert(ca.ca_certificate, ca._ca_key, "ra", start, end, own_key, eku)
+    stranger = _cert(maker, maker_key, "ra", start, end, own_key, eku)
     for _ in range(2):  # first checked, then remembered: the same answers
         assert ca.is_ra(cert_peer(own))
         assert not ca.is_ra(cert_peer(stranger))
     ca.close()
-
-
-def _ra_cert(issuer, issuer_key, key, eku) -> x509.Certificate:
-    now = dt.datetime.now(dt.UTC)
-    return (
-        x509.CertificateBuilder()
-        .subject_name(name("ra"))
-        .issuer_name(issuer.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=1))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(eku, critical=False)
-        .sign(issuer_key, hashes.SHA256())
-    )
