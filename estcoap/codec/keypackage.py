@@ -137,13 +137,7 @@ def subject_key_identifier(certificate: x509.Certificate) -> bytes:
 
 def _method_1(public_key: PublicKeyTypes) -> bytes:
     """RFC 5280 s4.2.1.2 method 1: SHA-1 of the subjectPublicKey BIT STRING contents."""
-    spki = public_key.public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    key_bits = der.read_one(spki).children()[1]
-    digest = hashes.Hash(hashes.SHA1())
-    digest.update(key_bits.content[1:])  # skip the unused-bits octet
-    return digest.finalize()
+    return x509.SubjectKeyIdentifier.from_public_key(public_key).digest  # type: ignore[arg-type]
 
 
 MIN_RSA_RECIPIENT_BITS = 2048
@@ -302,14 +296,6 @@ def _signer_hash(key: PrivateKey) -> hashes.HashAlgorithm:
     return hashes.SHA256()
 
 
-def _public_der(public: object) -> bytes:
-    if not isinstance(public, ec.EllipticCurvePublicKey | rsa.RSAPublicKey):
-        raise KeyPackageError("key must be EC or RSA")
-    return public.public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-
-
 def _attribute(dotted: str, value: bytes) -> bytes:
     return der.sequence([der.oid(dotted), der.set_of([value])])
 
@@ -317,7 +303,7 @@ def _attribute(dotted: str, value: bytes) -> bytes:
 def _signed_data(content: bytes, certificate: x509.Certificate, key: PrivateKey) -> bytes:
     """SignedData (RFC 5652 s5) over an AsymmetricKeyPackage: one signer, signed attributes."""
     algorithm = _signer_hash(key)
-    if _public_der(key.public_key()) != _public_der(certificate.public_key()):
+    if key.public_key() != certificate.public_key():
         raise KeyPackageError("signer key does not match the signer certificate")
     digest = hashes.Hash(algorithm)
     digest.update(content)
