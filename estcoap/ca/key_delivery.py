@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
-from ..codec import der, keypackage
+from ..codec import keypackage
 from ..codec.errors import CodecError
 from ..codec.pkcs10 import Csr
 from ..service import BadRequest, KeyFormat, NotSupported, Peer
@@ -56,18 +56,22 @@ def key_delivery_for(
     attributes = csr.attributes
     symmetric = attributes.get(keypackage.ID_AA_DECRYPT_KEY_ID)
     asymmetric = attributes.get(keypackage.ID_AA_ASYMM_DECRYPT_KEY_ID)
-    if symmetric is None and asymmetric is None:
-        return PLAIN
     if symmetric is not None and asymmetric is not None:
         raise BadRequest(
             "ask for one of DecryptKeyIdentifier and AsymmetricDecryptKeyIdentifier, not both"
         )
     recipient: keypackage.Recipient | keypackage.SharedKey
-    if symmetric is not None:
-        recipient = _shared_key_named(_octet_string(symmetric, "DecryptKeyIdentifier"), shared_keys)
-    else:
-        key_id = _octet_string(asymmetric, "AsymmetricDecryptKeyIdentifier")  # type: ignore[arg-type]
-        recipient = _recipient_named(key_id, csr, peer)
+    try:
+        if symmetric is not None:
+            key_id = keypackage.key_identifier(symmetric, "DecryptKeyIdentifier")
+            recipient = _shared_key_named(key_id, shared_keys)
+        elif asymmetric is not None:
+            key_id = keypackage.key_identifier(asymmetric, "AsymmetricDecryptKeyIdentifier")
+            recipient = _recipient_named(key_id, csr, peer)
+        else:
+            return PLAIN
+    except CodecError as exc:
+        raise BadRequest(str(exc)) from exc
     cipher = keypackage.AES128_CBC
     capabilities = attributes.get(keypackage.ID_SMIME_CAPABILITIES)
     if capabilities is not None:
@@ -82,17 +86,6 @@ def key_delivery_for(
             )
         cipher = chosen
     return KeyDelivery(recipient, cipher)
-
-
-def _octet_string(values: bytes, name: str) -> bytes:
-    """The one OCTET STRING in an attribute's values SET."""
-    try:
-        (value,) = der.read_one(values).children()
-    except (der.DerError, ValueError) as exc:
-        raise BadRequest(f"{name} must hold one value: {exc}") from exc
-    if not value.is_universal(der.OCTET_STRING) or value.constructed or not value.content:
-        raise BadRequest(f"{name} must be a non-empty OCTET STRING")
-    return value.content
 
 
 def _shared_key_named(

@@ -878,6 +878,22 @@ def smime_capabilities(attribute_values: bytes) -> list[str]:
         raise KeyPackageError(f"smimeCapabilities: {exc}") from exc
 
 
+def key_identifier(attribute_values: bytes, name: str) -> bytes:
+    """The key id of a (Asymmetric)DecryptKeyIdentifier Attribute: its values SET holds
+    one non-empty OCTET STRING. `name` is the attribute's, for the diagnostic."""
+    try:
+        values = der.read_one(attribute_values)
+        children = values.children() if der.is_set(values) else []
+    except der.DerError as exc:
+        raise KeyPackageError(f"{name} must hold one value in a SET: {exc}") from exc
+    if len(children) != 1:
+        raise KeyPackageError(f"{name} must hold one value in a SET")
+    (value,) = children
+    if not value.is_universal(der.OCTET_STRING) or value.constructed or not value.content:
+        raise KeyPackageError(f"{name} must be a non-empty OCTET STRING")
+    return value.content
+
+
 def choose_content_cipher(capabilities: Sequence[str]) -> str | None:
     """The first capability we can encrypt with; AES-128-CBC when none were stated."""
     if not capabilities:

@@ -811,3 +811,23 @@ def test_rsa_recipients_below_2048_bits_are_refused() -> None:
     small = rsa.generate_private_key(public_exponent=65537, key_size=1024)
     with pytest.raises(KeyPackageError, match="too small"):
         keypackage.Recipient.of_public_key(small.public_key())
+
+
+@pytest.mark.parametrize(
+    ("values", "reason"),
+    [
+        (der.set_of([der.octet_string(b"\x01\x02")]), None),
+        (der.set_of([]), "one value"),
+        (der.set_of([der.octet_string(b"a"), der.octet_string(b"b")]), "one value"),
+        (der.sequence([der.octet_string(b"a")]), "one value"),
+        (der.set_of([der.octet_string(b"")]), "non-empty OCTET STRING"),
+        (der.set_of([der.integer(5)]), "non-empty OCTET STRING"),
+        (b"\x31\x05\x04", "one value"),
+    ],
+)
+def test_key_identifier_attribute_values(values: bytes, reason: str | None) -> None:
+    if reason is None:
+        assert keypackage.key_identifier(values, "DecryptKeyIdentifier") == b"\x01\x02"
+    else:
+        with pytest.raises(KeyPackageError, match=reason):
+            keypackage.key_identifier(values, "DecryptKeyIdentifier")
