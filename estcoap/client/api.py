@@ -134,26 +134,25 @@ def _normalise_fingerprint(text: str) -> str:
     return "".join(ch for ch in text.lower() if ch in "0123456789abcdef")
 
 
-def _ask_for_encryption(csr: bytes, key: PrivateKey) -> bytes:
-    """The CSR, asking for the key enveloped for its own key (RFC 7030 s4.4.1.2)."""
-    try:
-        recipient = keypackage.Recipient.of_public_key(key.public_key())
-    except CodecError as exc:
-        raise EstClientError("serverkeygen: this key cannot receive an encrypted key",
-                             diagnostic=str(exc)) from exc  # fmt: skip
-    attributes = [
-        keypackage.asymmetric_decrypt_key_id_attribute(recipient.key_id),
-        keypackage.smime_capabilities_attribute((keypackage.AES256_CBC, keypackage.AES128_CBC)),
-    ]
-    return add_attributes(csr, key, attributes)  # type: ignore[arg-type]
+# The content ciphers we take, preferred first (SMIMECapabilities, RFC 8551 s2.5.2).
+_CONTENT_CIPHERS = (keypackage.AES256_CBC, keypackage.AES128_CBC)
 
 
-def _ask_for_shared_key(csr: bytes, key: PrivateKey, shared_key: keypackage.SharedKey) -> bytes:
-    """The CSR, asking for the key enveloped with a key shared in advance (s4.4.1.1)."""
-    attributes = [
-        keypackage.decrypt_key_id_attribute(shared_key.key_id),
-        keypackage.smime_capabilities_attribute((keypackage.AES256_CBC, keypackage.AES128_CBC)),
-    ]
+def _ask_for_sealed_key(
+    csr: bytes, key: PrivateKey, shared_key: keypackage.SharedKey | None
+) -> bytes:
+    """The CSR, asking for the generated key enveloped for the CSR's own key (RFC 7030
+    s4.4.1.2) or, given one, with a key shared in advance (s4.4.1.1)."""
+    if shared_key is not None:
+        named = keypackage.decrypt_key_id_attribute(shared_key.key_id)
+    else:
+        try:
+            recipient = keypackage.Recipient.of_public_key(key.public_key())
+        except CodecError as exc:
+            raise EstClientError("serverkeygen: this key cannot receive an encrypted key",
+                                 diagnostic=str(exc)) from exc  # fmt: skip
+        named = keypackage.asymmetric_decrypt_key_id_attribute(recipient.key_id)
+    attributes = [named, keypackage.smime_capabilities_attribute(_CONTENT_CIPHERS)]
     return add_attributes(csr, key, attributes)  # type: ignore[arg-type]
 
 
@@ -554,10 +553,8 @@ class EstClient:
             raise ValueError("ask for encrypted=True or a shared_key, not both")
         transport_key = key or generate_key()
         der = await self._make_csr(csr, transport_key, subject, sans, pop, None)
-        if encrypted:
-            der = _ask_for_encryption(der, transport_key)
-        elif shared_key is not None:
-            der = _ask_for_shared_key(der, transport_key, shared_key)
+        if encrypted or shared_key is not None:
+            der = _ask_for_sealed_key(der, transport_key, shared_key)
         spec = spec_for(Operation.SERVERKEYGEN)
         reply = await self._call(spec, der)
         try:
