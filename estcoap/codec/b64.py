@@ -1,7 +1,10 @@
 """Base64 transfer encoding of EST over HTTPS bodies (RFC 7030 s4, RFC 8951 s3).
 
 Receivers tolerate any whitespace and missing line breaks and ignore
-Content-Transfer-Encoding; senders wrap at 64 columns.
+Content-Transfer-Encoding (RFC 8951 s3); senders wrap at 64 columns. Deployed C servers
+(libEST's example server) end a body with the string's NUL terminator: NULs at the very
+end are dropped like trailing whitespace, while a NUL or any other non-base64 byte
+elsewhere is refused.
 """
 
 from __future__ import annotations
@@ -12,19 +15,23 @@ import binascii
 from .errors import Base64Error
 
 _WHITESPACE = b" \t\r\n\v\f"
+_TRAILER = _WHITESPACE + b"\0"  # what may follow the last base64 character
 _TRANSLATE_DROP = bytes.maketrans(b"", b"")
 
 
 def decode(data: bytes | str) -> bytes:
-    """Decode base64 text, ignoring whitespace anywhere; padding may be missing."""
+    """Decode base64 text, ignoring whitespace anywhere and NULs at the end; padding may be
+    missing."""
     if isinstance(data, str):
         try:
             data = data.encode("ascii")
         except UnicodeEncodeError as exc:
             raise Base64Error("body is not base64: non-ASCII character") from exc
-    compact = data.translate(_TRANSLATE_DROP, _WHITESPACE)
+    compact = data.rstrip(_TRAILER).translate(_TRANSLATE_DROP, _WHITESPACE)
     if not compact:
         raise Base64Error("body is empty")
+    if b"\0" in compact:
+        raise Base64Error("body is not base64: a NUL byte before its end")
     compact += b"=" * (-len(compact) % 4)
     try:
         return base64.b64decode(compact, validate=True)
