@@ -33,6 +33,8 @@ def error_response(code: Code, diagnostic: str) -> Message:
 class EstRootResource(Resource):
     """The EST root (rt="ace.est"): a link target for discovery, no methods."""
 
+    takes_body = False
+
     def __init__(self, advertise: bool):
         super().__init__()
         self.advertise = advertise
@@ -59,6 +61,8 @@ class EstResource(Resource):
         # A service that forwards to a CA which checks the signature anyway (the gateway's
         # Upstream) says so; everything else gets the CSR checked here.
         self.check_csr_signature = getattr(service, "front_checks_csr_signature", True)
+        # Only the enrollment operations read a body (crts and att are GETs).
+        self.takes_body = spec.method == "POST"
 
     def get_link_description(self):  # type: ignore[no-untyped-def]
         if not self.advertise:
@@ -94,8 +98,16 @@ class EstResource(Resource):
             return await self._answer(request)
         except (svc.EstError, CodecError) as exc:
             return error_response(code_for(exc), str(exc))
-        except Exception:
-            log.exception("EST %s failed", self.spec.short_name)
+        except Exception as exc:
+            # One line per failure; the traceback only when debugging (issue 11: a peer
+            # that can trigger a failure must not be able to fill the log with them).
+            log.error(
+                "EST %s failed: %s: %s",
+                self.spec.short_name,
+                type(exc).__name__,
+                exc,
+                exc_info=log.isEnabledFor(logging.DEBUG),
+            )
             return error_response(Code.INTERNAL_SERVER_ERROR, "internal error")
 
     async def _answer(self, request: Message) -> Message:

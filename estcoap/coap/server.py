@@ -13,6 +13,7 @@ from ..codec.operations import EST_WELL_KNOWN
 from ..dtls import DtlsServerConfig, DtlsServerTransport, create_server_context
 from ..dtls.config import load_certificates, load_private_key
 from ..service import EstService
+from .block1 import DEFAULT_BLOCK1_LIMITS, Block1Limits
 from .site import DEFAULT_MAX_BODY, build_site
 
 
@@ -54,6 +55,7 @@ async def start_coaps_server(
     labels: Sequence[str] = (),
     short_root: str | None = None,
     max_body: int = DEFAULT_MAX_BODY,
+    block1_limits: Block1Limits = DEFAULT_BLOCK1_LIMITS,
     well_known: bool = True,
     require_client_certificate: bool = True,
     **dtls_options: object,
@@ -64,7 +66,12 @@ async def start_coaps_server(
     IDevID CAs plus the issuing CA, so certificates it issued can re-enroll.
     """
     site = build_site(
-        service, labels=labels, short_root=short_root, max_body=max_body, well_known=well_known
+        service,
+        labels=labels,
+        short_root=short_root,
+        max_body=max_body,
+        block1_limits=block1_limits,
+        well_known=well_known,
     )
     config = DtlsServerConfig(
         certificate_chain=load_certificates(cert_chain),

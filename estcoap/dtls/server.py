@@ -10,12 +10,14 @@ import asyncio
 import logging
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import aiocoap
 from aiocoap import error as coap_error
 from aiocoap import interfaces
 from aiocoap.message import Message
+from aiocoap.numbers.codes import Code
+from aiocoap.numbers.types import ACK, CON, NON, RST, Type
 from aiocoap.tokenmanager import TokenManager
 from aiocoap.util import hostportjoin
 from OpenSSL import SSL
@@ -57,8 +59,8 @@ class _Endpoint(asyncio.DatagramProtocol):
     def datagram_received(self, data: bytes, addr: tuple) -> None:
         try:
             self.server._datagram(self, data, addr)
-        except Exception:  # a bad datagram must never take the listener down
-            log.exception("dropping datagram from %s", addr)
+        except Exception as exc:  # a bad datagram must never take the listener down
+            _log_failure("dropping datagram from %s", addr, exc)
 
     def error_received(self, exc: Exception) -> None:
         log.debug("socket error: %s", exc)
@@ -193,8 +195,14 @@ class DtlsServerTransport(interfaces.MessageInterface):
     def _deliver(self, remote: ServerRemote, data: bytes) -> None:
         try:
             message = Message.decode(data, remote)
-        except coap_error.UnparsableMessage:
-            log.info("unparsable CoAP message from %s", remote.peer)
+        except (coap_error.UnparsableMessage, UnicodeDecodeError) as exc:
+            # aiocoap decodes string options (Uri-Path, Uri-Query, ...) as UTF-8 and lets
+            # the UnicodeDecodeError out: catch it here, or the request goes unanswered.
+            log.info("undecodable CoAP message from %s: %s", remote.peer, exc)
+            answer = undecodable_answer(data, exc, self._mman._next_message_id)
+            if answer is not None:
+                answer.remote = remote
+                self.send(answer)
             return
         self._mman.dispatch_message(message)
 
@@ -208,8 +216,8 @@ class DtlsServerTransport(interfaces.MessageInterface):
         remote.timer = None
         try:
             self._process(remote, remote.association.handle_timeout())
-        except Exception:
-            log.exception("DTLS timer for %s", remote.peer)
+        except Exception as exc:
+            _log_failure("DTLS timer for %s", remote.peer, exc)
 
     def _drop(self, remote: ServerRemote, reason: DtlsError) -> None:
         key = (remote.endpoint, remote.peer)
@@ -274,6 +282,43 @@ class DtlsServerTransport(interfaces.MessageInterface):
             if endpoint.transport is not None:
                 endpoint.transport.close()
         self._endpoints.clear()
+
+
+def _log_failure(what: str, whom: object, exc: Exception) -> None:
+    # A peer can trigger this once per datagram: one line, the traceback only when
+    # debugging (RFC-conformant peers never get here; the traceback is for a fix).
+    log.warning(
+        what + ": %s: %s", whom, type(exc).__name__, exc, exc_info=log.isEnabledFor(logging.DEBUG)
+    )
+
+
+def undecodable_answer(
+    data: bytes, exc: Exception, next_message_id: Callable[[], int]
+) -> Message | None:
+    """What to send back for a CoAP message aiocoap could not decode, if anything.
+
+    A request whose options are all framed correctly but one of whose string options is
+    not UTF-8 gets 4.02 Bad Option: RFC 7252 s3.2 makes string options UTF-8, and s5.9.2.3
+    defines 4.02 for a request with "unrecognized or malformed options". Any other
+    undecodable Confirmable message is rejected with a Reset (s4.2); a Non-confirmable
+    one is ignored (s4.3), as is anything that does not even carry a CoAP header.
+    """
+    if len(data) < 4 or data[0] >> 6 != 1:
+        return None
+    mtype, token_length, code = Type((data[0] >> 4) & 3), data[0] & 0x0F, Code(data[1])
+    mid = int.from_bytes(data[2:4], "big")
+    well_framed = isinstance(exc, UnicodeDecodeError) and token_length <= 8
+    if well_framed and code.is_request() and mtype in (CON, NON):
+        answer = Message(
+            code=Code.BAD_OPTION,
+            payload=b"an option value (Uri-Path, Uri-Query, ...) is not UTF-8",
+            _token=data[4 : 4 + token_length],
+        )
+        answer.mtype, answer.mid = (ACK, mid) if mtype is CON else (NON, next_message_id())
+        return answer
+    if mtype is CON:
+        return Message(code=Code.EMPTY, _mtype=RST, _mid=mid)
+    return None
 
 
 async def start_server(context: aiocoap.Context, binds: Sequence[tuple[str, int]],
