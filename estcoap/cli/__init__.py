@@ -6,6 +6,7 @@ import argparse
 import importlib
 import sys
 
+from .. import logsafe
 from ..codec.errors import CodecError
 from ..service import EstError
 
@@ -21,6 +22,10 @@ COMMAND_MODULES = (
     "estcoap.cli.gateway_cmd",
 )
 
+# Long-running commands: they log through logsafe (one line per event, repeats collapsed).
+SERVER_COMMANDS = ("serve", "gateway", "proxy")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
 
 class CliError(Exception):
     """A failure to report as one line, exit status 1."""
@@ -34,12 +39,20 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
+    for name in SERVER_COMMANDS:
+        sub.choices[name].add_argument(
+            "--log-level", choices=LOG_LEVELS, default="warning",
+            help="warning (default): problems only; info: also one line per request refused "
+            "or certificate issued; debug: with tracebacks. Repeats are collapsed",
+        )  # fmt: skip
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command in SERVER_COMMANDS:
+        logsafe.install(args.log_level)
     try:
         result = args.func(args)
     except (CliError, EstError, CodecError, OSError) as exc:

@@ -6,6 +6,7 @@ Peer, base64 body -> Csr, and the service's answer -> HTTP (responses.py).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from aiohttp import web
@@ -32,11 +33,15 @@ from ..service import (
 )
 from . import responses
 from .auth import HttpAuthenticator
+from .expect import expect_continue
 from .tls import PeerReader
 
 log = logging.getLogger("estcoap.https")
 
 DEFAULT_MAX_BODY = 64 * 1024
+# A body must arrive within this many seconds of the request head: a peer that trickles
+# its body would otherwise hold the connection and the handler for ever (slowloris).
+DEFAULT_BODY_TIMEOUT = 30.0
 _READ_CHUNK = 16 * 1024
 
 
@@ -65,8 +70,10 @@ class HttpsFront:
         *,
         authenticator: HttpAuthenticator | None = None,
         max_body: int = DEFAULT_MAX_BODY,
+        body_timeout: float = DEFAULT_BODY_TIMEOUT,
     ) -> None:
         self.service = service
+        self.body_timeout = body_timeout
         self.auth = authenticator if authenticator and authenticator.enabled else None
         self.max_body = max_body
         self._peers = PeerReader()
@@ -75,8 +82,8 @@ class HttpsFront:
 
     def make_app(self) -> web.Application:
         app = web.Application(client_max_size=self.max_body)
-        app.router.add_route("*", EST_WELL_KNOWN + "/{op}", self.handle)
-        app.router.add_route("*", EST_WELL_KNOWN + "/{label}/{op}", self.handle)
+        for path in (EST_WELL_KNOWN + "/{op}", EST_WELL_KNOWN + "/{label}/{op}"):
+            app.router.add_route("*", path, self.handle, expect_handler=expect_continue)
         return app
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
@@ -93,8 +100,11 @@ class HttpsFront:
                 for value in self.auth.challenges(stale=getattr(exc, "stale", False)):
                     resp.headers.add("WWW-Authenticate", value)
             return resp
-        except Exception:
-            log.exception("request %s %s failed", request.method, request.path)
+        except Exception as exc:
+            # One line (a peer may trigger this at will); the traceback when debugging.
+            log.error("request %s %r failed: %s: %s", request.method, request.path,
+                      type(exc).__name__, exc)  # fmt: skip
+            log.debug("request %s %r failed", request.method, request.path, exc_info=True)
             return responses.text(500, "internal server error")
 
     async def _handle(self, request: web.Request) -> web.Response:
@@ -146,9 +156,15 @@ class HttpsFront:
         if request.content_length is not None and request.content_length > self.max_body:
             raise too_big
         body = bytearray()
-        while chunk := await request.content.read(_READ_CHUNK):
-            body += chunk
-            if len(body) > self.max_body:
-                raise too_big
+        try:
+            async with asyncio.timeout(self.body_timeout):
+                while chunk := await request.content.read(_READ_CHUNK):
+                    body += chunk
+                    if len(body) > self.max_body:
+                        raise too_big
+        except TimeoutError:
+            raise _Refusal(
+                408, f"request body not received within {self.body_timeout:g} s", close=True
+            ) from None
         # RFC 8951: base64 whatever Content-Transfer-Encoding says; tolerant of whitespace.
         return parse_csr(b64.decode(bytes(body)), check_signature=self._check_csr_signature)

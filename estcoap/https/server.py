@@ -1,20 +1,51 @@
-"""Start and stop the HTTPS front on a listening socket."""
+"""Start and stop the HTTPS front on a listening socket, with limits on what a peer can hold.
+
+The limits and their defaults (each a start_https_server() argument):
+
+* max_connections (1024): established TLS connections at once; one more is answered
+  503 + Retry-After and closed.
+* handshake_timeout (10 s): a TLS handshake not finished by then is dropped.
+* keepalive_timeout (30 s): a connection idle that long is closed; aiohttp arms the same
+  timer when a connection opens, so a request head that trickles in (slowloris) must be
+  complete within it too.
+* body_timeout (30 s): a body must arrive within it of its head, else 408 (front.py).
+* After an answer sent before the body was read (401, 413, 415, 408), what is left of the
+  body is read and dropped for at most 5 s (so the client can read the answer), then the
+  connection is closed.
+* Request line and each header field at most 8190 bytes, at most 64 header fields
+  (aiohttp answers 400); body at most max_body (413).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from cryptography import x509
 
 from ..codec.operations import EST_WELL_KNOWN
 from ..service import EstService
 from .auth import HttpAuthenticator
-from .front import DEFAULT_MAX_BODY, HttpsFront
+from .front import DEFAULT_BODY_TIMEOUT, DEFAULT_MAX_BODY, HttpsFront
 from .tls import server_ssl_context
 from .users import User
+
+DEFAULT_MAX_CONNECTIONS = 1024
+DEFAULT_HANDSHAKE_TIMEOUT = 10.0
+DEFAULT_KEEPALIVE_TIMEOUT = 30.0
+MAX_LINE_SIZE = 8190  # the request line, and (max_field_size) each header field
+MAX_HEADERS = 64  # an EST request carries about ten
+LINGERING_TIME = 5.0  # aiohttp's default, 10 s, is long for bodies of at most max_body
+# Seconds a client turned away for too many connections is asked to wait.
+_BUSY_RETRY_AFTER = 5
+
+log = logging.getLogger("estcoap.https")
 
 
 @dataclass
@@ -43,26 +74,47 @@ async def start_https_server(
     users: Sequence[User] = (),
     max_body: int = DEFAULT_MAX_BODY,
     require_pop: bool = False,
-    keepalive_timeout: float = 75.0,
+    keepalive_timeout: float = DEFAULT_KEEPALIVE_TIMEOUT,
     nonce_lifetime: float = 300.0,
+    max_connections: int = DEFAULT_MAX_CONNECTIONS,
+    handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
+    body_timeout: float = DEFAULT_BODY_TIMEOUT,
 ) -> HttpsServer:
     """Serve EST over HTTPS on host:port (0 picks a free port; see .port).
 
     client_trust defaults to the service's client_trust_anchors() (LocalCA: --trust-clients
     plus the CA itself, so certificates it issued can re-enroll). require_pop caps TLS at 1.2
-    because only TLS 1.2 has tls-unique.
+    because only TLS 1.2 has tls-unique. The limits are described in the module doc.
     """
     if client_trust is None:
         anchors = getattr(service, "client_trust_anchors", None)
         client_trust = list(anchors()) if anchors else []
     ctx = server_ssl_context(cert_chain, key, client_trust, tls12_only=require_pop)
     authenticator = HttpAuthenticator(users, nonce_lifetime=nonce_lifetime)
-    front = HttpsFront(service, authenticator=authenticator, max_body=max_body)
+    front = HttpsFront(
+        service, authenticator=authenticator, max_body=max_body, body_timeout=body_timeout
+    )
     runner = web.AppRunner(
-        front.make_app(), access_log=None, keepalive_timeout=keepalive_timeout, handle_signals=False
+        front.make_app(),
+        access_log=None,
+        handle_signals=False,
+        keepalive_timeout=keepalive_timeout,
+        max_line_size=MAX_LINE_SIZE,
+        max_field_size=MAX_LINE_SIZE,
+        max_headers=MAX_HEADERS,
+        lingering_time=LINGERING_TIME,
+        logger=PeerFaultLogger(logging.getLogger("aiohttp.server")),
     )
     await runner.setup()
-    site = web.TCPSite(runner, host, port, ssl_context=ctx, backlog=512)
+    site = _LimitedSite(
+        runner,
+        host,
+        port,
+        ssl_context=ctx,
+        backlog=512,
+        max_connections=max_connections,
+        handshake_timeout=handshake_timeout,
+    )
     try:
         await site.start()
     except BaseException:
@@ -70,3 +122,77 @@ async def start_https_server(
         raise
     bound = runner.addresses[0]
     return HttpsServer(runner, host, int(bound[1]))
+
+
+class PeerFaultLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """aiohttp's server logger, told apart: a request aiohttp could not parse is the peer's
+    fault, one INFO line (the traceback at DEBUG); anything else stays an ERROR."""
+
+    def exception(self, msg: object, *args: object, exc_info: Any = True, **kwargs: Any) -> None:
+        if isinstance(exc_info, HttpProcessingError):
+            reason = str(exc_info.message).split("\n", 1)[0]
+            self.info(f"{msg}: %d %s", *args, exc_info.code, reason)
+            self.debug(msg, *args, exc_info=exc_info, **kwargs)
+        else:
+            self.error(msg, *args, exc_info=exc_info, **kwargs)
+
+
+class _LimitedSite(web.TCPSite):
+    """A TCPSite that caps established connections and bounds the TLS handshake."""
+
+    def __init__(
+        self,
+        runner: web.AppRunner,
+        host: str,
+        port: int,
+        *,
+        max_connections: int,
+        handshake_timeout: float,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(runner, host, port, **kwargs)
+        self._max_connections = max_connections
+        self._handshake_timeout = handshake_timeout
+
+    async def start(self) -> None:
+        await web.BaseSite.start(self)  # registers the site with the runner
+        server = self._runner.server
+        assert server is not None
+        self._server = await asyncio.get_running_loop().create_server(
+            _capped(server, self._max_connections),
+            self._host,
+            self._port,
+            ssl=self._ssl_context,
+            backlog=self._backlog,
+            ssl_handshake_timeout=self._handshake_timeout,
+        )
+        self._bound_port = self._server.sockets[0].getsockname()[1]
+
+
+def _capped(server: web.Server, limit: int) -> Callable[[], asyncio.BaseProtocol]:
+    # Counted when a connection is accepted (before its handshake), from the connections
+    # aiohttp holds (after theirs): a handshake in progress is bounded by handshake_timeout.
+    def factory() -> asyncio.BaseProtocol:
+        if len(server.connections) >= limit:
+            return _TooBusy(limit)
+        return server()
+
+    return factory
+
+
+class _TooBusy(asyncio.Protocol):
+    """Answers 503 once the handshake is done, and closes."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        body = b"too many connections\n"
+        transport.write(
+            b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            b"Retry-After: %d\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s"
+            % (_BUSY_RETRY_AFTER, len(body), body)
+        )
+        transport.close()
+        log.warning("connection turned away: %d connections open (the limit)", self.limit)
