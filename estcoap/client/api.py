@@ -11,10 +11,12 @@ import base64
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 
@@ -39,7 +41,7 @@ from ..codec.operations import (
 )
 from ..codec.pkcs10 import add_attributes, build_csr
 from ..trust import ID_KP_CMC_RA, chains_to, has_eku, is_ca
-from .transport import ClientTransport, Reply, ReplyKind, TransportError
+from .transport import ChannelBindingTransport, Reply, ReplyKind, TransportError
 
 PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
 
@@ -63,6 +65,11 @@ class EstPendingTimeout(EstClientError):
     """The server kept answering 'pending' beyond max_pending_wait / max attempts."""
 
 
+class CredentialError(ValueError):
+    """A certificate, key or pin that cannot be used. str() is one line naming the file
+    and what is wrong with it."""
+
+
 @dataclass(frozen=True)
 class Provisioned:
     certificate: x509.Certificate
@@ -75,25 +82,90 @@ class Provisioned:
 
 
 def load_certificates(source: str | Path | x509.Certificate | Sequence[x509.Certificate]):
-    """Certificates from a PEM file path, one certificate or a list."""
+    """Certificates from a PEM or DER file path, one certificate or a list."""
     if isinstance(source, x509.Certificate):
         return [source]
     if isinstance(source, str | Path):
-        data = Path(source).read_bytes()
+        path = Path(source)
+        data = _credential_bytes(path)
+        if b"-----BEGIN" in data:
+            if b"-----BEGIN CERTIFICATE-----" not in data:
+                raise CredentialError(f"{path}: no certificate in it ({_pem_labels(data)})")
+            try:
+                return x509.load_pem_x509_certificates(data)
+            except ValueError:
+                raise CredentialError(
+                    f"{path}: a PEM certificate in it is damaged or cut short"
+                ) from None
         try:
-            return x509.load_pem_x509_certificates(data)
-        except ValueError:
             return [x509.load_der_x509_certificate(data)]
+        except ValueError:
+            raise CredentialError(f"{path}: not a certificate (neither PEM nor DER)") from None
     return list(source)
 
 
 def load_private_key(source: str | Path | PrivateKey) -> PrivateKey:
-    if isinstance(source, str | Path):
-        data = Path(source).read_bytes()
-        if data.lstrip().startswith(b"-----"):
-            return serialization.load_pem_private_key(data, password=None)  # type: ignore[return-value]
-        return serialization.load_der_private_key(data, password=None)  # type: ignore[return-value]
-    return source
+    """An unencrypted private key from a PEM or DER file path, or the key itself."""
+    if not isinstance(source, str | Path):
+        return source
+    path = Path(source)
+    data = _credential_bytes(path)
+    pem = b"-----BEGIN" in data
+    if pem and b"PRIVATE KEY-----" not in data:
+        raise CredentialError(f"{path}: no private key in it ({_pem_labels(data)})")
+    try:
+        if pem:
+            key = serialization.load_pem_private_key(data, password=None)
+        else:
+            key = serialization.load_der_private_key(data, password=None)
+    except TypeError:  # cryptography's word for "this key needs a password"
+        raise CredentialError(f"{path}: the key is encrypted; give it unencrypted") from None
+    except UnsupportedAlgorithm:
+        raise CredentialError(f"{path}: a key of a type we cannot use") from None
+    except ValueError:
+        what = "the PEM private key in it is damaged or cut short" if pem else (
+            "not a private key (neither PEM nor DER)"
+        )  # fmt: skip
+        raise CredentialError(f"{path}: {what}") from None
+    if not isinstance(key, PrivateKey | ed448.Ed448PrivateKey):
+        raise CredentialError(f"{path}: a {type(key).__name__} cannot sign for EST")
+    return key  # type: ignore[return-value]
+
+
+def _credential_bytes(path: Path) -> bytes:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise CredentialError(f"{path}: cannot read it: {exc.strerror or exc}") from None
+    if not data.strip():
+        raise CredentialError(f"{path}: the file is empty")
+    return data
+
+
+def _pem_labels(data: bytes) -> str:
+    """What a PEM file holds instead, e.g. "it holds a PEM PRIVATE KEY"."""
+    labels = []
+    for line in data.splitlines():
+        line = line.strip()
+        if line.startswith(b"-----BEGIN ") and line.endswith(b"-----"):
+            label = line[11:-5].decode("ascii", "replace")
+            if label not in labels:
+                labels.append(label)
+    return "it holds a PEM " + " and a ".join(labels) if labels else "no PEM block in it"
+
+
+def check_key_matches(
+    certificate: x509.Certificate,
+    key: object,
+    cert_file: str | Path | None = None,
+    key_file: str | Path | None = None,
+) -> None:
+    """Refuse a client identity whose key is not the certificate's (OpenSSL would say
+    only "key values mismatch", deep inside the TLS or DTLS setup)."""
+    if _public_der(certificate) != _public_der(key):
+        key_text = f"the key in {key_file}" if key_file else "the given key"
+        cert_text = f"the certificate in {cert_file}" if cert_file else "the given certificate"
+        raise CredentialError(f"{key_text} does not belong to {cert_text}")
 
 
 def parse_subject(subject: str | x509.Name) -> x509.Name:
@@ -130,8 +202,16 @@ def fingerprint(cert: x509.Certificate) -> str:
     return cert.fingerprint(hashes.SHA256()).hex()
 
 
-def _normalise_fingerprint(text: str) -> str:
-    return "".join(ch for ch in text.lower() if ch in "0123456789abcdef")
+def normalise_fingerprint(text: str) -> str:
+    """A SHA-256 fingerprint as lower-case hex: 64 hex digits, in either case, with or
+    without colons or spaces between bytes, optionally after "sha256 Fingerprint=" as
+    `openssl x509 -fingerprint` prints it."""
+    digits = "".join(text.rpartition("=")[2].split()).replace(":", "").lower()
+    if len(digits) != 64 or any(ch not in "0123456789abcdef" for ch in digits):
+        raise CredentialError(
+            f"fingerprint {text!r} is not a SHA-256 fingerprint: give its 64 hex digits"
+        )
+    return digits
 
 
 # The content ciphers we take, preferred first (SMIMECapabilities, RFC 8551 s2.5.2).
@@ -161,6 +241,23 @@ def _public_der(key_or_cert: object) -> bytes:
     return public.public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
+
+
+class _BoundCsr:
+    """A CSR whose challengePassword is base64(tls-unique) of the connection that carries
+    it (RFC 7030 s3.5). A request that goes out on a new connection (the server closed it
+    after a 401, a kept-alive connection had gone, a pending retry) gets it re-made and
+    signed again for that connection: the old one would fail proof-of-possession."""
+
+    def __init__(self, build: Callable[[bytes | None], bytes], tls_unique: bytes) -> None:
+        self._build = build
+        self._last: tuple[bytes, bytes] | None = None
+        self.first = self(tls_unique)  # for matching the answer: the key is the same in each
+
+    def __call__(self, tls_unique: bytes) -> bytes:
+        if self._last is None or self._last[0] != tls_unique:
+            self._last = (tls_unique, self._build(base64.b64encode(tls_unique)))
+        return self._last[1]
 
 
 # ---- the client ------------------------------------------------------------------
@@ -221,6 +318,7 @@ class EstClient:
         server_name: str | None = None,
         block_size: int | None = None,
         handshake_timeout: float | None = None,
+        single_certificate: bool = False,
     ) -> None:
         self.endpoint = parse_url(url)
         self.label = self.endpoint.label
@@ -229,9 +327,18 @@ class EstClient:
         self.key = load_private_key(key) if key is not None else None
         if self.cert_chain and self.key is None:
             raise ValueError("a client certificate needs its private key")
+        if self.cert_chain and self.key is not None:
+            check_key_matches(
+                self.cert_chain[0],
+                self.key,
+                cert if isinstance(cert, str | Path) else None,
+                key if isinstance(key, str | Path) else None,
+            )
         self.user, self.password = user, password
         self.bootstrap = bootstrap
-        self.pinned_fingerprint = _normalise_fingerprint(fingerprint) if fingerprint else None
+        self.pinned_fingerprint = (
+            normalise_fingerprint(fingerprint) if fingerprint is not None else None
+        )
         self.bootstrap_fingerprint: str | None = None  # set after a bootstrap /cacerts
         self.ca_certificates: list[x509.Certificate] = []
         self.timeout = timeout
@@ -242,9 +349,11 @@ class EstClient:
         # For a relay or an address in the URL: the name the server certificate must carry.
         self.server_name = server_name
         self.block_size = block_size  # coaps: the largest Block1/Block2 size to use
-        self.handshake_timeout = handshake_timeout  # coaps: DTLS handshake bound
-        self._transport: ClientTransport | None = None
-        self._single_certificate = True  # coaps: Accept 287 until a server refuses it
+        self.handshake_timeout = handshake_timeout  # coaps: DTLS handshake bound (else timeout)
+        self._transport: ChannelBindingTransport | None = None
+        # coaps: ask for the issued certificate alone (287) rather than 281, which every
+        # server has (RFC 9148 s4.3); cleared when this server refuses 287.
+        self._single_certificate = single_certificate
 
     async def __aenter__(self) -> EstClient:
         return self
@@ -259,7 +368,7 @@ class EstClient:
 
     # ---- transports ------------------------------------------------------------
 
-    def _new_transport(self, *, verify: bool = True) -> ClientTransport:
+    def _new_transport(self, *, verify: bool = True) -> ChannelBindingTransport:
         ep = self.endpoint
         if ep.scheme == "coaps":
             from .coaps_transport import CoapsTransport
@@ -303,7 +412,7 @@ class EstClient:
             timeout=self.timeout,
         )
 
-    async def transport(self) -> ClientTransport:
+    async def transport(self) -> ChannelBindingTransport:
         if self._transport is None:
             if self.trust is None and self.bootstrap:
                 await self._bootstrap()
@@ -334,18 +443,23 @@ class EstClient:
 
     async def _exchange(
         self,
-        transport: ClientTransport,
+        transport: ChannelBindingTransport,
         spec: OperationSpec,
-        body: bytes | None,
+        body: bytes | _BoundCsr | None,
         accept: ContentFormat | None = None,
     ):
         try:
+            if isinstance(body, _BoundCsr):
+                return await transport.call_bound(spec, self.label, body, accept)
             return await transport.call(spec, self.label, body, accept)
         except (TransportError, OSError) as exc:
             raise EstClientError(f"{spec.long_name} failed", diagnostic=str(exc)) from exc
 
     async def _call(
-        self, spec: OperationSpec, body: bytes | None = None, accept: ContentFormat | None = None
+        self,
+        spec: OperationSpec,
+        body: bytes | _BoundCsr | None = None,
+        accept: ContentFormat | None = None,
     ) -> Reply:
         """One EST request; a pending answer is repeated identically, bounded in time and count."""
         deadline = time.monotonic() + self.max_pending_wait
@@ -369,8 +483,8 @@ class EstClient:
                 self.on_pending(wait)
             await asyncio.sleep(wait)
 
-    async def _pop_challenge(self) -> bytes:
-        """base64(tls-unique) of the connection the next request will use (RFC 7030 s3.5)."""
+    async def _pop_channel(self) -> bytes:
+        """tls-unique of the connection the next request will use (RFC 7030 s3.5)."""
         transport = await self.transport()
         tls_unique = await transport.tls_unique()
         if tls_unique is None and self.endpoint.scheme == "https" and not self.tls12:
@@ -381,7 +495,7 @@ class EstClient:
             tls_unique = await transport.tls_unique()
         if tls_unique is None:
             raise EstClientError("proof-of-possession impossible: the channel has no tls-unique")
-        return base64.b64encode(tls_unique)
+        return tls_unique
 
     # ---- answers -------------------------------------------------------------------
 
@@ -452,20 +566,29 @@ class EstClient:
         pop: bool,
         challenge_password: bytes | None,
         signature_hash: hashes.HashAlgorithm | None = None,
-    ) -> bytes:
+        seal: Callable[[bytes], bytes] | None = None,
+    ) -> bytes | _BoundCsr:
+        """The CSR to send; with pop, one that is re-made for each connection carrying it.
+        seal: what to add to the built CSR (the sealed-key request of serverkeygen)."""
         if csr is not None:
             return csr
         if key is None or subject is None:
             raise ValueError("give a CSR, or a key and a subject to build one")
+        name = parse_subject(subject)
+
+        def build(password: bytes | None) -> bytes:
+            der = build_csr(
+                key,  # type: ignore[arg-type]
+                name,
+                sans=sans,
+                challenge_password=password,
+                signature_hash=signature_hash,
+            )
+            return seal(der) if seal is not None else der
+
         if pop:
-            challenge_password = await self._pop_challenge()
-        return build_csr(
-            key,
-            parse_subject(subject),
-            sans=sans,
-            challenge_password=challenge_password,
-            signature_hash=signature_hash,
-        )
+            return _BoundCsr(build, await self._pop_channel())
+        return build(challenge_password)
 
     async def enroll(
         self,
@@ -491,37 +614,43 @@ class EstClient:
     ) -> list[x509.Certificate]:
         """simplereenroll with the current client certificate: same Subject and SAN;
         key=None renews with the current key, a new key rekeys (RFC 7030 s4.2.2)."""
-        if csr is None:
-            if not self.cert_chain or self.key is None:
-                raise EstClientError("re-enrollment needs the current certificate and its key")
-            current = self.cert_chain[0]
-            try:
-                san = current.extensions.get_extension_for_class(x509.SubjectAlternativeName)
-                sans: list[x509.GeneralName] = list(san.value)
-            except x509.ExtensionNotFound:
-                sans = []
-            csr = await self._make_csr(None, key or self.key, current.subject, sans, pop, None)
-        return await self._enroll(Operation.SIMPLEREENROLL, csr)
+        if csr is not None:
+            return await self._enroll(Operation.SIMPLEREENROLL, csr)
+        if not self.cert_chain or self.key is None:
+            raise EstClientError("re-enrollment needs the current certificate and its key")
+        current = self.cert_chain[0]
+        try:
+            san = current.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+            sans: list[x509.GeneralName] = list(san.value)
+        except x509.ExtensionNotFound:
+            sans = []
+        made = await self._make_csr(None, key or self.key, current.subject, sans, pop, None)
+        return await self._enroll(Operation.SIMPLEREENROLL, made)
 
-    async def _enroll(self, operation: Operation, csr: bytes) -> list[x509.Certificate]:
+    async def _enroll(self, operation: Operation, csr: bytes | _BoundCsr) -> list[x509.Certificate]:
         spec = spec_for(operation)
-        # Over CoAP, ask for the issued certificate alone (287): the device has the CA
-        # certificates from crts, and every byte counts. Servers without 287 (4.06) get 281.
-        if self.endpoint.scheme == "coaps" and self._single_certificate:
-            try:
-                reply = await self._call(spec, csr, ContentFormat.PKIX_CERT)
-            except EstClientError as exc:
-                if exc.status != "4.06":
-                    raise
-                self._single_certificate = False
-                reply = await self._call(spec, csr)
+        if self.endpoint.scheme == "coaps":
+            # 281, which every EST-coaps server has (RFC 9148 s4.3), unless the caller asked
+            # for the issued certificate alone (287): a server without it (4.06) gets 281
+            # then, and this client asks it for 281 from then on.
+            reply = None
+            if self._single_certificate:
+                try:
+                    reply = await self._call(spec, csr, ContentFormat.PKIX_CERT)
+                except EstClientError as exc:
+                    if exc.status != "4.06":
+                        raise
+                    self._single_certificate = False
+            if reply is None:
+                reply = await self._call(spec, csr, ContentFormat.PKCS7_CERTS_ONLY)
         else:
             reply = await self._call(spec, csr)
         certs = self._certificates_with_der(reply, spec.long_name)
+        sent = csr.first if isinstance(csr, _BoundCsr) else csr
         return self._issued_first(
             certs,
-            spki.of_csr(csr),
-            lambda: _public_der(x509.load_der_x509_csr(csr)),
+            spki.of_csr(sent),
+            lambda: _public_der(x509.load_der_x509_csr(sent)),
             spec.long_name,
         )
 
@@ -552,9 +681,10 @@ class EstClient:
         if encrypted and shared_key is not None:
             raise ValueError("ask for encrypted=True or a shared_key, not both")
         transport_key = key or generate_key()
-        der = await self._make_csr(csr, transport_key, subject, sans, pop, None)
+        seal = None
         if encrypted or shared_key is not None:
-            der = _ask_for_sealed_key(der, transport_key, shared_key)
+            seal = partial(_ask_for_sealed_key, key=transport_key, shared_key=shared_key)
+        der = await self._make_csr(csr, transport_key, subject, sans, pop, None, seal=seal)
         spec = spec_for(Operation.SERVERKEYGEN)
         reply = await self._call(spec, der)
         try:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from dataclasses import replace
 from urllib.parse import urlsplit
 
 from aiocoap import Message
@@ -13,7 +12,8 @@ from aiocoap.util.linkformat import parse as parse_links
 from cryptography import x509
 
 from ..codec.operations import EST_WELL_KNOWN, ContentFormat, OperationSpec
-from .transport import Reply, ReplyKind, TransportError
+from ..dtls.errors import DtlsError, HandshakeFailed, PeerNameMismatch
+from .transport import ChannelBound, Reply, ReplyKind, ServerNotTrusted, TransportError
 
 DEFAULT_PORT = 5684
 NO_MAX_AGE_DEFAULT = 60  # RFC 7252 s5.10.5: an absent Max-Age means 60 s
@@ -22,6 +22,18 @@ _BLOCK_SIZES = {16: 0, 32: 1, 64: 2, 128: 3, 256: 4, 512: 5, 1024: 6}
 
 class CoapsTransportError(TransportError):
     """The DTLS channel or the CoAP exchange failed before the server could answer."""
+
+
+class CoapsServerNotTrusted(CoapsTransportError, ServerNotTrusted):
+    """The server's certificate failed verification against our trust anchors."""
+
+
+def _not_trusted(exc: DtlsError) -> bool:
+    # OpenSSL's reason when our own check of the server's chain failed; an alert from the
+    # server (it refused our certificate) reads differently.
+    return isinstance(exc, PeerNameMismatch) or (
+        isinstance(exc, HandshakeFailed) and "certificate verify failed" in str(exc)
+    )
 
 
 class CoapsTransport:
@@ -55,7 +67,9 @@ class CoapsTransport:
         self._block_exp = _BLOCK_SIZES[block_size] if block_size else None
         self._timeout = timeout
         self._server_name = server_name or parts.hostname
-        self._handshake_timeout = handshake_timeout  # None: the DTLS layer's default
+        # The handshake is bounded apart from the exchange, so a silent server is named as
+        # such; by the request timeout unless the caller gives its own bound.
+        self._handshake_timeout = timeout if handshake_timeout is None else handshake_timeout
         self._context = None  # created lazily: an aiocoap client Context on our DTLS transport
         self.bytes_sent = 0
 
@@ -68,17 +82,32 @@ class CoapsTransport:
                 certificate_chain=self._chain,
                 private_key=self._key,
                 server_name=self._server_name,
+                handshake_timeout=self._handshake_timeout,
             )
-            if self._handshake_timeout is not None:
-                config = replace(config, handshake_timeout=self._handshake_timeout)
-            self._context = await create_client_context(config)
+            try:
+                self._context = await create_client_context(config)
+            except Exception as exc:  # OpenSSL refusing the identity (key and certificate)
+                raise CoapsTransportError(f"cannot set up DTLS: {exc}") from exc
         return self._context
+
+    async def _connect(self, message: Message) -> None:
+        """Resolve the message's remote: the DTLS handshake when there is no association
+        yet, bounded by the handshake timeout."""
+        context = await self._ctx()
+        try:
+            await context.find_remote_and_interface(message)
+        except DtlsError as exc:
+            if _not_trusted(exc):
+                raise CoapsServerNotTrusted(
+                    f"{self._origin}: server certificate not trusted: {exc}"
+                ) from exc
+            raise CoapsTransportError(str(exc)) from exc
+        if self._block_exp is not None:
+            message.remote.maximum_block_size_exp = self._block_exp
 
     async def _exchange(self, message: Message) -> Message:
         context = await self._ctx()
-        if self._block_exp is not None:
-            await context.find_remote_and_interface(message)
-            message.remote.maximum_block_size_exp = self._block_exp
+        await self._connect(message)
         try:
             async with asyncio.timeout(self._timeout):  # no extra task, unlike wait_for
                 return await context.request(message).response
@@ -107,6 +136,19 @@ class CoapsTransport:
                     return link.href.rstrip("/")
         return EST_WELL_KNOWN
 
+    async def _message(
+        self, spec: OperationSpec, label: str | None, accept: ContentFormat | None
+    ) -> Message:
+        if spec.short_name is None:
+            raise CoapsTransportError(f"{spec.long_name} has no EST-coaps resource")
+        path = await self.root()
+        if label:
+            path += f"/{label}"
+        message = Message(code=Code[spec.method], uri=f"{self._origin}{path}/{spec.short_name}")
+        if accept is not None:
+            message.opt.accept = int(accept)
+        return message
+
     async def call(
         self,
         spec: OperationSpec,
@@ -114,26 +156,33 @@ class CoapsTransport:
         body: bytes | None,
         accept: ContentFormat | None = None,
     ) -> Reply:
-        if spec.short_name is None:
-            raise CoapsTransportError(f"{spec.long_name} has no EST-coaps resource")
-        path = await self.root()
-        if label:
-            path += f"/{label}"
-        message = Message(code=Code[spec.method], uri=f"{self._origin}{path}/{spec.short_name}")
+        message = await self._message(spec, label, accept)
         if body is not None:
             message.payload = body
             message.opt.content_format = int(ContentFormat.PKCS10)
-        if accept is not None:
-            message.opt.accept = int(accept)
-        response = await self._exchange(message)
-        return _reply_of(response)
+        return _reply_of(await self._exchange(message))
+
+    async def call_bound(
+        self,
+        spec: OperationSpec,
+        label: str | None,
+        body: ChannelBound,
+        accept: ContentFormat | None = None,
+    ) -> Reply:
+        message = await self._message(spec, label, accept)
+        await self._connect(message)  # the association that carries it, new or kept
+        tls_unique = getattr(message.remote, "tls_unique", None)
+        if tls_unique is None:
+            raise CoapsTransportError("proof-of-possession impossible: no tls-unique")
+        message.payload = body(tls_unique)
+        message.opt.content_format = int(ContentFormat.PKCS10)
+        return _reply_of(await self._exchange(message))
 
     async def tls_unique(self) -> bytes | None:
         """tls-unique of the association the next call() uses; resolving the remote
         runs the DTLS handshake when there is no association yet."""
-        context = await self._ctx()
         probe = Message(code=Code.GET, uri=f"{self._origin}/.well-known/core")
-        await context.find_remote_and_interface(probe)
+        await self._connect(probe)
         return getattr(probe.remote, "tls_unique", None)
 
     async def close(self) -> None:

@@ -42,7 +42,7 @@ from ..https.authheaders import (
     quote,
 )
 from .http1 import MAX_HEADERS, MAX_RESPONSE_BODY, HttpResponse, ResponseReader
-from .transport import Reply, ReplyKind, TransportError
+from .transport import ChannelBound, Reply, ReplyKind, ServerNotTrusted, TransportError
 
 __all__ = [
     "MAX_HEADERS",
@@ -62,6 +62,10 @@ PENDING_WITHOUT_RETRY_AFTER = 60  # a 202 must carry Retry-After; be patient whe
 
 class HttpsTransportError(TransportError):
     """The TLS connection or the HTTP exchange failed before the server answered."""
+
+
+class HttpsServerNotTrusted(HttpsTransportError, ServerNotTrusted):
+    """The server's certificate failed verification against our trust anchors."""
 
 
 def client_ssl_context(
@@ -211,7 +215,7 @@ class HttpsTransport:
                 )  # fmt: skip
         except ssl.SSLCertVerificationError as exc:
             reason = exc.verify_message
-            raise HttpsTransportError(f"server certificate not trusted: {reason}") from exc
+            raise HttpsServerNotTrusted(f"server certificate not trusted: {reason}") from exc
         except (OSError, TimeoutError, ssl.SSLError) as exc:
             raise HttpsTransportError(
                 f"cannot connect to {self.host}:{self.port}: {exc or type(exc).__name__}"
@@ -231,10 +235,13 @@ class HttpsTransport:
         async with self._lock:
             if not self.connected:
                 await self._connect()
-            obj = self.ssl_object()
-            if obj is None or obj.version() == "TLSv1.3":
-                return None
-            return obj.get_channel_binding("tls-unique")
+            return self._channel_tls_unique()
+
+    def _channel_tls_unique(self) -> bytes | None:
+        obj = self.ssl_object()
+        if obj is None or obj.version() == "TLSv1.3":
+            return None
+        return obj.get_channel_binding("tls-unique")
 
     def peer_certificate(self) -> x509.Certificate | None:
         obj = self.ssl_object()
@@ -261,8 +268,28 @@ class HttpsTransport:
         response = await self.request(spec.method, target, payload, content_type=_media(spec))
         return reply_of(response)
 
+    async def call_bound(
+        self,
+        spec: OperationSpec,
+        label: str | None,
+        body: ChannelBound,
+        accept: ContentFormat | None = None,
+    ) -> Reply:
+        target = self.path(spec, label)
+
+        def payload(tls_unique: bytes) -> bytes:
+            return b64.encode(body(tls_unique))
+
+        response = await self.request(spec.method, target, payload, content_type=_media(spec))
+        return reply_of(response)
+
     async def request(
-        self, method: str, target: str, body: bytes | None, *, content_type: str | None = None
+        self,
+        method: str,
+        target: str,
+        body: bytes | ChannelBound | None,
+        *,
+        content_type: str | None = None,
     ) -> HttpResponse:
         """One request, answering an authentication challenge when we have a password."""
         response = await self._send(method, target, body, content_type, self._auth(method, target))
@@ -297,7 +324,7 @@ class HttpsTransport:
         self,
         method: str,
         target: str,
-        body: bytes | None,
+        body: bytes | ChannelBound | None,
         content_type: str | None,
         authorization: str | None,
     ) -> HttpResponse:
@@ -307,17 +334,19 @@ class HttpsTransport:
         if body is not None:
             lines.append(f"Content-Type: {content_type or 'application/octet-stream'}")
             lines.append("Content-Transfer-Encoding: base64")
-            lines.append(f"Content-Length: {len(body)}")
-        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
         async with self._lock:
             for attempt in range(2):
                 reused = self.connected
                 if not reused:
                     await self._connect()
+                # A bound body is made here, once the connection that carries it is known.
+                payload = body if body is None or isinstance(body, bytes) else self._bind(body)
+                length = [f"Content-Length: {len(payload)}"] if payload is not None else []
+                head = ("\r\n".join([*lines, *length]) + "\r\n\r\n").encode("latin-1")
                 try:
                     # asyncio.timeout, not wait_for: no extra task and loop hop per request.
                     async with asyncio.timeout(self.timeout):
-                        return await self._exchange(head, body, method)
+                        return await self._exchange(head, payload, method)
                 except _ClosedEarly as exc:
                     await self._drop()
                     # A kept-alive connection the server had closed: retry once on a new one.
@@ -330,6 +359,14 @@ class HttpsTransport:
                     await self._drop()
                     raise HttpsTransportError(f"HTTP exchange failed: {exc}") from exc
         raise AssertionError("unreachable")
+
+    def _bind(self, body: ChannelBound) -> bytes:
+        tls_unique = self._channel_tls_unique()
+        if tls_unique is None:
+            raise HttpsTransportError(
+                "proof-of-possession impossible: the connection has no tls-unique (TLS 1.3)"
+            )
+        return body(tls_unique)
 
     async def _exchange(self, head: bytes, body: bytes | None, method: str) -> HttpResponse:
         assert self._protocol is not None

@@ -8,6 +8,7 @@ translates the wire's answer into a Reply.
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -16,6 +17,10 @@ from ..codec.operations import ContentFormat, OperationSpec
 
 class TransportError(Exception):
     """The channel or the exchange failed before the server could answer."""
+
+
+class ServerNotTrusted(TransportError):
+    """The server's certificate does not chain to our trust anchors."""
 
 
 class ReplyKind(enum.Enum):
@@ -52,3 +57,24 @@ class ClientTransport(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+# A request body that carries the tls-unique of the connection it travels on
+# (proof-of-possession, RFC 7030 s3.5): called with that tls-unique, it returns the body.
+ChannelBound = Callable[[bytes], bytes]
+
+
+class ChannelBindingTransport(ClientTransport, Protocol):
+    """A transport that can send a body made for the connection that carries it."""
+
+    async def call_bound(
+        self,
+        spec: OperationSpec,
+        label: str | None,
+        body: ChannelBound,
+        accept: ContentFormat | None = None,
+    ) -> Reply:
+        """call() with body(tls_unique) of the connection the request goes out on: made
+        again when that is a new connection (the server closed after a 401, a kept-alive
+        connection had gone), so the proof matches the channel the server sees."""
+        ...

@@ -47,8 +47,11 @@ class _Socket(asyncio.DatagramProtocol):
             log.exception("dropping datagram from %s", addr)
 
     def error_received(self, exc: Exception) -> None:
-        # ICMP port unreachable and the like: keep retransmitting until the timeout
+        # ICMP port unreachable and the like: keep retransmitting until the timeout (ICMP
+        # may be transient or forged), but remember it for the timeout's message.
         log.debug("socket error towards %s: %s", self.remote.peer, exc)
+        if isinstance(exc, ConnectionRefusedError):
+            self.remote.refused = True
 
 
 class ClientRemote(DtlsRemote):
@@ -59,6 +62,8 @@ class ClientRemote(DtlsRemote):
         self.owner = owner
         self.udp: asyncio.DatagramTransport | None = None
         self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.heard = False  # a datagram came back: something DTLS listens there
+        self.refused = False  # the peer's host said "port unreachable"
 
     @property
     def hostinfo(self) -> str:
@@ -74,6 +79,18 @@ class ClientRemote(DtlsRemote):
     def _send_datagram(self, data: bytes) -> None:
         if self.udp is not None and not self.udp.is_closing():
             self.udp.sendto(data)
+
+
+def _timeout_message(remote: ClientRemote, seconds: float) -> str:
+    """Say what to check: a silent peer is most often a server not running or a wrong port."""
+    where = hostportjoin(*remote.peer)
+    if remote.heard:
+        return f"DTLS handshake with {where} did not complete within {seconds:g} s"
+    refused = " (port unreachable)" if remote.refused else ""
+    return (
+        f"no DTLS answer from {where} within {seconds:g} s{refused}: "
+        "is the server running and the port right?"
+    )
 
 
 class DtlsClientTransport(interfaces.MessageInterface):
@@ -104,10 +121,7 @@ class DtlsClientTransport(interfaces.MessageInterface):
             self._process(remote, [])
             await asyncio.wait_for(asyncio.shield(remote.ready), self.config.handshake_timeout)
         except TimeoutError:
-            error = HandshakeTimeout(
-                f"no DTLS handshake with {hostportjoin(host, port)} within "
-                f"{self.config.handshake_timeout:g} s"
-            )
+            error = HandshakeTimeout(_timeout_message(remote, self.config.handshake_timeout))
             self._drop(remote, error)
             raise error from None
         except BaseException as exc:
@@ -117,6 +131,7 @@ class DtlsClientTransport(interfaces.MessageInterface):
 
     def _received(self, remote: ClientRemote, data: bytes) -> None:
         remote.last_activity = time.monotonic()
+        remote.heard = True
         self._process(remote, remote.association.receive_datagram(data))
 
     def _process(self, remote: ClientRemote, events: list[Event]) -> None:
