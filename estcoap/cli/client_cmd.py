@@ -8,7 +8,6 @@ import ipaddress
 import os
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -18,8 +17,11 @@ from ..client import (
     EstClientError,
     fingerprint,
     generate_key,
+    load_certificates,
     load_private_key,
 )
+from ..client.api import CredentialError, check_key_matches, normalise_fingerprint, parse_url
+from ..client.transport import ServerNotTrusted
 from ..codec.csrattrs import (
     CsrAttribute,
     CsrAttrItem,
@@ -28,7 +30,7 @@ from ..codec.csrattrs import (
     wants_challenge_password,
 )
 from ..codec.keypackage import KeyPackageError, SharedKey
-from ..files import write_secret
+from ..files import OutputError, check_writable, rescue, write_file
 from . import CliError
 
 
@@ -96,12 +98,25 @@ def _run(name: str, func, args: argparse.Namespace) -> int:  # type: ignore[no-u
     try:
         return asyncio.run(func(args))
     except EstClientError as exc:
-        raise CliError(str(exc)) from None
+        hint = _trust_hint(args) if isinstance(exc.__cause__, ServerNotTrusted) else ""
+        raise CliError(f"{exc}{hint}") from None
     except ValueError as exc:
         raise CliError(f"{name} failed: {exc}") from None
 
 
+def _trust_hint(args: argparse.Namespace) -> str:
+    """What to do about a server certificate we do not trust, in the same line."""
+    if args.url.startswith("coaps:"):
+        return "; give the server's CA with --trust FILE (over https, cacerts --bootstrap gets it)"
+    return "; give the server's CA with --trust FILE, or get it with --bootstrap --fingerprint HEX"
+
+
 def _client(args: argparse.Namespace) -> EstClient:
+    """The client from the options, every input checked before anything is written or sent."""
+    try:
+        parse_url(args.url)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
     user = password = None
     if args.user:
         user, sep, password = args.user.partition(":")
@@ -111,15 +126,31 @@ def _client(args: argparse.Namespace) -> EstClient:
         raise CliError("--cert and --cert-key go together")
     if args.trust is None and not args.bootstrap and args.fingerprint:
         raise CliError("--fingerprint is checked during --bootstrap; add --bootstrap")
+    if args.fingerprint is not None:
+        try:
+            normalise_fingerprint(args.fingerprint)
+        except CredentialError:
+            raise CliError(
+                f"--fingerprint {args.fingerprint!r} is not a SHA-256 fingerprint "
+                "(64 hex digits, colons allowed)"
+            ) from None
+    trust = _credential("--trust", load_certificates, args.trust)
+    cert = _credential("--cert", load_certificates, args.cert)
+    key = _credential("--cert-key", load_private_key, args.cert_key)
+    if cert and key is not None:
+        try:
+            check_key_matches(cert[0], key, args.cert, args.cert_key)
+        except CredentialError as exc:
+            raise CliError(str(exc)) from None
 
     def pending(wait: int) -> None:
         print(f"pending: the server asks to retry in {wait} s", file=sys.stderr, flush=True)
 
     return EstClient(
         args.url,
-        trust=args.trust,
-        cert=args.cert,
-        key=args.cert_key,
+        trust=trust,
+        cert=cert,
+        key=key,
         user=user,
         password=password,
         bootstrap=args.bootstrap,
@@ -130,17 +161,55 @@ def _client(args: argparse.Namespace) -> EstClient:
     )
 
 
+def _credential(option: str, load, path: str | None):  # type: ignore[no-untyped-def]
+    """load(path), a refusal naming the option and the file ("--trust ca.pem: ...")."""
+    if path is None:
+        return None
+    try:
+        return load(path)
+    except CredentialError as exc:
+        raise CliError(f"{option} {exc}") from None
+
+
 # ---- files ----------------------------------------------------------------------
 
 
-def _write_certs(path: str | Path, certs: Sequence[x509.Certificate], der: bool) -> None:
+def _certs_bytes(certs: Sequence[x509.Certificate], der: bool) -> bytes:
     if der:
-        data = certs[0].public_bytes(serialization.Encoding.DER)
-    else:
-        data = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs)
-    tmp = Path(f"{path}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+        return certs[0].public_bytes(serialization.Encoding.DER)
+    return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs)
+
+
+def _check_outputs(
+    args: argparse.Namespace, outputs: dict[str, str], inputs: Sequence[str]
+) -> None:
+    """Before any request: each output writable, none the same file as another or as an
+    input (an issued certificate must not be lost, nor written over its own key)."""
+    seen: dict[str, str] = {}
+    for option in inputs:
+        path = getattr(args, option.lstrip("-").replace("-", "_"))
+        if path:
+            seen[os.path.realpath(path)] = f"{option} {path}"
+    for option, path in outputs.items():
+        real = os.path.realpath(path)
+        if real in seen:
+            raise CliError(f"{option} {path} is the same file as {seen[real]}")
+        seen[real] = f"{option} {path}"
+        try:
+            check_writable(path)
+        except OutputError as exc:
+            raise CliError(f"{option}: {exc}") from None
+
+
+def _save(results: Sequence[tuple[str, str, bytes, bool]]) -> None:
+    """Write (what, path, data, secret) in order. When a write fails after the server
+    has issued, what is left goes to a safe place rather than being lost."""
+    for index, (_, path, data, secret) in enumerate(results):
+        try:
+            write_file(path, data, secret=secret)
+        except OutputError as exc:
+            saved = [f"the {what} in {rescue(p, d)}" for what, p, d, _ in results[index:]]
+            raise CliError(f"{exc}; saved {' and '.join(saved)}") from None
 
 
 def _key_bytes(key, der: bool) -> bytes:  # type: ignore[no-untyped-def]
@@ -151,12 +220,15 @@ def _key_bytes(key, der: bool) -> bytes:  # type: ignore[no-untyped-def]
     )
 
 
-def _key_file(path: str, der: bool):  # type: ignore[no-untyped-def]
+def _key_file(option: str, path: str, der: bool):  # type: ignore[no-untyped-def]
     """Load the key, or create a P-256 key there when the file does not exist."""
     if os.path.exists(path):
-        return load_private_key(path)
+        return _credential(option, load_private_key, path)
     key = generate_key()
-    write_secret(path, _key_bytes(key, der))
+    try:
+        write_file(path, _key_bytes(key, der), secret=True)
+    except OutputError as exc:
+        raise CliError(f"{option}: {exc}") from None
     print(f"created a P-256 key in {path}")
     return key
 
@@ -184,7 +256,10 @@ def parse_san(text: str) -> x509.GeneralName:
 
 
 async def _cacerts(args: argparse.Namespace) -> int:
-    async with _client(args) as est:
+    client = _client(args)
+    if args.out:
+        _check_outputs(args, {"--out": args.out}, ("--trust",))
+    async with client as est:
         certs = await est.cacerts()
         if est.bootstrap_fingerprint:
             print(
@@ -193,7 +268,7 @@ async def _cacerts(args: argparse.Namespace) -> int:
     if args.out:
         if args.der and len(certs) > 1:
             raise CliError("--der writes one certificate; the server sent several (use PEM)")
-        _write_certs(args.out, certs, args.der)
+        _save([("CA certificates", args.out, _certs_bytes(certs, args.der), False)])
         print(f"wrote {len(certs)} CA certificate(s) to {args.out}")
     else:
         for cert in certs:
@@ -236,11 +311,13 @@ async def _csrattrs(args: argparse.Namespace) -> int:
 
 
 async def _enroll(args: argparse.Namespace) -> int:
-    key = _key_file(args.key, args.der)
+    client = _client(args)
     sans = [parse_san(s) for s in args.san]
-    async with _client(args) as est:
+    _check_outputs(args, {"--out": args.out}, ("--key", "--trust", "--cert", "--cert-key"))
+    key = _key_file("--key", args.key, args.der)
+    async with client as est:
         chain = await est.enroll(key=key, subject=args.subject, sans=sans, pop=args.pop)
-    _write_certs(args.out, chain, args.der)
+    _save([("issued certificate", args.out, _certs_bytes(chain, args.der), False)])
     print(f"wrote {chain[0].subject.rfc4514_string()} (serial {chain[0].serial_number:x}) "
           f"to {args.out}")  # fmt: skip
     return 0
@@ -249,10 +326,12 @@ async def _enroll(args: argparse.Namespace) -> int:
 async def _reenroll(args: argparse.Namespace) -> int:
     if not args.cert:
         raise CliError("reenroll needs --cert and --cert-key (the certificate to renew)")
-    new_key = _key_file(args.new_key, args.der) if args.new_key else None
-    async with _client(args) as est:
+    client = _client(args)
+    _check_outputs(args, {"--out": args.out}, ("--new-key", "--trust", "--cert", "--cert-key"))
+    new_key = _key_file("--new-key", args.new_key, args.der) if args.new_key else None
+    async with client as est:
         chain = await est.reenroll(key=new_key, pop=args.pop)
-    _write_certs(args.out, chain, args.der)
+    _save([("issued certificate", args.out, _certs_bytes(chain, args.der), False)])
     kind = "rekeyed" if new_key is not None else "renewed"
     print(f"{kind} {chain[0].subject.rfc4514_string()} (serial {chain[0].serial_number:x}) "
           f"into {args.out}")  # fmt: skip
@@ -272,16 +351,22 @@ def _shared_key(text: str | None) -> SharedKey | None:
 
 
 async def _skg(args: argparse.Namespace) -> int:
+    client = _client(args)
     sans = [parse_san(s) for s in args.san]
-    async with _client(args) as est:
+    shared_key = _shared_key(args.shared_key)
+    outputs = {"--out-key": args.out_key, "--out": args.out}
+    _check_outputs(args, outputs, ("--trust", "--cert", "--cert-key"))
+    async with client as est:
         key, chain = await est.serverkeygen(
             subject=args.subject,
             sans=sans,
             pop=args.pop,
             encrypted=args.encrypted,
-            shared_key=_shared_key(args.shared_key),
+            shared_key=shared_key,
         )
-    write_secret(args.out_key, _key_bytes(key, args.der))
-    _write_certs(args.out, chain, args.der)
+    _save([
+        ("server-generated key", args.out_key, _key_bytes(key, args.der), True),
+        ("issued certificate", args.out, _certs_bytes(chain, args.der), False),
+    ])  # fmt: skip
     print(f"wrote {chain[0].subject.rfc4514_string()} to {args.out} and its key to {args.out_key}")
     return 0
