@@ -528,6 +528,7 @@ async def enroll_through(
         cert=root / "dev.pem",
         key=root / "dev.key",
         server_name="127.0.0.1",
+        single_certificate=True,  # sen answered with the issued certificate alone (287)
         calls=calls,
     ) as est:
         await est.cacerts()
