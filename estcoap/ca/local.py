@@ -5,18 +5,31 @@ and one SQLite commit take well under a millisecond, less than handing them to a
 thread would cost. Work that can take long goes to a worker thread: server-side key
 generation (RSA), and every commit of a durable store (an fsync each, which would
 stall the loop). The Store serialises its own access.
+
+Rules this CA enforces beyond RFC 7030 (which leaves them to the CA):
+* A pending request (manual approval) and its answer belong to the requester that made
+  it (requester_id: the client certificate, the HTTP user); the same CSR from anyone
+  else is refused 4.03/403, so a replayed serverkeygen CSR never gets another's key.
+* At most MAX_PENDING_PER_REQUESTER undecided requests per requester (RAs exempt) and
+  MAX_PENDING in all; over a cap, 4.03/403 (see the constants for why not 5.03/503).
+* Only the newest certificate of a renewal chain re-enrolls; the request that renewed it,
+  repeated, gets the same certificate (_renewed_already).
+* A manually approved serverkeygen's key is kept KEY_RETENTION_SECONDS after it was
+  issued, for repeats, then erased (forget_delivered_keys); a repeat after that is
+  refused 4.03/403 with the reason.
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 import sqlite3
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from ..codec.csrattrs import KeyRequest, build_csrattrs
@@ -49,13 +62,32 @@ from .keys import (
 )
 from .paths import CaPaths
 from .profile import Request, random_serial, sign_end_entity, vet_csr
-from .store import IssuedRecord, SerialCollision, Store, StoreError, serial_hex
+from .store import (
+    AlreadyRenewed,
+    IssuedRecord,
+    PendingRecord,
+    QueueFull,
+    SerialCollision,
+    Store,
+    StoreError,
+    serial_hex,
+)
 
 log = logging.getLogger(__name__)
 
 APPROVAL_MODES = ("auto", "manual")
 _SERIAL_ATTEMPTS = 5
 _NOT_RECORDED = "could not record the certificate; nothing was issued"
+
+# Manual approval limits what a peer can make the store hold. Over a cap the request is
+# refused with 4.03/403, not 5.03/503 + Max-Age/Retry-After: the queue drains only when
+# an operator decides, never by waiting, so there is no honest time to come back.
+MAX_PENDING_PER_REQUESTER = 10
+MAX_PENDING = 10_000
+# How long a manually approved serverkeygen's private key is kept after it was first
+# sent, so that a device whose answer was lost gets the same key and certificate when it
+# repeats the request (CoAP retransmits within 247 s, RFC 7252 s4.8.2). Then it is erased.
+KEY_RETENTION_SECONDS = 300
 
 
 Answer = Certificates | Pending | KeyAndCertificate
@@ -78,13 +110,25 @@ class LocalCA:
         validity_days: int = 365,
         retry_after: int = 30,
         shared_keys: Mapping[bytes, bytes] | None = None,
+        max_pending_per_requester: int = MAX_PENDING_PER_REQUESTER,
+        max_pending: int = MAX_PENDING,
+        key_retention: int = KEY_RETENTION_SECONDS,
     ) -> None:
         """shared_keys: symmetric keys shared with clients in advance, by key id, for
-        server-generated keys asked with DecryptKeyIdentifier (RFC 7030 s4.4.1.1)."""
+        server-generated keys asked with DecryptKeyIdentifier (RFC 7030 s4.4.1.1).
+        max_pending_per_requester, max_pending: caps on undecided requests (manual
+        approval); key_retention: seconds a delivered server-generated key is kept."""
         if approval not in APPROVAL_MODES:
             raise ValueError(f"approval must be one of {', '.join(APPROVAL_MODES)}")
         if validity_days <= 0:
             raise ValueError("validity_days must be positive")
+        if max_pending_per_requester <= 0 or max_pending <= 0:
+            raise ValueError("the caps on pending requests must be positive")
+        if key_retention < 0:
+            raise ValueError("key_retention cannot be negative")
+        self.max_pending_per_requester = max_pending_per_requester
+        self.max_pending = max_pending
+        self.key_retention = key_retention
         self.paths = paths
         self.ca_certificate = ca_certificate
         self._ca_key = ca_key
@@ -118,6 +162,9 @@ class LocalCA:
         retry_after: int = 30,
         durable_commits: bool = False,
         shared_keys: Mapping[bytes, bytes] | None = None,
+        max_pending_per_requester: int = MAX_PENDING_PER_REQUESTER,
+        max_pending: int = MAX_PENDING,
+        key_retention: int = KEY_RETENTION_SECONDS,
     ) -> LocalCA:
         """durable_commits: fsync every issued certificate's record (store.py explains)."""
         paths = CaPaths.of(ca_dir)
@@ -138,10 +185,22 @@ class LocalCA:
             validity_days=validity_days,
             retry_after=retry_after,
             shared_keys=shared_keys,
+            max_pending_per_requester=max_pending_per_requester,
+            max_pending=max_pending,
+            key_retention=key_retention,
         )
 
     def close(self) -> None:
         self.store.close()
+
+    def forget_delivered_keys(self) -> int:
+        """Erase kept server-generated keys older than key_retention (serve calls this
+        periodically; the serverkeygen path too); returns how many were erased."""
+        cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=self.key_retention)
+        erased = self.store.forget_keys(cutoff)
+        if erased:
+            log.info("erased %d delivered server-generated key(s) from the store", erased)
+        return erased
 
     # ---- EstService ---------------------------------------------------------
 
@@ -208,17 +267,16 @@ class LocalCA:
         if renewed_from is not None:
             _check_same_identity(csr, renewed_from)
         vetted = vet_csr(csr, check_key=operation != "serverkeygen")
+        if renewed_from is not None:
+            successor = self.store.successor_of(serial_hex(renewed_from.serial_number))
+            if successor is not None:
+                return _renewed_already(renewed_from, successor, csr)
 
         if self.approval == "auto":
             return self._issue(operation, request, vetted, renewed_from, delivery)
-        record = self.store.submit_pending(
-            operation=operation,
-            label=request.label,
-            csr_der=csr.der,
-            csr_sha256=csr.sha256,
-            subject=csr.subject.rfc4514_string(),
-            requester=peer.describe(),
-        )
+        if operation == "serverkeygen":
+            self.forget_delivered_keys()
+        record = self._submit(operation, request, via_ra)
         if record.state == "pending":
             return Pending(self.retry_after)
         if record.state == "denied":
@@ -227,6 +285,38 @@ class LocalCA:
         if issued is not None:  # the device repeats after it was served: same answer
             return self._answer(issued, delivery)
         return self._issue(operation, request, vetted, renewed_from, delivery, pending_id=record.id)
+
+    def _submit(self, operation: str, request: EnrollRequest, via_ra: bool) -> PendingRecord:
+        """The pending record of this request, which must be the caller's own."""
+        peer, csr = request.peer, request.csr
+        identity = requester_id(peer)
+        try:
+            record = self.store.submit_pending(
+                operation=operation,
+                label=request.label,
+                csr_der=csr.der,
+                csr_sha256=csr.sha256,
+                subject=csr.subject.rfc4514_string(),
+                requester=peer.describe(),
+                requester_id=identity,
+                # An RA forwards the requests of many devices: only the total cap holds.
+                max_per_requester=None if via_ra else self.max_pending_per_requester,
+                max_total=self.max_pending,
+            )
+        except QueueFull as exc:
+            log.info("%s from %s not queued: %s", operation, peer.describe(), exc)
+            raise Forbidden(f"not queued: {exc}; an operator must decide those first") from exc
+        made_by_peer = (
+            record.requester_id == identity
+            if record.requester_id is not None  # a record from schema version 1
+            else record.requester == peer.describe()
+        )
+        if not made_by_peer:
+            # A CSR replayed by another identity: its answer (a certificate, or for
+            # serverkeygen a private key) belongs to whoever made the request. Neither
+            # the request's state nor its owner is told.
+            raise Forbidden("this CSR is bound to another requester's request; make your own CSR")
+        return record
 
     def _check_label(self, label: str | None) -> None:
         if not self.has_label(label):
@@ -318,6 +408,9 @@ class LocalCA:
                 )
             except SerialCollision:
                 continue
+            except AlreadyRenewed as exc:  # renewed by a request racing this one
+                assert renewed_from is not None
+                return _renewed_already(renewed_from, exc.successor, request.csr)
             except (StoreError, sqlite3.Error) as exc:
                 if pending_id is not None:
                     # Another instance may have served this approval a moment ago.
@@ -338,6 +431,8 @@ class LocalCA:
             )
             chain = self._chain(cert, record.cert_der)
             if key_answer is not None:
+                if pending_id is not None and self.key_retention == 0:
+                    self.forget_delivered_keys()  # this answer is the only one
                 return KeyAndCertificate(*key_answer, chain)
             return chain
         raise ServiceFailure("could not find a free serial number")
@@ -346,7 +441,10 @@ class LocalCA:
         chain = self._chain(issued.certificate, issued.cert_der)
         if issued.operation == "serverkeygen":
             if issued.key_der is None:
-                raise ServiceFailure("the server-generated key of this request is gone")
+                raise Forbidden(
+                    "the server-generated key of this request was delivered and is no "
+                    f"longer kept (at most {self.key_retention} s); send a new CSR"
+                )
             return KeyAndCertificate(*self._sealed(issued.key_der, delivery), chain)
         return chain
 
@@ -376,6 +474,31 @@ def csr_attributes_for(ca_key: PrivateKey, *, require_pop: bool) -> bytes:
         challenge_password=require_pop,
         key=key_request,
         signature_hash=signature_hash(ca_key) if key_request is not None else None,
+    )
+
+
+def requester_id(peer: Peer) -> str:
+    """Who may see a pending request's answer. The client certificate itself (its
+    SHA-256), not its subject, which two trusted device makers may both have issued;
+    and the HTTP user, when there is one."""
+    parts = []
+    if peer.certificate is not None:
+        parts.append(f"cert-sha256:{peer.certificate.fingerprint(hashes.SHA256()).hex()}")
+    if peer.http_user is not None:
+        parts.append(f"user:{peer.http_user}")
+    return " ".join(parts) or peer.describe()
+
+
+def _renewed_already(renewed: x509.Certificate, successor: IssuedRecord, csr: Csr) -> Certificates:
+    """The renewal rule (RFC 7030 leaves it to the CA): only the newest certificate of a
+    renewal chain may re-enroll, so a stolen or cloned older one cannot fork the chain.
+    The request that made the successor, repeated because its answer was lost, gets that
+    successor again; any other request is refused and told which certificate to use."""
+    if successor.csr_sha256 == csr.sha256:
+        return LocalCA._chain(successor.certificate, successor.cert_der)
+    raise Forbidden(
+        f"certificate {serial_hex(renewed.serial_number)} was already renewed by serial "
+        f"{successor.serial}; re-enroll with that certificate"
     )
 
 

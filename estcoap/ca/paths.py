@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import shlex
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +35,10 @@ class CaPaths:
         )
 
     def load_ca(self) -> tuple[x509.Certificate, PrivateKeyTypes]:
-        """The CA certificate and its key, checked to belong together."""
+        """The CA certificate and its key, checked to belong together. Refuses
+        (ExposedFileError) a directory whose private keys other users can read."""
+        for secret in (self.ca_key, self.server_key):
+            require_private(secret)
         try:
             cert = x509.load_pem_x509_certificate(self.ca_cert.read_bytes())
             key = serialization.load_pem_private_key(self.ca_key.read_bytes(), password=None)
@@ -43,3 +49,24 @@ class CaPaths:
         if key.public_key() != cert.public_key():
             raise ValueError(f"{self.ca_key} does not belong to {self.ca_cert}")
         return cert, key
+
+
+class ExposedFileError(ValueError):
+    """A file holding secrets that other local users may read or write."""
+
+
+def require_private(path: Path) -> None:
+    """Refuse a secret file that its group or others may access, as ssh and step-ca do for
+    keys: a widened mode is an operator's mistake to see and fix, and such a file may
+    already have been read, so it is not silently narrowed. A missing file passes."""
+    if os.name != "posix":
+        return
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        return
+    if mode & 0o077:
+        raise ExposedFileError(
+            f"{path} is accessible by other users (mode {mode:04o}); "
+            f"run: chmod 600 {shlex.quote(str(path))}"
+        )

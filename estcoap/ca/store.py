@@ -16,11 +16,22 @@ cannot re-enroll with it (the CA refuses certificates missing from its records) 
 must enroll again with its original credentials. synchronous=FULL (durable=True)
 closes that window with an fsync per commit, ~0.2 ms of CPU and ~0.4 ms of waiting
 per issued certificate on the reference machine (docs/performance.md).
+
+Secrecy: the store can hold server-generated private keys (a manually approved
+serverkeygen, until LocalCA forgets them), so the database and its -wal and -shm files
+are mode 0600: the database is created so before SQLite opens it, SQLite gives its
+-wal and -shm the database's mode, and Store.open refuses files others can access.
+Forgotten keys are overwritten, not just unlinked from the b-tree (secure_delete),
+and the WAL that still holds them is checkpointed and truncated.
+
+Schema: MIGRATIONS is the ordered list of steps; step i takes a store from version i
+to i + 1, so a store written by any earlier estcoap opens and upgrades in place.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -31,10 +42,13 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-SCHEMA_VERSION = 1
+from .paths import ExposedFileError, require_private
+
 BUSY_TIMEOUT_MS = 15000
 
-_SCHEMA = """
+# Version 1: the first schema (estcoap before issue 11). Kept verbatim: it is how
+# every store began, and the tests build a version-1 store from it.
+SCHEMA_V1 = """
 CREATE TABLE pending (
     id          INTEGER PRIMARY KEY AUTOINCREMENT,
     operation   TEXT NOT NULL CHECK (operation IN ('enroll', 'reenroll', 'serverkeygen')),
@@ -73,6 +87,21 @@ CREATE TABLE issued (
 CREATE INDEX issued_pending ON issued (pending_id);
 """
 
+# Version 2: pending requests remember who may see their answer, and the lookups that
+# the pending caps, the renewal rule and forgetting kept keys make are indexed.
+SCHEMA_V2 = """
+-- A stable identity of the requester (LocalCA.requester_id); NULL in rows from
+-- version 1, which are matched by their requester text instead.
+ALTER TABLE pending ADD COLUMN requester_id TEXT;
+CREATE INDEX pending_by_requester ON pending (requester_id, state);
+CREATE INDEX pending_by_state ON pending (state);
+CREATE INDEX issued_successor ON issued (renewed_from);
+CREATE INDEX issued_kept_keys ON issued (created) WHERE key_der IS NOT NULL;
+"""
+
+MIGRATIONS: tuple[str, ...] = (SCHEMA_V1, SCHEMA_V2)
+SCHEMA_VERSION = len(MIGRATIONS)
+
 
 class StoreError(Exception):
     """A store problem worth a one-line message."""
@@ -84,6 +113,18 @@ class UnknownRequest(StoreError):
 
 class SerialCollision(StoreError):
     """The serial is taken already; sign again with a new one."""
+
+
+class QueueFull(StoreError):
+    """A new pending request over a cap (per requester or in total); nothing was queued."""
+
+
+class AlreadyRenewed(StoreError):
+    """The certificate being renewed has a successor already (LocalCA's renewal rule)."""
+
+    def __init__(self, successor: IssuedRecord) -> None:
+        super().__init__(f"already renewed by serial {successor.serial}")
+        self.successor = successor
 
 
 @dataclass(frozen=True)
@@ -98,6 +139,7 @@ class PendingRecord:
     created: str
     state: str
     decided: str | None
+    requester_id: str | None  # None in rows from schema version 1
 
 
 @dataclass(frozen=True)
@@ -165,6 +207,12 @@ class Store:
         path = Path(path)
         if not create and not path.exists():
             raise StoreError(f"no CA store at {path} (run 'estcoap ca init' first)")
+        _create_private(path)
+        try:
+            for file in _store_files(path):
+                require_private(file)
+        except ExposedFileError as exc:
+            raise StoreError(str(exc)) from exc
         db = sqlite3.connect(
             path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False
         )
@@ -175,6 +223,9 @@ class Store:
             # in the WAL (safe from a killed process); the OS syncs it at checkpoints.
             db.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
             db.execute("PRAGMA foreign_keys = ON")
+            # Deleted content (a forgotten key) is overwritten with zeros, not left in
+            # free space of the page.
+            db.execute("PRAGMA secure_delete = ON")
             store = cls(db, path, durable)
             store._migrate()
         except sqlite3.DatabaseError as exc:
@@ -220,11 +271,10 @@ class Store:
                     f"{self.path}: store schema version {version} is newer than this "
                     f"estcoap supports ({SCHEMA_VERSION})"
                 )
-            if version == 0:
-                for statement in _SCHEMA.split(";"):
-                    if statement.strip():
-                        cur.execute(statement)
-                cur.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            for step in MIGRATIONS[version:]:
+                for statement in _statements(step):
+                    cur.execute(statement)
+            cur.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     @property
     def schema_version(self) -> int:
@@ -272,6 +322,12 @@ class Store:
         )
         try:
             with self._transaction() as cur:
+                if renewed_from is not None:
+                    # Checked in the write transaction: two renewals of one certificate
+                    # racing (even from two processes) cannot both be recorded.
+                    successor = _successor(cur, renewed_from)
+                    if successor is not None:
+                        raise AlreadyRenewed(successor)
                 cur.execute(
                     "INSERT INTO issued (serial, subject, san, not_before, not_after, csr_sha256,"
                     " requester, label, operation, kind, renewed_from, pending_id, cert_der,"
@@ -303,6 +359,39 @@ class Store:
     def issued_for_pending(self, pending_id: int) -> IssuedRecord | None:
         return self._one_issued("pending_id = ?", (pending_id,))
 
+    def successor_of(self, serial: str) -> IssuedRecord | None:
+        """The certificate that renewed this one (the newest, should there be several
+        in a store from before the renewal rule), or None."""
+        with self._lock:
+            return _successor(self._db.cursor(), serial)
+
+    def forget_keys(self, issued_before: dt.datetime) -> int:
+        """Erase the kept server-generated keys of certificates issued before the given
+        time, then scrub them from the WAL; returns how many were erased."""
+        cutoff = issued_before.astimezone(dt.UTC).isoformat(timespec="seconds")
+        with self._transaction() as cur:
+            cur.execute(
+                "UPDATE issued SET key_der = NULL WHERE key_der IS NOT NULL AND created <= ?",
+                (cutoff,),
+            )
+            erased = cur.rowcount
+        if erased:
+            self.scrub_wal()
+        return erased
+
+    def kept_keys(self) -> int:
+        with self._lock:
+            row = self._db.execute("SELECT count(*) FROM issued WHERE key_der IS NOT NULL")
+            return int(row.fetchone()[0])
+
+    def scrub_wal(self) -> bool:
+        """Copy the WAL into the database and truncate it to zero bytes, so that page
+        versions it still holds (a forgotten key) leave the disk. False when a reader in
+        another connection kept the WAL busy; the next call tries again."""
+        with self._lock:
+            busy, _, _ = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        return not busy
+
     def issued_list(self) -> list[IssuedRecord]:
         with self._lock:
             rows = self._db.execute(f"SELECT {_ISSUED_COLUMNS} FROM issued ORDER BY id").fetchall()
@@ -326,19 +415,48 @@ class Store:
         csr_sha256: str,
         subject: str,
         requester: str,
+        requester_id: str | None = None,
+        max_per_requester: int | None = None,
+        max_total: int | None = None,
     ) -> PendingRecord:
-        """The request's record: created as 'pending' on first sight, else the existing one."""
+        """The request's record: the existing one (whoever made it: the caller checks
+        that), else a new 'pending' one. A new record over max_per_requester undecided
+        requests of requester_id, or over max_total undecided requests in all, raises
+        QueueFull instead."""
+        key = (operation, _label_key(label), csr_sha256)
+        select = (
+            f"SELECT {_PENDING_COLUMNS} FROM pending"
+            " WHERE operation = ? AND label = ? AND csr_sha256 = ?"
+        )
         with self._transaction() as cur:
+            row = cur.execute(select, key).fetchone()
+            if row is not None:
+                return _pending(row)
+            if max_per_requester is not None:
+                (mine,) = cur.execute(
+                    "SELECT count(*) FROM pending WHERE requester_id = ? AND state = 'pending'",
+                    (requester_id,),
+                ).fetchone()
+                if mine >= max_per_requester:
+                    raise QueueFull(
+                        f"{mine} requests of this requester already wait for a decision"
+                        f" (at most {max_per_requester})"
+                    )
+            if max_total is not None:
+                (waiting,) = cur.execute(
+                    "SELECT count(*) FROM pending WHERE state = 'pending'"
+                ).fetchone()
+                if waiting >= max_total:
+                    raise QueueFull(
+                        f"the CA's queue of requests waiting for a decision is full"
+                        f" ({waiting}, at most {max_total})"
+                    )
             cur.execute(
-                "INSERT OR IGNORE INTO pending (operation, label, csr_der, csr_sha256, subject,"
-                " requester, created) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (operation, _label_key(label), csr_der, csr_sha256, subject, requester, _now()),
+                "INSERT INTO pending (operation, label, csr_der, csr_sha256, subject,"
+                " requester, requester_id, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (*key[:2], csr_der, csr_sha256, subject, requester, requester_id, _now()),
             )
-            row = cur.execute(
-                f"SELECT {_PENDING_COLUMNS} FROM pending"
-                " WHERE operation = ? AND label = ? AND csr_sha256 = ?",
-                (operation, _label_key(label), csr_sha256),
-            ).fetchone()
+            row = cur.execute(select, key).fetchone()
         return _pending(row)
 
     def pending_get(self, request_id: int) -> PendingRecord:
@@ -387,8 +505,42 @@ _ISSUED_COLUMNS = (
     " kind, renewed_from, pending_id, cert_der, key_der, created"
 )
 _PENDING_COLUMNS = (
-    "id, operation, label, csr_der, csr_sha256, subject, requester, created, state, decided"
+    "id, operation, label, csr_der, csr_sha256, subject, requester, created, state, decided,"
+    " requester_id"
 )
+
+
+def _successor(cur: sqlite3.Cursor, serial: str) -> IssuedRecord | None:
+    row = cur.execute(
+        f"SELECT {_ISSUED_COLUMNS} FROM issued WHERE renewed_from = ? ORDER BY id DESC LIMIT 1",
+        (serial,),
+    ).fetchone()
+    return _issued(row) if row else None
+
+
+def _statements(script: str) -> list[str]:
+    """The SQL statements of a migration step (no step puts ';' inside a string)."""
+    lines = [line.split("--", 1)[0] for line in script.splitlines()]
+    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
+
+
+def _store_files(path: Path) -> tuple[Path, Path, Path]:
+    return path, Path(f"{path}-wal"), Path(f"{path}-shm")
+
+
+def _create_private(path: Path) -> None:
+    """Create an empty database file with mode 0600 unless one is there: SQLite creates
+    -wal and -shm with the database file's mode, so all three start private."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    except OSError as exc:
+        raise StoreError(f"cannot create the CA store {path}: {exc.strerror}") from exc
+    try:
+        os.fchmod(fd, 0o600)  # exact, whatever the umask
+    finally:
+        os.close(fd)
 
 
 def _issued(row: tuple) -> IssuedRecord:  # type: ignore[type-arg]

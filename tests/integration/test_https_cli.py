@@ -94,8 +94,9 @@ def test_client_commands_end_to_end(ca: Path, tmp_path: Path, monkeypatch) -> No
            "--out", "renewed.pem")  # fmt: skip
         renewed = _cert(Path("renewed.pem"))
         assert renewed.public_key() == cert.public_key() and renewed.subject == cert.subject
-        ok("reenroll", url, "--trust", "boot.pem", "--cert", "dev.pem", "--cert-key", "dev.key",
-           "--out", "rekeyed.pem", "--new-key", "new.key")  # fmt: skip
+        # The renewed certificate, the newest of its chain, is the one that renews again.
+        ok("reenroll", url, "--trust", "boot.pem", "--cert", "renewed.pem", "--cert-key",
+           "dev.key", "--out", "rekeyed.pem", "--new-key", "new.key")  # fmt: skip
         assert _cert(Path("rekeyed.pem")).public_key() != cert.public_key()
 
         ok("serverkeygen", url, *auth, "--subject", "CN=skg", "--out", "skg.der",

@@ -69,6 +69,9 @@ async def test_reenroll_renew_and_rekey_with_client_certificate(ca_dir) -> None:
             renewed = (await est.reenroll())[0]
             assert renewed.subject == first.subject and _spki(renewed) == _spki(first)
             assert renewed.serial_number != first.serial_number
+
+        # Only the newest certificate of a renewal chain renews again (LocalCA's rule).
+        async with EstClient(env.url, trust=env.paths.ca_cert, cert=renewed, key=key) as est:
             new_key = generate_key()
             rekeyed = (await est.reenroll(key=new_key))[0]
             assert rekeyed.subject == first.subject and _spki(rekeyed) == _spki(new_key)

@@ -125,5 +125,6 @@ def test_store_from_a_newer_estcoap_is_refused(tmp_path):
 
 def test_garbage_store_is_a_clear_error(tmp_path):
     (tmp_path / "est.sqlite3").write_bytes(b"this is not a database" * 100)
+    (tmp_path / "est.sqlite3").chmod(0o600)  # private, so only its content is wrong
     with pytest.raises(StoreError, match="not a usable CA store"):
         Store.open(tmp_path / "est.sqlite3")
