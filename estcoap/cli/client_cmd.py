@@ -19,6 +19,7 @@ from ..client import (
     generate_key,
     load_certificates,
     load_private_key,
+    parse_subject,
 )
 from ..client.api import CredentialError, check_key_matches, normalise_fingerprint, parse_url
 from ..client.transport import ServerNotTrusted
@@ -312,11 +313,12 @@ async def _csrattrs(args: argparse.Namespace) -> int:
 
 async def _enroll(args: argparse.Namespace) -> int:
     client = _client(args)
+    subject = parse_subject(args.subject)  # refused before the key file is made
     sans = [parse_san(s) for s in args.san]
     _check_outputs(args, {"--out": args.out}, ("--key", "--trust", "--cert", "--cert-key"))
     key = _key_file("--key", args.key, args.der)
     async with client as est:
-        chain = await est.enroll(key=key, subject=args.subject, sans=sans, pop=args.pop)
+        chain = await est.enroll(key=key, subject=subject, sans=sans, pop=args.pop)
     _save([("issued certificate", args.out, _certs_bytes(chain, args.der), False)])
     print(f"wrote {chain[0].subject.rfc4514_string()} (serial {chain[0].serial_number:x}) "
           f"to {args.out}")  # fmt: skip

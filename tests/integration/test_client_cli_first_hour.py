@@ -56,7 +56,7 @@ def issued(ca: Path) -> str:
     return ok("ca", "issued", "--ca", ca).stdout
 
 
-def test_url_scheme_refused_before_a_key_file_is_written(tmp_path: Path) -> None:
+def test_bad_arguments_refused_before_a_key_file_is_written(tmp_path: Path) -> None:
     key = tmp_path / "new.key"
     for url in ("http://127.0.0.1:8443", "coap://127.0.0.1:5683"):
         line = one_line_error(
@@ -64,6 +64,15 @@ def test_url_scheme_refused_before_a_key_file_is_written(tmp_path: Path) -> None
             "estcoap enroll:", url,
         )  # fmt: skip
         assert "https://" in line and "coaps://" in line
+        assert not key.exists()
+    for extra, needle in (
+        (("--subject", "device-1"), "subject"),
+        (("--subject", "CN=x", "--san", "DNS"), "--san"),
+    ):
+        one_line_error(
+            est("enroll", "https://127.0.0.1:9", "--key", key, *extra, "--out", tmp_path / "x"),
+            "estcoap enroll:", needle,
+        )  # fmt: skip
         assert not key.exists()
 
 
