@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import gc
 
 # Young collections every 20,000 net allocations instead of 700; older generations as
@@ -20,3 +22,23 @@ def settle_heap() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(*_THRESHOLDS)
+
+
+def _glibc_malloc_trim():  # type: ignore[no-untyped-def]
+    name = ctypes.util.find_library("c")
+    libc = ctypes.CDLL(name) if name else None
+    return getattr(libc, "malloc_trim", None)
+
+
+_MALLOC_TRIM = _glibc_malloc_trim()
+
+
+def release_free_memory() -> bool:
+    """Hand the C heap's free memory back to the OS (glibc malloc_trim); call it when
+    idle or periodically. After a burst, glibc keeps freed memory in its arenas, so RSS
+    stays at the peak though Python holds little (bench/memory.py: after 1,500 HTTPS
+    enrollments, +8.8 MiB of which malloc_trim returned 4.6; Python held 1.5). Takes
+    about a millisecond. False when the allocator is not glibc's or released nothing."""
+    if _MALLOC_TRIM is None:
+        return False
+    return bool(_MALLOC_TRIM(0))
