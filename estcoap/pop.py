@@ -13,6 +13,14 @@ from .codec.pkcs10 import Csr
 from .service import Peer, Unauthenticated
 
 
+class ProofOfPossessionError(Unauthenticated):
+    """The CSR is not linked to this channel (missing, unlinkable or wrong challengePassword).
+
+    Still an authentication failure to the service, but not one HTTP credentials can fix:
+    the HTTPS front answers it 403 (with this diagnostic) rather than a 401 challenge.
+    """
+
+
 def expected_challenge(tls_unique: bytes) -> bytes:
     return base64.b64encode(tls_unique)
 
@@ -25,15 +33,15 @@ def check_pop(csr: Csr, peer: Peer, *, required: bool) -> bool:
     password = csr.challenge_password
     if password is None:
         if required:
-            raise Unauthenticated(
+            raise ProofOfPossessionError(
                 "proof-of-possession required: put base64(tls-unique) in challengePassword"
             )
         return False
     if peer.tls_unique is None:
         reason = peer.tls_unique_unavailable or "the channel has no tls-unique"
-        raise Unauthenticated(f"proof-of-possession cannot be checked: {reason}")
+        raise ProofOfPossessionError(f"proof-of-possession cannot be checked: {reason}")
     if not hmac.compare_digest(password.strip(), expected_challenge(peer.tls_unique)):
-        raise Unauthenticated(
+        raise ProofOfPossessionError(
             "proof-of-possession failed: challengePassword is not this channel's tls-unique"
         )
     return True

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import sys
 from typing import Any
@@ -16,11 +17,12 @@ from typing import Any
 from cryptography import x509
 
 from ..client import load_certificates, load_private_key
-from ..https import parse_users_file, user_from_arg
-from ..https.users import UsersFileError
 from ..serving import settle_heap
-from . import CliError
+from . import CliError, http_users
 from .serve_cmd import parse_host_port
+
+# The upstream's credentials, kept out of the command line (which every local user can read).
+UPSTREAM_USER_ENV = "ESTCOAP_UPSTREAM_USER"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -38,11 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "proxy", help="serve EST over HTTPS, forwarding to another HTTPS EST server (RA)"
     )
     proxy.add_argument("--https", required=True, metavar="HOST:PORT", help="serve EST here")
-    proxy.add_argument(
-        "--user", action="append", default=[], metavar="NAME:PASSWORD",
-        help="an HTTP Basic/Digest user allowed to enroll (repeatable)",
-    )  # fmt: skip
-    proxy.add_argument("--users-file", metavar="FILE", help="users (estcoap users add)")
+    http_users.add_options(proxy, user_help="an HTTP Basic/Digest user allowed to enroll")
     _add_common(proxy)
     proxy.set_defaults(func=_proxy)
 
@@ -58,7 +56,8 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     up.add_argument("--ra-cert", metavar="PEM", help="our RA certificate chain (id-kp-cmcRA)")
     up.add_argument("--ra-key", metavar="KEY", help="its private key")
     up.add_argument("--upstream-user", metavar="NAME:PASSWORD",
-                    help="HTTP Basic/Digest credentials for the upstream")  # fmt: skip
+                    help="HTTP Basic/Digest credentials for the upstream; visible to every "
+                    f"local user: prefer {UPSTREAM_USER_ENV}=NAME:PASSWORD")  # fmt: skip
     up.add_argument("--upstream-timeout", type=float, default=10.0, metavar="SECONDS",
                     help="per request; a slower upstream gives the device 5.04 / 504")  # fmt: skip
     up.add_argument("--upstream-connections", type=int, default=8, metavar="N",
@@ -115,9 +114,13 @@ def build_upstream(args: argparse.Namespace) -> Any:
         raise CliError("--ra-cert and --ra-key go together")
     user = password = None
     if args.upstream_user:
-        user, sep, password = args.upstream_user.partition(":")
+        http_users.warn_password_argument(args.command, "--upstream-user", UPSTREAM_USER_ENV)
+    credentials = args.upstream_user or os.environ.get(UPSTREAM_USER_ENV)
+    if credentials:
+        user, sep, password = credentials.partition(":")
         if not sep or not user or not password:
-            raise CliError("--upstream-user expects NAME:PASSWORD")
+            origin = "--upstream-user" if args.upstream_user else UPSTREAM_USER_ENV
+            raise CliError(f"{origin} expects NAME:PASSWORD")
     if args.upstream_connections < 1:
         raise CliError("--upstream-connections must be at least 1")
     try:
@@ -174,17 +177,14 @@ async def _start_proxy(args: argparse.Namespace) -> Any:
     from gateway import start_proxy
     from gateway.loop import loop_name
 
-    try:
-        users = [user_from_arg(u) for u in args.user]
-        if args.users_file:
-            users += parse_users_file(args.users_file)
-    except UsersFileError as exc:
-        raise CliError(str(exc)) from exc
+    users = http_users.load_users(args, "proxy")
+    schemes = http_users.schemes(args)
     upstream = build_upstream(args)
     host, port = parse_host_port(args.https)
     running = await start_proxy(
-        upstream, host, port, cert_chain=args.server_cert, key=args.server_key, users=users
-    )
+        upstream, host, port, cert_chain=args.server_cert, key=args.server_key, users=users,
+        http_auth=schemes,
+    )  # fmt: skip
     if running.warning:
         print(f"estcoap proxy: warning: {running.warning}", file=sys.stderr, flush=True)
     loop = loop_name(asyncio.get_running_loop())

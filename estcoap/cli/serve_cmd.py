@@ -23,13 +23,11 @@ from ..ca.shared_keys import SharedKeysError, load_shared_keys
 from ..https import (
     DEFAULT_MAX_BODY,
     add_user,
-    parse_users_file,
     start_https_server,
-    user_from_arg,
 )
 from ..https.users import UsersFileError
 from ..serving import settle_heap
-from . import CliError
+from . import CliError, http_users
 
 # A front starter serves the service on its binds and returns what it started (each has close()).
 FrontStarter = Callable[[argparse.Namespace, LocalCA, list[tuple[str, int]]], Awaitable[list[Any]]]
@@ -39,13 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     serve = subparsers.add_parser("serve", help="serve EST from the built-in CA")
     serve.add_argument("--ca", required=True, metavar="DIR", help="the CA directory (ca init)")
     _add_front_options(serve)
-    serve.add_argument(
-        "--user", action="append", default=[], metavar="NAME:PASSWORD",
-        help="an HTTP Basic/Digest user (repeatable)",
-    )  # fmt: skip
-    serve.add_argument(
-        "--users-file", metavar="FILE", help="users with hashed passwords (estcoap users add)"
-    )
+    http_users.add_options(serve, user_help="an HTTP Basic/Digest user")
     serve.add_argument(
         "--trust-clients", action="append", default=[], metavar="PEM",
         help="CA certificates whose client certificates may enroll (repeatable)",
@@ -80,7 +72,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     add = sub.add_parser("add", help="add or replace a user (password read from stdin)")
     add.add_argument("file")
     add.add_argument("name")
-    add.add_argument("--password", help="the password (default: prompt, or read stdin)")
+    add.add_argument(
+        "--password",
+        help="the password (default: prompt, or read stdin); on the command line every "
+        "local user can read it, so prefer the prompt or stdin",
+    )
     add.set_defaults(func=_users_add)
 
 
@@ -142,12 +138,8 @@ def build_service(args: argparse.Namespace) -> LocalCA:
 async def start_https_front(
     args: argparse.Namespace, service: LocalCA, binds: list[tuple[str, int]]
 ) -> list[Any]:
-    try:
-        users = [user_from_arg(u) for u in args.user]
-        if args.users_file:
-            users += parse_users_file(args.users_file)
-    except UsersFileError as exc:
-        raise CliError(str(exc)) from exc
+    users = http_users.load_users(args, "serve")
+    schemes = http_users.schemes(args)
     servers = []
     for host, port in binds:
         server = await start_https_server(
@@ -159,6 +151,7 @@ async def start_https_front(
             users=users,
             max_body=args.max_body,
             require_pop=args.require_pop,
+            http_auth=schemes,
         )
         servers.append(server)
         print(f"serving EST over HTTPS on {server.url}", flush=True)
@@ -225,11 +218,12 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _users_add(args: argparse.Namespace) -> int:
     password = args.password
-    if password is None:
-        if sys.stdin.isatty():
-            password = getpass.getpass(f"password for {args.name}: ")
-        else:
-            password = sys.stdin.readline().rstrip("\r\n")
+    if password is not None:
+        http_users.warn_password_argument("users add", "--password", "the prompt or stdin")
+    elif sys.stdin.isatty():
+        password = getpass.getpass(f"password for {args.name}: ")
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
     if not password:
         raise CliError("empty password")
     try:

@@ -32,7 +32,7 @@ from ..service import (
     Unauthenticated,
 )
 from . import responses
-from .auth import HttpAuthenticator
+from .auth import AuthTryLater, HttpAuthenticator
 from .expect import expect_continue
 from .tls import PeerReader
 
@@ -64,6 +64,8 @@ class _Refusal(Exception):
 
 
 class HttpsFront:
+    """Translates EST over HTTPS to the service; see the module doc."""
+
     def __init__(
         self,
         service: EstService,
@@ -84,7 +86,13 @@ class HttpsFront:
         app = web.Application(client_max_size=self.max_body)
         for path in (EST_WELL_KNOWN + "/{op}", EST_WELL_KNOWN + "/{label}/{op}"):
             app.router.add_route("*", path, self.handle, expect_handler=expect_continue)
+        app.on_cleanup.append(self._close_auth)
+        app[FRONT] = self  # for whoever reads its counters (authentication limits, pool)
         return app
+
+    async def _close_auth(self, _: web.Application) -> None:
+        if self.auth is not None:
+            self.auth.close()
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         try:
@@ -94,12 +102,13 @@ class HttpsFront:
             if exc.close:
                 resp.force_close()
             return resp
+        except AuthTryLater as exc:
+            return responses.try_later(exc.status, str(exc), exc.retry_after)
         except (EstError, CodecError) as exc:
-            resp = responses.error(exc)
+            challenges: list[str] = []
             if isinstance(exc, Unauthenticated) and self.auth is not None:
-                for value in self.auth.challenges(stale=getattr(exc, "stale", False)):
-                    resp.headers.add("WWW-Authenticate", value)
-            return resp
+                challenges = self.auth.challenges(stale=getattr(exc, "stale", False))
+            return responses.error(exc, challenges)
         except Exception as exc:
             # One line (a peer may trigger this at will); the traceback when debugging.
             log.error("request %s %r failed: %s: %s", request.method, request.path,
@@ -119,7 +128,7 @@ class HttpsFront:
             raise _Refusal(405, f"{name} takes {spec.method}", Allow=spec.method)
         if spec.operation is Operation.FULLCMC:
             raise NotSupported("fullcmc is not supported by this server")
-        peer = self._peer(request, authenticate=spec.operation is not Operation.CACERTS)
+        peer = await self._peer(request, authenticate=spec.operation is not Operation.CACERTS)
         op = spec.operation
         if op is Operation.CACERTS:
             return responses.result(await self.service.cacerts(label))
@@ -132,7 +141,7 @@ class HttpsFront:
             return responses.result(await self.service.reenroll(enroll))
         return responses.result(await self.service.serverkeygen(enroll))
 
-    def _peer(self, request: web.Request, *, authenticate: bool) -> Peer:
+    async def _peer(self, request: web.Request, *, authenticate: bool) -> Peer:
         transport = request.transport
         ssl_object = transport.get_extra_info("ssl_object") if transport else None
         has_cert = bool(ssl_object and ssl_object.getpeercert(binary_form=True))
@@ -140,7 +149,10 @@ class HttpsFront:
         if authenticate and self.auth is not None:
             header = request.headers.get("Authorization")
             if header or not has_cert:
-                outcome = self.auth.authenticate(header, request.method, request.raw_path)
+                # Awaited: a password check runs in a worker pool, never on this loop.
+                outcome = await self.auth.authenticate(
+                    header, request.method, request.raw_path, request.remote
+                )
                 if outcome.user is None:
                     raise _AuthRequired(outcome.reason, stale=outcome.stale)
                 user = outcome.user
@@ -168,3 +180,7 @@ class HttpsFront:
             ) from None
         # RFC 8951: base64 whatever Content-Transfer-Encoding says; tolerant of whitespace.
         return parse_csr(b64.decode(bytes(body)), check_signature=self._check_csr_signature)
+
+
+# The front serving an app: app[FRONT].auth has the authentication counters.
+FRONT = web.AppKey("estcoap_https_front", HttpsFront)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from aiohttp import web
 
 from ..codec import b64
 from ..codec.errors import CodecError
 from ..codec.multipart import encode_multipart_mixed
 from ..codec.operations import HTTP_PKCS8, MEDIA_TYPES, ContentFormat
+from ..pop import ProofOfPossessionError
 from ..service import (
     BadRequest,
     Certificates,
@@ -27,6 +30,10 @@ from ..service import (
 )
 
 ERROR_STATUS: dict[type[EstError], int] = {
+    # A CSR not linked to this TLS channel (RFC 7030 s3.5): the client is authenticated,
+    # and no HTTP credential can change the answer, so 403 with the reason, not a 401
+    # that asks for a password.
+    ProofOfPossessionError: 403,
     BadRequest: 400,
     UnsupportedFormat: 415,
     Unauthenticated: 401,
@@ -57,8 +64,26 @@ def status_for(exc: Exception) -> int:
     return 500
 
 
-def error(exc: Exception) -> web.Response:
-    return text(status_for(exc), str(exc) or type(exc).__name__)
+def error(exc: Exception, challenges: Sequence[str] = ()) -> web.Response:
+    """The answer to a refusal; a 401 carries `challenges` as WWW-Authenticate.
+
+    HTTP requires a challenge on every 401 (RFC 9110 s15.5.2). A front that offers no
+    HTTP authentication scheme (client certificates only) has none, so it answers 403:
+    the credentials it got, if any, are not enough, and no password would help.
+    """
+    status = status_for(exc)
+    if status == 401 and not challenges:
+        status = 403
+    response = text(status, str(exc) or type(exc).__name__)
+    if status == 401:
+        for value in challenges:
+            response.headers.add("WWW-Authenticate", value)
+    return response
+
+
+def try_later(status: int, diagnostic: str, retry_after: int) -> web.Response:
+    """429 (this client is throttled) or 503 (the server is busy), with Retry-After."""
+    return text(status, diagnostic, **{"Retry-After": str(max(1, retry_after))})
 
 
 def _base64(body: bytes, media_type: str) -> web.Response:

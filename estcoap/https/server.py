@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,7 @@ from cryptography import x509
 
 from ..codec.operations import EST_WELL_KNOWN
 from ..service import EstService
-from .auth import HttpAuthenticator
+from .auth import DEFAULT_SCHEMES, HttpAuthenticator
 from .front import DEFAULT_BODY_TIMEOUT, DEFAULT_MAX_BODY, HttpsFront
 from .tls import server_ssl_context
 from .users import User
@@ -79,18 +79,24 @@ async def start_https_server(
     max_connections: int = DEFAULT_MAX_CONNECTIONS,
     handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
     body_timeout: float = DEFAULT_BODY_TIMEOUT,
+    http_auth: Sequence[str] = DEFAULT_SCHEMES,
+    auth_options: Mapping[str, Any] | None = None,
 ) -> HttpsServer:
     """Serve EST over HTTPS on host:port (0 picks a free port; see .port).
 
     client_trust defaults to the service's client_trust_anchors() (LocalCA: --trust-clients
     plus the CA itself, so certificates it issued can re-enroll). require_pop caps TLS at 1.2
     because only TLS 1.2 has tls-unique. The limits are described in the module doc.
+    http_auth: the offered HTTP auth schemes in order (auth.SCHEMES); auth_options: more
+    HttpAuthenticator settings (failure limits, password pool).
     """
     if client_trust is None:
         anchors = getattr(service, "client_trust_anchors", None)
         client_trust = list(anchors()) if anchors else []
     ctx = server_ssl_context(cert_chain, key, client_trust, tls12_only=require_pop)
-    authenticator = HttpAuthenticator(users, nonce_lifetime=nonce_lifetime)
+    authenticator = HttpAuthenticator(
+        users, nonce_lifetime=nonce_lifetime, schemes=http_auth, **(auth_options or {})
+    )
     front = HttpsFront(
         service, authenticator=authenticator, max_body=max_body, body_timeout=body_timeout
     )

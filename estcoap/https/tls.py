@@ -19,6 +19,11 @@ from ..service import Peer, Transport
 
 TLS13_NO_TLS_UNIQUE = "TLS 1.3 has no tls-unique; use TLS 1.2 for proof-of-possession"
 
+# TLS 1.2 suites: forward-secret key exchange and AEAD only (AES-GCM, ChaCha20-Poly1305),
+# as RFC 9325 s4.2 recommends; the CBC suites OpenSSL also enables are refused. TLS 1.3
+# suites are all AEAD and not affected by this string.
+AEAD_TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
+
 
 def server_ssl_context(
     cert_chain: str | Path,
@@ -26,10 +31,15 @@ def server_ssl_context(
     client_trust: Sequence[x509.Certificate],
     *,
     tls12_only: bool = False,
+    tls12_ciphers: str = AEAD_TLS12_CIPHERS,
 ) -> ssl.SSLContext:
-    """Server identity from PEM files; optional client certificates checked against client_trust."""
+    """Server identity from PEM files; optional client certificates checked against client_trust.
+
+    tls12_ciphers is an OpenSSL cipher string for TLS 1.2 (AEAD suites by default).
+    """
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.set_ciphers(tls12_ciphers)
     if tls12_only:
         ctx.maximum_version = ssl.TLSVersion.TLSv1_2
     ctx.load_cert_chain(str(cert_chain), str(key))

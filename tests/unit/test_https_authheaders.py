@@ -63,15 +63,16 @@ def _answer(auth: HttpAuthenticator, nonce: str, password: str = "pw", nc: str =
     )
 
 
-def test_authenticator_nonce_states() -> None:
+async def test_authenticator_nonce_states() -> None:
     auth = HttpAuthenticator([User("u", password="pw")], nonce_lifetime=60)
     nonce = parse_challenges(auth.challenges())[0].params["nonce"]
-    assert auth.authenticate(_answer(auth, nonce), "POST", "/x").user == "u"
-    assert "replayed" in auth.authenticate(_answer(auth, nonce), "POST", "/x").reason
-    assert auth.authenticate(_answer(auth, nonce, "bad", "00000002"), "POST", "/x").user is None
+    assert (await auth.authenticate(_answer(auth, nonce), "POST", "/x")).user == "u"
+    assert "replayed" in (await auth.authenticate(_answer(auth, nonce), "POST", "/x")).reason
+    wrong = await auth.authenticate(_answer(auth, nonce, "bad", "00000002"), "POST", "/x")
+    assert wrong.user is None
     forged = nonce[:-1] + ("0" if nonce[-1] != "0" else "1")
-    assert "not issued" in auth.authenticate(_answer(auth, forged), "POST", "/x").reason
-    assert "uri" in auth.authenticate(_answer(auth, nonce, nc="3"), "POST", "/y").reason
+    assert "not issued" in (await auth.authenticate(_answer(auth, forged), "POST", "/x")).reason
+    assert "uri" in (await auth.authenticate(_answer(auth, nonce, nc="3"), "POST", "/y")).reason
     auth.nonce_lifetime = -10  # every nonce is now expired: a correct answer is only stale
-    outcome = auth.authenticate(_answer(auth, nonce, nc="00000004"), "POST", "/x")
+    outcome = await auth.authenticate(_answer(auth, nonce, nc="00000004"), "POST", "/x")
     assert outcome.user is None and outcome.stale
