@@ -11,6 +11,7 @@ from aiocoap.resource import Site, WKCResource
 from ..codec.operations import EST_WELL_KNOWN, OPERATIONS, is_operation_name
 from ..service import EstService
 from .block1 import DEFAULT_BLOCK1_LIMITS, Block1Assembler, Block1Limits
+from .block2 import BoundedBlock2Cache
 from .options import option_refusal
 from .resources import EstResource, EstRootResource
 
@@ -27,6 +28,7 @@ class EstSite(Site):
     """
 
     assembler: Block1Assembler  # one for all EST resources, so its limits hold for all
+    responses: BoundedBlock2Cache  # likewise for Block2 responses
 
     async def render_to_pipe(self, pipe):  # type: ignore[no-untyped-def]
         request = pipe.request
@@ -99,9 +101,12 @@ def build_site(
         if is_operation_name(label) or "/" in label or not label:
             raise ValueError(f"invalid label {label!r}: a label must not be an operation name")
     site = EstSite()
-    site.add_resource(
-        (".well-known", "core"), WKCResource(site.get_resources_as_linkheader, impl_info=None)
-    )
+    discovery = WKCResource(site.get_resources_as_linkheader, impl_info=None)
+    discovery._block2 = BoundedBlock2Cache()
+    site.add_resource((".well-known", "core"), discovery)
+    # One response cache for all EST resources (its keys hold the Uri-Path), so its
+    # bounds hold for all of them together.
+    responses = site.responses = BoundedBlock2Cache()
     assembler = site.assembler = Block1Assembler(max_body, block1_limits)
     roots = [_segments(EST_WELL_KNOWN)] if well_known else []
     if short_root:
@@ -124,5 +129,6 @@ def build_site(
                     assembler,
                     advertise=advertise and label_or_none is None,
                 )
+                resource._block2 = responses
                 site.add_resource(base + (spec.short_name,), resource)
     return site
