@@ -216,7 +216,17 @@ class HttpsTransport:
         except ssl.SSLCertVerificationError as exc:
             reason = exc.verify_message
             raise HttpsServerNotTrusted(f"server certificate not trusted: {reason}") from exc
-        except (OSError, TimeoutError, ssl.SSLError) as exc:
+        except ConnectionRefusedError as exc:
+            raise HttpsTransportError(
+                f"cannot connect to {self.host}:{self.port}: connection refused: "
+                "is the server running and the port right?"
+            ) from exc
+        except TimeoutError as exc:
+            within = f" within {self.timeout:g} s" if self.timeout is not None else ""
+            raise HttpsTransportError(
+                f"cannot connect to {self.host}:{self.port}: no answer{within}"
+            ) from exc
+        except (OSError, ssl.SSLError) as exc:
             raise HttpsTransportError(
                 f"cannot connect to {self.host}:{self.port}: {exc or type(exc).__name__}"
             ) from exc

@@ -256,3 +256,8 @@ def test_silent_coaps_server_honours_timeout_and_says_what_to_check(
         est("cacerts", f"coaps://127.0.0.1:{closed}", *me, "--timeout", "3"), "cacerts"
     )
     assert f"no DTLS answer from 127.0.0.1:{closed} within 3 s" in line
+    with socket.socket() as probe:  # the same over https: a closed TCP port
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    line = one_line_error(est("cacerts", f"https://127.0.0.1:{closed}", "--trust", pki["trust"]))
+    assert f"cannot connect to 127.0.0.1:{closed}: connection refused: is the server" in line
