@@ -19,6 +19,7 @@ from typing import Any
 from cryptography import x509
 
 from ..ca import LocalCA
+from ..ca.local import KEY_RETENTION_SECONDS, MAX_PENDING, MAX_PENDING_PER_REQUESTER
 from ..ca.shared_keys import SharedKeysError, load_shared_keys
 from ..https import (
     DEFAULT_MAX_BODY,
@@ -26,8 +27,10 @@ from ..https import (
     start_https_server,
 )
 from ..https.users import UsersFileError
-from ..serving import settle_heap
+from ..serving import release_free_memory, settle_heap
 from . import CliError, http_users
+
+HOUSEKEEPING_SECONDS = 30.0
 
 # A front starter serves the service on its binds and returns what it started (each has close()).
 FrontStarter = Callable[[argparse.Namespace, LocalCA, list[tuple[str, int]]], Awaitable[list[Any]]]
@@ -64,6 +67,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         help="fsync each issued certificate's record (survives power loss; ~0.4 ms more per "
         "enrollment). Without it a crash of the process loses nothing, an OS crash may lose "
         "the last records",
+    )  # fmt: skip
+    serve.add_argument(
+        "--max-pending-per-requester", type=int, default=MAX_PENDING_PER_REQUESTER, metavar="N",
+        help="manual approval: undecided requests one client may have queued (default "
+        f"{MAX_PENDING_PER_REQUESTER}; RAs are exempt); more are refused with 4.03/403",
+    )  # fmt: skip
+    serve.add_argument(
+        "--max-pending", type=int, default=MAX_PENDING, metavar="N",
+        help=f"manual approval: undecided requests in all (default {MAX_PENDING})",
+    )  # fmt: skip
+    serve.add_argument(
+        "--key-retention", type=int, default=KEY_RETENTION_SECONDS, metavar="SECONDS",
+        help="manual approval: how long a delivered server-generated key stays in the store "
+        f"for a repeated request, then it is erased (default {KEY_RETENTION_SECONDS}; "
+        "0: the first answer is the only one)",
     )  # fmt: skip
     serve.set_defaults(func=_serve)
 
@@ -130,6 +148,9 @@ def build_service(args: argparse.Namespace) -> LocalCA:
             durable_commits=args.durable_commits,
             retry_after=args.retry_after,
             shared_keys=shared_keys,
+            max_pending_per_requester=args.max_pending_per_requester,
+            max_pending=args.max_pending,
+            key_retention=args.key_retention,
         )
     except ValueError as exc:
         raise CliError(str(exc)) from exc
@@ -204,11 +225,26 @@ async def run(args: argparse.Namespace) -> None:
             binds = [parse_host_port(value) for value in values]
             running.extend(await FRONTS[name](args, service, binds))
         settle_heap()
+        housekeeping = asyncio.create_task(_housekeeping(service))
         await stop.wait()
+        housekeeping.cancel()
     finally:
         for front in reversed(running):
             await front.close()
         service.close()
+
+
+async def _housekeeping(service: LocalCA, period: float = HOUSEKEEPING_SECONDS) -> None:
+    """Erase delivered server-generated keys once their retention is over, even when no
+    request comes to trigger it; give the memory freed since back to the OS (without it
+    RSS stays at its peak after a burst: serving.release_free_memory)."""
+    while True:
+        await asyncio.sleep(period)
+        try:
+            await asyncio.to_thread(service.forget_delivered_keys)
+        except Exception as exc:  # a busy or broken store: say so, try again next time
+            print(f"estcoap serve: housekeeping failed: {exc}", file=sys.stderr, flush=True)
+        release_free_memory()
 
 
 def _serve(args: argparse.Namespace) -> int:

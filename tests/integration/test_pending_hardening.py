@@ -194,3 +194,32 @@ def test_serve_refuses_secrets_others_can_read(ca_dir: Path, which: str) -> None
     )
     assert "serving" not in out
     assert _mode(exposed) == 0o644
+
+
+async def test_serve_applies_its_pending_cap(ca_dir: Path) -> None:
+    server = _serve(ca_dir, "--approval", "manual", "--users-file", str(_users_file(ca_dir)),
+                    "--max-pending-per-requester", "2")  # fmt: skip
+    try:
+        assert server.stdout is not None
+        url = server.stdout.readline().split(" on ", 1)[1].strip()
+        async with EstClient(
+            url, trust=CaPaths.of(ca_dir).ca_cert, user="alice", password=USERS["alice"],
+            max_pending_attempts=0,
+        ) as est:  # fmt: skip
+            for i in range(2):
+                with pytest.raises(EstClientError, match="still pending"):
+                    await est.enroll(key=ec.generate_private_key(ec.SECP256R1()), subject=f"CN={i}")
+            with pytest.raises(EstClientError) as refused:
+                await est.enroll(key=ec.generate_private_key(ec.SECP256R1()), subject="CN=2")
+        assert refused.value.status == "403"
+        assert "at most 2" in str(refused.value)
+    finally:
+        server.terminate()
+        server.communicate(timeout=30)
+
+
+def test_serve_refuses_a_cap_of_zero(ca_dir: Path) -> None:
+    server = _serve(ca_dir, "--max-pending-per-requester", "0")
+    out, err = server.communicate(timeout=60)
+    assert server.returncode == 1
+    assert err.strip() == "estcoap serve: the caps on pending requests must be positive"
