@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,7 @@ from cryptography import x509
 from ..codec.operations import EST_WELL_KNOWN
 from ..service import EstService
 from .auth import DEFAULT_SCHEMES, HttpAuthenticator
+from .expect import unsupported_expect
 from .front import DEFAULT_BODY_TIMEOUT, DEFAULT_MAX_BODY, HttpsFront
 from .tls import server_ssl_context
 from .users import User
@@ -112,6 +113,8 @@ async def start_https_server(
         logger=PeerFaultLogger(logging.getLogger("aiohttp.server")),
     )
     await runner.setup()
+    assert runner.server is not None
+    runner.server.request_handler = _expect_checked(runner.server.request_handler)
     site = _LimitedSite(
         runner,
         host,
@@ -128,6 +131,19 @@ async def start_https_server(
         raise
     bound = runner.addresses[0]
     return HttpsServer(runner, host, int(bound[1]))
+
+
+def _expect_checked(handle: Callable[[Any], Awaitable[web.StreamResponse]]) -> Any:
+    # Before routing: a request no route takes (404, CONNECT ...) meets aiohttp's default
+    # expect handler, whose 417 fails with 500 on a non-UTF-8 value (expect.py).
+    async def handler(request: web.BaseRequest) -> web.StreamResponse:
+        if "Expect" in request.headers:
+            refusal = unsupported_expect(request)
+            if refusal is not None:
+                return refusal
+        return await handle(request)
+
+    return handler
 
 
 class PeerFaultLogger(logging.LoggerAdapter):  # type: ignore[type-arg]

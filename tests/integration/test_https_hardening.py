@@ -41,6 +41,23 @@ async def test_non_utf8_expect_gets_417_not_500(ca_dir) -> None:
         assert answer.status == 401
 
 
+@pytest.mark.parametrize(
+    ("request_line", "status"),
+    [
+        (b"GET /nowhere HTTP/1.1", 417),
+        (b"CONNECT /.well-known/est/cacerts HTTP/1.1", 417),
+        (b"GET * HTTP/1.1", 400),  # aiohttp's parser refuses it first
+    ],
+)
+async def test_non_utf8_expect_where_no_route_takes_the_request(
+    ca_dir, request_line: bytes, status: int
+) -> None:
+    async with running(ca_dir) as env:
+        raw = request_line + b"\r\nHost: 127.0.0.1\r\nExpect: \xff\r\n\r\n"
+        answer = await exchange(env.server.port, client_ssl(env.paths), raw)
+        assert answer.status == status, answer.head + answer.body
+
+
 ODD_HEADERS = {
     "non-UTF-8 Content-Type": (AUTH + b"Content-Type: \xff\xfe\r\n", 415),
     "non-UTF-8 Authorization": (PKCS10 + b"Authorization: Basic \xff\xfe\r\n", 401),
