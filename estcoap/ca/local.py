@@ -493,9 +493,13 @@ def _renewed_already(renewed: x509.Certificate, successor: IssuedRecord, csr: Cs
     """The renewal rule (RFC 7030 leaves it to the CA): only the newest certificate of a
     renewal chain may re-enroll, so a stolen or cloned older one cannot fork the chain.
     The request that made the successor, repeated because its answer was lost, gets that
-    successor again; any other request is refused and told which certificate to use."""
-    if successor.csr_sha256 == csr.sha256:
-        return LocalCA._chain(successor.certificate, successor.cert_der)
+    successor again; any other request is refused and told which certificate to use.
+    A repeat is the same CSR or one for the successor's key: a client that retries
+    re-signs its CSR (ECDSA signatures differ each time) but keeps its key, and whoever
+    holds that key may have the certificate for it again."""
+    successor_cert = successor.certificate
+    if successor.csr_sha256 == csr.sha256 or _same_key(successor_cert, csr):
+        return LocalCA._chain(successor_cert, successor.cert_der)
     raise Forbidden(
         f"certificate {serial_hex(renewed.serial_number)} was already renewed by serial "
         f"{successor.serial}; re-enroll with that certificate"

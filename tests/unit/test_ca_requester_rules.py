@@ -140,16 +140,20 @@ async def test_a_renewed_certificate_cannot_renew_again(tmp_path):
         assert again.certificates == (renewed,)
         assert len(ca.store.issued_list()) == count
 
-        # Another renewal with the old certificate: refused, and told what to use.
+        # A retry that re-signed its CSR for the same key is a repeat too.
+        resigned = make_csr(key, cert.subject)
+        assert resigned.sha256 != first_csr.sha256
+        again = await ca.reenroll(enroll_request(resigned, cert_peer(cert)))
+        assert again.certificates == (renewed,)
+
+        # Another renewal with the old certificate (a rekey): refused, told what to use.
+        new_key = ec.generate_private_key(ec.SECP256R1())
         with pytest.raises(Forbidden) as refused:
-            await ca.reenroll(enroll_request(make_csr(key, cert.subject), cert_peer(cert)))
+            await ca.reenroll(enroll_request(make_csr(new_key, cert.subject), cert_peer(cert)))
         assert str(refused.value) == (
             f"certificate {cert.serial_number:x} was already renewed by serial {successor}; "
             "re-enroll with that certificate"
         )
-        new_key = ec.generate_private_key(ec.SECP256R1())  # a rekey too
-        with pytest.raises(Forbidden, match="already renewed"):
-            await ca.reenroll(enroll_request(make_csr(new_key, cert.subject), cert_peer(cert)))
         assert len(ca.store.issued_list()) == count
 
         # The newest certificate renews.
@@ -163,7 +167,9 @@ async def test_racing_renewals_of_one_certificate_issue_one(tmp_path):
     ca = new_ca(tmp_path, durable_commits=True)  # worker threads: the race is real
     try:
         cert, key = await _device_certificate(ca)
-        requests = [enroll_request(make_csr(key, cert.subject), cert_peer(cert)) for _ in range(6)]
+        requests = [  # rekeys, each with its own key: only one may win
+            enroll_request(make_csr(subject=cert.subject), cert_peer(cert)) for _ in range(6)
+        ]
         results = await asyncio.gather(*(ca.reenroll(r) for r in requests), return_exceptions=True)
         issued = [r for r in results if isinstance(r, Certificates)]
         assert len(issued) == 1
@@ -183,7 +189,7 @@ async def test_approved_renewals_follow_the_rule_too(tmp_path):
     ca = new_ca(tmp_path, approval="manual")
     try:
         one = enroll_request(make_csr(key, cert.subject), cert_peer(cert))
-        two = enroll_request(make_csr(key, cert.subject), cert_peer(cert))
+        two = enroll_request(make_csr(subject=cert.subject), cert_peer(cert))  # a rekey
         assert isinstance(await ca.reenroll(one), Pending)
         assert isinstance(await ca.reenroll(two), Pending)
         _approve_all(ca)
