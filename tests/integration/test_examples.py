@@ -1,5 +1,6 @@
 """The examples run as a user would run them: examples/server.py (a custom CA behind the
-EstService interface) with examples/client_simple.py and examples/client.py as devices."""
+EstService interface) with examples/client_simple.py and examples/client.py as devices;
+examples/coaps_gateway.py and examples/proxy.py in front of `estcoap serve`."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.x509.oid import NameOID
 
 from estcoap.idevid import DeviceMaker
 
@@ -109,17 +111,27 @@ def test_gateway_and_proxy_examples_in_front_of_an_https_server(tmp_path: Path) 
             [sys.executable, EXAMPLES / "proxy.py", *common, "--https", "127.0.0.1:0"], "proxy "
         )
         procs.append(proxy)
+        # The upstream issues to an IDevID device only a subject with its serial number.
         for url, out in ((line.split()[1], "via-gateway"), (proxy_line.split()[1], "via-proxy")):
             done = subprocess.run(
                 [sys.executable, EXAMPLES / "client_simple.py", url, "--trust", ca / "ca.pem",
-                 "--cert", cert, "--key", key, "--subject", f"CN={out}", "--out", tmp_path / out],
+                 "--cert", cert, "--key", key,
+                 "--subject", f"CN={out},serialNumber=behind-gateway", "--out", tmp_path / out],
                 capture_output=True, text=True, timeout=60,
             )  # fmt: skip
             assert done.returncode == 0, done.stdout + done.stderr
             issued = x509.load_pem_x509_certificate((tmp_path / f"{out}.pem").read_bytes())
-            assert issued.subject.rfc4514_string() == f"CN={out}"
+            subject = {a.oid: a.value for a in issued.subject}
+            assert subject == {NameOID.COMMON_NAME: out, NameOID.SERIAL_NUMBER: "behind-gateway"}
             assert issued.issuer.rfc4514_string() == "CN=estcoap CA"
     finally:
         for proc in procs:
             proc.terminate()
             proc.wait(10)
+
+
+def test_every_example_is_run_here() -> None:
+    """A new example without a run above would go stale unseen."""
+    source = Path(__file__).read_text()
+    missing = [p.name for p in EXAMPLES.glob("*.py") if f'EXAMPLES / "{p.name}"' not in source]
+    assert not missing, f"examples not run by this test: {missing}"
