@@ -21,13 +21,20 @@ class Answer:
     closed: bool  # the server closed the connection (EOF) before we gave up
 
 
-async def exchange(port: int, ctx: ssl.SSLContext, raw: bytes, *, wait: float = 20.0) -> Answer:
+async def exchange(
+    port: int, ctx: ssl.SSLContext, raw: bytes, *, wait: float = 20.0, source: str | None = None
+) -> Answer:
     """Send raw bytes over a fresh TLS connection and read one response (to its
     Content-Length, or until the server closes), giving up after `wait` seconds. Interim
     1xx answers are skipped. `closed`: the server closed the connection before a
-    complete response (or, with no Content-Length, to end it)."""
+    complete response (or, with no Content-Length, to end it). source: a loopback address
+    to send from (the server throttles failed authentication per source)."""
     reader, writer = await asyncio.open_connection(
-        "127.0.0.1", port, ssl=ctx, server_hostname="127.0.0.1"
+        "127.0.0.1",
+        port,
+        ssl=ctx,
+        server_hostname="127.0.0.1",
+        local_addr=(source, 0) if source else None,
     )
     data = bytearray()
     closed = False
