@@ -41,6 +41,9 @@ class Peer:
     address: str | None = None
     # Why the channel offers no tls-unique, for diagnostics (e.g. "TLS 1.3").
     tls_unique_unavailable: str | None = None
+    # The device identity an RA says it authenticated (the EST-Requester header, as
+    # received): a claim the service honours only from a peer it knows as an RA.
+    forwarded_identity: str | None = None
 
     @property
     def certificate(self) -> x509.Certificate | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from estcoap.client.https_transport import HttpsTransport
 from estcoap.client.transport import Reply
@@ -53,6 +53,8 @@ class HttpsPool:
         label: str | None,
         body: bytes | None,
         accept: ContentFormat | None = None,
+        *,
+        headers: Mapping[str, str] | None = None,
     ) -> Reply:
         if self._closed:
             raise RuntimeError("upstream pool is closed")
@@ -60,7 +62,7 @@ class HttpsPool:
             transport = self._take()
             healthy = False
             try:
-                reply = await transport.call(spec, label, body, accept)
+                reply = await transport.call(spec, label, body, accept, headers=headers)
                 healthy = True
                 return reply
             finally:

@@ -5,6 +5,12 @@ is an RFC 7030 proxy. It authenticates the device itself (the upstream only sees
 the RA's certificate, RFC 7030 s3.7), checks PoP on the device's own channel
 (tls-unique does not survive the hop), and maps upstream answers to service
 results. The wire work (base64, multipart, 202, statuses) is the transport's.
+
+The upstream would otherwise see only the RA: on csrattrs, enroll and serverkeygen the
+device's identity (its certificate's serialNumber, else CN) goes along in an
+EST-Requester header, so that the upstream CA holds the device to its own identity
+(ca/policy.py) and tells it the subject to use. Nothing is sent for password users: for
+them the RA is the provisioner.
 """
 
 from __future__ import annotations
@@ -12,16 +18,18 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping, Sequence
+from typing import Protocol
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from estcoap import service as svc
-from estcoap.client.transport import ClientTransport, Reply, ReplyKind
+from estcoap.client.transport import Reply, ReplyKind
 from estcoap.codec import der, pkcs7, spki
 from estcoap.codec.errors import CodecError
 from estcoap.codec.multipart import KeygenParts
-from estcoap.codec.operations import ContentFormat, Operation, spec_for
+from estcoap.codec.names import REQUESTER_HEADER, device_identity, requester_text
+from estcoap.codec.operations import ContentFormat, Operation, OperationSpec, spec_for
 from estcoap.codec.pkcs10 import Csr
 from estcoap.pop import check_pop
 from estcoap.trust import ChainVerdicts, chains_to, is_ca
@@ -40,6 +48,22 @@ _STATUS_ERRORS: dict[str, type[svc.EstError]] = {
 _DIAGNOSTIC_LIMIT = 200
 
 
+class RaTransport(Protocol):
+    """A ClientTransport that can add request headers (HttpsPool, HttpsTransport)."""
+
+    async def call(
+        self,
+        spec: OperationSpec,
+        label: str | None,
+        body: bytes | None,
+        accept: ContentFormat | None = None,
+        *,
+        headers: Mapping[str, str] | None = None,
+    ) -> Reply: ...
+
+    async def close(self) -> None: ...
+
+
 class Upstream:
     """EstService forwarding to `transport` (an HttpsPool in the gateway and proxy)."""
 
@@ -52,7 +76,7 @@ class Upstream:
 
     def __init__(
         self,
-        transport: ClientTransport,
+        transport: RaTransport,
         *,
         labels: Mapping[str, str | None] | None = None,
         require_pop: bool = False,
@@ -96,7 +120,7 @@ class Upstream:
         return answer
 
     async def csrattrs(self, label: str | None, peer: svc.Peer) -> svc.CsrAttributes:
-        reply = await self._call(Operation.CSRATTRS, label, None)
+        reply = await self._call(Operation.CSRATTRS, label, None, self._requester(peer))
         if not reply.body:  # 204: the upstream has nothing to ask for
             raise svc.NotFound("upstream has no CSR attributes")
         try:
@@ -110,7 +134,9 @@ class Upstream:
     async def enroll(self, request: svc.EnrollRequest) -> svc.Certificates | svc.Pending:
         self._authenticate(request.peer)
         check_pop(request.csr, request.peer, required=self.require_pop)
-        return await self._certificates(Operation.SIMPLEENROLL, request)
+        return await self._certificates(
+            Operation.SIMPLEENROLL, request, self._requester(request.peer)
+        )
 
     async def reenroll(self, request: svc.EnrollRequest) -> svc.Certificates | svc.Pending:
         await self._authenticate_reenroll(request)
@@ -120,7 +146,8 @@ class Upstream:
     async def serverkeygen(self, request: svc.EnrollRequest) -> svc.KeyAndCertificate | svc.Pending:
         self._authenticate(request.peer)
         check_pop(request.csr, request.peer, required=self.require_pop)
-        reply = await self._call(Operation.SERVERKEYGEN, request.label, request.csr.der)
+        headers = self._requester(request.peer)
+        reply = await self._call(Operation.SERVERKEYGEN, request.label, request.csr.der, headers)
         if reply.kind is ReplyKind.PENDING:
             return svc.Pending(reply.retry_after)
         return _key_and_certificate(reply.body)
@@ -134,6 +161,15 @@ class Upstream:
             raise svc.Unauthenticated("a client certificate is required")
         if not self._trusted(peer.certificates):
             raise svc.Unauthenticated("client certificate is not from a trusted issuer")
+
+    def _requester(self, peer: svc.Peer) -> dict[str, str]:
+        """The EST-Requester header naming a device this RA authenticated by its
+        certificate; none for anyone else."""
+        cert = peer.certificate
+        if cert is None or not self._trusted(peer.certificates):
+            return {}
+        identity = device_identity(cert)
+        return {REQUESTER_HEADER: requester_text(identity)} if identity is not None else {}
 
     def _trusted(self, chain: tuple[x509.Certificate, ...]) -> bool:
         anchors = self.client_trust_anchors()
@@ -168,22 +204,31 @@ class Upstream:
     # ---- upstream calls ---------------------------------------------------
 
     async def _certificates(
-        self, operation: Operation, request: svc.EnrollRequest
+        self,
+        operation: Operation,
+        request: svc.EnrollRequest,
+        headers: Mapping[str, str] | None = None,
     ) -> svc.Certificates | svc.Pending:
-        reply = await self._call(operation, request.label, request.csr.der)
+        reply = await self._call(operation, request.label, request.csr.der, headers)
         if reply.kind is ReplyKind.PENDING:
             return svc.Pending(reply.retry_after)
         # The issued certificate goes first (287 carries only it); the PKCS#7 stays as sent.
         return _issued_for_csr(_decode_certs(reply.body), request.csr)
 
-    async def _call(self, operation: Operation, label: str | None, body: bytes | None) -> Reply:
+    async def _call(
+        self,
+        operation: Operation,
+        label: str | None,
+        body: bytes | None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Reply:
         if not self.has_label(label):
             raise svc.NotFound(f"unknown label {label!r}")
         upstream_label = self.labels.get(label) if label is not None else None
         spec = spec_for(operation)
         try:
             async with asyncio.timeout(self.timeout):  # no extra task, unlike wait_for
-                reply = await self.transport.call(spec, upstream_label, body)
+                reply = await self.transport.call(spec, upstream_label, body, headers=headers)
         except TimeoutError as exc:
             log.warning("upstream %s: no answer in %g s", spec.long_name, self.timeout)
             raise svc.UpstreamTimeout(

@@ -14,6 +14,9 @@ Rules this CA enforces beyond RFC 7030 (which leaves them to the CA):
   MAX_PENDING in all; over a cap, 4.03/403 (see the constants for why not 5.03/503).
 * Only the newest certificate of a renewal chain re-enrolls; the request that renewed it,
   repeated, gets the same certificate (_renewed_already).
+* The issuance policy (policy.py) decides which subject and SAN a requester may have,
+  before anything is queued or issued: a device gets its IDevID's identity, password
+  users and RAs what their grants give. Renewals keep the certificate's names.
 * A manually approved serverkeygen's key is kept KEY_RETENTION_SECONDS after it was
   issued, for repeats, then erased (forget_delivered_keys); a repeat after that is
   refused 4.03/403 with the reason.
@@ -32,8 +35,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from ..codec.csrattrs import KeyRequest, build_csrattrs
+from ..codec.csrattrs import CsrTemplate, KeyRequest, build_csrattrs
 from ..codec.errors import CodecError
+from ..codec.names import NameSyntaxError, device_identity, parse_requester
 from ..codec.pkcs10 import Csr
 from ..pop import check_pop
 from ..service import (
@@ -61,6 +65,7 @@ from .keys import (
     signature_hash,
 )
 from .paths import CaPaths
+from .policy import IssuancePolicy, Requester
 from .profile import Request, random_serial, sign_end_entity, vet_csr
 from .store import (
     AlreadyRenewed,
@@ -113,11 +118,13 @@ class LocalCA:
         max_pending_per_requester: int = MAX_PENDING_PER_REQUESTER,
         max_pending: int = MAX_PENDING,
         key_retention: int = KEY_RETENTION_SECONDS,
+        policy: IssuancePolicy | None = None,
     ) -> None:
         """shared_keys: symmetric keys shared with clients in advance, by key id, for
         server-generated keys asked with DecryptKeyIdentifier (RFC 7030 s4.4.1.1).
         max_pending_per_requester, max_pending: caps on undecided requests (manual
-        approval); key_retention: seconds a delivered server-generated key is kept."""
+        approval); key_retention: seconds a delivered server-generated key is kept.
+        policy: what each requester may have issued (policy.py; default: its defaults)."""
         if approval not in APPROVAL_MODES:
             raise ValueError(f"approval must be one of {', '.join(APPROVAL_MODES)}")
         if validity_days <= 0:
@@ -140,6 +147,9 @@ class LocalCA:
         self.validity_days = validity_days
         self.retry_after = retry_after
         self._shared_keys = dict(shared_keys or {})
+        self.policy = policy or IssuancePolicy()
+        if self.policy.is_open:
+            log.warning("%s", self.policy.describe())
         self._csrattrs_der = csr_attributes_for(ca_key, require_pop=require_pop)
         # Clients and RAs come back with the same certificate: remember chain verdicts.
         self._client_verdicts = ChainVerdicts(self.client_trust_anchors())
@@ -165,6 +175,7 @@ class LocalCA:
         max_pending_per_requester: int = MAX_PENDING_PER_REQUESTER,
         max_pending: int = MAX_PENDING,
         key_retention: int = KEY_RETENTION_SECONDS,
+        policy: IssuancePolicy | None = None,
     ) -> LocalCA:
         """durable_commits: fsync every issued certificate's record (store.py explains)."""
         paths = CaPaths.of(ca_dir)
@@ -188,6 +199,7 @@ class LocalCA:
             max_pending_per_requester=max_pending_per_requester,
             max_pending=max_pending,
             key_retention=key_retention,
+            policy=policy,
         )
 
     def close(self) -> None:
@@ -217,7 +229,16 @@ class LocalCA:
 
     async def csrattrs(self, label: str | None, peer: Peer) -> CsrAttributes:
         self._check_label(label)
-        return CsrAttributes(self._csrattrs_der)
+        # A device is told the subject it must use (RFC 9908 template): its identity.
+        try:
+            subject = self.policy.template_subject(self.requester_of(peer))
+        except BadRequest:  # an RA's malformed EST-Requester: enroll will say so
+            subject = None
+        if subject is None:
+            return CsrAttributes(self._csrattrs_der)
+        return CsrAttributes(
+            csr_attributes_for(self._ca_key, require_pop=self.require_pop, subject=subject)
+        )
 
     async def enroll(self, request: EnrollRequest) -> Certificates | Pending:
         return await self._call("enroll", request)  # type: ignore[return-value]
@@ -267,6 +288,7 @@ class LocalCA:
         if renewed_from is not None:
             _check_same_identity(csr, renewed_from)
         vetted = vet_csr(csr, check_key=operation != "serverkeygen")
+        self._check_policy(operation, peer, vetted, renewed=renewed_from is not None)
         if renewed_from is not None:
             successor = self.store.successor_of(serial_hex(renewed_from.serial_number))
             if successor is not None:
@@ -317,6 +339,43 @@ class LocalCA:
             # the request's state nor its owner is told.
             raise Forbidden("this CSR is bound to another requester's request; make your own CSR")
         return record
+
+    def _check_policy(self, operation: str, peer: Peer, vetted: Request, *, renewed: bool) -> None:
+        """The issuance policy, before anything is queued or issued. A renewal keeps the
+        names of the certificate it renews (checked above): only the limits apply."""
+        self.policy.check(
+            None if renewed else self.requester_of(peer),
+            vetted.subject,
+            vetted.san,
+            serverkeygen=operation == "serverkeygen",
+            ca_subject=self.ca_certificate.subject,
+            limits_only=renewed,
+        )
+
+    def requester_of(self, peer: Peer) -> Requester | None:
+        """Who asks, as the policy sees it: an RA (or the device it vouches for in
+        EST-Requester), a device by its certificate, a password user; None for a peer
+        with no identity (a certificate that names neither serialNumber nor CN)."""
+        if self.is_ra(peer):
+            if peer.forwarded_identity is not None:
+                try:
+                    identity = parse_requester(peer.forwarded_identity)
+                except NameSyntaxError as exc:
+                    raise BadRequest(str(exc)) from exc
+                return Requester.device(identity, source="the device the RA vouches for")
+            assert peer.certificate is not None
+            return Requester("ra", _common_name(peer.certificate) or peer.describe())
+        cert = peer.certificate
+        if cert is not None and self._client_verdicts.trusted(peer.certificates):
+            named = device_identity(cert)
+            if named is None:
+                return None
+            mine = cert.issuer == self.ca_certificate.subject
+            source = "your certificate" if mine else "your IDevID"
+            return Requester.device(named, source=source, subject=cert.subject)
+        if peer.http_user is not None:
+            return Requester("user", peer.http_user)
+        return None
 
     def _check_label(self, label: str | None) -> None:
         if not self.has_label(label):
@@ -463,8 +522,11 @@ class LocalCA:
         return Certificates((cert,), raw_certificates=(cert_der,))
 
 
-def csr_attributes_for(ca_key: PrivateKey, *, require_pop: bool) -> bytes:
-    """What this CA asks of CSRs: PoP when required, a key like its own, a matching hash."""
+def csr_attributes_for(
+    ca_key: PrivateKey, *, require_pop: bool, subject: x509.Name | None = None
+) -> bytes:
+    """What this CA asks of CSRs: PoP when required, a key like its own, a matching hash,
+    and given one, the subject to use (an RFC 9908 CertificationRequestInfoTemplate)."""
     key_request: KeyRequest | None = None
     if isinstance(ca_key, ec.EllipticCurvePrivateKey):
         key_request = KeyRequest.ec(ca_key.curve)
@@ -474,7 +536,13 @@ def csr_attributes_for(ca_key: PrivateKey, *, require_pop: bool) -> bytes:
         challenge_password=require_pop,
         key=key_request,
         signature_hash=signature_hash(ca_key) if key_request is not None else None,
+        template=CsrTemplate.build(subject=subject) if subject is not None else None,
     )
+
+
+def _common_name(cert: x509.Certificate) -> str | None:
+    names = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+    return str(names[0].value) if names else None
 
 
 def requester_id(peer: Peer) -> str:

@@ -21,7 +21,13 @@ from ..client import (
     load_private_key,
     parse_subject,
 )
-from ..client.api import CredentialError, check_key_matches, normalise_fingerprint, parse_url
+from ..client.api import (
+    CredentialError,
+    check_key_matches,
+    normalise_fingerprint,
+    parse_url,
+    template_subject,
+)
 from ..client.transport import ServerNotTrusted
 from ..codec.csrattrs import (
     CsrAttribute,
@@ -31,6 +37,7 @@ from ..codec.csrattrs import (
     wants_challenge_password,
 )
 from ..codec.keypackage import KeyPackageError, SharedKey
+from ..codec.names import format_name
 from ..files import OutputError, check_writable, rescue, write_file
 from . import CliError
 
@@ -46,7 +53,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "--key", required=True, metavar="KEYFILE",
         help="the private key; a P-256 key is created (mode 0600) when the file does not exist",
     )  # fmt: skip
-    enroll.add_argument("--subject", required=True, help='RFC 4514, e.g. "CN=dev1,O=Acme"')
+    enroll.add_argument("--subject", help=_SUBJECT_HELP)
     enroll.add_argument(
         "--san", action="append", default=[], metavar="TYPE:VALUE",
         help="DNS:name, IP:addr, URI:uri or EMAIL:addr (repeatable)",
@@ -62,7 +69,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     reenroll.add_argument("--pop", action="store_true")
 
     skg = _command(subparsers, "serverkeygen", "let the server make key and certificate", _skg)
-    skg.add_argument("--subject", required=True)
+    skg.add_argument("--subject", help=_SUBJECT_HELP)
     skg.add_argument("--san", action="append", default=[], metavar="TYPE:VALUE")
     skg.add_argument("--out", required=True, metavar="CERT")
     skg.add_argument("--out-key", required=True, metavar="KEY")
@@ -93,6 +100,25 @@ def _command(subparsers, name: str, help_text: str, func) -> argparse.ArgumentPa
     p.add_argument("--max-pending-wait", type=float, default=300.0, metavar="SECONDS")
     p.set_defaults(func=lambda args: _run(name, func, args))
     return p
+
+
+_SUBJECT_HELP = (
+    'RFC 4514, e.g. "serialNumber=dev1,CN=dev1,O=Acme" (CN, serialNumber, O, OU, C, L, ST, '
+    "DC, UID, emailAddress, title ... or dotted OIDs); default: the subject the server's "
+    "CSR attributes template names (estcoap's CA names a device's identity there)"
+)
+
+
+def _subject(text: str | None) -> x509.Name | None:
+    """--subject, refused in one line before anything is made or sent."""
+    try:
+        return parse_subject(text) if text is not None else None
+    except ValueError as exc:
+        raise CliError(f"--subject: {exc}") from None
+
+
+async def _subject_or_template(est: EstClient, subject: x509.Name | None) -> x509.Name:
+    return subject if subject is not None else template_subject(await est.csrattrs())
 
 
 def _run(name: str, func, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-def]
@@ -312,15 +338,16 @@ async def _csrattrs(args: argparse.Namespace) -> int:
 
 
 async def _enroll(args: argparse.Namespace) -> int:
+    subject = _subject(args.subject)  # refused before the key file is made
     client = _client(args)
-    subject = parse_subject(args.subject)  # refused before the key file is made
     sans = [parse_san(s) for s in args.san]
     _check_outputs(args, {"--out": args.out}, ("--key", "--trust", "--cert", "--cert-key"))
     key = _key_file("--key", args.key, args.der)
     async with client as est:
+        subject = await _subject_or_template(est, subject)
         chain = await est.enroll(key=key, subject=subject, sans=sans, pop=args.pop)
     _save([("issued certificate", args.out, _certs_bytes(chain, args.der), False)])
-    print(f"wrote {chain[0].subject.rfc4514_string()} (serial {chain[0].serial_number:x}) "
+    print(f"wrote {format_name(chain[0].subject)} (serial {chain[0].serial_number:x}) "
           f"to {args.out}")  # fmt: skip
     return 0
 
@@ -353,6 +380,7 @@ def _shared_key(text: str | None) -> SharedKey | None:
 
 
 async def _skg(args: argparse.Namespace) -> int:
+    subject = _subject(args.subject)
     client = _client(args)
     sans = [parse_san(s) for s in args.san]
     shared_key = _shared_key(args.shared_key)
@@ -360,7 +388,7 @@ async def _skg(args: argparse.Namespace) -> int:
     _check_outputs(args, outputs, ("--trust", "--cert", "--cert-key"))
     async with client as est:
         key, chain = await est.serverkeygen(
-            subject=args.subject,
+            subject=await _subject_or_template(est, subject),
             sans=sans,
             pop=args.pop,
             encrypted=args.encrypted,
@@ -370,5 +398,5 @@ async def _skg(args: argparse.Namespace) -> int:
         ("server-generated key", args.out_key, _key_bytes(key, args.der), True),
         ("issued certificate", args.out, _certs_bytes(chain, args.der), False),
     ])  # fmt: skip
-    print(f"wrote {chain[0].subject.rfc4514_string()} to {args.out} and its key to {args.out_key}")
+    print(f"wrote {format_name(chain[0].subject)} to {args.out} and its key to {args.out_key}")
     return 0

@@ -20,6 +20,7 @@ from cryptography import x509
 
 from ..ca import LocalCA
 from ..ca.local import KEY_RETENTION_SECONDS, MAX_PENDING, MAX_PENDING_PER_REQUESTER
+from ..ca.policy import IssuancePolicy, PolicyError
 from ..ca.shared_keys import SharedKeysError, load_shared_keys
 from ..https import (
     DEFAULT_MAX_BODY,
@@ -55,6 +56,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "serverkeygen envelopes the key with the one a CSR names (RFC 7030 s4.4.1.1)",
     )  # fmt: skip
     serve.add_argument("--approval", choices=("auto", "manual"), default="auto")
+    serve.add_argument(
+        "--policy", metavar="FILE",
+        help="the issuance policy (TOML, docs/policy.md): what each device, user and RA may "
+        "have issued. Default: a device gets its IDevID's identity, users and RAs any name. "
+        "'open': any authenticated client gets any name (a lab only)",
+    )  # fmt: skip
     serve.add_argument(
         "--require-pop", action="store_true",
         help="require tls-unique proof-of-possession (caps HTTPS at TLS 1.2)",
@@ -138,6 +145,12 @@ def build_service(args: argparse.Namespace) -> LocalCA:
     except SharedKeysError as exc:
         raise CliError(str(exc)) from exc
     try:
+        policy = IssuancePolicy.load(args.policy) if args.policy else None
+    except PolicyError as exc:
+        raise CliError(str(exc)) from exc
+    if policy is not None and policy.is_open:
+        print(f"estcoap serve: WARNING: {policy.describe()}", file=sys.stderr, flush=True)
+    try:
         return LocalCA.open(
             args.ca,
             approval=args.approval,
@@ -151,6 +164,7 @@ def build_service(args: argparse.Namespace) -> LocalCA:
             max_pending_per_requester=args.max_pending_per_requester,
             max_pending=args.max_pending,
             key_retention=args.key_retention,
+            policy=policy,
         )
     except ValueError as exc:
         raise CliError(str(exc)) from exc

@@ -27,10 +27,12 @@ from ..codec.csrattrs import (
     decode_csrattrs,
     requested_key,
     requested_signature_hash,
+    requested_template,
     wants_challenge_password,
 )
 from ..codec.errors import CodecError
 from ..codec.multipart import KeygenParts
+from ..codec.names import parse_name
 from ..codec.operations import (
     EST_WELL_KNOWN,
     ContentFormat,
@@ -169,13 +171,26 @@ def check_key_matches(
 
 
 def parse_subject(subject: str | x509.Name) -> x509.Name:
-    """An RFC 4514 string such as "CN=dev1,O=Acme"."""
+    """An RFC 4514 string such as "serialNumber=dev1,CN=dev1,O=Acme" (codec/names.py:
+    the attribute names people type). Raises NameSyntaxError, a ValueError of one line."""
     if isinstance(subject, x509.Name):
         return subject
+    return parse_name(subject)
+
+
+def template_subject(attrs: Sequence[CsrAttrItem]) -> x509.Name:
+    """The subject a CSR attributes template gives in full; EstClientError otherwise."""
     try:
-        return x509.Name.from_rfc4514_string(subject)
-    except ValueError as exc:
-        raise ValueError(f"bad subject {subject!r}: {exc}") from None
+        template = requested_template(attrs)
+        blank = template.blank_subject_oids() if template is not None else ()
+        if template is not None and template.subject and not blank:
+            return template.fill_subject({})
+    except CodecError as exc:
+        raise EstClientError("csrattrs: unusable template", diagnostic=str(exc)) from exc
+    if blank:
+        missing = ", ".join(oid.dotted_string for oid in blank)
+        raise EstClientError(f"give a subject: the server's template leaves {missing} to fill")
+    raise EstClientError("give a subject: the server's CSR attributes name none")
 
 
 def generate_key(request: KeyRequest | None = None) -> PrivateKey:
@@ -745,15 +760,19 @@ class EstClient:
 
     async def provision(
         self,
-        subject: str | x509.Name,
+        subject: str | x509.Name | None = None,
         *,
         sans: Sequence[x509.GeneralName] = (),
         key: PrivateKey | None = None,
         pop: bool | None = None,
     ) -> Provisioned:
-        """cacerts, csrattrs, a key and CSR as the server asks (PoP included), enroll."""
+        """cacerts, csrattrs, a key and CSR as the server asks (PoP included), enroll.
+        Without a subject, the one the server's CSR attributes template gives (RFC 9908;
+        estcoap's CA names a device's identity there)."""
         ca = await self.cacerts()
         attrs = await self.csrattrs()
+        if subject is None:
+            subject = template_subject(attrs)
         if key is None:
             key = generate_key(requested_key(attrs))
         want_pop = wants_challenge_password(attrs) if pop is None else pop

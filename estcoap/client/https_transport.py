@@ -17,7 +17,7 @@ import ssl
 import tempfile
 import time
 from base64 import b64encode
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from cryptography import x509
@@ -272,10 +272,15 @@ class HttpsTransport:
         label: str | None,
         body: bytes | None,
         accept: ContentFormat | None = None,
+        *,
+        headers: Mapping[str, str] | None = None,
     ) -> Reply:
+        """headers: added to the request (an RA's EST-Requester, gateway/upstream.py)."""
         target = self.path(spec, label)
         payload = b64.encode(body) if body is not None else None
-        response = await self.request(spec.method, target, payload, content_type=_media(spec))
+        response = await self.request(
+            spec.method, target, payload, content_type=_media(spec), headers=headers
+        )
         return reply_of(response)
 
     async def call_bound(
@@ -300,9 +305,15 @@ class HttpsTransport:
         body: bytes | ChannelBound | None,
         *,
         content_type: str | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> HttpResponse:
         """One request, answering an authentication challenge when we have a password."""
-        response = await self._send(method, target, body, content_type, self._auth(method, target))
+        extra = [f"{name}: {value}" for name, value in (headers or {}).items()]
+        if any("\r" in line or "\n" in line for line in extra):
+            raise ValueError("a request header cannot hold CR or LF")
+        response = await self._send(
+            method, target, body, content_type, self._auth(method, target), extra
+        )
         if response.status != 401 or not (self.user and self.password):
             return response
         challenges = parse_challenges(response.get_all("www-authenticate"))
@@ -316,7 +327,7 @@ class HttpsTransport:
             else:
                 self._digest, self._basic = _Digest(chosen, self.user, self.password), None
             response = await self._send(
-                method, target, body, content_type, self._auth(method, target)
+                method, target, body, content_type, self._auth(method, target), extra
             )
             if response.status != 401:
                 return response
@@ -337,8 +348,9 @@ class HttpsTransport:
         body: bytes | ChannelBound | None,
         content_type: str | None,
         authorization: str | None,
+        extra: Sequence[str] = (),
     ) -> HttpResponse:
-        lines = [f"{method} {target} HTTP/1.1", self._fixed_headers]
+        lines = [f"{method} {target} HTTP/1.1", self._fixed_headers, *extra]
         if authorization:
             lines.append(f"Authorization: {authorization}")
         if body is not None:

@@ -7,12 +7,14 @@ Peer, base64 body -> Csr, and the service's answer -> HTTP (responses.py).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 
 from aiohttp import web
 
 from ..codec import b64
 from ..codec.errors import CodecError
+from ..codec.names import REQUESTER_HEADER
 from ..codec.operations import (
     EST_WELL_KNOWN,
     HTTP_PKCS10,
@@ -156,7 +158,13 @@ class HttpsFront:
                 if outcome.user is None:
                     raise _AuthRequired(outcome.reason, stale=outcome.stale)
                 user = outcome.user
-        return self._peers.peer(ssl_object, request.remote, user)
+        peer = self._peers.peer(ssl_object, request.remote, user)
+        forwarded = request.headers.get(REQUESTER_HEADER)
+        if forwarded is not None and has_cert:
+            # An RA names the device it vouches for; only a client with a certificate can
+            # be an RA, and the service honours the claim only from one it knows as such.
+            peer = dataclasses.replace(peer, forwarded_identity=forwarded)
+        return peer
 
     async def _read_csr(self, request: web.Request, spec: OperationSpec) -> Csr:
         content_type = request.headers.get("Content-Type", "")

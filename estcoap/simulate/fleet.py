@@ -240,7 +240,7 @@ class Fleet:
                 key = generate_key(requested_key(attrs))  # type: ignore[arg-type]
                 chain = await self._step(est, lambda: est.enroll(
                     key=key,
-                    subject=f"CN={serial}",
+                    subject=f"serialNumber={serial},CN={serial}",  # its IDevID identity
                     pop=wants_challenge_password(attrs),  # type: ignore[arg-type]
                     signature_hash=requested_signature_hash(attrs),  # type: ignore[arg-type]
                 ), tally)  # fmt: skip

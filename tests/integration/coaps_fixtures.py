@@ -9,6 +9,7 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.x509.oid import NameOID
 
 from estcoap.ca import CaPaths, LocalCA, init_ca
 from estcoap.client import EstClient
@@ -22,6 +23,14 @@ class Device:
     key: object
     cert_path: Path
     key_path: Path
+
+    def subject(self, cn: str | None = None) -> x509.Name:
+        """A subject the CA's default policy lets this device have: its certificate's
+        serialNumber (ca/policy.py), with a CN when given."""
+        attributes = list(self.certificate.subject.get_attributes_for_oid(NameOID.SERIAL_NUMBER))
+        if cn is not None:
+            attributes.append(x509.NameAttribute(NameOID.COMMON_NAME, cn))
+        return x509.Name(attributes)
 
 
 def write_identity(directory: Path, stem: str, cert: x509.Certificate, key) -> Device:  # type: ignore[no-untyped-def]

@@ -14,6 +14,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from estcoap.codec.names import format_name
 from estcoap.idevid import DeviceMaker
 
 pytestmark = pytest.mark.timeout(120)
@@ -96,6 +97,7 @@ def test_device_enrolls_and_renews_over_coaps(tmp_path: Path) -> None:
         coaps = urls["coaps"]
         origin = coaps.removesuffix("/.well-known/est")
         identity = ("--trust", trust, "--cert", cert, "--cert-key", key)
+        me = "serialNumber=cli-device"  # the identity of the IDevID (ca/policy.py)
         ok("cacerts", origin, *identity, "--out", tmp_path / "cas.pem")  # root found by discovery
         assert x509.load_pem_x509_certificates((tmp_path / "cas.pem").read_bytes())[0] == (
             x509.load_pem_x509_certificate(trust.read_bytes())
@@ -104,10 +106,10 @@ def test_device_enrolls_and_renews_over_coaps(tmp_path: Path) -> None:
         assert (tmp_path / "cas2.pem").read_bytes()[:1] == b"\x30"
 
         device_key, device_pem = tmp_path / "device.key", tmp_path / "device.pem"
-        ok("enroll", coaps, *identity, "--key", device_key, "--subject", "CN=cli-device",
+        ok("enroll", coaps, *identity, "--key", device_key, "--subject", f"{me},CN=cli-device",
            "--out", device_pem)  # fmt: skip
         issued = x509.load_pem_x509_certificate(device_pem.read_bytes())
-        assert issued.subject.rfc4514_string() == "CN=cli-device"
+        assert format_name(issued.subject) == "serialNumber=cli-device,CN=cli-device"
         assert (device_key.stat().st_mode & 0o777) == 0o600
 
         renewed_pem = tmp_path / "renewed.pem"
@@ -117,19 +119,20 @@ def test_device_enrolls_and_renews_over_coaps(tmp_path: Path) -> None:
         assert renewed.subject == issued.subject
         assert renewed.serial_number != issued.serial_number
 
-        ok("serverkeygen", coaps, *identity, "--subject", "CN=skg", "--out", tmp_path / "s.pem",
-           "--out-key", tmp_path / "s.key")  # fmt: skip
+        ok("serverkeygen", coaps, *identity, "--subject", f"{me},CN=skg",
+           "--out", tmp_path / "s.pem", "--out-key", tmp_path / "s.key")  # fmt: skip
         # the key enveloped for the request's own key (RFC 7030 s4.4.1.2), opened by the CLI
-        ok("serverkeygen", coaps, *identity, "--subject", "CN=skg2", "--out", tmp_path / "e.pem",
-           "--out-key", tmp_path / "e.key", "--encrypted")  # fmt: skip
+        ok("serverkeygen", coaps, *identity, "--subject", f"{me},CN=skg2",
+           "--out", tmp_path / "e.pem", "--out-key", tmp_path / "e.key", "--encrypted")  # fmt: skip
         sealed_cert = x509.load_pem_x509_certificate((tmp_path / "e.pem").read_bytes())
         sealed_key = serialization.load_pem_private_key((tmp_path / "e.key").read_bytes(), None)
         assert sealed_cert.public_key() == sealed_key.public_key()
         # ... or with the key shared in advance (RFC 7030 s4.4.1.1)
-        ok("serverkeygen", coaps, *identity, "--subject", "CN=skg3", "--out", tmp_path / "k.pem",
-           "--out-key", tmp_path / "k.key", "--shared-key", "0a0b:" + "11" * 16)  # fmt: skip
+        ok("serverkeygen", coaps, *identity, "--subject", f"{me},CN=skg3",
+           "--out", tmp_path / "k.pem", "--out-key", tmp_path / "k.key",
+           "--shared-key", "0a0b:" + "11" * 16)  # fmt: skip
         one_line_error(
-            est("serverkeygen", coaps, *identity, "--subject", "CN=skg4", "--out",
+            est("serverkeygen", coaps, *identity, "--subject", f"{me},CN=skg4", "--out",
                 tmp_path / "z.pem", "--out-key", tmp_path / "z.key",
                 "--shared-key", "0a0c:" + "11" * 16),
             "serverkeygen", "4.00",
@@ -175,6 +178,7 @@ def test_coaps_on_ipv4_and_ipv6_at_once(tmp_path: Path) -> None:
          "--coaps", "127.0.0.1:0", "--coaps", "[::1]:0"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
+    me = "serialNumber=dual-stack"
     try:
         urls = []
         for _ in range(2):
@@ -184,7 +188,7 @@ def test_coaps_on_ipv4_and_ipv6_at_once(tmp_path: Path) -> None:
         assert urls[0].startswith("coaps://127.0.0.1:") and urls[1].startswith("coaps://[::1]:")
         for index, url in enumerate(urls):
             ok("enroll", url, "--trust", ca / "ca.pem", "--cert", cert, "--cert-key", key,
-               "--key", tmp_path / f"k{index}.key", "--subject", f"CN=dual-{index}",
+               "--key", tmp_path / f"k{index}.key", "--subject", f"{me},CN=dual-{index}",
                "--out", tmp_path / f"c{index}.pem")  # fmt: skip
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -212,6 +216,7 @@ def test_readme_walkthrough_with_cli_made_idevids(tmp_path: Path) -> None:
     with serve("--ca", ca, "--trust-clients", maker) as urls:
         ok("enroll", urls["coaps"], "--trust", ca / "ca.pem", "--cert", idevid,
            "--cert-key", idevid_key, "--key", tmp_path / "device.key",
-           "--subject", "CN=SN-0001", "--out", tmp_path / "device.pem")  # fmt: skip
+           "--subject", "serialNumber=SN-0001,CN=SN-0001",
+           "--out", tmp_path / "device.pem")  # fmt: skip
     issued = x509.load_pem_x509_certificate((tmp_path / "device.pem").read_bytes())
-    assert issued.subject.rfc4514_string() == "CN=SN-0001"
+    assert format_name(issued.subject) == "serialNumber=SN-0001,CN=SN-0001"

@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from estcoap.ca import Store
 from estcoap.client import EstClient, EstClientError
 from estcoap.codec import pkcs7
+from estcoap.codec.names import format_name
 from estcoap.codec.pkcs10 import build_csr
 from estcoap.dtls import DtlsClientConfig, create_client_context
 from tests.integration.coaps_fixtures import (
@@ -48,11 +49,10 @@ async def raw_context(run: RunningCoaps, device: Device) -> aiocoap.Context:
     return await create_client_context(config)
 
 
-def csr_for(device: Device, subject: str = "CN=dev", challenge: bytes | None = None) -> bytes:
+def csr_for(device: Device, cn: str = "dev", challenge: bytes | None = None) -> bytes:
+    """A CSR for the device's own identity (its serialNumber) with this CN."""
     key = ec.generate_private_key(ec.SECP256R1())
-    return build_csr(
-        key, x509.Name.from_rfc4514_string(subject), challenge_password=challenge
-    )
+    return build_csr(key, device.subject(cn), challenge_password=challenge)
 
 
 async def test_discovery_lists_rfc9148_resources(deployment: Deployment) -> None:
@@ -105,8 +105,9 @@ async def test_client_discovers_a_server_rooted_at_est_only(deployment: Deployme
         assert run.url.endswith(":" + str(run.server.port) + "/est")
         async with run.client(device, url=run.origin) as est:
             assert (await est.cacerts())[0] == run.ca.ca_certificate
-            chain = await est.enroll(key=ec.generate_private_key(ec.SECP256R1()), subject="CN=d")
-            assert chain[0].subject.rfc4514_string() == "CN=d"
+            key = ec.generate_private_key(ec.SECP256R1())
+            chain = await est.enroll(key=key, subject=device.subject("d"))
+            assert chain[0].subject == device.subject("d")
         async with run.client(device, url=run.origin + "/.well-known/est") as est:
             with pytest.raises(EstClientError) as missing:
                 await est.cacerts()
@@ -124,8 +125,9 @@ async def test_provision_reenroll_and_serverkeygen(deployment: Deployment) -> No
     device = deployment.device("dev-0001")
     async with running_coaps(deployment) as run:
         async with run.client(device) as est:
-            result = await est.provision("CN=dev-0001,O=Example")
-        assert result.certificate.subject.rfc4514_string() == "CN=dev-0001,O=Example"
+            result = await est.provision("CN=dev-0001,serialNumber=dev-0001,O=Example")
+        expected = "CN=dev-0001,serialNumber=dev-0001,O=Example"
+        assert format_name(result.certificate.subject) == expected
         result.certificate.verify_directly_issued_by(run.ca.ca_certificate)
         key_der = result.private_key.public_key().public_bytes(
             serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
@@ -139,7 +141,7 @@ async def test_provision_reenroll_and_serverkeygen(deployment: Deployment) -> No
             renewed = await est.reenroll()
             assert renewed[0].subject == result.certificate.subject
             assert renewed[0].serial_number != result.certificate.serial_number
-            new_key, certs = await est.serverkeygen(subject="CN=dev-0001,O=Example")
+            new_key, certs = await est.serverkeygen(subject=result.certificate.subject)
         assert certs[0].public_key().public_bytes(
             serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
         ) == new_key.public_key().public_bytes(
@@ -159,19 +161,19 @@ async def test_formats_281_287_and_skg_skc(deployment: Deployment) -> None:
             ).response
             sen = await ctx.request(
                 aiocoap.Message(
-                    code=Code.POST, uri=f"{base}/sen", payload=csr_for(device, "CN=f1"),
+                    code=Code.POST, uri=f"{base}/sen", payload=csr_for(device, "f1"),
                     content_format=286, accept=287,
                 )
             ).response
             skg = await ctx.request(
                 aiocoap.Message(
-                    code=Code.POST, uri=f"{base}/skg", payload=csr_for(device, "CN=f2"),
+                    code=Code.POST, uri=f"{base}/skg", payload=csr_for(device, "f2"),
                     content_format=286,
                 )
             ).response
             skc = await ctx.request(
                 aiocoap.Message(
-                    code=Code.POST, uri=f"{base}/skc", payload=csr_for(device, "CN=f3"),
+                    code=Code.POST, uri=f"{base}/skc", payload=csr_for(device, "f3"),
                     content_format=286,
                 )
             ).response
@@ -182,7 +184,7 @@ async def test_formats_281_287_and_skg_skc(deployment: Deployment) -> None:
     assert (crts287.code, crts287.opt.content_format) == (Code.CONTENT, 287)
     assert x509.load_der_x509_certificate(crts287.payload) == run.ca.ca_certificate
     assert (sen.code, sen.opt.content_format) == (Code.CHANGED, 287)
-    assert x509.load_der_x509_certificate(sen.payload).subject.rfc4514_string() == "CN=f1"
+    assert x509.load_der_x509_certificate(sen.payload).subject == device.subject("f1")
     for response, cert_cf in ((skg, 281), (skc, 287)):
         assert (response.code, response.opt.content_format) == (Code.CHANGED, 62)
         parts = cbor2.loads(response.payload)
@@ -256,21 +258,23 @@ async def test_pop_required_and_proven(deployment: Deployment) -> None:
     async with running_coaps(deployment, require_pop=True) as run:
         async with run.client(device) as est:
             with pytest.raises(EstClientError) as refused:
-                await est.enroll(key=ec.generate_private_key(ec.SECP256R1()), subject="CN=nopop")
+                key = ec.generate_private_key(ec.SECP256R1())
+                await est.enroll(key=key, subject=device.subject())
             assert refused.value.status == "4.01"
             certs = await est.enroll(
-                key=ec.generate_private_key(ec.SECP256R1()), subject="CN=pop", pop=True
+                key=ec.generate_private_key(ec.SECP256R1()), subject=device.subject("pop"), pop=True
             )
-            assert certs[0].subject.rfc4514_string() == "CN=pop"
-            # provision() reads csrattrs, sees challengePassword, and adds PoP itself.
-            assert (await est.provision("CN=pop2")).certificate is not None
+            assert certs[0].subject == device.subject("pop")
+            # provision() reads csrattrs, sees challengePassword, and adds PoP itself (and
+            # takes the subject from the template there).
+            assert (await est.provision()).certificate.subject == device.subject()
 
 
 async def test_pending_503_max_age_then_approval(deployment: Deployment) -> None:
     device = deployment.device("pending")
     async with running_coaps(deployment, approval="manual", retry_after=1) as run:
         ctx = await raw_context(run, device)
-        csr = csr_for(device, "CN=waiting")
+        csr = csr_for(device, "waiting")
         request = dict(
             code=Code.POST, uri=f"{run.origin}/.well-known/est/sen", payload=csr,
             content_format=286,
@@ -287,8 +291,8 @@ async def test_pending_503_max_age_then_approval(deployment: Deployment) -> None
         finally:
             await ctx.shutdown()
     assert second.code == Code.CHANGED
-    subjects = {c.subject.rfc4514_string() for c in pkcs7.decode_certs_only(second.payload)}
-    assert "CN=waiting" in subjects
+    subjects = {c.subject for c in pkcs7.decode_certs_only(second.payload)}
+    assert device.subject("waiting") in subjects
 
 
 async def test_untrusted_device_is_refused_at_dtls(deployment: Deployment, tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from estcoap.client import EstClient, EstClientError, generate_key
 from estcoap.codec import keypackage, pkcs7
 from estcoap.codec.multipart import KeygenParts
+from estcoap.codec.names import parse_name
 from estcoap.codec.operations import ContentFormat, Operation, spec_for
 from estcoap.codec.pkcs10 import add_attributes, build_csr
 from tests.cms_openssl import openssl_open_key
@@ -41,7 +42,7 @@ def _asking_csr(key, subject: str, key_id: bytes | None = None, ciphers=None) ->
     attributes = [keypackage.asymmetric_decrypt_key_id_attribute(key_id or recipient.key_id)]
     if ciphers is not None:
         attributes.append(keypackage.smime_capabilities_attribute(ciphers))
-    csr = build_csr(key, x509.Name.from_rfc4514_string(subject))
+    csr = build_csr(key, parse_name(subject))
     return add_attributes(csr, key, attributes)
 
 
@@ -107,12 +108,13 @@ async def test_coaps_skg_answers_280_and_the_client_opens_it(deployment: Deploym
     device = deployment.device("sealed-dev")
     async with running_coaps(deployment) as run:
         async with run.client(device) as est:
-            new_key, chain = await est.serverkeygen(subject="CN=sealed-dev", encrypted=True)
+            new_key, chain = await est.serverkeygen(subject=device.subject(), encrypted=True)
             assert _spki(chain[0]) == _spki(new_key)
             # The device's own certificate can be the recipient too (its SKI named).
             key = generate_key()
             leaf = x509.load_pem_x509_certificate(device.cert_path.read_bytes())
-            csr = _asking_csr(key, "CN=sealed-dev", key_id=keypackage.subject_key_identifier(leaf))
+            key_id = keypackage.subject_key_identifier(leaf)
+            csr = _asking_csr(key, "serialNumber=sealed-dev", key_id=key_id)
             transport = await est.transport()
             reply = await transport.call(spec_for(Operation.SERVERKEYGEN), None, csr)
         key_format, sealed, _, _ = cbor2.loads(reply.body)

@@ -124,7 +124,7 @@ def test_one_line_errors(ca: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPat
         one_line_error(
             est("enroll", url, *trust, "--user", "alice:pw", "--key", "k", "--subject", "nonsense",
                 "--out", "x.pem"),
-            "estcoap enroll: enroll failed: bad subject",
+            "estcoap enroll: --subject: bad subject 'nonsense': expected ATTRIBUTE=VALUE",
         )  # fmt: skip
         dev = ["--key", "k", "--subject", "CN=dev", "--out", "dev.pem"]
         ok("enroll", url, *trust, "--user", "alice:pw", *dev)

@@ -113,7 +113,7 @@ async def test_http_user_enrolls_and_is_recorded(ca):
 
 async def test_idevid_from_a_trusted_manufacturer_enrolls(ca, manufacturer):
     idevid, _ = leaf(*manufacturer, name("idevid-42"))
-    result = await ca.enroll(enroll_request(make_csr(), cert_peer(idevid)))
+    result = await ca.enroll(enroll_request(make_csr(subject=idevid.subject), cert_peer(idevid)))
     record = ca.store.find_issued(result.certificates[0].serial_number)
     assert record.requester == "cert:CN=idevid-42"
 
