@@ -141,7 +141,8 @@ async def test_sen_block1_then_sren_with_the_issued_identity(
 ) -> None:
     async with running_coaps(deployment) as run:
         device = idevid_device(run, "sen-dev")
-        csr, key = await openssl_csr(tmp_path, "op", "/CN=libcoap-dev/O=Interop")
+        subject = "/serialNumber=sen-dev/CN=libcoap-dev/O=Interop"  # its IDevID's identity
+        csr, key = await openssl_csr(tmp_path, "op", subject)
         sen = await device.post("sen", csr, "-b", "16", "-o", tmp_path / "sen.p7")
 
         # Block1 in 16-byte blocks: 2.31 Continue for every block but the last, then 2.04.
@@ -154,7 +155,8 @@ async def test_sen_block1_then_sren_with_the_issued_identity(
         # openssl reads the certs-only PKCS#7, and the issued certificate holds the CSR's key.
         rc, out, err = await run_tool(OPENSSL, "pkcs7", "-inform", "DER", "-in",
                                       tmp_path / "sen.p7", "-print_certs")  # fmt: skip
-        assert rc == 0 and "subject=CN = libcoap-dev, O = Interop" in out, err
+        printed = "subject=serialNumber = sen-dev, CN = libcoap-dev, O = Interop"
+        assert rc == 0 and printed in out, err
         issued = issued_for(
             pkcs7.load_der_pkcs7_certificates((tmp_path / "sen.p7").read_bytes()), csr.read_bytes()
         )
@@ -164,7 +166,7 @@ async def test_sen_block1_then_sren_with_the_issued_identity(
         op_cert = tmp_path / "op.pem"
         op_cert.write_bytes(issued.public_bytes(serialization.Encoding.PEM))
         operational = Device(run, op_cert, key)
-        renew_csr, _ = await openssl_csr(tmp_path, "renew", "/CN=libcoap-dev/O=Interop", key=key)
+        renew_csr, _ = await openssl_csr(tmp_path, "renew", subject, key=key)
         sren = await operational.post("sren", renew_csr, "-A", "287", "-o", tmp_path / "sren.der")
         expect(sren, "2.04")
         renewed = x509.load_der_x509_certificate((tmp_path / "sren.der").read_bytes())
@@ -195,7 +197,7 @@ def _check_multipart(body: bytes, cert_format: int) -> None:
 async def test_skg_and_skc_multipart_core(deployment: Deployment, tmp_path: Path) -> None:
     async with running_coaps(deployment) as run:
         device = idevid_device(run, "skg-dev")
-        csr, _ = await openssl_csr(tmp_path, "skg", "/CN=keyless-dev")
+        csr, _ = await openssl_csr(tmp_path, "skg", "/serialNumber=skg-dev/CN=keyless-dev")
         skg = await device.post("skg", csr, "-o", tmp_path / "skg.cbor")
         skc = await device.post("skc", csr, "-b", "64", "-o", tmp_path / "skc.cbor")
     for exchange, path, cert_format in ((skg, "skg.cbor", 281), (skc, "skc.cbor", 287)):
@@ -211,10 +213,10 @@ async def test_error_codes_then_still_serving(deployment: Deployment, tmp_path: 
     big.write_bytes(b"\x30" * 600)
     async with running_coaps(deployment, max_body=512) as run:
         device = idevid_device(run, "err-dev")
-        good, _ = await openssl_csr(tmp_path, "good", "/CN=err-dev")
+        good, _ = await openssl_csr(tmp_path, "good", "/serialNumber=err-dev")
         # challengePassword that is not this session's tls-unique
         pop, _ = await openssl_csr(
-            tmp_path, "pop", "/CN=err-dev", challenge_password="AAAAAAAAAAAAAAAA"
+            tmp_path, "pop", "/serialNumber=err-dev", challenge_password="AAAAAAAAAAAAAAAA"
         )
         cases = {
             "4.00": await device.post("sen", junk),
@@ -239,7 +241,7 @@ async def test_error_codes_then_still_serving(deployment: Deployment, tmp_path: 
 async def test_pending_503_max_age_then_approval(deployment: Deployment, tmp_path: Path) -> None:
     async with running_coaps(deployment, approval="manual", retry_after=7) as run:
         device = idevid_device(run, "wait-dev")
-        csr, _ = await openssl_csr(tmp_path, "wait", "/CN=waiting-dev")
+        csr, _ = await openssl_csr(tmp_path, "wait", "/serialNumber=wait-dev/CN=waiting-dev")
         first = await device.post("sen", csr, "-o", tmp_path / "first")
         expect(first, "5.03")
         assert first.final.option("Max-Age") == "7", first.stdout
@@ -252,4 +254,4 @@ async def test_pending_503_max_age_then_approval(deployment: Deployment, tmp_pat
     issued = issued_for(
         pkcs7.load_der_pkcs7_certificates((tmp_path / "second.p7").read_bytes()), csr.read_bytes()
     )
-    assert issued.subject.rfc4514_string() == "CN=waiting-dev"
+    assert issued.subject.rfc4514_string() == "CN=waiting-dev,2.5.4.5=wait-dev"

@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from estcoap.client import EstClient, EstClientError, load_certificates
 from estcoap.client.https_transport import HttpsTransport, client_ssl_context
 from estcoap.codec import b64
+from estcoap.codec.names import parse_name
 from estcoap.codec.pkcs10 import build_csr
 from gateway import Upstream
 from tests.interop.gateway_procs import (
@@ -97,9 +98,9 @@ async def test_the_coaps_gateway_forwards_and_the_upstream_refuses(
             with pytest.raises(EstClientError) as refused:
                 await est.enroll(csr_with_bad_signature())
             good = await est.enroll(
-                key=ec.generate_private_key(ec.SECP256R1()), subject="CN=fine"
+                key=ec.generate_private_key(ec.SECP256R1()), subject="serialNumber=device-1,CN=fine"
             )
     assert refused.value.status == "4.00"
     assert refused.value.diagnostic.startswith("upstream 400:")
     assert "signature" in refused.value.diagnostic
-    assert good[0].subject.rfc4514_string() == "CN=fine"
+    assert good[0].subject == parse_name("serialNumber=device-1,CN=fine")

@@ -9,10 +9,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from estcoap.client import EstClient
+from estcoap.codec.names import parse_name
 from estcoap.codec.pkcs10 import build_csr
 from gateway.loop import loop_factory, run
 from tests.interop.gateway_procs import (
@@ -51,12 +51,14 @@ async def test_a_device_enrolls_through_a_gateway_on_each_loop(
     args = gateway_args(pki, upstream_url, "--event-loop", loop)
     with serving(args, GATEWAY_READY) as gw:
         key = ec.generate_private_key(ec.SECP256R1())
-        csr = build_csr(key, x509.Name.from_rfc4514_string(f"CN=loop-{loop}"))
+        # the identity of the device's IDevID (make_pki), which the upstream CA holds it to
+        subject = parse_name(f"serialNumber=device-1,CN=loop-{loop}")
+        csr = build_csr(key, subject)
         async with EstClient(
             gw.url, trust=pki.ca_pem, cert=pki.device_cert, key=pki.device_key, timeout=20
         ) as device:
             issued = await device.enroll(csr)
-        assert issued[0].subject.rfc4514_string() == f"CN=loop-{loop}"
+        assert issued[0].subject == subject
 
 
 @pytest.mark.parametrize("loop", LOOPS)

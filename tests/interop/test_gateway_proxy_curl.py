@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from estcoap.codec import pkcs7
 from estcoap.codec.multipart import decode_multipart_mixed
+from estcoap.codec.names import parse_name
 from estcoap.codec.pkcs10 import build_csr
 from tests.interop.gateway_procs import (
     PROXY_READY,
@@ -57,7 +58,7 @@ def curl(url: str, out: Path, *args: object) -> tuple[int, dict[str, str]]:
 
 def csr_file(path: Path, subject: str) -> Path:
     key = ec.generate_private_key(ec.SECP256R1())
-    path.write_bytes(base64.encodebytes(build_csr(key, x509.Name.from_rfc4514_string(subject))))
+    path.write_bytes(base64.encodebytes(build_csr(key, parse_name(subject))))
     return path
 
 
@@ -100,13 +101,15 @@ def test_simpleenroll_with_basic_and_with_a_device_certificate(
     assert all(len(line) <= 64 for line in body.splitlines())
     assert "CN=curl-basic" in subjects(body)
 
-    csr = csr_file(tmp_path / "b.b64", "CN=curl-idevid")
+    # the device is held to its IDevID's identity by the upstream CA (EST-Requester)
+    csr = csr_file(tmp_path / "b.b64", "serialNumber=device-1,CN=curl-idevid")
     status, _ = curl(
         f"{proxy_url}/simpleenroll", tmp_path / "b.out", "--cacert", pki.ca_pem,
         "--cert", pki.device_cert, "--key", pki.device_key,
         "-H", "Content-Type: application/pkcs10", "--data-binary", f"@{csr}",
     )  # fmt: skip
-    assert status == 200 and "CN=curl-idevid" in subjects((tmp_path / "b.out").read_bytes())
+    assert status == 200
+    assert "2.5.4.5=device-1,CN=curl-idevid" in subjects((tmp_path / "b.out").read_bytes())
 
     # The upstream issued both to the RA on behalf of the devices.
     listing = cli("ca", "issued", "--ca", pki.ca_dir).stdout
