@@ -39,7 +39,7 @@ from ..codec.csrattrs import (
 from ..codec.keypackage import KeyPackageError, SharedKey
 from ..codec.names import format_name
 from ..files import OutputError, check_writable, rescue, write_file
-from . import CliError
+from . import CliError, UsageError, add_hidden_alias
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -64,8 +64,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     reenroll = _command(subparsers, "reenroll", "renew or rekey (simplereenroll)", _reenroll)
     reenroll.add_argument("--out", required=True, metavar="CERT")
     reenroll.add_argument(
-        "--new-key", metavar="KEYFILE", help="rekey with this key (created when missing)"
+        "--key", dest="new_key", metavar="KEYFILE",
+        help="rekey: the new certificate's key (created when missing); default: renew the "
+        "--client-key's",
     )
+    add_hidden_alias(reenroll, "--new-key", "new_key")
     reenroll.add_argument("--pop", action="store_true")
 
     skg = _command(subparsers, "serverkeygen", "let the server make key and certificate", _skg)
@@ -93,11 +96,16 @@ def _command(subparsers, name: str, help_text: str, func) -> argparse.ArgumentPa
     )
     p.add_argument("--fingerprint", metavar="HEX", help="pinned SHA-256 of the CA certificate")
     p.add_argument("--user", metavar="NAME:PASSWORD", help="HTTP Basic/Digest credentials")
-    p.add_argument("--cert", metavar="PEM", help="client certificate (chain)")
-    p.add_argument("--cert-key", metavar="KEY", help="the client certificate's key")
+    p.add_argument("--client-cert", dest="cert", metavar="PEM",
+                   help="our client certificate (chain), to authenticate with")  # fmt: skip
+    p.add_argument("--client-key", dest="cert_key", metavar="KEY", help="its private key")
+    add_hidden_alias(p, "--cert", "cert")  # the former names (estcoap.cli's naming rule)
+    add_hidden_alias(p, "--cert-key", "cert_key")
     p.add_argument("--der", action="store_true", help="write DER instead of PEM")
-    p.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS")
-    p.add_argument("--max-pending-wait", type=float, default=300.0, metavar="SECONDS")
+    p.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS",
+                   help="per request, and for the TLS or DTLS handshake")  # fmt: skip
+    p.add_argument("--max-pending-wait", type=float, default=300.0, metavar="SECONDS",
+                   help="how long to keep asking while the server says 'pending'")  # fmt: skip
     p.set_defaults(func=lambda args: _run(name, func, args))
     return p
 
@@ -148,9 +156,9 @@ def _client(args: argparse.Namespace) -> EstClient:
     if args.user:
         user, sep, password = args.user.partition(":")
         if not sep:
-            raise CliError("--user needs NAME:PASSWORD")
+            raise UsageError("--user needs NAME:PASSWORD")
     if bool(args.cert) != bool(args.cert_key):
-        raise CliError("--cert and --cert-key go together")
+        raise UsageError("--client-cert and --client-key go together")
     if args.trust is None and not args.bootstrap and args.fingerprint:
         raise CliError("--fingerprint is checked during --bootstrap; add --bootstrap")
     if args.fingerprint is not None:
@@ -357,7 +365,7 @@ async def _reenroll(args: argparse.Namespace) -> int:
         raise CliError("reenroll needs --cert and --cert-key (the certificate to renew)")
     client = _client(args)
     _check_outputs(args, {"--out": args.out}, ("--new-key", "--trust", "--cert", "--cert-key"))
-    new_key = _key_file("--new-key", args.new_key, args.der) if args.new_key else None
+    new_key = _key_file("--key", args.new_key, args.der) if args.new_key else None
     async with client as est:
         chain = await est.reenroll(key=new_key, pop=args.pop)
     _save([("issued certificate", args.out, _certs_bytes(chain, args.der), False)])

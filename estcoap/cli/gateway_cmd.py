@@ -17,9 +17,10 @@ from typing import Any
 from cryptography import x509
 
 from ..client import load_certificates, load_private_key
+from ..client.api import CredentialError, check_key_matches
 from ..serving import settle_heap
-from . import CliError, http_users
-from .serve_cmd import parse_host_port
+from . import CliError, UsageError, http_users, positive_int
+from .serve_cmd import listen_error, parse_host_port
 
 # The upstream's credentials, kept out of the command line (which every local user can read).
 UPSTREAM_USER_ENV = "ESTCOAP_UPSTREAM_USER"
@@ -60,7 +61,7 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
                     f"local user: prefer {UPSTREAM_USER_ENV}=NAME:PASSWORD")  # fmt: skip
     up.add_argument("--upstream-timeout", type=float, default=10.0, metavar="SECONDS",
                     help="per request; a slower upstream gives the device 5.04 / 504")  # fmt: skip
-    up.add_argument("--upstream-connections", type=int, default=8, metavar="N",
+    up.add_argument("--upstream-connections", type=positive_int, default=8, metavar="N",
                     help="keep-alive connections to the upstream at most")  # fmt: skip
     parser.add_argument(
         "--event-loop", choices=("auto", "asyncio", "uvloop"), default="auto",
@@ -73,7 +74,7 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     dev = parser.add_argument_group("devices")
     dev.add_argument("--server-cert", required=True, metavar="PEM",
                      help="our server certificate chain")  # fmt: skip
-    dev.add_argument("--server-key", required=True, metavar="KEY")
+    dev.add_argument("--server-key", required=True, metavar="KEY", help="its private key")
     dev.add_argument(
         "--trust-clients", action="append", default=[], metavar="PEM",
         help="CAs whose device certificates may enroll, e.g. IDevID makers (repeatable); "
@@ -86,14 +87,29 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 # ---- building the pieces ---------------------------------------------------------
 
 
-def _certs(paths: list[str], what: str) -> list[x509.Certificate]:
+def _certs(paths: list[str], option: str) -> list[x509.Certificate]:
     out: list[x509.Certificate] = []
     for path in paths:
         try:
             out.extend(load_certificates(path))
-        except ValueError as exc:
-            raise CliError(f"{path}: not a certificate file ({what}): {exc}") from exc
+        except CredentialError as exc:  # names the file and what is wrong with it
+            raise CliError(f"{option} {exc}") from None
     return out
+
+
+def _identity(prefix: str, cert_path: str, key_path: str) -> tuple[list[x509.Certificate], Any]:
+    """--PREFIX-cert and --PREFIX-key loaded and checked to belong together, before any
+    socket (OpenSSL would say only "key values mismatch", in a traceback)."""
+    chain = _certs([cert_path], f"--{prefix}-cert")
+    try:
+        key = load_private_key(key_path)
+    except CredentialError as exc:
+        raise CliError(f"--{prefix}-key {exc}") from None
+    try:
+        check_key_matches(chain[0], key, cert_path, key_path)
+    except CredentialError as exc:
+        raise CliError(str(exc)) from None
+    return chain, key
 
 
 def parse_labels(items: list[str]) -> dict[str, str | None]:
@@ -101,7 +117,7 @@ def parse_labels(items: list[str]) -> dict[str, str | None]:
     for item in items:
         name, sep, upstream = item.partition("=")
         if not name:
-            raise CliError(f"--label needs a name, got {item!r}")
+            raise UsageError(f"--label needs a name, got {item!r}")
         labels[name] = (upstream or None) if sep else name
     return labels
 
@@ -111,7 +127,7 @@ def build_upstream(args: argparse.Namespace) -> Any:
     from gateway import UpstreamSettings, open_upstream
 
     if (args.ra_cert is None) != (args.ra_key is None):
-        raise CliError("--ra-cert and --ra-key go together")
+        raise UsageError("--ra-cert and --ra-key go together")
     user = password = None
     if args.upstream_user:
         http_users.warn_password_argument(args.command, "--upstream-user", UPSTREAM_USER_ENV)
@@ -120,14 +136,9 @@ def build_upstream(args: argparse.Namespace) -> Any:
         user, sep, password = credentials.partition(":")
         if not sep or not user or not password:
             origin = "--upstream-user" if args.upstream_user else UPSTREAM_USER_ENV
-            raise CliError(f"{origin} expects NAME:PASSWORD")
-    if args.upstream_connections < 1:
-        raise CliError("--upstream-connections must be at least 1")
-    try:
-        ra_chain = _certs([args.ra_cert], "--ra-cert") if args.ra_cert else []
-        ra_key = load_private_key(args.ra_key) if args.ra_key else None
-    except ValueError as exc:
-        raise CliError(f"{args.ra_key}: not a private key: {exc}") from exc
+            error = UsageError if args.upstream_user else CliError
+            raise error(f"{origin} expects NAME:PASSWORD")
+    ra_chain, ra_key = _identity("ra", args.ra_cert, args.ra_key) if args.ra_cert else ([], None)
     settings = UpstreamSettings(
         url=args.upstream,
         trust=_certs(args.upstream_trust, "--upstream-trust") or None,
@@ -139,10 +150,12 @@ def build_upstream(args: argparse.Namespace) -> Any:
         connections=args.upstream_connections,
         labels=parse_labels(args.label),
     )
+    trust_clients = _certs(args.trust_clients, "--trust-clients")
+    _identity("server", args.server_cert, args.server_key)
     try:
         return open_upstream(
             settings,
-            trust_clients=_certs(args.trust_clients, "--trust-clients"),
+            trust_clients=trust_clients,
             require_pop=args.require_pop,
         )
     except ValueError as exc:
@@ -153,8 +166,8 @@ async def _start_gateway(args: argparse.Namespace) -> Any:
     from gateway import start_gateway
     from gateway.loop import loop_name
 
+    host, port = parse_host_port(args.coaps, "--coaps")
     upstream = build_upstream(args)
-    host, port = parse_host_port(args.coaps)
     try:
         running = await start_gateway(
             upstream,
@@ -165,7 +178,15 @@ async def _start_gateway(args: argparse.Namespace) -> Any:
         )
     except ValueError as exc:
         await upstream.transport.close()
+        if not upstream.client_trust_anchors():  # say it with the flag, not the parameter
+            raise CliError(
+                "no trust anchors for device certificates: give --trust-clients PEM (the "
+                "upstream's CA, trusted for re-enrollment, could not be fetched)"
+            ) from None
         raise CliError(str(exc)) from exc
+    except OSError as exc:
+        await upstream.transport.close()
+        raise listen_error([(host, port)], "udp", exc) from None
     if running.warning:
         print(f"estcoap gateway: warning: {running.warning}", file=sys.stderr, flush=True)
     loop = loop_name(asyncio.get_running_loop())
@@ -179,12 +200,16 @@ async def _start_proxy(args: argparse.Namespace) -> Any:
 
     users = http_users.load_users(args, "proxy")
     schemes = http_users.schemes(args)
+    host, port = parse_host_port(args.https, "--https")
     upstream = build_upstream(args)
-    host, port = parse_host_port(args.https)
-    running = await start_proxy(
-        upstream, host, port, cert_chain=args.server_cert, key=args.server_key, users=users,
-        http_auth=schemes,
-    )  # fmt: skip
+    try:
+        running = await start_proxy(
+            upstream, host, port, cert_chain=args.server_cert, key=args.server_key, users=users,
+            http_auth=schemes,
+        )  # fmt: skip
+    except OSError as exc:
+        await upstream.transport.close()
+        raise listen_error([(host, port)], "tcp", exc) from None
     if running.warning:
         print(f"estcoap proxy: warning: {running.warning}", file=sys.stderr, flush=True)
     loop = loop_name(asyncio.get_running_loop())

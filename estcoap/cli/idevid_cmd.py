@@ -6,10 +6,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
-from ..files import certificates_pem, private_key_pem, write_secret
+from ..client import load_certificates, load_private_key
+from ..client.api import CredentialError, check_key_matches
+from ..files import OutputError, certificates_pem, check_writable, private_key_pem, write_secret
 from ..idevid import DeviceMaker
 from . import CliError
 
@@ -19,24 +20,30 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     sub = idevid.add_subparsers(dest="idevid_command", required=True, metavar="SUBCOMMAND")
 
     maker = sub.add_parser("maker", help="create a device maker's CA (certificate and key)")
-    maker.add_argument("--out-cert", required=True, metavar="PEM")
-    maker.add_argument("--out-key", required=True, metavar="KEY")
+    maker.add_argument("--out-cert", required=True, metavar="PEM", help="its certificate")
+    maker.add_argument("--out-key", required=True, metavar="KEY", help="its key (mode 0600)")
     maker.add_argument("--name", default="estcoap test device maker", help="its common name")
     maker.set_defaults(func=_maker)
 
     issue = sub.add_parser("issue", help="issue one device's IDevID (subject serialNumber)")
-    issue.add_argument("--maker-cert", required=True, metavar="PEM")
-    issue.add_argument("--maker-key", required=True, metavar="KEY")
+    issue.add_argument("--maker-cert", required=True, metavar="PEM",
+                       help="the device maker's certificate (idevid maker)")  # fmt: skip
+    issue.add_argument("--maker-key", required=True, metavar="KEY", help="its private key")
     issue.add_argument("--serial", required=True, help="the device's serial number")
-    issue.add_argument("--out-cert", required=True, metavar="PEM")
-    issue.add_argument("--out-key", required=True, metavar="KEY")
+    issue.add_argument("--out-cert", required=True, metavar="PEM", help="the IDevID")
+    issue.add_argument("--out-key", required=True, metavar="KEY", help="its key (mode 0600)")
     issue.set_defaults(func=_issue)
 
 
 def _refuse_existing(*paths: str) -> None:
+    """Before anything is made: outputs new and writable (no key without its certificate)."""
     for path in paths:
         if Path(path).exists():
             raise CliError(f"{path} exists; not overwriting it")
+        try:
+            check_writable(path)
+        except OutputError as exc:
+            raise CliError(str(exc)) from None
 
 
 def _maker(args: argparse.Namespace) -> int:
@@ -52,13 +59,20 @@ def _maker(args: argparse.Namespace) -> int:
 def _issue(args: argparse.Namespace) -> int:
     _refuse_existing(args.out_cert, args.out_key)
     try:
-        cert = x509.load_pem_x509_certificate(Path(args.maker_cert).read_bytes())
-        key = serialization.load_pem_private_key(Path(args.maker_key).read_bytes(), None)
-    except ValueError as exc:
-        raise CliError(f"cannot read the device maker's certificate or key: {exc}") from exc
-    if key.public_key() != cert.public_key():
-        raise CliError(f"{args.maker_key} does not belong to {args.maker_cert}")
-    maker = DeviceMaker(cert, key)  # type: ignore[arg-type]
+        cert = load_certificates(args.maker_cert)[0]
+    except CredentialError as exc:
+        raise CliError(f"--maker-cert {exc}") from None
+    try:
+        key = load_private_key(args.maker_key)
+    except CredentialError as exc:
+        raise CliError(f"--maker-key {exc}") from None
+    try:
+        check_key_matches(cert, key, args.maker_cert, args.maker_key)
+    except CredentialError as exc:
+        raise CliError(str(exc)) from None
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise CliError(f"--maker-key {args.maker_key}: a device maker's key is an EC key")
+    maker = DeviceMaker(cert, key)
     idevid, idevid_key = maker.issue_idevid(args.serial)
     write_secret(args.out_key, private_key_pem(idevid_key), overwrite=False)
     Path(args.out_cert).write_bytes(certificates_pem([idevid]))

@@ -1,11 +1,15 @@
-"""`estcoap pending list|approve|deny --ca DIR`: decide manually approved requests offline."""
+"""`estcoap pending list|approve|deny DIR ...`: decide manually approved requests offline.
+
+The CA directory is the first argument (estcoap.cli's rule); the former `--ca DIR` still
+works, with a note.
+"""
 
 from __future__ import annotations
 
 import argparse
 
 from ..ca import CaPaths, Store, StoreError
-from . import CliError
+from . import CliError, add_ca_dir, ca_dir
 from .table import print_table
 
 
@@ -14,16 +18,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     sub = parser.add_subparsers(dest="pending_command", required=True, metavar="SUBCOMMAND")
 
     listing = sub.add_parser("list", help="show requests waiting for a decision (and decided ones)")
-    listing.add_argument("--ca", required=True, metavar="DIR", help="the CA directory")
+    add_ca_dir(listing)
     listing.add_argument(
         "--state", choices=("pending", "approved", "denied"), help="only requests in this state"
     )
     listing.set_defaults(func=_list)
 
     for name, verb in (("approve", "approve"), ("deny", "deny")):
-        decide = sub.add_parser(name, help=f"{verb} a pending request")
-        decide.add_argument("id", type=int, help="request id from 'pending list'")
-        decide.add_argument("--ca", required=True, metavar="DIR", help="the CA directory")
+        decide = sub.add_parser(
+            name, help=f"{verb} a pending request (an unknown id: exit status 1)"
+        )
+        add_ca_dir(decide, after=" ID")
+        decide.add_argument("id", type=int, metavar="ID", help="request id from 'pending list'")
         decide.set_defaults(func=_decide, decision=name)
 
 
@@ -35,7 +41,7 @@ def _open(ca_dir: str) -> Store:
 
 
 def _list(args: argparse.Namespace) -> int:
-    with _open(args.ca) as store:
+    with _open(ca_dir(args)) as store:
         records = store.pending_list(args.state)
     print_table(
         ("id", "state", "operation", "label", "subject", "requester", "created"),
@@ -48,7 +54,7 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _decide(args: argparse.Namespace) -> int:
-    with _open(args.ca) as store:
+    with _open(ca_dir(args)) as store:
         try:
             record = store.approve(args.id) if args.decision == "approve" else store.deny(args.id)
         except StoreError as exc:

@@ -1,4 +1,4 @@
-"""`estcoap serve --ca DIR [--https HOST:PORT] [--coaps HOST:PORT] ...` and `estcoap users add`.
+"""`estcoap serve --ca DIR [--https HOST:PORT] [--coaps HOST:PORT] ...` (users: http_users).
 
 The service (a LocalCA) is built once; each front (--https, --coaps) is
 started by its own starter in FRONTS and shares it. To add a front: add its option
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import getpass
+import errno
 import signal
 import sys
 from collections.abc import Awaitable, Callable
@@ -24,12 +24,11 @@ from ..ca.policy import IssuancePolicy, PolicyError
 from ..ca.shared_keys import SharedKeysError, load_shared_keys
 from ..https import (
     DEFAULT_MAX_BODY,
-    add_user,
     start_https_server,
 )
-from ..https.users import UsersFileError
 from ..serving import release_free_memory, settle_heap
-from . import CliError, http_users
+from . import CliError, UsageError, http_users, positive_int
+from .ca_cmd import require_writable_store
 
 HOUSEKEEPING_SECONDS = 30.0
 
@@ -55,7 +54,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         help="keys shared with clients in advance, 'KEY_ID_HEX KEY_HEX' per line: "
         "serverkeygen envelopes the key with the one a CSR names (RFC 7030 s4.4.1.1)",
     )  # fmt: skip
-    serve.add_argument("--approval", choices=("auto", "manual"), default="auto")
+    serve.add_argument("--approval", choices=("auto", "manual"), default="auto",
+                       help="manual: requests wait for 'estcoap pending approve'")  # fmt: skip
     serve.add_argument(
         "--policy", metavar="FILE",
         help="the issuance policy (TOML, docs/policy.md): what each device, user and RA may "
@@ -66,9 +66,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "--require-pop", action="store_true",
         help="require tls-unique proof-of-possession (caps HTTPS at TLS 1.2)",
     )  # fmt: skip
-    serve.add_argument("--max-body", type=int, default=DEFAULT_MAX_BODY, metavar="BYTES")
-    serve.add_argument("--retry-after", type=int, default=30, metavar="SECONDS")
-    serve.add_argument("--validity-days", type=int, default=365, metavar="N")
+    serve.add_argument("--max-body", type=positive_int, default=DEFAULT_MAX_BODY,
+                       metavar="BYTES", help="the largest request body accepted")  # fmt: skip
+    serve.add_argument("--retry-after", type=int, default=30, metavar="SECONDS",
+                       help="manual approval: when a client should ask again")  # fmt: skip
+    serve.add_argument("--validity-days", type=positive_int, default=365, metavar="N",
+                       help="lifetime of the certificates issued")  # fmt: skip
     serve.add_argument(
         "--durable-commits", action="store_true",
         help="fsync each issued certificate's record (survives power loss; ~0.4 ms more per "
@@ -77,32 +80,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     )  # fmt: skip
     serve.add_argument(
         "--max-pending-per-requester", type=int, default=MAX_PENDING_PER_REQUESTER, metavar="N",
-        help="manual approval: undecided requests one client may have queued (default "
-        f"{MAX_PENDING_PER_REQUESTER}; RAs are exempt); more are refused with 4.03/403",
+        help="manual approval: undecided requests one client may have queued (RAs are "
+        "exempt); more are refused with 4.03/403",
     )  # fmt: skip
     serve.add_argument(
         "--max-pending", type=int, default=MAX_PENDING, metavar="N",
-        help=f"manual approval: undecided requests in all (default {MAX_PENDING})",
+        help="manual approval: undecided requests in all",
     )  # fmt: skip
     serve.add_argument(
         "--key-retention", type=int, default=KEY_RETENTION_SECONDS, metavar="SECONDS",
         help="manual approval: how long a delivered server-generated key stays in the store "
-        f"for a repeated request, then it is erased (default {KEY_RETENTION_SECONDS}; "
-        "0: the first answer is the only one)",
+        "for a repeated request, then it is erased (0: the first answer is the only one)",
     )  # fmt: skip
     serve.set_defaults(func=_serve)
-
-    users = subparsers.add_parser("users", help="manage the HTTP users file")
-    sub = users.add_subparsers(dest="users_command", required=True, metavar="SUBCOMMAND")
-    add = sub.add_parser("add", help="add or replace a user (password read from stdin)")
-    add.add_argument("file")
-    add.add_argument("name")
-    add.add_argument(
-        "--password",
-        help="the password (default: prompt, or read stdin); on the command line every "
-        "local user can read it, so prefer the prompt or stdin",
-    )
-    add.set_defaults(func=_users_add)
 
 
 def _add_front_options(parser: argparse.ArgumentParser) -> None:
@@ -121,12 +111,31 @@ def _add_front_options(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
 
-def parse_host_port(text: str) -> tuple[str, int]:
-    """HOST:PORT, with IPv6 as [ADDR]:PORT."""
+def parse_host_port(text: str, option: str = "HOST:PORT") -> tuple[str, int]:
+    """HOST:PORT, with IPv6 as [ADDR]:PORT; option names where it came from."""
     host, sep, port = text.rpartition(":")
     if not sep or not host or not port.isdigit() or int(port) > 65535:
-        raise CliError(f"expected HOST:PORT, got {text!r}")
+        raise UsageError(f"{option}: expected HOST:PORT, got {text!r}")
     return host.strip("[]"), int(port)
+
+
+_LISTEN_ERRORS = {
+    errno.EADDRINUSE: "address in use",
+    errno.EADDRNOTAVAIL: "no such address on this host",
+    errno.EACCES: "permission denied",
+}
+
+
+def listen_error(binds: list[tuple[str, int]], protocol: str, exc: OSError) -> CliError:
+    """One line naming where: "cannot listen on HOST:PORT (udp): address in use", whatever
+    the event loop's words (uvloop's OSError has no errno; its cause has)."""
+    cause = exc if exc.errno is not None or exc.__cause__ is None else exc.__cause__
+    code = getattr(cause, "errno", None)
+    reason = _LISTEN_ERRORS.get(code or 0) or getattr(cause, "strerror", None) or str(exc)
+    where = ", ".join(
+        f"[{host}]:{port}" if ":" in host else f"{host}:{port}" for host, port in binds
+    )
+    return CliError(f"cannot listen on {where} ({protocol}): {reason}")
 
 
 # ---- service and fronts ---------------------------------------------------------
@@ -150,6 +159,7 @@ def build_service(args: argparse.Namespace) -> LocalCA:
         raise CliError(str(exc)) from exc
     if policy is not None and policy.is_open:
         print(f"estcoap serve: WARNING: {policy.describe()}", file=sys.stderr, flush=True)
+    require_writable_store(args.ca)
     try:
         return LocalCA.open(
             args.ca,
@@ -227,7 +237,7 @@ async def run(args: argparse.Namespace) -> None:
     if not wanted:
         raise CliError("give at least one front: --https HOST:PORT and/or --coaps HOST:PORT")
     if args.max_body <= 0:
-        raise CliError("--max-body must be positive")
+        raise UsageError("--max-body must be positive")
     service = build_service(args)
     running: list[Any] = []
     stop = asyncio.Event()
@@ -236,8 +246,11 @@ async def run(args: argparse.Namespace) -> None:
         loop.add_signal_handler(sig, stop.set)
     try:
         for name, values in wanted:
-            binds = [parse_host_port(value) for value in values]
-            running.extend(await FRONTS[name](args, service, binds))
+            binds = [parse_host_port(value, f"--{name}") for value in values]
+            try:
+                running.extend(await FRONTS[name](args, service, binds))
+            except OSError as exc:
+                raise listen_error(binds, "udp" if name == "coaps" else "tcp", exc) from None
         settle_heap()
         housekeeping = asyncio.create_task(_housekeeping(service))
         await stop.wait()
@@ -263,22 +276,4 @@ async def _housekeeping(service: LocalCA, period: float = HOUSEKEEPING_SECONDS) 
 
 def _serve(args: argparse.Namespace) -> int:
     asyncio.run(run(args))
-    return 0
-
-
-def _users_add(args: argparse.Namespace) -> int:
-    password = args.password
-    if password is not None:
-        http_users.warn_password_argument("users add", "--password", "the prompt or stdin")
-    elif sys.stdin.isatty():
-        password = getpass.getpass(f"password for {args.name}: ")
-    else:
-        password = sys.stdin.readline().rstrip("\r\n")
-    if not password:
-        raise CliError("empty password")
-    try:
-        add_user(args.file, args.name, password)
-    except UsersFileError as exc:
-        raise CliError(str(exc)) from exc
-    print(f"{args.file}: user {args.name} set (Basic: scrypt; Digest: SHA-256 and MD5 HA1)")
     return 0

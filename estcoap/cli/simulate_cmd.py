@@ -7,7 +7,7 @@ import asyncio
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -16,9 +16,16 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from ..idevid import DeviceMaker
 from ..simulate import Fleet, FleetSettings, Impairment
 from ..simulate.progress import Progress
-from ..simulate.report import PlotUnavailable, build_report, check_plotting, plot, summary
+from ..simulate.report import (
+    PlotUnavailable,
+    all_failed,
+    build_report,
+    check_plotting,
+    plot,
+    summary,
+)
 from ..simulate.report import write_json as write_report
-from . import CliError
+from . import CliError, UsageError, add_hidden_alias
 
 BLOCK_SIZES = (16, 32, 64, 128, 256, 512, 1024)
 
@@ -49,19 +56,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         description="Each virtual device gets a key and an IDevID from the device-maker CA, "
         "then runs crts, att, sen (and sren) through a relay on loopback that counts every "
         "datagram and applies the impairments (coaps:// only).",
+        epilog="exit status: 0 when at least one device was provisioned (the summary counts "
+        "the failures); 1 when none was, or the run could not start; 2 a wrong command line.",
     )
     probability = _number(float, 0.0, 1.0, "a probability in [0, 1)")
     sim.add_argument("url", metavar="URL", help="coaps://HOST:PORT[/path] or https://HOST:PORT")
     sim.add_argument("--trust", required=True, metavar="PEM", help="the server's trust anchors")
-    sim.add_argument("--idevid-ca", required=True, metavar="PEM", help="device-maker CA cert")
-    sim.add_argument("--idevid-ca-key", required=True, metavar="KEY", help="its private key")
+    sim.add_argument("--maker-cert", metavar="PEM",
+                     help="the device maker's CA certificate: it issues each device's IDevID "
+                     "(required; made by 'estcoap idevid maker')")  # fmt: skip
+    sim.add_argument("--maker-key", metavar="KEY", help="its private key (required)")
+    add_hidden_alias(sim, "--idevid-ca", "maker_cert")
+    add_hidden_alias(sim, "--idevid-ca-key", "maker_key")
     sim.add_argument("--devices", type=_number(int, 1, None, "a positive integer"), default=100,
-                     metavar="N")
+                     metavar="N", help="virtual devices to provision")  # fmt: skip
     sim.add_argument("--concurrency", type=_number(int, 1, None, "a positive integer"),
-                     default=50, metavar="C", help="devices in flight at once (default 50)")
+                     default=50, metavar="C", help="devices in flight at once")  # fmt: skip
     sim.add_argument("--loss", type=probability, default=0.0, metavar="P",
                      help="drop each datagram with probability P, each direction")
-    sim.add_argument("--duplicate", type=probability, default=0.0, metavar="P")
+    sim.add_argument("--duplicate", type=probability, default=0.0, metavar="P",
+                     help="send each datagram twice with probability P")  # fmt: skip
     sim.add_argument("--reorder", type=probability, default=0.0, metavar="P",
                      help="hold a datagram until the next one passes it (at most 50 ms)")
     sim.add_argument("--delay", type=_number(float, 0.0, 60_001, "milliseconds, 0 to 60000"),
@@ -69,20 +83,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     sim.add_argument("--block-size", type=_block_size, metavar="B", help="CoAP block size")
     sim.add_argument("--reenroll", action="store_true", help="also run sren on each device")
     sim.add_argument("--timeout", type=_number(float, 0.001, None, "seconds > 0"), default=60.0,
-                     metavar="S", help="per request (default 60); DTLS handshakes get 0.9 of it")
+                     metavar="S", help="per request; DTLS handshakes get 0.9 of it")
     sim.add_argument("--retries", type=_number(int, 0, None, "an integer >= 0"), default=2,
-                     metavar="N", help="repeat a step that timed out, on a new session (default 2)")
+                     metavar="N", help="repeat a step that timed out, on a new session")
     sim.add_argument("--seed", type=_number(int, 0, None, "an integer >= 0"), metavar="N",
                      help="seed the impairment's random numbers")
     sim.add_argument("--json", metavar="FILE", help="write the report here")
     sim.add_argument("--plot", metavar="FILE", help="draw latency and throughput (matplotlib)")
     sim.set_defaults(func=_simulate)
-
-    def one_line_error(message: str) -> NoReturn:  # not argparse's usage block
-        print(f"estcoap simulate: {message}", file=sys.stderr)
-        sys.exit(2)
-
-    sim.error = one_line_error  # type: ignore[method-assign]
 
 
 def _load_certs(path: str, what: str) -> list[x509.Certificate]:
@@ -97,19 +105,19 @@ def _load_certs(path: str, what: str) -> list[x509.Certificate]:
 
 
 def _load_maker(cert_path: str, key_path: str) -> DeviceMaker:
-    cert = _load_certs(cert_path, "--idevid-ca")[0]
+    cert = _load_certs(cert_path, "--maker-cert")[0]
     try:
         key = serialization.load_pem_private_key(Path(key_path).read_bytes(), password=None)
     except OSError as exc:
-        raise CliError(f"--idevid-ca-key {key_path}: {exc.strerror or exc}") from None
+        raise CliError(f"--maker-key {key_path}: {exc.strerror or exc}") from None
     except (ValueError, TypeError):
-        raise CliError(f"--idevid-ca-key {key_path}: not an unencrypted PEM private key") from None
+        raise CliError(f"--maker-key {key_path}: not an unencrypted PEM private key") from None
     if not isinstance(key, ec.EllipticCurvePrivateKey):
-        raise CliError(f"--idevid-ca-key {key_path}: the device-maker key must be an EC key")
+        raise CliError(f"--maker-key {key_path}: the device-maker key must be an EC key")
     public = serialization.PublicFormat.SubjectPublicKeyInfo
     der = serialization.Encoding.DER
     if key.public_key().public_bytes(der, public) != cert.public_key().public_bytes(der, public):
-        raise CliError("--idevid-ca-key does not belong to the --idevid-ca certificate")
+        raise CliError(f"the key in {key_path} does not belong to the certificate in {cert_path}")
     return DeviceMaker(cert, key)
 
 
@@ -140,8 +148,12 @@ def _simulate(args: argparse.Namespace) -> int:
             check_plotting()
         except PlotUnavailable as exc:
             raise CliError(str(exc)) from None
+    missing = [o for o, v in (("--maker-cert", args.maker_cert), ("--maker-key", args.maker_key))
+               if not v]  # fmt: skip
+    if missing:  # not required=True: the former spellings may give them
+        raise UsageError(f"the following arguments are required: {', '.join(missing)}")
     trust = _load_certs(args.trust, "--trust")
-    maker = _load_maker(args.idevid_ca, args.idevid_ca_key)
+    maker = _load_maker(args.maker_cert, args.maker_key)
     try:
         settings = FleetSettings(
             url=args.url,
@@ -172,4 +184,7 @@ def _simulate(args: argparse.Namespace) -> int:
     # On a terminal, or when there is no report file, say how it went; quiet otherwise.
     if sys.stdout.isatty() or not args.json:
         print(summary(report))
+    if report["succeeded"] == 0:  # a run with no figure to show is a failure, not a result
+        print(f"estcoap simulate: {all_failed(report)}", file=sys.stderr)
+        return 1
     return 0

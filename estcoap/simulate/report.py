@@ -132,9 +132,25 @@ def write_json(report: dict[str, Any], path: str | Path) -> None:
     tmp.replace(target)
 
 
+def all_failed(report: dict[str, Any]) -> str:
+    """One line for a run in which no device was provisioned."""
+    failed = ", ".join(f"{k} {v}" for k, v in report["failed"].items())
+    example = next(iter(report["failure_examples"].values()), None)
+    first = f"; e.g. {' '.join(example.split())}" if example else ""
+    return f"all {report['devices']} devices failed ({failed}){first}"
+
+
 def summary(report: dict[str, Any]) -> str:
     lat, per = report["latency_ms"], report["bytes_per_enrollment"]
     failed = ", ".join(f"{k} {v}" for k, v in report["failed"].items()) or "none"
+    if report["succeeded"] == 0:  # no latency or byte figure: zeros would read as results
+        return "\n".join(
+            [
+                f"0/{report['devices']} devices provisioned: {all_failed(report)}",
+                f"retransmissions: {report['retransmissions']['total']}   "
+                f"peak RSS {report['peak_rss_mib']:.0f} MiB",
+            ]
+        )
     return "\n".join(
         [
             f"{report['succeeded']}/{report['devices']} devices provisioned in "

@@ -151,7 +151,10 @@ def test_one_line_errors(tmp_path: Path) -> None:
     ca = tmp_path / "ca"
     ok("ca", "init", ca, "--hostname", "127.0.0.1")
     done = est("serve", "--ca", ca, "--coaps", "nonsense")
-    one_line_error(done, "HOST:PORT")
+    assert done.returncode == 2  # a wrong command line, as argparse's own errors
+    assert done.stderr.splitlines() == [
+        "estcoap serve: --coaps: expected HOST:PORT, got 'nonsense'"
+    ]
     done = est("cacerts", "coaps://127.0.0.1:9", "--trust", ca / "ca.pem", "--out",
                tmp_path / "x.pem", "--timeout", "1")  # fmt: skip
     one_line_error(done, "cacerts")

@@ -253,7 +253,7 @@ def test_unusable_inputs_give_one_line(setup: Setup) -> None:
           "--idevid-ca", str(setup.maker_pem), "--idevid-ca-key", str(setup.maker_key)],
          "--trust"),
         (["coaps://127.0.0.1:5684", *setup.options()[:4], "--idevid-ca-key",
-          str(setup.root / "other.key")], "--idevid-ca-key does not belong"),
+          str(setup.root / "other.key")], "does not belong to the certificate in"),
         (["http://127.0.0.1:80", *setup.options()], "not a coaps:// or https:// URL"),
         (["https://127.0.0.1:443", *setup.options(), "--loss", "0.1"], "apply to coaps://"),
         (["coaps://127.0.0.1:5684", *setup.options()[:4]], "the following arguments are"),

@@ -192,10 +192,10 @@ async def test_cli_list_approve_deny(ca, capsys):
     assert main(["pending", "list", "--ca", ca_dir, "--state", "pending"]) == 0
     assert capsys.readouterr().out.strip() == "(none)"
 
-    assert main(["pending", "deny", "12345", "--ca", ca_dir]) == 1
+    assert main(["pending", "deny", ca_dir, "12345"]) == 1
     err = capsys.readouterr().err
     assert err.strip() == "estcoap pending: no request with id 12345"
-    assert main(["pending", "approve", str(second.id), "--ca", ca_dir]) == 1
+    assert main(["pending", "approve", ca_dir, str(second.id)]) == 1
     assert "already denied" in capsys.readouterr().err
 
 
@@ -222,7 +222,7 @@ def test_cli_in_a_subprocess(tmp_path):
     assert listed.returncode == 0 and listed.stdout.strip() == "(none)"
     issued = run("ca", "issued", "--ca", str(ca_dir))
     assert issued.returncode == 0 and "CN=localhost" in issued.stdout
-    unknown = run("pending", "approve", "3", "--ca", str(ca_dir))
+    unknown = run("pending", "approve", str(ca_dir), "3")
     assert unknown.returncode == 1
     assert unknown.stderr.strip() == "estcoap pending: no request with id 3"
     missing = run("pending", "list", "--ca", str(tmp_path / "nowhere"))
