@@ -170,7 +170,8 @@ async def test_client_certificate_authenticates_without_password(ca_dir, tmp_pat
         async with EstClient(env.url, trust=env.paths.ca_cert, user=USER, password=PASSWORD) as est:
             cert = (await est.enroll(key=key, subject="CN=certified"))[0]
         async with EstClient(env.url, trust=env.paths.ca_cert, cert=cert, key=key) as est:
-            chain = await est.enroll(key=generate_key(), subject="CN=by-cert")
+            # held to its certificate's identity (CN=certified; ca/policy.py)
+            chain = await est.enroll(key=generate_key(), subject="OU=by-cert,CN=certified")
         assert _requester(env, chain) == "cert:CN=certified"
 
         # A certificate from a CA the server does not trust fails the TLS handshake.
