@@ -303,8 +303,10 @@ async def test_the_gateway_names_the_device_and_the_ca_holds_it_to_it(
                     await est.enroll(key=ec.generate_private_key(ec.SECP256R1()),
                                      subject="CN=device-0002")  # fmt: skip
                 assert caught.value.status == "4.03"
-                assert f"subject must carry {MINE} (the identity of the device the RA vouches " \
+                assert (
+                    f"subject must carry {MINE} (the identity of the device the RA vouches "
                     "for)" in caught.value.diagnostic
+                )
                 # the template reaches the device through the gateway; provision() follows it
                 result = await est.provision()
             assert result.certificate.subject == parse_name(MINE)
