@@ -44,6 +44,10 @@ READY_HELPER = Path(__file__).with_name("doc_ready.py")
 NOT_RUN = {
     ("README.md", "./scripts/demo"),
     ("docs/gateway.md", "python3 bench/gateway.py"),
+    (
+        "docs/security.md",
+        "ESTCOAP_FUZZ_SECONDS=300 python3 -m pytest -q tests/integration/test_coap_fuzz.py",
+    ),
     ("docs/simulate.md", "estcoap simulate URL --trust PEM --idevid-ca PEM --idevid-ca-key KEY \\"),
 }
 
