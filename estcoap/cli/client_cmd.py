@@ -96,11 +96,11 @@ def _command(subparsers, name: str, help_text: str, func) -> argparse.ArgumentPa
     )
     p.add_argument("--fingerprint", metavar="HEX", help="pinned SHA-256 of the CA certificate")
     p.add_argument("--user", metavar="NAME:PASSWORD", help="HTTP Basic/Digest credentials")
-    p.add_argument("--client-cert", dest="cert", metavar="PEM",
+    p.add_argument("--client-cert", metavar="PEM",
                    help="our client certificate (chain), to authenticate with")  # fmt: skip
-    p.add_argument("--client-key", dest="cert_key", metavar="KEY", help="its private key")
-    add_hidden_alias(p, "--cert", "cert")  # the former names (estcoap.cli's naming rule)
-    add_hidden_alias(p, "--cert-key", "cert_key")
+    p.add_argument("--client-key", metavar="KEY", help="its private key")
+    add_hidden_alias(p, "--cert", "client_cert")  # the former names (estcoap.cli's naming rule)
+    add_hidden_alias(p, "--cert-key", "client_key")
     p.add_argument("--der", action="store_true", help="write DER instead of PEM")
     p.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS",
                    help="per request, and for the TLS or DTLS handshake")  # fmt: skip
@@ -157,7 +157,7 @@ def _client(args: argparse.Namespace) -> EstClient:
         user, sep, password = args.user.partition(":")
         if not sep:
             raise UsageError("--user needs NAME:PASSWORD")
-    if bool(args.cert) != bool(args.cert_key):
+    if bool(args.client_cert) != bool(args.client_key):
         raise UsageError("--client-cert and --client-key go together")
     if args.trust is None and not args.bootstrap and args.fingerprint:
         raise CliError("--fingerprint is checked during --bootstrap; add --bootstrap")
@@ -170,11 +170,11 @@ def _client(args: argparse.Namespace) -> EstClient:
                 "(64 hex digits, colons allowed)"
             ) from None
     trust = _credential("--trust", load_certificates, args.trust)
-    cert = _credential("--cert", load_certificates, args.cert)
-    key = _credential("--cert-key", load_private_key, args.cert_key)
+    cert = _credential("--client-cert", load_certificates, args.client_cert)
+    key = _credential("--client-key", load_private_key, args.client_key)
     if cert and key is not None:
         try:
-            check_key_matches(cert[0], key, args.cert, args.cert_key)
+            check_key_matches(cert[0], key, args.client_cert, args.client_key)
         except CredentialError as exc:
             raise CliError(str(exc)) from None
 
@@ -215,16 +215,21 @@ def _certs_bytes(certs: Sequence[x509.Certificate], der: bool) -> bytes:
     return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs)
 
 
-def _check_outputs(
-    args: argparse.Namespace, outputs: dict[str, str], inputs: Sequence[str]
-) -> None:
+def _inputs(args: argparse.Namespace, key: str | None = None) -> dict[str, str | None]:
+    """The files a client command reads, by the option that names them."""
+    return {
+        "--key": key, "--trust": args.trust, "--client-cert": args.client_cert,
+        "--client-key": args.client_key,
+    }  # fmt: skip
+
+
+def _check_outputs(outputs: dict[str, str], inputs: dict[str, str | None]) -> None:
     """Before any request: each output writable, none the same file as another or as an
     input (an issued certificate must not be lost, nor written over its own key)."""
     seen: dict[str, str] = {}
-    for option in inputs:
-        path = getattr(args, option.lstrip("-").replace("-", "_"))
-        if path:
-            seen[os.path.realpath(path)] = f"{option} {path}"
+    for option, input_path in inputs.items():
+        if input_path:
+            seen[os.path.realpath(input_path)] = f"{option} {input_path}"
     for option, path in outputs.items():
         real = os.path.realpath(path)
         if real in seen:
@@ -293,7 +298,7 @@ def parse_san(text: str) -> x509.GeneralName:
 async def _cacerts(args: argparse.Namespace) -> int:
     client = _client(args)
     if args.out:
-        _check_outputs(args, {"--out": args.out}, ("--trust",))
+        _check_outputs({"--out": args.out}, _inputs(args))
     async with client as est:
         certs = await est.cacerts()
         if est.bootstrap_fingerprint:
@@ -349,7 +354,7 @@ async def _enroll(args: argparse.Namespace) -> int:
     subject = _subject(args.subject)  # refused before the key file is made
     client = _client(args)
     sans = [parse_san(s) for s in args.san]
-    _check_outputs(args, {"--out": args.out}, ("--key", "--trust", "--cert", "--cert-key"))
+    _check_outputs({"--out": args.out}, _inputs(args, args.key))
     key = _key_file("--key", args.key, args.der)
     async with client as est:
         subject = await _subject_or_template(est, subject)
@@ -361,10 +366,10 @@ async def _enroll(args: argparse.Namespace) -> int:
 
 
 async def _reenroll(args: argparse.Namespace) -> int:
-    if not args.cert:
-        raise CliError("reenroll needs --cert and --cert-key (the certificate to renew)")
+    if not args.client_cert:
+        raise CliError("reenroll needs --client-cert and --client-key (the certificate to renew)")
     client = _client(args)
-    _check_outputs(args, {"--out": args.out}, ("--new-key", "--trust", "--cert", "--cert-key"))
+    _check_outputs({"--out": args.out}, _inputs(args, args.new_key))
     new_key = _key_file("--key", args.new_key, args.der) if args.new_key else None
     async with client as est:
         chain = await est.reenroll(key=new_key, pop=args.pop)
@@ -393,7 +398,7 @@ async def _skg(args: argparse.Namespace) -> int:
     sans = [parse_san(s) for s in args.san]
     shared_key = _shared_key(args.shared_key)
     outputs = {"--out-key": args.out_key, "--out": args.out}
-    _check_outputs(args, outputs, ("--trust", "--cert", "--cert-key"))
+    _check_outputs(outputs, _inputs(args))
     async with client as est:
         key, chain = await est.serverkeygen(
             subject=await _subject_or_template(est, subject),

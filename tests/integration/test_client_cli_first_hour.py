@@ -95,8 +95,13 @@ def test_outputs_checked_before_any_request(pki: dict[str, Path], tmp_path: Path
         )  # fmt: skip
         one_line_error(
             est("enroll", https, *auth, "--key", key, "--subject", "CN=x", "--out", key),
-            "the same file",
+            f"--out {key} is the same file as --key {key}",
         )
+        one_line_error(
+            est("enroll", https, *auth, "--key", key, "--subject", "CN=x", "--out",
+                pki["idevid"], "--cert", pki["idevid"], "--cert-key", pki["idevid_key"]),
+            f"--out {pki['idevid']} is the same file as --client-cert {pki['idevid']}",
+        )  # fmt: skip
         one_line_error(
             est("enroll", https, *auth, "--key", key, "--subject", "CN=x", "--out", tmp_path),
             "is a directory",
@@ -192,18 +197,20 @@ def test_bad_credentials_are_named(pki: dict[str, Path], tmp_path: Path) -> None
     with serve("--ca", pki["ca"], "--trust-clients", pki["maker"]) as urls:
         for url in (urls["https"], urls["coaps"]):
             base = ("cacerts", url, "--trust", pki["trust"])
-            me = ("--cert", pki["idevid"], "--cert-key", pki["idevid_key"])
+            me = ("--client-cert", pki["idevid"], "--client-key", pki["idevid_key"])
             cases = [
                 (("cacerts", url, "--trust", garbage, *me), f"--trust {garbage}: not a certif"),
                 (("cacerts", url, "--trust", empty, *me), f"--trust {empty}: the file is empty"),
                 (("cacerts", url, "--trust", cut, *me), f"--trust {cut}: a PEM certificate"),
-                ((*base, "--cert", pki["idevid_key"], "--cert-key", pki["idevid_key"]),
-                 f"--cert {pki['idevid_key']}: no certificate in it (it holds a PEM PRIVATE KEY)"),
-                ((*base, "--cert", pki["idevid"], "--cert-key", cut_key),
-                 f"--cert-key {cut_key}: the PEM private key in it is damaged"),
+                ((*base, "--client-cert", pki["idevid_key"], "--client-key", pki["idevid_key"]),
+                 f"--client-cert {pki['idevid_key']}: no certificate in it (it holds a PEM "
+                 "PRIVATE KEY)"),
+                ((*base, "--client-cert", pki["idevid"], "--client-key", cut_key),
+                 f"--client-key {cut_key}: the PEM private key in it is damaged"),
+                # the former spellings still work; the message names the option as it is now
                 ((*base, "--cert", pki["idevid"], "--cert-key", tmp_path / "none.key"),
-                 f"--cert-key {tmp_path / 'none.key'}: cannot read it"),
-                ((*base, "--cert", pki["idevid"], "--cert-key", pki["other_key"]),
+                 f"--client-key {tmp_path / 'none.key'}: cannot read it"),
+                ((*base, "--client-cert", pki["idevid"], "--client-key", pki["other_key"]),
                  f"the key in {pki['other_key']} does not belong to the certificate in "
                  f"{pki['idevid']}"),
             ]  # fmt: skip
@@ -229,7 +236,7 @@ def test_bad_credentials_are_named(pki: dict[str, Path], tmp_path: Path) -> None
 def test_untrusted_server_says_what_to_do(pki: dict[str, Path], tmp_path: Path) -> None:
     ok("ca", "init", tmp_path / "other", "--hostname", "127.0.0.1")
     wrong = tmp_path / "other" / "ca.pem"
-    me = ("--cert", pki["idevid"], "--cert-key", pki["idevid_key"])
+    me = ("--client-cert", pki["idevid"], "--client-key", pki["idevid_key"])
     with serve("--ca", pki["ca"], "--trust-clients", pki["maker"]) as urls:
         https = one_line_error(est("cacerts", urls["https"], "--trust", wrong), "not trusted")
         coaps = one_line_error(est("cacerts", urls["coaps"], "--trust", wrong, *me), "not trusted")
@@ -240,7 +247,8 @@ def test_untrusted_server_says_what_to_do(pki: dict[str, Path], tmp_path: Path) 
 def test_silent_coaps_server_honours_timeout_and_says_what_to_check(
     pki: dict[str, Path],
 ) -> None:
-    me = ("--trust", pki["trust"], "--cert", pki["idevid"], "--cert-key", pki["idevid_key"])
+    me = ("--trust", pki["trust"], "--client-cert", pki["idevid"],
+          "--client-key", pki["idevid_key"])  # fmt: skip
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
         silent.bind(("127.0.0.1", 0))  # takes datagrams, never answers
         port = silent.getsockname()[1]

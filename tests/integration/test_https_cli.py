@@ -90,13 +90,13 @@ def test_client_commands_end_to_end(ca: Path, tmp_path: Path, monkeypatch) -> No
         key = serialization.load_pem_private_key(Path("dev.key").read_bytes(), None)
         assert cert.public_key() == key.public_key()
 
-        ok("reenroll", url, "--trust", "boot.pem", "--cert", "dev.pem", "--cert-key", "dev.key",
-           "--out", "renewed.pem")  # fmt: skip
+        ok("reenroll", url, "--trust", "boot.pem", "--client-cert", "dev.pem", "--client-key",
+           "dev.key", "--out", "renewed.pem")  # fmt: skip
         renewed = _cert(Path("renewed.pem"))
         assert renewed.public_key() == cert.public_key() and renewed.subject == cert.subject
         # The renewed certificate, the newest of its chain, is the one that renews again.
-        ok("reenroll", url, "--trust", "boot.pem", "--cert", "renewed.pem", "--cert-key",
-           "dev.key", "--out", "rekeyed.pem", "--new-key", "new.key")  # fmt: skip
+        ok("reenroll", url, "--trust", "boot.pem", "--client-cert", "renewed.pem",
+           "--client-key", "dev.key", "--out", "rekeyed.pem", "--key", "new.key")  # fmt: skip
         assert _cert(Path("rekeyed.pem")).public_key() != cert.public_key()
 
         ok("serverkeygen", url, *auth, "--subject", "CN=skg", "--out", "skg.der",
@@ -129,13 +129,14 @@ def test_one_line_errors(ca: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPat
         dev = ["--key", "k", "--subject", "CN=dev", "--out", "dev.pem"]
         ok("enroll", url, *trust, "--user", "alice:pw", *dev)
         no_cert = est("reenroll", url, *trust, "--out", "o.pem")
-        one_line_error(no_cert, "estcoap reenroll: reenroll needs --cert")
+        one_line_error(no_cert, "estcoap reenroll: reenroll needs --client-cert and --client-key")
         ok("enroll", url, *trust, "--user", "alice:pw", "--key", "k3", "--subject", "CN=3",
            "--out", "3.pem")  # fmt: skip
         line = one_line_error(  # a certificate with somebody else's key
-            est("reenroll", url, *trust, "--cert", "dev.pem", "--cert-key", "k3", "--out", "o.pem"),
+            est("reenroll", url, *trust, "--client-cert", "dev.pem", "--client-key", "k3",
+                "--out", "o.pem"),
             "estcoap reenroll:",
-        )
+        )  # fmt: skip
         assert "the key in k3 does not belong to the certificate in dev.pem" in line
         other = tmp_path / "other"
         ok("ca", "init", other, "--hostname", "127.0.0.1")
