@@ -31,6 +31,7 @@ from estcoap.codec.multipart import KeygenParts
 from estcoap.codec.names import REQUESTER_HEADER, device_identity, requester_text
 from estcoap.codec.operations import ContentFormat, Operation, OperationSpec, spec_for
 from estcoap.codec.pkcs10 import Csr
+from estcoap.identity import check_same_identity
 from estcoap.pop import check_pop
 from estcoap.trust import ChainVerdicts, chains_to, is_ca
 
@@ -191,15 +192,7 @@ class Upstream:
         if not chains_to(peer.certificates, self.upstream_cas):
             raise svc.Forbidden("re-enrollment needs a certificate issued by the upstream CA")
         # The upstream sees only the RA, so the RFC 7030 s4.2.2 identity rule is checked here.
-        current = peer.certificates[0]
-        if request.csr.subject != current.subject:
-            raise svc.Forbidden(
-                "re-enroll identity mismatch: CSR subject "
-                f"{request.csr.subject.rfc4514_string()!r} differs from the certificate's "
-                f"{current.subject.rfc4514_string()!r}"
-            )
-        if _san_set(request.csr.subject_alt_name) != _san_set(_san_of(current)):
-            raise svc.Forbidden("re-enroll identity mismatch: CSR subjectAltName differs")
+        check_same_identity(request.csr, peer.certificates[0])
 
     # ---- upstream calls ---------------------------------------------------
 
@@ -357,13 +350,3 @@ def _pkcs8_public_der(key_der: bytes) -> bytes | None:
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
 
-
-def _san_of(certificate: x509.Certificate) -> x509.SubjectAlternativeName | None:
-    try:
-        return certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
-        return None
-
-
-def _san_set(san: x509.SubjectAlternativeName | None) -> frozenset[x509.GeneralName]:
-    return frozenset(san) if san is not None else frozenset()

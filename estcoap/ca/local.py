@@ -39,6 +39,7 @@ from ..codec.csrattrs import CsrTemplate, KeyRequest, build_csrattrs
 from ..codec.errors import CodecError
 from ..codec.names import NameSyntaxError, device_identity, parse_requester
 from ..codec.pkcs10 import Csr
+from ..identity import check_same_identity
 from ..pop import check_pop
 from ..service import (
     BadRequest,
@@ -286,7 +287,7 @@ class LocalCA:
             else PLAIN
         )
         if renewed_from is not None:
-            _check_same_identity(csr, renewed_from)
+            check_same_identity(csr, renewed_from)
         vetted = vet_csr(csr, check_key=operation != "serverkeygen")
         self._check_policy(operation, peer, vetted, renewed=renewed_from is not None)
         if renewed_from is not None:
@@ -572,29 +573,6 @@ def _renewed_already(renewed: x509.Certificate, successor: IssuedRecord, csr: Cs
         f"certificate {serial_hex(renewed.serial_number)} was already renewed by serial "
         f"{successor.serial}; re-enroll with that certificate"
     )
-
-
-def _check_same_identity(csr: Csr, current: x509.Certificate) -> None:
-    """RFC 7030 s4.2.2: a re-enrollment keeps the Subject and SubjectAltName."""
-    if csr.subject != current.subject:
-        raise Forbidden(
-            "re-enroll identity mismatch: CSR subject "
-            f"{csr.subject.rfc4514_string()!r} differs from the certificate's "
-            f"{current.subject.rfc4514_string()!r}"
-        )
-    current_san: x509.SubjectAlternativeName | None
-    try:
-        current_san = current.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
-        current_san = None
-    if _san_set(csr.subject_alt_name) != _san_set(current_san):
-        raise Forbidden(
-            "re-enroll identity mismatch: CSR subjectAltName differs from the certificate's"
-        )
-
-
-def _san_set(san: x509.SubjectAlternativeName | None) -> frozenset[x509.GeneralName]:
-    return frozenset(san) if san is not None else frozenset()
 
 
 def _same_key(cert: x509.Certificate, csr: Csr) -> bool:
