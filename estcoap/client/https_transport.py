@@ -24,6 +24,14 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from ..codec import b64
+from ..codec.authheaders import (
+    DIGEST_ALGORITHMS,
+    Challenge,
+    digest_ha1,
+    digest_response,
+    parse_challenges,
+    quote,
+)
 from ..codec.errors import CodecError
 from ..codec.multipart import KeygenParts, content_format_for, parse_content_type
 from ..codec.operations import (
@@ -32,14 +40,6 @@ from ..codec.operations import (
     MEDIA_TYPES,
     ContentFormat,
     OperationSpec,
-)
-from ..https.authheaders import (
-    DIGEST_ALGORITHMS,
-    Challenge,
-    digest_ha1,
-    digest_response,
-    parse_challenges,
-    quote,
 )
 from .http1 import MAX_HEADERS, MAX_RESPONSE_BODY, HttpResponse, ResponseReader
 from .transport import ChannelBound, Reply, ReplyKind, ServerNotTrusted, TransportError

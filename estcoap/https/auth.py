@@ -23,7 +23,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .authheaders import (
+from ..codec.authheaders import (
     DIGEST_ALGORITHMS,
     AuthHeaderError,
     digest_response,

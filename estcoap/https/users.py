@@ -22,7 +22,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from .authheaders import digest_ha1
+from ..codec.authheaders import digest_ha1
 
 REALM = "estcoap"
 _SCRYPT = (2**14, 8, 1)

@@ -15,8 +15,8 @@ from cryptography.hazmat.primitives import serialization
 from estcoap.ca import init_ca
 from estcoap.client import EstClient, EstClientError, build_csr, generate_key
 from estcoap.codec import b64
+from estcoap.codec.authheaders import digest_ha1, digest_response, parse_challenges
 from estcoap.https import add_user, parse_users_file
-from estcoap.https.authheaders import digest_ha1, digest_response, parse_challenges
 from tests.integration.https_fixtures import (  # noqa: F401  (ca_dir_fixture provides `ca_dir`)
     PASSWORD,
     USER,

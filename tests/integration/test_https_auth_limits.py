@@ -24,10 +24,10 @@ from cryptography.x509.oid import NameOID
 
 from estcoap.client import EstClient, build_csr, generate_key
 from estcoap.codec import b64
+from estcoap.codec.authheaders import digest_ha1, digest_response, parse_challenges
 from estcoap.https import HttpsServer, add_user, parse_users_file, start_https_server, user_from_arg
 from estcoap.https import users as users_module
 from estcoap.https.auth import HttpAuthenticator
-from estcoap.https.authheaders import digest_ha1, digest_response, parse_challenges
 from estcoap.https.front import FRONT
 from estcoap.https.throttle import AuthLimits
 from tests.integration.coaps_fixtures import make_deployment, running_coaps

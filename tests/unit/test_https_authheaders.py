@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from estcoap.https.auth import HttpAuthenticator
-from estcoap.https.authheaders import (
+from estcoap.codec.authheaders import (
     AuthHeaderError,
     digest_ha1,
     digest_response,
     parse_authorization,
     parse_challenges,
 )
+from estcoap.https.auth import HttpAuthenticator
 from estcoap.https.users import User
 
 # RFC 7616 s3.9.1: GET /dir/index.html, user Mufasa, password "Circle of Life".
