@@ -11,8 +11,10 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from .codec import oids
 
-class _SignatureVerdicts:
+
+class SignatureVerdicts:
     """A bounded LRU of (certificate, issuer) pairs whose signature verified.
 
     A signature check is a pure function of the two certificates, so a verdict can be
@@ -21,10 +23,10 @@ class _SignatureVerdicts:
     the attacker who sends it, and must not evict good entries.
     """
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int = 4096) -> None:
         self._size = size
         self._pairs: OrderedDict[tuple[x509.Certificate, x509.Certificate], None] = OrderedDict()
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # LocalCA checks chains in worker threads too
 
     def __contains__(self, pair: tuple[x509.Certificate, x509.Certificate]) -> bool:
         with self._lock:
@@ -32,6 +34,9 @@ class _SignatureVerdicts:
                 self._pairs.move_to_end(pair)
                 return True
         return False
+
+    def __len__(self) -> int:
+        return len(self._pairs)
 
     def add(self, pair: tuple[x509.Certificate, x509.Certificate]) -> None:
         with self._lock:
@@ -45,13 +50,15 @@ class _SignatureVerdicts:
             self._pairs.clear()
 
 
-_verified = _SignatureVerdicts(4096)
-
-
-def issued_by(certificate: x509.Certificate, issuer: x509.Certificate) -> bool:
-    """True when issuer's key signed certificate and the names chain."""
+def issued_by(
+    certificate: x509.Certificate,
+    issuer: x509.Certificate,
+    verdicts: SignatureVerdicts | None = None,
+) -> bool:
+    """True when issuer's key signed certificate and the names chain; a success is
+    remembered in `verdicts` when given, and a verdict found there is not checked again."""
     pair = (certificate, issuer)
-    if pair in _verified:  # only pairs whose names chain get in
+    if verdicts is not None and pair in verdicts:  # only pairs whose names chain get in
         return True
     if certificate.issuer != issuer.subject:
         return False
@@ -59,19 +66,9 @@ def issued_by(certificate: x509.Certificate, issuer: x509.Certificate) -> bool:
         certificate.verify_directly_issued_by(issuer)
     except (ValueError, TypeError, InvalidSignature):
         return False
-    _verified.add(pair)
+    if verdicts is not None:
+        verdicts.add(pair)
     return True
-
-
-def note_verified_chain(chain: Sequence[x509.Certificate]) -> None:
-    """Remember the signatures of a chain (leaf first) that a TLS/DTLS stack has verified,
-    each certificate by the next, so chains_to() need not check them a second time.
-
-    Only for chains a verifier really checked (e.g. OpenSSL's verified chain of the peer);
-    validity periods and anchors are still checked by chains_to() on every call.
-    """
-    for pair in zip(chain, chain[1:], strict=False):
-        _verified.add(pair)  # a verifier built the chain by matching issuer names
 
 
 def is_current(certificate: x509.Certificate, now: datetime.datetime | None = None) -> bool:
@@ -79,8 +76,15 @@ def is_current(certificate: x509.Certificate, now: datetime.datetime | None = No
     return certificate.not_valid_before_utc <= now <= certificate.not_valid_after_utc
 
 
-def chains_to(chain: Sequence[x509.Certificate], anchors: Sequence[x509.Certificate]) -> bool:
-    """True when the chain (leaf first, intermediates after) leads to one of the anchors."""
+def chains_to(
+    chain: Sequence[x509.Certificate],
+    anchors: Sequence[x509.Certificate],
+    verdicts: SignatureVerdicts | None = None,
+) -> bool:
+    """True when the chain (leaf first, intermediates after) leads to one of the anchors.
+
+    verdicts: signatures already verified (and where new ones are remembered), if any.
+    """
     if not chain:
         return False
     current = chain[0]
@@ -88,9 +92,9 @@ def chains_to(chain: Sequence[x509.Certificate], anchors: Sequence[x509.Certific
     for _ in range(len(chain) + 1):
         if not is_current(current):
             return False
-        if any(current == anchor or issued_by(current, anchor) for anchor in anchors):
+        if any(current == anchor or issued_by(current, anchor, verdicts) for anchor in anchors):
             return True
-        parent = next((c for c in remaining if issued_by(current, c)), None)
+        parent = next((c for c in remaining if issued_by(current, c, verdicts)), None)
         if parent is None:
             return False
         remaining.remove(parent)
@@ -110,11 +114,18 @@ class ChainVerdicts:
     then by value. The verdict keeps the window in which every certificate of the chain
     is valid, and dates are checked on every call against that window, so a certificate
     that expires after its first use is refused on the next one (RFC 5280 s4.1.2.5).
-    Bounded: when full, it starts over.
+    Bounded: when full, it starts over. signatures: the signature memory its chain checks
+    use (ClientTrust shares one among its verdicts); a memory of its own when not given.
     """
 
-    def __init__(self, anchors: Sequence[x509.Certificate], size: int = 4096) -> None:
+    def __init__(
+        self,
+        anchors: Sequence[x509.Certificate],
+        size: int = 4096,
+        signatures: SignatureVerdicts | None = None,
+    ) -> None:
         self.anchors = tuple(anchors)
+        self.signatures = signatures if signatures is not None else SignatureVerdicts(size)
         self._size = size
         self._by_value: dict[tuple[x509.Certificate, ...], _Verdict] = {}
         # id -> (the tuple itself, kept so its id cannot be reused while the entry lives)
@@ -136,7 +147,7 @@ class ChainVerdicts:
             if not chain:
                 return False
             verdict = (
-                chains_to(chain, self.anchors),
+                chains_to(chain, self.anchors, self.signatures),
                 max(c.not_valid_before_utc for c in chain),
                 min(c.not_valid_after_utc for c in chain),
             )
@@ -156,6 +167,59 @@ class ChainVerdicts:
         self._by_identity[id(chain)] = (chain, verdict)
 
 
+class ClientTrust:
+    """What a server trusts for client certificates, and what it has verified of them.
+
+    One per service (EstService.client_trust), shared with its fronts: a front verifies
+    client chains against `anchors` in the (D)TLS handshake and notes the chains it
+    verified (note_verified_chain), so that the service, checking the same chain with
+    trusted(), does not verify its signatures a second time. Every memory here is bounded
+    by `size`: signatures by LRU, chain verdicts by starting over when full.
+    """
+
+    def __init__(self, anchors: Sequence[x509.Certificate] = (), *, size: int = 4096) -> None:
+        self.size = size
+        self.signatures = SignatureVerdicts(size)
+        self._chains = self.verdicts_for(anchors)
+
+    @property
+    def anchors(self) -> tuple[x509.Certificate, ...]:
+        return self._chains.anchors
+
+    def set_anchors(self, anchors: Sequence[x509.Certificate]) -> None:
+        """Trust these from now on (e.g. once an upstream CA is learnt). Chain verdicts
+        start over; signature verdicts stay, as they do not depend on the anchors."""
+        if not self._chains.made_with(anchors):
+            self._chains = self.verdicts_for(anchors)
+
+    def trusted(self, chain: tuple[x509.Certificate, ...]) -> bool:
+        """Whether the chain (leaf first) leads to one of the anchors and is valid now."""
+        return self._chains.trusted(chain)
+
+    def verdicts_for(self, anchors: Sequence[x509.Certificate]) -> ChainVerdicts:
+        """Chain verdicts against other anchors (e.g. the CA alone, for RAs) that share
+        this trust's signature memory."""
+        return ChainVerdicts(anchors, self.size, self.signatures)
+
+    def issued_by(self, certificate: x509.Certificate, issuer: x509.Certificate) -> bool:
+        return issued_by(certificate, issuer, self.signatures)
+
+    def chains_to(
+        self, chain: Sequence[x509.Certificate], anchors: Sequence[x509.Certificate]
+    ) -> bool:
+        return chains_to(chain, anchors, self.signatures)
+
+    def note_verified_chain(self, chain: Sequence[x509.Certificate]) -> None:
+        """Remember the signatures of a chain (leaf first) that a TLS/DTLS stack has
+        verified, each certificate by the next, so they are not checked a second time.
+
+        Only for chains a verifier really checked (e.g. OpenSSL's verified chain of the
+        peer); validity periods and anchors are still checked on every call.
+        """
+        for pair in zip(chain, chain[1:], strict=False):
+            self.signatures.add(pair)  # a verifier built the chain by matching issuer names
+
+
 def is_ca(certificate: x509.Certificate) -> bool:
     """Whether basicConstraints says CA:TRUE."""
     try:
@@ -173,5 +237,5 @@ def has_eku(certificate: x509.Certificate, oid: x509.ObjectIdentifier) -> bool:
 
 
 # id-kp-cmcRA (RFC 6402 s2.10): marks a certificate as an EST/CMC Registration Authority.
-ID_KP_CMC_RA = x509.ObjectIdentifier("1.3.6.1.5.5.7.3.28")
+ID_KP_CMC_RA = oids.KP_CMC_RA
 ID_KP_CLIENT_AUTH = ExtendedKeyUsageOID.CLIENT_AUTH

@@ -24,15 +24,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurve
-from cryptography.x509.oid import (
-    AttributeOID,
-    NameOID,
-    ObjectIdentifier,
-    PublicKeyAlgorithmOID,
-    SignatureAlgorithmOID,
-)
+from cryptography.x509.oid import NameOID, ObjectIdentifier
 
-from . import der
+from . import der, oids
 from .errors import CsrAttrsError
 
 P = ParamSpec("P")
@@ -40,43 +34,29 @@ R = TypeVar("R")
 
 # -- OIDs with a meaning here -------------------------------------------------
 
-OID_CHALLENGE_PASSWORD = AttributeOID.CHALLENGE_PASSWORD
-OID_EXTENSION_REQUEST = ObjectIdentifier("1.2.840.113549.1.9.14")  # PKCS#9 id-ExtensionReq
-OID_EC_PUBLIC_KEY = PublicKeyAlgorithmOID.EC_PUBLIC_KEY
-OID_RSA_ENCRYPTION = PublicKeyAlgorithmOID.RSAES_PKCS1_v1_5
-_EDWARDS = (PublicKeyAlgorithmOID.ED25519, PublicKeyAlgorithmOID.ED448)
-# RFC 9908 s3.4 / IANA "SMI Security for S/MIME Attributes": id-aa 61 and 62.
-OID_CERT_REQ_INFO_TEMPLATE = ObjectIdentifier("1.2.840.113549.1.9.16.2.61")
-OID_EXTENSION_REQ_TEMPLATE = ObjectIdentifier("1.2.840.113549.1.9.16.2.62")
+OID_CHALLENGE_PASSWORD = oids.CHALLENGE_PASSWORD
+OID_EXTENSION_REQUEST = oids.EXTENSION_REQUEST
+OID_EC_PUBLIC_KEY = oids.EC_PUBLIC_KEY
+OID_RSA_ENCRYPTION = oids.RSA_ENCRYPTION
+_EDWARDS = (oids.ED25519, oids.ED448)
+OID_CERT_REQ_INFO_TEMPLATE = oids.CERT_REQ_INFO_TEMPLATE
+OID_EXTENSION_REQ_TEMPLATE = oids.EXTENSION_REQ_TEMPLATE
 
+# The SHA-2 hashes a server may name, bare or as a signature algorithm (not SHA-1).
+_SHA2: dict[str, type[hashes.HashAlgorithm]] = {
+    "sha224": hashes.SHA224,
+    "sha256": hashes.SHA256,
+    "sha384": hashes.SHA384,
+    "sha512": hashes.SHA512,
+}
 _HASH_BY_OID: dict[str, type[hashes.HashAlgorithm]] = {
-    "2.16.840.1.101.3.4.2.1": hashes.SHA256,
-    "2.16.840.1.101.3.4.2.2": hashes.SHA384,
-    "2.16.840.1.101.3.4.2.3": hashes.SHA512,
-    "2.16.840.1.101.3.4.2.4": hashes.SHA224,
-    SignatureAlgorithmOID.ECDSA_WITH_SHA224.dotted_string: hashes.SHA224,
-    SignatureAlgorithmOID.ECDSA_WITH_SHA256.dotted_string: hashes.SHA256,
-    SignatureAlgorithmOID.ECDSA_WITH_SHA384.dotted_string: hashes.SHA384,
-    SignatureAlgorithmOID.ECDSA_WITH_SHA512.dotted_string: hashes.SHA512,
-    SignatureAlgorithmOID.RSA_WITH_SHA224.dotted_string: hashes.SHA224,
-    SignatureAlgorithmOID.RSA_WITH_SHA256.dotted_string: hashes.SHA256,
-    SignatureAlgorithmOID.RSA_WITH_SHA384.dotted_string: hashes.SHA384,
-    SignatureAlgorithmOID.RSA_WITH_SHA512.dotted_string: hashes.SHA512,
+    **{oids.HASHES[name]: factory for name, factory in _SHA2.items()},
+    **{oids.ECDSA_WITH[name].dotted_string: factory for name, factory in _SHA2.items()},
+    **{oids.RSA_WITH[name].dotted_string: factory for name, factory in _SHA2.items()},
 }
-_ECDSA_BY_HASH = {
-    "sha224": SignatureAlgorithmOID.ECDSA_WITH_SHA224,
-    "sha256": SignatureAlgorithmOID.ECDSA_WITH_SHA256,
-    "sha384": SignatureAlgorithmOID.ECDSA_WITH_SHA384,
-    "sha512": SignatureAlgorithmOID.ECDSA_WITH_SHA512,
-}
-_RSA_BY_HASH = {
-    "sha224": SignatureAlgorithmOID.RSA_WITH_SHA224,
-    "sha256": SignatureAlgorithmOID.RSA_WITH_SHA256,
-    "sha384": SignatureAlgorithmOID.RSA_WITH_SHA384,
-    "sha512": SignatureAlgorithmOID.RSA_WITH_SHA512,
-}
-_HASH_OID_BY_NAME = {"sha256": "2.16.840.1.101.3.4.2.1", "sha384": "2.16.840.1.101.3.4.2.2",
-                     "sha512": "2.16.840.1.101.3.4.2.3", "sha224": "2.16.840.1.101.3.4.2.4"}
+_ECDSA_BY_HASH = {name: oids.ECDSA_WITH[name] for name in _SHA2}
+_RSA_BY_HASH = {name: oids.RSA_WITH[name] for name in _SHA2}
+_HASH_OID_BY_NAME = {name: oids.HASHES[name] for name in _SHA2}
 
 
 def _oid(item: der.Tlv) -> ObjectIdentifier:
@@ -146,8 +126,8 @@ class KeyRequest:
         return {
             OID_EC_PUBLIC_KEY: "ec",
             OID_RSA_ENCRYPTION: "rsa",
-            PublicKeyAlgorithmOID.ED25519: "ed25519",
-            PublicKeyAlgorithmOID.ED448: "ed448",
+            oids.ED25519: "ed25519",
+            oids.ED448: "ed448",
         }.get(self.algorithm, "other")
 
     def ec_curve(self) -> EllipticCurve | None:
@@ -589,7 +569,7 @@ def decode_extensions(data: bytes) -> x509.Extensions:
         raise CsrAttrsError(f"not an Extensions SEQUENCE: {exc}") from exc
     attribute = der.sequence([der.oid(OID_EXTENSION_REQUEST.dotted_string), der.set_of([data])])
     info = der.sequence([der.integer(0), der.sequence([]), _SHELL_SPKI, der.context(0, attribute)])
-    algorithm = der.sequence([der.oid(SignatureAlgorithmOID.ECDSA_WITH_SHA256.dotted_string)])
+    algorithm = der.sequence([der.oid(oids.ECDSA_WITH["sha256"].dotted_string)])
     shell = der.sequence([info, algorithm, der.bit_string(b"\x00")])
     try:
         return x509.load_der_x509_csr(shell).extensions

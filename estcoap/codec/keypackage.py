@@ -27,77 +27,52 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.kdf.x963kdf import X963KDF
 from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap, aes_key_wrap
 
-from . import der
+from . import der, oids
 from .errors import CodecError
 
-AES128_CBC = "2.16.840.1.101.3.4.1.2"
-AES192_CBC = "2.16.840.1.101.3.4.1.22"
-AES256_CBC = "2.16.840.1.101.3.4.1.42"
-ID_AA_ASYMM_DECRYPT_KEY_ID = "1.2.840.113549.1.9.16.2.54"  # RFC 7030 s4.4.1.2, OCTET STRING
-ID_AA_DECRYPT_KEY_ID = "1.2.840.113549.1.9.16.2.37"  # RFC 7030 s4.4.1.1 / RFC 4108, OCTET STRING
-ID_SMIME_CAPABILITIES = "1.2.840.113549.1.9.15"
+# Public names of the OIDs callers pass in and compare with (dotted strings).
+AES128_CBC = oids.AES128_CBC
+AES192_CBC = oids.AES192_CBC
+AES256_CBC = oids.AES256_CBC
+ID_AA_ASYMM_DECRYPT_KEY_ID = oids.ID_AA_ASYMM_DECRYPT_KEY_ID  # OCTET STRING
+ID_AA_DECRYPT_KEY_ID = oids.ID_AA_DECRYPT_KEY_ID  # OCTET STRING
+ID_SMIME_CAPABILITIES = oids.ID_SMIME_CAPABILITIES
 
-ID_DATA = "1.2.840.113549.1.7.1"
-ID_SIGNED_DATA = "1.2.840.113549.1.7.2"
-ID_ENVELOPED_DATA = "1.2.840.113549.1.7.3"
-ID_CT_KP_AKEY_PACKAGE = "2.16.840.1.101.2.1.2.78.5"
-_ID_CONTENT_TYPE = "1.2.840.113549.1.9.3"
-_ID_MESSAGE_DIGEST = "1.2.840.113549.1.9.4"
+ID_DATA = oids.ID_DATA
+ID_SIGNED_DATA = oids.ID_SIGNED_DATA
+ID_ENVELOPED_DATA = oids.ID_ENVELOPED_DATA
+ID_CT_KP_AKEY_PACKAGE = oids.ID_CT_KP_AKEY_PACKAGE
+_ID_CONTENT_TYPE = oids.ID_CONTENT_TYPE
+_ID_MESSAGE_DIGEST = oids.ID_MESSAGE_DIGEST
 
-_RSA_ENCRYPTION = "1.2.840.113549.1.1.1"
-_RSAES_OAEP = "1.2.840.113549.1.1.7"
-_MGF1 = "1.2.840.113549.1.1.8"
-_P_SPECIFIED = "1.2.840.113549.1.1.9"
-_EC_PUBLIC_KEY = "1.2.840.10045.2.1"
+_RSA_ENCRYPTION = oids.RSA_ENCRYPTION.dotted_string
+_RSAES_OAEP = oids.RSAES_OAEP
+_MGF1 = oids.MGF1
+_P_SPECIFIED = oids.P_SPECIFIED
+_EC_PUBLIC_KEY = oids.EC_PUBLIC_KEY.dotted_string
 
 _AES_CBC_KEY_BYTES = {AES128_CBC: 16, AES192_CBC: 24, AES256_CBC: 32}
-_AES128_WRAP = "2.16.840.1.101.3.4.1.5"
-_AES256_WRAP = "2.16.840.1.101.3.4.1.45"
-_AES192_WRAP = "2.16.840.1.101.3.4.1.25"
-_AES_WRAP_KEY_BYTES = {_AES128_WRAP: 16, _AES192_WRAP: 24, _AES256_WRAP: 32}
+_AES_WRAP_KEY_BYTES = {oids.AES128_WRAP: 16, oids.AES192_WRAP: 24, oids.AES256_WRAP: 32}
 _WRAP_FOR_KEK_BYTES = {size: wrap for wrap, size in _AES_WRAP_KEY_BYTES.items()}
-_WRAP_FOR_CONTENT = {AES128_CBC: _AES128_WRAP, AES256_CBC: _AES256_WRAP}
+_WRAP_FOR_CONTENT = {AES128_CBC: oids.AES128_WRAP, AES256_CBC: oids.AES256_WRAP}
 
-_HASH_OID = {
-    "sha1": "1.3.14.3.2.26",
-    "sha224": "2.16.840.1.101.3.4.2.4",
-    "sha256": "2.16.840.1.101.3.4.2.1",
-    "sha384": "2.16.840.1.101.3.4.2.2",
-    "sha512": "2.16.840.1.101.3.4.2.3",
+_HASH_OID = oids.HASHES
+_HASH_FACTORIES: dict[str, Callable[[], hashes.HashAlgorithm]] = {
+    "sha1": hashes.SHA1,
+    "sha224": hashes.SHA224,
+    "sha256": hashes.SHA256,
+    "sha384": hashes.SHA384,
+    "sha512": hashes.SHA512,
 }
-_HASHES: dict[str, Callable[[], hashes.HashAlgorithm]] = {
-    _HASH_OID["sha1"]: hashes.SHA1,
-    _HASH_OID["sha224"]: hashes.SHA224,
-    _HASH_OID["sha256"]: hashes.SHA256,
-    _HASH_OID["sha384"]: hashes.SHA384,
-    _HASH_OID["sha512"]: hashes.SHA512,
-}
+_HASHES = {_HASH_OID[name]: factory for name, factory in _HASH_FACTORIES.items()}
 
 # ECDH key agreement schemes (RFC 5753 s7.1.4): the KDF hash each one uses.
-_ECDH_SHA256_KDF = "1.3.132.1.11.1"
-_ECDH_SCHEMES: dict[str, Callable[[], hashes.HashAlgorithm]] = {
-    "1.3.133.16.840.63.0.2": hashes.SHA1,
-    "1.3.132.1.11.0": hashes.SHA224,
-    _ECDH_SHA256_KDF: hashes.SHA256,
-    "1.3.132.1.11.2": hashes.SHA384,
-    "1.3.132.1.11.3": hashes.SHA512,
-}
+_ECDH_SHA256_KDF = oids.ECDH_STD_SCHEMES["sha256"]
+_ECDH_SCHEMES = {oids.ECDH_STD_SCHEMES[name]: f for name, f in _HASH_FACTORIES.items()}
 
 # Signature algorithms: OID -> (key kind, hash; None means "the SignerInfo's digest").
-_ECDSA_WITH = {
-    "sha1": "1.2.840.10045.4.1",
-    "sha224": "1.2.840.10045.4.3.1",
-    "sha256": "1.2.840.10045.4.3.2",
-    "sha384": "1.2.840.10045.4.3.3",
-    "sha512": "1.2.840.10045.4.3.4",
-}
-_RSA_WITH = {
-    "sha1": "1.2.840.113549.1.1.5",
-    "sha256": "1.2.840.113549.1.1.11",
-    "sha384": "1.2.840.113549.1.1.12",
-    "sha512": "1.2.840.113549.1.1.13",
-    "sha224": "1.2.840.113549.1.1.14",
-}
+_ECDSA_WITH = {name: oid.dotted_string for name, oid in oids.ECDSA_WITH.items()}
+_RSA_WITH = {name: oid.dotted_string for name, oid in oids.RSA_WITH.items()}
 _SIGNATURES: dict[str, tuple[str, str | None]] = {
     **{dotted: ("ec", name) for name, dotted in _ECDSA_WITH.items()},
     **{dotted: ("rsa", name) for name, dotted in _RSA_WITH.items()},

@@ -8,9 +8,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, pkcs7
 
 from . import der as asn1
+from . import oids
 from .errors import Pkcs7Error
-
-_SIGNED_DATA = "1.2.840.113549.1.7.2"
 
 
 def encode_certs_only(certificates: list[x509.Certificate] | tuple[x509.Certificate, ...]) -> bytes:
@@ -97,13 +96,13 @@ def _check_content_info(data: bytes) -> None:
         oid = asn1.decode_oid(content_type)
     except asn1.DerError as exc:
         raise Pkcs7Error(f"PKCS#7 ContentInfo has no content type: {exc}") from exc
-    if oid != _SIGNED_DATA:
+    if oid != oids.ID_SIGNED_DATA:
         raise Pkcs7Error(f"PKCS#7 content type is {oid}, not signedData")
 
 
 # The contentType TLV of a SignedData ContentInfo, as DER encodes it.
-_SIGNED_DATA_OID = asn1.oid(_SIGNED_DATA)
-_DATA_CONTENT_INFO = asn1.sequence([asn1.oid("1.2.840.113549.1.7.1")])
+_SIGNED_DATA_OID = oids.ID_SIGNED_DATA_DER
+_DATA_CONTENT_INFO = asn1.sequence([oids.ID_DATA_DER])
 _EMPTY_SET = asn1.set_of([])
 _A0, _A1 = 0xA0, 0xA1  # [0] and [1], constructed
 
