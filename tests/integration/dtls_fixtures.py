@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator
 
 import aiocoap
 import aiocoap.resource as resource
-import pytest
 
 from estcoap.dtls import (
     DtlsClientConfig,
@@ -19,7 +18,7 @@ from estcoap.dtls import (
     create_client_context,
     create_server_context,
 )
-from tests.dtls_util import Identity, Pki, make_pki
+from tests.dtls_util import Identity, Pki
 
 BIG = bytes(range(256)) * 20  # 5120 bytes: needs Block2 at any block size
 
@@ -57,11 +56,6 @@ def make_site() -> resource.Site:
     site.add_resource(["big"], Big())
     site.add_resource(["echo"], Echo())
     return site
-
-
-@pytest.fixture(scope="session", name="pki")
-def pki_fixture(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    return make_pki(tmp_path_factory.mktemp("dtls-pki"))
 
 
 def server_config(pki: Pki, **options: object) -> DtlsServerConfig:

@@ -9,9 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
-import pytest
 
-from estcoap.ca import CaPaths, LocalCA, init_ca
+from estcoap.ca import CaPaths, LocalCA
 from estcoap.https import HttpsServer, start_https_server, user_from_arg
 
 USER, PASSWORD = "alice", "correct horse"
@@ -26,13 +25,6 @@ class Running:
     @property
     def url(self) -> str:
         return self.server.url
-
-
-@pytest.fixture(name="ca_dir")
-def ca_dir_fixture(tmp_path: Path) -> Path:
-    """A fresh CA (ca init) whose server certificate names 127.0.0.1 and localhost."""
-    init_ca(tmp_path / "ca", ["127.0.0.1", "localhost"])
-    return tmp_path / "ca"
 
 
 @contextlib.asynccontextmanager

@@ -17,7 +17,6 @@ from estcoap.dtls.message_manager import BatchedExpiryMessageManager
 from tests.integration.dtls_fixtures import (
     RawClient,
     client_config,
-    pki_fixture,  # noqa: F401  (provides the `pki` fixture)
     server_config,
 )
 

@@ -20,7 +20,6 @@ from estcoap.dtls.contexts import client_context
 from tests.integration.dtls_fixtures import (
     client,
     client_config,
-    pki_fixture,  # noqa: F401  (provides the `pki` fixture)
     running_server,
     server_config,
     wait_for,

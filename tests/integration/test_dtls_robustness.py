@@ -20,7 +20,6 @@ from tests.integration.dtls_fixtures import (
     RawClient,
     client,
     client_config,
-    pki_fixture,  # noqa: F401  (provides the `pki` fixture)
     running_server,
     server_config,
 )

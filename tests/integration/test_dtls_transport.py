@@ -12,7 +12,6 @@ from tests.integration.dtls_fixtures import (
     BIG,
     client,
     client_config,
-    pki_fixture,  # noqa: F401  (provides the `pki` fixture)
     remote_for,
     running_server,
     server_config,

@@ -20,10 +20,9 @@ from estcoap.codec.operations import ContentFormat, Operation, spec_for
 from estcoap.codec.pkcs10 import add_attributes, build_csr
 from tests.cms_openssl import openssl_open_key
 from tests.integration.coaps_fixtures import Deployment, make_deployment, running_coaps
-from tests.integration.https_fixtures import (  # noqa: F401  (ca_dir_fixture provides `ca_dir`)
+from tests.integration.https_fixtures import (
     PASSWORD,
     USER,
-    ca_dir_fixture,
     running,
 )
 

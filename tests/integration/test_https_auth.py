@@ -17,10 +17,9 @@ from estcoap.client import EstClient, EstClientError, build_csr, generate_key
 from estcoap.codec import b64
 from estcoap.codec.authheaders import digest_ha1, digest_response, parse_challenges
 from estcoap.https import add_user, parse_users_file
-from tests.integration.https_fixtures import (  # noqa: F401  (ca_dir_fixture provides `ca_dir`)
+from tests.integration.https_fixtures import (
     PASSWORD,
     USER,
-    ca_dir_fixture,
     client_ssl,
     running,
 )

@@ -18,10 +18,9 @@ from cryptography.hazmat.primitives import serialization
 from estcoap.client import EstClient, build_csr, generate_key
 from estcoap.codec import b64
 from estcoap.codec.operations import EST_WELL_KNOWN
-from tests.integration.https_fixtures import (  # noqa: F401  (ca_dir_fixture provides `ca_dir`)
+from tests.integration.https_fixtures import (
     PASSWORD,
     USER,
-    ca_dir_fixture,
     client_ssl,
     running,
 )

@@ -22,10 +22,9 @@ import pytest
 
 from estcoap.client import EstClient, build_csr, generate_key
 from estcoap.logsafe import FloodGuard
-from tests.integration.https_fixtures import (  # noqa: F401  (ca_dir_fixture provides `ca_dir`)
+from tests.integration.https_fixtures import (
     PASSWORD,
     USER,
-    ca_dir_fixture,
     client_ssl,
     running,
 )

@@ -13,10 +13,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from estcoap.client import EstClient, EstClientError, EstPendingTimeout, generate_key
 from estcoap.client.https_transport import retry_after_seconds
 from estcoap.codec.csrattrs import requested_key
-from tests.integration.https_fixtures import (  # noqa: F401  (ca_dir_fixture provides `ca_dir`)
+from tests.integration.https_fixtures import (
     PASSWORD,
     USER,
-    ca_dir_fixture,
     running,
 )
 

@@ -13,7 +13,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from coaps_fixtures import Deployment, Device, make_deployment
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
@@ -31,6 +30,7 @@ from estcoap.codec.pkcs10 import build_csr
 from estcoap.https import start_https_server, user_from_arg
 from gateway import UpstreamSettings, open_upstream
 from gateway.wiring import start_gateway
+from tests.integration.coaps_fixtures import Deployment, Device, make_deployment
 
 pytestmark = pytest.mark.timeout(120)
 

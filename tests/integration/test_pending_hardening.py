@@ -14,16 +14,16 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from coaps_fixtures import make_deployment, running_coaps, write_identity
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from https_fixtures import ca_dir_fixture, raw_session  # noqa: F401  (fixture)
 
 from estcoap.ca import CaPaths, LocalCA, Store
 from estcoap.client import EstClient, EstClientError
 from estcoap.codec import b64
 from estcoap.https import start_https_server, user_from_arg
+from tests.integration.coaps_fixtures import make_deployment, running_coaps, write_identity
+from tests.integration.https_fixtures import raw_session
 
 PKCS10 = {"Content-Type": "application/pkcs10"}
 USERS = {"alice": "alice's secret", "mallory": "mallory's secret"}

@@ -12,10 +12,9 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from tests.integration.https_fixtures import (  # noqa: F401  (ca_dir_fixture provides `ca_dir`)
+from tests.integration.https_fixtures import (
     PASSWORD,
     USER,
-    ca_dir_fixture,
     running,
 )
 

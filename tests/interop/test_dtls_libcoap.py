@@ -15,7 +15,6 @@ from estcoap.dtls import DtlsClientConfig
 from tests.integration.dtls_fixtures import (
     BIG,
     client,
-    pki_fixture,  # noqa: F401  (provides the `pki` fixture)
     remote_for,
     running_server,
     server_config,

@@ -1,0 +1,78 @@
+"""What every test may use without importing it: the shared fixtures, a clock tests drive,
+and the rule for optional components.
+
+The rule: tests never skip in CI. Locally a missing optional component (a package such as
+matplotlib or uvloop, a program such as coap-client-openssl) skips the tests that need it
+with a message naming it; with CI set in the environment the same test fails instead, so a
+runner that lacks something cannot pass by skipping.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import shutil
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from estcoap.ca import init_ca
+from tests.dtls_util import Pki, make_pki
+
+
+def in_ci() -> bool:
+    return bool(os.environ.get("CI"))
+
+
+def missing(what: str, reason: str) -> None:
+    """Skip the calling test (or module) locally; fail it in CI. reason names the component."""
+    message = f"{reason} ({what} missing)"
+    if in_ci():
+        pytest.fail(f"{message}: tests do not skip in CI", pytrace=False)
+    pytest.skip(message, allow_module_level=True)
+
+
+def require(module_or_binary: str, reason: str) -> ModuleType | str:
+    """The importable module, or the path of the program on PATH, named module_or_binary;
+    when neither exists, skip locally and fail in CI. Call at module level or in a test."""
+    try:
+        return importlib.import_module(module_or_binary)
+    except ImportError:
+        pass
+    path = shutil.which(module_or_binary)
+    if path is not None:
+        return path
+    missing(module_or_binary, reason)
+    raise AssertionError("unreachable")  # skip/fail raised
+
+
+class FakeClock:
+    """A monotonic clock the test advances by hand, for objects that take clock=."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture(scope="session", name="pki")
+def pki_fixture(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    """A DTLS test PKI (CA, server, clients); modules that need another define their own pki."""
+    return make_pki(tmp_path_factory.mktemp("dtls-pki"))
+
+
+@pytest.fixture(name="ca_dir")
+def ca_dir_fixture(tmp_path: Path) -> Path:
+    """A fresh CA (ca init) whose server certificate names 127.0.0.1 and localhost."""
+    init_ca(tmp_path / "ca", ["127.0.0.1", "localhost"])
+    return tmp_path / "ca"
