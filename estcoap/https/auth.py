@@ -20,7 +20,7 @@ import hmac
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from ..codec.authheaders import (
@@ -95,8 +95,12 @@ class HttpAuthenticator:
         limits: AuthLimits | None = None,
         password_workers: int | None = None,
         password_backlog: int | None = None,
+        clock: Callable[[], float] | None = None,
     ) -> None:
+        # clock (tests): one clock for nonce ages and failure limits; by default nonces
+        # carry the wall clock's time and the limits count on the monotonic clock.
         self._users = {u.name: u for u in users}
+        self._wall_clock = clock or time.time
         self.realm = realm
         self.nonce_lifetime = nonce_lifetime
         self.schemes = tuple(schemes)
@@ -119,10 +123,16 @@ class HttpAuthenticator:
         )
         limits = limits or AuthLimits()
         self.by_source = FailureLimit(
-            "source", burst=limits.source_burst, refill_per_second=limits.source_per_second
+            "source",
+            burst=limits.source_burst,
+            refill_per_second=limits.source_per_second,
+            clock=clock or time.monotonic,
         )
         self.by_user = FailureLimit(
-            "user", burst=limits.user_burst, refill_per_second=limits.user_per_second
+            "user",
+            burst=limits.user_burst,
+            refill_per_second=limits.user_per_second,
+            clock=clock or time.monotonic,
         )
         # (user, source) pairs that authenticated lately: a flood against a user name from
         # elsewhere does not lock these out (the per-user limit only applies to others).
@@ -139,7 +149,7 @@ class HttpAuthenticator:
 
     def _nonce(self, issued: int | None = None, salt: str | None = None) -> str:
         """hex(time).salt.HMAC: unique per challenge, so a fresh nc=1 never looks replayed."""
-        ts = f"{int(time.time()) if issued is None else issued:x}"
+        ts = f"{int(self._wall_clock()) if issued is None else issued:x}"
         salt = salt or secrets.token_hex(6)
         mac = hmac.new(self._secret, f"{ts}.{salt}".encode(), hashlib.sha256).hexdigest()[:32]
         return f"{ts}.{salt}.{mac}"
@@ -154,7 +164,7 @@ class HttpAuthenticator:
             return "bad"
         if not salt or not hmac.compare_digest(self._nonce(issued, salt), nonce):
             return "bad"
-        age = time.time() - issued
+        age = self._wall_clock() - issued
         return "ok" if -5 <= age <= self.nonce_lifetime else "stale"
 
     def challenges(self, *, stale: bool = False) -> list[str]:

@@ -3,7 +3,6 @@ file, client certificates, and tls-unique proof-of-possession checked by the ser
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import ssl
 
@@ -96,14 +95,14 @@ async def test_digest_auth_both_algorithms_and_replay(ca_dir, algorithm: str) ->
                 assert r.status == 401 and r.headers.get("WWW-Authenticate")
 
 
-async def test_estclient_uses_digest_sha256_and_survives_stale_nonce(ca_dir) -> None:
-    async with running(ca_dir, nonce_lifetime=1.0) as env:
+async def test_estclient_uses_digest_sha256_and_survives_stale_nonce(ca_dir, clock) -> None:
+    async with running(ca_dir, nonce_lifetime=1.0, auth_options={"clock": clock}) as env:
         url = f"{env.url}/simpleenroll"
         async with aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(ssl=client_ssl(env.paths))
         ) as session:  # fmt: skip
             old = await _challenge(session, url, "SHA-256")
-            await asyncio.sleep(2.2)
+            clock.advance(2.2)  # the nonce expires
             uri = url[url.index("/.well-known") :]
             headers = {**PKCS10, "Authorization": _digest_header(old, "POST", uri)}
             async with session.post(url, data=b64.encode(_csr("CN=x")), headers=headers) as r:
@@ -115,7 +114,7 @@ async def test_estclient_uses_digest_sha256_and_survives_stale_nonce(ca_dir) -> 
             await est.csrattrs()  # learns a nonce
             transport = await est.transport()
             assert transport._digest.algorithm == "SHA-256"  # type: ignore[attr-defined]
-            await asyncio.sleep(2.2)  # the nonce expires; the client answers stale=true itself
+            clock.advance(2.2)  # the nonce expires; the client answers stale=true itself
             chain = await est.enroll(key=generate_key(), subject="CN=stale-ok")
         assert _requester(env, chain) == f"user:{USER}"
 

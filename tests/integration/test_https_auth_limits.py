@@ -237,13 +237,14 @@ async def test_unknown_and_known_names_each_cost_one_scrypt_and_answer_alike(
 
 
 async def test_source_locked_out_after_failures_then_let_back(
-    deployment, users, caplog: pytest.LogCaptureFixture
+    deployment, users, clock, caplog: pytest.LogCaptureFixture
 ) -> None:
     limits = AuthLimits(source_burst=3, source_per_second=1 / 3, user_burst=10**6)
     caplog.set_level(logging.WARNING, logger="estcoap.https.auth")
+    options = {"limits": limits, "clock": clock}
     async with (
         running_coaps(deployment) as coaps,
-        _https(coaps.ca, deployment.paths, users, auth_options={"limits": limits}) as https,
+        _https(coaps.ca, deployment.paths, users, auth_options=options) as https,
     ):
         auth = _auth(https)
         async with _session(deployment.paths.ca_cert, "127.0.0.2") as attacker:
@@ -264,7 +265,7 @@ async def test_source_locked_out_after_failures_then_let_back(
             # Another source is not affected.
             async with _session(deployment.paths.ca_cert, "127.0.0.9") as other:
                 assert (await _get(other, https.url, **_basic(BOB, BOB_PW))).status in (200, 204)
-            await asyncio.sleep(wait + 0.2)  # as told: then one token is back
+            clock.advance(wait + 0.2)  # as told: then one token is back
             assert (await _get(attacker, https.url, **_basic(BOB, BOB_PW))).status in (200, 204)
         locked = [r for r in caplog.records if "locked out" in r.getMessage()]
         assert len(locked) == 1 and "127.0.0.2" in locked[0].getMessage()
