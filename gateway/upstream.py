@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
 from cryptography import x509
@@ -260,39 +260,31 @@ def _decode_certs(body: bytes) -> svc.Certificates:
     )
 
 
-def _spki(cert: x509.Certificate) -> bytes:
-    return cert.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-
-
 def _issued_for_csr(answer: svc.Certificates, csr: Csr) -> svc.Certificates:
-    """The answer with the certificate for the CSR's key first. The SubjectPublicKeyInfo
-    bytes as the device and the CA encoded them settle it in a few microseconds; keys
-    whose encodings differ (a compressed EC point) are still matched by value."""
-    count = len(answer.certificates)
-    if count == 1:  # the usual answer (RFC 7030 s4.2.3)
+    """The answer with the certificate for the CSR's key first, matched on the
+    SubjectPublicKeyInfo bytes as the device and the CA encoded them (spki.index_of_key)."""
+    if len(answer.certificates) == 1:  # the usual answer (RFC 7030 s4.2.3)
         return answer
-    wanted = spki.of_csr(csr.der)
-    if wanted is not None:
-        for i in range(count):
-            if spki.of_certificate(answer.certificate_der(i)) == wanted:
-                return _with_first(answer, i)
+    return _issued_first(answer, spki.of_csr(csr.der), lambda: _csr_public_key_der(csr))
+
+
+def _csr_public_key_der(csr: Csr) -> bytes | None:
     try:
-        public_key_der = csr.public_key_der
+        return csr.public_key_der
     except CodecError:  # the upstream issued for it anyway: pick by the other rule
-        public_key_der = None
-    return _issued_first(answer, public_key_der)
+        return None
 
 
-def _issued_first(answer: svc.Certificates, public_key_der: bytes | None) -> svc.Certificates:
-    """The answer with the certificate for this key (else the first end-entity one) first."""
+def _issued_first(
+    answer: svc.Certificates, encoded_key: bytes | None, public_key: Callable[[], bytes | None]
+) -> svc.Certificates:
+    """The answer with the certificate for this key (spki.index_of_key) first, else the
+    first end-entity one: the gateway passes the answer on, and the device judges it."""
     certs = answer.certificates
     if len(certs) == 1:
         return answer
-    index = next(
-        (i for i, c in enumerate(certs) if public_key_der and _spki(c) == public_key_der), None
-    )
+    pairs = [(cert, answer.certificate_der(i)) for i, cert in enumerate(certs)]
+    index = spki.index_of_key(pairs, encoded_key, public_key)
     if index is None:
         index = next((i for i, c in enumerate(certs) if not is_ca(c)), 0)
     return _with_first(answer, index)
@@ -326,11 +318,12 @@ def _key_and_certificate(body: bytes) -> svc.KeyAndCertificate:
         answer = _decode_certs(parts.certificate)
     if parts.key_format is ContentFormat.PKCS8:
         key_format = svc.KeyFormat.PKCS8
-        issued = _issued_first(answer, _pkcs8_public_der(parts.key))
+        public_key = _pkcs8_public_der(parts.key)
+        issued = _issued_first(answer, public_key, lambda: public_key)
     else:
         # An encrypted key (CMS EnvelopedData, 280) goes to the device untouched.
         key_format = svc.KeyFormat.CMS_ENVELOPED
-        issued = _issued_first(answer, None)
+        issued = _issued_first(answer, None, lambda: None)
     return svc.KeyAndCertificate(parts.key, key_format, issued)
 
 
@@ -346,7 +339,4 @@ def _pkcs8_public_der(key_der: bytes) -> bytes | None:
         key = serialization.load_der_private_key(key_der, password=None)
     except (ValueError, TypeError):
         return None  # not ours to judge: the device gets the key as sent
-    return key.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-
+    return spki.public_key_der(key)

@@ -19,6 +19,7 @@ from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from ..codec import keypackage, pkcs7, spki
 from ..codec.csrattrs import (
@@ -31,7 +32,6 @@ from ..codec.csrattrs import (
     wants_challenge_password,
 )
 from ..codec.errors import CodecError
-from ..codec.keytypes import PrivateKey
 from ..codec.multipart import KeygenParts
 from ..codec.names import parse_name
 from ..codec.operations import (
@@ -45,6 +45,8 @@ from ..codec.operations import (
 from ..codec.pkcs10 import add_attributes, build_csr
 from ..trust import ID_KP_CMC_RA, chains_to, has_eku, is_ca
 from .transport import ChannelBindingTransport, Reply, ReplyKind, TransportError
+
+PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
 
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_MAX_PENDING_WAIT = 300.0
@@ -157,13 +159,13 @@ def _pem_labels(data: bytes) -> str:
 
 def check_key_matches(
     certificate: x509.Certificate,
-    key: object,
+    key: PrivateKeyTypes,
     cert_file: str | Path | None = None,
     key_file: str | Path | None = None,
 ) -> None:
     """Refuse a client identity whose key is not the certificate's (OpenSSL would say
     only "key values mismatch", deep inside the TLS or DTLS setup)."""
-    if _public_der(certificate) != _public_der(key):
+    if spki.public_key_der(certificate) != spki.public_key_der(key):
         key_text = f"the key in {key_file}" if key_file else "the given key"
         cert_text = f"the certificate in {cert_file}" if cert_file else "the given certificate"
         raise CredentialError(f"{key_text} does not belong to {cert_text}")
@@ -248,13 +250,6 @@ def _ask_for_sealed_key(
         named = keypackage.asymmetric_decrypt_key_id_attribute(recipient.key_id)
     attributes = [named, keypackage.smime_capabilities_attribute(_CONTENT_CIPHERS)]
     return add_attributes(csr, key, attributes)  # type: ignore[arg-type]
-
-
-def _public_der(key_or_cert: object) -> bytes:
-    public = key_or_cert.public_key()  # type: ignore[attr-defined]
-    return public.public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
 
 
 class _BoundCsr:
@@ -533,20 +528,12 @@ class EstClient:
         public_der: Callable[[], bytes],
         what: str,
     ) -> list[x509.Certificate]:
-        """Put the certificate for our key first; refuse an answer that has none.
-
-        encoded_key: our SubjectPublicKeyInfo as our CSR encodes it, compared with the
-        certificates' as they encode it (a few us); public_der gives it re-encoded by
-        cryptography, to compare by value when the encodings differ (about 25 us)."""
-        mine = next(
-            (c for c, d in certs if encoded_key and spki.of_certificate(d) == encoded_key), None
-        )
-        if mine is None:
-            wanted = public_der()
-            mine = next((c for c, _ in certs if _public_der(c) == wanted), None)
-        if mine is None:
+        """Put the certificate for our key first (spki.index_of_key says which, and what
+        encoded_key and public_der are); refuse an answer that has none."""
+        index = spki.index_of_key(certs, encoded_key, public_der)
+        if index is None:
             raise EstClientError(f"{what}: the server returned no certificate for our key")
-        return [mine] + [c for c, _ in certs if c is not mine]
+        return [certs[index][0]] + [c for i, (c, _) in enumerate(certs) if i != index]
 
     # ---- operations ----------------------------------------------------------------
 
@@ -664,7 +651,7 @@ class EstClient:
         return self._issued_first(
             certs,
             spki.of_csr(sent),
-            lambda: _public_der(x509.load_der_x509_csr(sent)),
+            lambda: spki.public_key_der(x509.load_der_x509_csr(sent)),
             spec.long_name,
         )
 
@@ -713,7 +700,7 @@ class EstClient:
             raise EstClientError("serverkeygen: undecodable key", diagnostic=str(exc)) from exc
         cert_reply = Reply(ReplyKind.OK, body=parts.certificate, content_format=parts.cert_format)
         certs = self._certificates_with_der(cert_reply, spec.long_name)
-        public_der = _public_der(new_key)
+        public_der = spki.public_key_der(new_key)
         return new_key, self._issued_first(certs, public_der, lambda: public_der, spec.long_name)  # type: ignore[return-value]
 
     def _received_key(

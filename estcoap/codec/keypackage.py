@@ -29,7 +29,6 @@ from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap
 
 from . import der, oids
 from .errors import CodecError
-from .keytypes import CmsPrivateKey, CmsPublicKey
 
 # Public names of the OIDs callers pass in and compare with (dotted strings).
 AES128_CBC = oids.AES128_CBC
@@ -83,8 +82,8 @@ _SIGNATURES: dict[str, tuple[str, str | None]] = {
 
 _NULL = der.tlv(der.NULL, b"")
 
-PrivateKey = CmsPrivateKey
-PublicKey = CmsPublicKey
+PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+PublicKey = ec.EllipticCurvePublicKey | rsa.RSAPublicKey
 
 
 class KeyPackageError(CodecError):

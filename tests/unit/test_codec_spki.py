@@ -65,3 +65,31 @@ def test_a_v1_certificate_without_a_version_field(key) -> None:
 def test_garbage_gives_none(data: bytes) -> None:
     assert spki.of_certificate(data) is None
     assert spki.of_csr(data) is None
+
+
+def _pairs(certs) -> list[tuple[x509.Certificate, bytes]]:
+    return [(c, c.public_bytes(serialization.Encoding.DER)) for c in certs]
+
+
+def test_index_of_key_finds_our_certificate_by_its_encoding(key) -> None:
+    other = ec.generate_private_key(ec.SECP256R1())
+    pairs = _pairs([_certificate(other), _certificate(key)])
+
+    def not_needed() -> bytes:
+        raise AssertionError("the encoded key matched: no re-encoding is needed")
+
+    assert spki.index_of_key(pairs, spki.of_csr(build_csr(key, NAME)), not_needed) == 1
+
+
+def test_index_of_key_compares_by_value_when_the_encodings_differ(key) -> None:
+    # As when the CSR carries a compressed EC point and the CA wrote it uncompressed.
+    pairs = _pairs([_certificate(ec.generate_private_key(ec.SECP256R1())), _certificate(key)])
+    assert spki.index_of_key(pairs, b"another encoding", lambda: _spki_of(key)) == 1
+    assert spki.index_of_key(pairs, None, lambda: spki.public_key_der(key)) == 1
+
+
+def test_index_of_key_is_none_without_our_certificate(key) -> None:
+    pairs = _pairs([_certificate(ec.generate_private_key(ec.SECP256R1()))])
+    encoded = spki.of_csr(build_csr(key, NAME))
+    assert spki.index_of_key(pairs, encoded, lambda: _spki_of(key)) is None
+    assert spki.index_of_key(pairs, None, lambda: None) is None
