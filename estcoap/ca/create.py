@@ -12,7 +12,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from .keys import DEFAULT_KEY_TYPE, KEY_TYPES, PrivateKey, generate_key, signature_hash
+from ..codec.keytypes import PrivateKey
+from .keys import DEFAULT_KEY_TYPE, KEY_TYPES, generate_key, signature_hash
 from .paths import CaPaths
 from .profile import Request, random_serial, sign_end_entity
 from .store import Store

@@ -5,8 +5,7 @@ from __future__ import annotations
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
-PublicKey = ec.EllipticCurvePublicKey | rsa.RSAPublicKey | ed25519.Ed25519PublicKey
+from ..codec.keytypes import PrivateKey
 
 KEY_TYPES = ("ec-p256", "ec-p384", "rsa-2048", "rsa-3072")
 DEFAULT_KEY_TYPE = "ec-p256"

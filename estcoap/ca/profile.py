@@ -15,9 +15,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID
 
+from ..codec.keytypes import PrivateKey, PublicKey
 from ..codec.pkcs10 import Csr
 from ..service import BadRequest, Forbidden
-from .keys import PrivateKey, PublicKey, signature_hash
+from .keys import signature_hash
 
 SERIAL_BITS = 128
 MIN_RSA_BITS = 2048

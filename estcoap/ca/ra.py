@@ -13,10 +13,11 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from ..codec.keytypes import PrivateKey
 from ..files import certificates_pem, private_key_pem, write_secret
 from ..trust import ID_KP_CMC_RA
 from .create import subject_alt_name
-from .keys import DEFAULT_KEY_TYPE, PrivateKey, generate_key
+from .keys import DEFAULT_KEY_TYPE, generate_key
 from .paths import CaPaths
 from .profile import Request, random_serial, sign_end_entity
 from .store import Store

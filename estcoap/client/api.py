@@ -32,6 +32,7 @@ from ..codec.csrattrs import (
     wants_challenge_password,
 )
 from ..codec.errors import CodecError
+from ..codec.keytypes import PrivateKey
 from ..codec.multipart import KeygenParts
 from ..codec.names import parse_name
 from ..codec.operations import (
@@ -45,8 +46,6 @@ from ..codec.operations import (
 from ..codec.pkcs10 import add_attributes, build_csr
 from ..trust import ID_KP_CMC_RA, chains_to, has_eku, is_ca
 from .transport import ChannelBindingTransport, Reply, ReplyKind, TransportError
-
-PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
 
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_MAX_PENDING_WAIT = 300.0

@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap
 
 from . import der, oids
 from .errors import CodecError
+from .keytypes import CmsPrivateKey, CmsPublicKey
 
 # Public names of the OIDs callers pass in and compare with (dotted strings).
 AES128_CBC = oids.AES128_CBC
@@ -82,8 +83,8 @@ _SIGNATURES: dict[str, tuple[str, str | None]] = {
 
 _NULL = der.tlv(der.NULL, b"")
 
-PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
-PublicKey = ec.EllipticCurvePublicKey | rsa.RSAPublicKey
+PrivateKey = CmsPrivateKey
+PublicKey = CmsPublicKey
 
 
 class KeyPackageError(CodecError):
