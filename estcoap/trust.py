@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -71,8 +71,12 @@ def issued_by(
     return True
 
 
+def utc_now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
 def is_current(certificate: x509.Certificate, now: datetime.datetime | None = None) -> bool:
-    now = now or datetime.datetime.now(datetime.UTC)
+    now = now or utc_now()
     return certificate.not_valid_before_utc <= now <= certificate.not_valid_after_utc
 
 
@@ -80,17 +84,19 @@ def chains_to(
     chain: Sequence[x509.Certificate],
     anchors: Sequence[x509.Certificate],
     verdicts: SignatureVerdicts | None = None,
+    now: datetime.datetime | None = None,
 ) -> bool:
     """True when the chain (leaf first, intermediates after) leads to one of the anchors.
 
     verdicts: signatures already verified (and where new ones are remembered), if any.
+    now: the time at which every certificate must be valid (default: now).
     """
     if not chain:
         return False
     current = chain[0]
     remaining = list(chain[1:])
     for _ in range(len(chain) + 1):
-        if not is_current(current):
+        if not is_current(current, now):
             return False
         if any(current == anchor or issued_by(current, anchor, verdicts) for anchor in anchors):
             return True
@@ -116,6 +122,7 @@ class ChainVerdicts:
     that expires after its first use is refused on the next one (RFC 5280 s4.1.2.5).
     Bounded: when full, it starts over. signatures: the signature memory its chain checks
     use (ClientTrust shares one among its verdicts); a memory of its own when not given.
+    now: the clock dates are checked against (tests pass their own).
     """
 
     def __init__(
@@ -123,8 +130,10 @@ class ChainVerdicts:
         anchors: Sequence[x509.Certificate],
         size: int = 4096,
         signatures: SignatureVerdicts | None = None,
+        now: Callable[[], datetime.datetime] = utc_now,
     ) -> None:
         self.anchors = tuple(anchors)
+        self._now = now
         self.signatures = signatures if signatures is not None else SignatureVerdicts(size)
         self._size = size
         self._by_value: dict[tuple[x509.Certificate, ...], _Verdict] = {}
@@ -137,7 +146,7 @@ class ChainVerdicts:
         return len(held) == len(anchors) and all(a is b for a, b in zip(held, anchors, strict=True))
 
     def trusted(self, chain: tuple[x509.Certificate, ...]) -> bool:
-        now = datetime.datetime.now(datetime.UTC)
+        now = self._now()
         same = self._by_identity.get(id(chain))
         if same is not None and same[0] is chain:
             good, valid_from, valid_until = same[1]
@@ -147,7 +156,7 @@ class ChainVerdicts:
             if not chain:
                 return False
             verdict = (
-                chains_to(chain, self.anchors, self.signatures),
+                chains_to(chain, self.anchors, self.signatures, now),
                 max(c.not_valid_before_utc for c in chain),
                 min(c.not_valid_after_utc for c in chain),
             )
@@ -177,8 +186,15 @@ class ClientTrust:
     by `size`: signatures by LRU, chain verdicts by starting over when full.
     """
 
-    def __init__(self, anchors: Sequence[x509.Certificate] = (), *, size: int = 4096) -> None:
+    def __init__(
+        self,
+        anchors: Sequence[x509.Certificate] = (),
+        *,
+        size: int = 4096,
+        now: Callable[[], datetime.datetime] = utc_now,
+    ) -> None:
         self.size = size
+        self.now = now
         self.signatures = SignatureVerdicts(size)
         self._chains = self.verdicts_for(anchors)
 
@@ -199,7 +215,7 @@ class ClientTrust:
     def verdicts_for(self, anchors: Sequence[x509.Certificate]) -> ChainVerdicts:
         """Chain verdicts against other anchors (e.g. the CA alone, for RAs) that share
         this trust's signature memory."""
-        return ChainVerdicts(anchors, self.size, self.signatures)
+        return ChainVerdicts(anchors, self.size, self.signatures, self.now)
 
     def issued_by(self, certificate: x509.Certificate, issuer: x509.Certificate) -> bool:
         return issued_by(certificate, issuer, self.signatures)
@@ -207,7 +223,7 @@ class ClientTrust:
     def chains_to(
         self, chain: Sequence[x509.Certificate], anchors: Sequence[x509.Certificate]
     ) -> bool:
-        return chains_to(chain, anchors, self.signatures)
+        return chains_to(chain, anchors, self.signatures, self.now())
 
     def note_verified_chain(self, chain: Sequence[x509.Certificate]) -> None:
         """Remember the signatures of a chain (leaf first) that a TLS/DTLS stack has

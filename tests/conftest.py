@@ -9,9 +9,11 @@ runner that lacks something cannot pass by skipping.
 
 from __future__ import annotations
 
+import datetime
 import importlib
 import os
 import shutil
+import time
 from pathlib import Path
 from types import ModuleType
 
@@ -48,13 +50,17 @@ def require(module_or_binary: str, reason: str) -> ModuleType | str:
 
 
 class FakeClock:
-    """A monotonic clock the test advances by hand, for objects that take clock=."""
+    """A clock the test advances by hand, for objects that take clock= (seconds, as
+    time.monotonic or time.time) or now= (clock.utc, a datetime). Starts at the real time."""
 
-    def __init__(self, start: float = 1000.0) -> None:
-        self.now = start
+    def __init__(self, start: float | None = None) -> None:
+        self.now = time.time() if start is None else start
 
     def __call__(self) -> float:
         return self.now
+
+    def utc(self) -> datetime.datetime:
+        return datetime.datetime.fromtimestamp(self.now, datetime.UTC)
 
     def advance(self, seconds: float) -> None:
         self.now += seconds

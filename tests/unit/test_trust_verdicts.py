@@ -4,7 +4,6 @@ a refusal that only the dates caused is not remembered."""
 from __future__ import annotations
 
 import datetime as dt
-import time
 
 import pytest
 from cryptography import x509
@@ -49,29 +48,25 @@ def test_good_chains_pass_and_foreign_ones_fail_every_time() -> None:
     assert not verdicts.trusted(())
 
 
-def test_a_chain_not_yet_valid_is_accepted_once_it_is() -> None:
+def test_a_chain_not_yet_valid_is_accepted_once_it_is(clock) -> None:
     ca, ca_key = foreign_ca()
-    # Certificates count whole seconds: this one becomes valid in one to two seconds.
-    start = (dt.datetime.now(dt.UTC) + dt.timedelta(seconds=2)).replace(microsecond=0)
+    start = clock.utc() + dt.timedelta(seconds=2)
     chain = (_cert(ca, ca_key, "later", start, start + dt.timedelta(days=1)),)
-    verdicts = ChainVerdicts([ca])
+    verdicts = ChainVerdicts([ca], now=clock.utc)
     assert not verdicts.trusted(chain)
     assert not verdicts.trusted(chain)
-    while dt.datetime.now(dt.UTC) < chain[0].not_valid_before_utc:
-        time.sleep(0.1)
+    clock.advance(3)  # certificates count whole seconds: now it is valid
     assert verdicts.trusted(chain)
 
 
-def test_a_remembered_good_verdict_ends_when_the_chain_expires() -> None:
+def test_a_remembered_good_verdict_ends_when_the_chain_expires(clock) -> None:
     ca, ca_key = foreign_ca()
-    now = dt.datetime.now(dt.UTC)
-    # Certificates count whole seconds: this one expires within one to two seconds.
-    end = (now + dt.timedelta(seconds=2)).replace(microsecond=0)
+    now = clock.utc()
+    end = now + dt.timedelta(seconds=2)
     leaf = _cert(ca, ca_key, "short", now - dt.timedelta(minutes=1), end)
-    verdicts, chain = ChainVerdicts([ca]), (leaf,)
+    verdicts, chain = ChainVerdicts([ca], now=clock.utc), (leaf,)
     assert verdicts.trusted(chain) and verdicts.trusted(chain)  # checked, then remembered
-    while dt.datetime.now(dt.UTC) <= end:
-        time.sleep(0.1)
+    clock.advance(3)  # certificates count whole seconds: now it has expired
     assert not verdicts.trusted(chain)
     assert not verdicts.trusted(tuple(chain))  # found by value: the same answer
 
