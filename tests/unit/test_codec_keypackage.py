@@ -44,6 +44,7 @@ from estcoap.codec.keypackage import (
     smime_capabilities_attribute,
     subject_key_identifier,
 )
+from estcoap.codec.keypackage.sealing import enveloped_data
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -497,7 +498,7 @@ def test_every_corrupted_signed_data_byte_is_refused_or_harmless(
     outcomes = {"refused": 0, "unchanged": 0}
     for at in range(len(signed)):
         mutated = signed[:at] + bytes([signed[at] ^ 0x41]) + signed[at + 1 :]
-        enveloped = keypackage._enveloped_data(mutated, recipient, AES128_CBC)
+        enveloped = enveloped_data(mutated, recipient, AES128_CBC)
         try:
             opened = open_key(enveloped, recipient_key=p256.key)
         except KeyPackageError:
@@ -802,7 +803,7 @@ def test_deeply_nested_octet_string_segments_are_refused_not_a_crash() -> None:
         der.set_of([]),
     ])  # fmt: skip
     key = shared(16)
-    enveloped = keypackage._enveloped_data(signed, key, keypackage.AES128_CBC)
+    enveloped = enveloped_data(signed, key, keypackage.AES128_CBC)
     with pytest.raises(KeyPackageError, match="nested too deep"):
         open_key(enveloped, shared_key=key)
 
