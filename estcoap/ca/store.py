@@ -99,7 +99,29 @@ CREATE INDEX issued_successor ON issued (renewed_from);
 CREATE INDEX issued_kept_keys ON issued (created) WHERE key_der IS NOT NULL;
 """
 
-MIGRATIONS: tuple[str, ...] = (SCHEMA_V1, SCHEMA_V2)
+# Version 3: revocation (issue 14). A revoked certificate is one row, never removed (no
+# certificateHold, so nothing is ever un-revoked); its id orders revocations, so the
+# largest id is a version number that grows with each one (Store.revocation_version).
+# crl_number holds the last CRL number used per CRL scope: '' for the CA's complete CRL,
+# a label's name for that label's CRL (RFC 5280 s5.2.3: increasing per scope).
+SCHEMA_V3 = """
+CREATE TABLE revoked (
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    serial          TEXT NOT NULL UNIQUE REFERENCES issued (serial),
+    reason          TEXT NOT NULL,              -- RFC 5280 name: keyCompromise, ...
+    revoked_at      TEXT NOT NULL,
+    invalidity_date TEXT,
+    revoked_by      TEXT NOT NULL,
+    label           TEXT NOT NULL               -- the certificate's label, '' for the default
+);
+CREATE INDEX revoked_by_label ON revoked (label);
+CREATE TABLE crl_number (
+    scope   TEXT PRIMARY KEY,
+    number  INTEGER NOT NULL
+);
+"""
+
+MIGRATIONS: tuple[str, ...] = (SCHEMA_V1, SCHEMA_V2, SCHEMA_V3)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -140,6 +162,64 @@ class PendingRecord:
     state: str
     decided: str | None
     requester_id: str | None  # None in rows from schema version 1
+
+
+class UnknownCertificate(StoreError):
+    """No certificate with this serial in the store; nothing was changed."""
+
+
+class AlreadyRevoked(StoreError):
+    """The certificate is revoked already; nothing was changed."""
+
+    def __init__(self, record: RevocationRecord) -> None:
+        super().__init__(
+            f"certificate {record.serial} is already revoked ({record.reason}, "
+            f"{record.revoked_at} by {record.revoked_by})"
+        )
+        self.record = record
+
+
+class RevocationRefused(StoreError):
+    """A revocation this CA does not make (a reason not for end entities, a date in the
+    future); nothing was changed."""
+
+
+# The RFC 5280 s5.3.1 reasons an end-entity certificate of this CA may be revoked for.
+# Not cACompromise or aACompromise (this CA's certificates are end entities, not CAs or
+# attribute authorities), not certificateHold (a hold is lifted with removeFromCRL, which
+# needs delta CRLs; this CA never un-revokes), not removeFromCRL (delta CRLs only).
+END_ENTITY_REASONS: tuple[x509.ReasonFlags, ...] = (
+    x509.ReasonFlags.unspecified,
+    x509.ReasonFlags.key_compromise,
+    x509.ReasonFlags.affiliation_changed,
+    x509.ReasonFlags.superseded,
+    x509.ReasonFlags.cessation_of_operation,
+    x509.ReasonFlags.privilege_withdrawn,
+)
+
+
+@dataclass(frozen=True)
+class RevocationRecord:
+    serial: str  # lower-case hex, as issued.serial
+    reason: str  # RFC 5280 name (x509.ReasonFlags value): keyCompromise, ...
+    revoked_at: str  # ISO 8601, UTC
+    invalidity_date: str | None  # ISO 8601, UTC: when the key is known or thought bad
+    revoked_by: str  # who revoked it: "cli:USER", ...
+    label: str | None  # the certificate's CA label; None for the default
+
+    @property
+    def reason_flag(self) -> x509.ReasonFlags:
+        return x509.ReasonFlags(self.reason)
+
+    @property
+    def revocation_time(self) -> dt.datetime:
+        return dt.datetime.fromisoformat(self.revoked_at)
+
+    @property
+    def invalidity_time(self) -> dt.datetime | None:
+        if self.invalidity_date is None:
+            return None
+        return dt.datetime.fromisoformat(self.invalidity_date)
 
 
 @dataclass(frozen=True)
@@ -404,6 +484,100 @@ class Store:
             ).fetchone()
         return _issued(row) if row else None
 
+    # ---- revocation -----------------------------------------------------------
+
+    def revoke(
+        self,
+        serial: str | int,
+        *,
+        reason: x509.ReasonFlags,
+        invalidity_date: dt.datetime | None,
+        revoked_by: str,
+    ) -> RevocationRecord:
+        """Revoke an issued certificate and commit. Raises UnknownCertificate,
+        AlreadyRevoked or RevocationRefused (see END_ENTITY_REASONS); then nothing changed.
+        invalidity_date: when the key became (or may have become) unfit; not in the future."""
+        key = _serial_key(serial)
+        if reason not in END_ENTITY_REASONS:
+            raise RevocationRefused(
+                f"reason {reason.value} is not one this CA revokes end-entity certificates "
+                f"for (one of: {', '.join(r.value for r in END_ENTITY_REASONS)})"
+            )
+        now = dt.datetime.now(dt.UTC)
+        invalid: str | None = None
+        if invalidity_date is not None:
+            if invalidity_date.tzinfo is None:
+                invalidity_date = invalidity_date.replace(tzinfo=dt.UTC)
+            if invalidity_date > now + dt.timedelta(minutes=5):  # some clock skew
+                raise RevocationRefused("the invalidity date is in the future")
+            invalid = invalidity_date.astimezone(dt.UTC).isoformat(timespec="seconds")
+        with self._transaction() as cur:
+            issued = cur.execute("SELECT label FROM issued WHERE serial = ?", (key,)).fetchone()
+            if issued is None:
+                raise UnknownCertificate(f"no certificate with serial {key} in this CA's store")
+            row = cur.execute(
+                f"SELECT {_REVOKED_COLUMNS} FROM revoked WHERE serial = ?", (key,)
+            ).fetchone()
+            if row is not None:
+                raise AlreadyRevoked(_revocation(row))
+            values = (key, reason.value, _iso(now), invalid, revoked_by, issued[0])
+            cur.execute(
+                "INSERT INTO revoked (serial, reason, revoked_at, invalidity_date, revoked_by,"
+                " label) VALUES (?, ?, ?, ?, ?, ?)",
+                values,
+            )
+        return _revocation(values)
+
+    def revocation_of(self, serial: str | int) -> RevocationRecord | None:
+        with self._lock:
+            row = self._db.execute(
+                f"SELECT {_REVOKED_COLUMNS} FROM revoked WHERE serial = ?", (_serial_key(serial),)
+            ).fetchone()
+        return _revocation(row) if row else None
+
+    def revoked_list(self, label: str | None = None) -> list[RevocationRecord]:
+        """The revoked certificates, oldest revocation first: all of them (label None), or
+        those issued under one label."""
+        select = f"SELECT {_REVOKED_COLUMNS} FROM revoked"
+        with self._lock:
+            if label is None:
+                rows = self._db.execute(f"{select} ORDER BY id").fetchall()
+            else:
+                rows = self._db.execute(
+                    f"{select} WHERE label = ? ORDER BY id", (label,)
+                ).fetchall()
+        return [_revocation(r) for r in rows]
+
+    def revoked_serials(self) -> set[int]:
+        """Every revoked serial, for O(1) lookups in memory (LocalCA.revocation_of)."""
+        with self._lock:
+            rows = self._db.execute("SELECT serial FROM revoked").fetchall()
+        return {int(serial, 16) for (serial,) in rows}
+
+    def revocation_version(self) -> int:
+        """A number that grows with every revocation (0: none yet), also one made by another
+        process: a cache of revocations is current while this has not changed. One index
+        lookup, cheap enough to ask before each use of the cache."""
+        with self._lock:
+            (version,) = self._db.execute("SELECT max(id) FROM revoked").fetchone()
+        return int(version or 0)
+
+    def next_crl_number(self, label: str | None = None) -> int:
+        """The number for the next CRL of a scope (None: the CA's complete CRL; a label:
+        that label's), committed before it is used, so no two CRLs of a scope share one
+        even when several processes sign them."""
+        scope = "" if label is None else label
+        with self._transaction() as cur:
+            cur.execute(
+                "INSERT INTO crl_number (scope, number) VALUES (?, 1)"
+                " ON CONFLICT (scope) DO UPDATE SET number = number + 1",
+                (scope,),
+            )
+            (number,) = cur.execute(
+                "SELECT number FROM crl_number WHERE scope = ?", (scope,)
+            ).fetchone()
+        return int(number)
+
     # ---- pending requests ---------------------------------------------------
 
     def submit_pending(
@@ -508,6 +682,7 @@ _PENDING_COLUMNS = (
     "id, operation, label, csr_der, csr_sha256, subject, requester, created, state, decided,"
     " requester_id"
 )
+_REVOKED_COLUMNS = "serial, reason, revoked_at, invalidity_date, revoked_by, label"
 
 
 def _successor(cur: sqlite3.Cursor, serial: str) -> IssuedRecord | None:
@@ -547,6 +722,23 @@ def _issued(row: tuple) -> IssuedRecord:  # type: ignore[type-arg]
     values = list(row)
     values[7] = values[7] or None  # label '' -> None
     return IssuedRecord(*values)
+
+
+def _revocation(row: tuple) -> RevocationRecord:  # type: ignore[type-arg]
+    values = list(row)
+    values[5] = values[5] or None  # label '' -> None
+    return RevocationRecord(*values)
+
+
+def _serial_key(serial: str | int) -> str:
+    """The store's spelling of a serial: lower-case hex without leading zeros."""
+    if isinstance(serial, int):
+        return serial_hex(serial)
+    return serial.strip().lower().removeprefix("0x").lstrip("0") or "0"
+
+
+def _iso(moment: dt.datetime) -> str:
+    return moment.astimezone(dt.UTC).isoformat(timespec="seconds")
 
 
 def _pending(row: tuple) -> PendingRecord:  # type: ignore[type-arg]
