@@ -38,6 +38,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from ..codec.csrattrs import CsrTemplate, KeyRequest, build_csrattrs
 from ..codec.errors import CodecError
 from ..codec.names import NameSyntaxError, device_identity, parse_requester
+from ..codec.operations import Operation
 from ..codec.pkcs10 import Csr
 from ..identity import check_same_identity
 from ..pop import check_pop
@@ -242,39 +243,39 @@ class LocalCA:
         )
 
     async def enroll(self, request: EnrollRequest) -> Certificates | Pending:
-        return await self._call("enroll", request)  # type: ignore[return-value]
+        return await self._call(Operation.SIMPLEENROLL, request)  # type: ignore[return-value]
 
     async def reenroll(self, request: EnrollRequest) -> Certificates | Pending:
-        return await self._call("reenroll", request)  # type: ignore[return-value]
+        return await self._call(Operation.SIMPLEREENROLL, request)  # type: ignore[return-value]
 
-    async def _call(self, operation: str, request: EnrollRequest) -> Answer:
+    async def _call(self, operation: Operation, request: EnrollRequest) -> Answer:
         if self.store.durable:
             return await asyncio.to_thread(self._run, operation, request)
         return self._run(operation, request)
 
     async def serverkeygen(self, request: EnrollRequest) -> KeyAndCertificate | Pending:
         # Always off the loop: generating an RSA key can take a noticeable time.
-        answer = await asyncio.to_thread(self._run, "serverkeygen", request)
+        answer = await asyncio.to_thread(self._run, Operation.SERVERKEYGEN, request)
         return answer  # type: ignore[return-value]
 
     # ---- the request pipeline (on the loop, or in a worker thread: see _call) --
 
-    def _run(self, operation: str, request: EnrollRequest) -> Answer:
+    def _run(self, operation: Operation, request: EnrollRequest) -> Answer:
         try:
             return self._process(operation, request)
         except (StoreError, sqlite3.Error) as exc:
             # A store that cannot answer is our failure, never the peer's.
-            log.error("%s failed in the store: %s", operation, exc)
-            raise ServiceFailure(f"{operation} failed: the CA store is unavailable") from exc
+            log.error("%s failed in the store: %s", operation.value, exc)
+            raise ServiceFailure(f"{operation.value} failed: the CA store is unavailable") from exc
 
-    def _process(self, operation: str, request: EnrollRequest) -> Answer:
+    def _process(self, operation: Operation, request: EnrollRequest) -> Answer:
         self._check_label(request.label)
         csr, peer = request.csr, request.peer
         renewed_from: x509.Certificate | None = None
         # RFC 7030 s3.7: an RA authenticated the device and checked PoP on the device's
         # own channel; tls-unique does not survive the hop, so it is not checked here.
         via_ra = self.is_ra(peer)
-        if operation == "reenroll":
+        if operation is Operation.SIMPLEREENROLL:
             renewed_from = self._ra_renewal(csr) if via_ra else self._authorize_reenroll(peer)
         else:
             self._authorize_enroll(peer)
@@ -283,12 +284,12 @@ class LocalCA:
         # Read before anything is issued: a request that cannot be served costs nothing.
         delivery = (
             key_delivery_for(csr, peer, self._shared_keys)
-            if operation == "serverkeygen"
+            if operation is Operation.SERVERKEYGEN
             else PLAIN
         )
         if renewed_from is not None:
             check_same_identity(csr, renewed_from)
-        vetted = vet_csr(csr, check_key=operation != "serverkeygen")
+        vetted = vet_csr(csr, check_key=operation is not Operation.SERVERKEYGEN)
         self._check_policy(operation, peer, vetted, renewed=renewed_from is not None)
         if renewed_from is not None:
             successor = self.store.successor_of(serial_hex(renewed_from.serial_number))
@@ -297,7 +298,7 @@ class LocalCA:
 
         if self.approval == "auto":
             return self._issue(operation, request, vetted, renewed_from, delivery)
-        if operation == "serverkeygen":
+        if operation is Operation.SERVERKEYGEN:
             self.forget_delivered_keys()
         record = self._submit(operation, request, via_ra)
         if record.state == "pending":
@@ -309,7 +310,7 @@ class LocalCA:
             return self._answer(issued, delivery)
         return self._issue(operation, request, vetted, renewed_from, delivery, pending_id=record.id)
 
-    def _submit(self, operation: str, request: EnrollRequest, via_ra: bool) -> PendingRecord:
+    def _submit(self, operation: Operation, request: EnrollRequest, via_ra: bool) -> PendingRecord:
         """The pending record of this request, which must be the caller's own."""
         peer, csr = request.peer, request.csr
         identity = requester_id(peer)
@@ -327,7 +328,7 @@ class LocalCA:
                 max_total=self.max_pending,
             )
         except QueueFull as exc:
-            log.info("%s from %s not queued: %s", operation, peer.describe(), exc)
+            log.info("%s from %s not queued: %s", operation.value, peer.describe(), exc)
             raise Forbidden(f"not queued: {exc}; an operator must decide those first") from exc
         made_by_peer = (
             record.requester_id == identity
@@ -341,14 +342,16 @@ class LocalCA:
             raise Forbidden("this CSR is bound to another requester's request; make your own CSR")
         return record
 
-    def _check_policy(self, operation: str, peer: Peer, vetted: Request, *, renewed: bool) -> None:
+    def _check_policy(
+        self, operation: Operation, peer: Peer, vetted: Request, *, renewed: bool
+    ) -> None:
         """The issuance policy, before anything is queued or issued. A renewal keeps the
         names of the certificate it renews (checked above): only the limits apply."""
         self.policy.check(
             None if renewed else self.requester_of(peer),
             vetted.subject,
             vetted.san,
-            serverkeygen=operation == "serverkeygen",
+            serverkeygen=operation is Operation.SERVERKEYGEN,
             ca_subject=self.ca_certificate.subject,
             limits_only=renewed,
         )
@@ -426,7 +429,7 @@ class LocalCA:
 
     def _issue(
         self,
-        operation: str,
+        operation: Operation,
         request: EnrollRequest,
         vetted: Request,
         renewed_from: x509.Certificate | None,
@@ -435,7 +438,7 @@ class LocalCA:
         pending_id: int | None = None,
     ) -> Answer:
         key: PrivateKey | None = None
-        if operation == "serverkeygen":
+        if operation is Operation.SERVERKEYGEN:
             key = generate_key(_keygen_type(request.csr))
             vetted = Request(vetted.subject, key.public_key(), vetted.san)  # type: ignore[arg-type]
         key_der = _pkcs8(key) if key is not None else None
@@ -484,7 +487,7 @@ class LocalCA:
                 raise ServiceFailure(_NOT_RECORDED) from exc
             log.info(
                 "issued %s serial %s to %s (%s)",
-                operation,
+                operation.value,
                 record.serial,
                 record.requester,
                 kind,
@@ -499,7 +502,7 @@ class LocalCA:
 
     def _answer(self, issued: IssuedRecord, delivery: KeyDelivery) -> Answer:
         chain = self._chain(issued.certificate, issued.cert_der)
-        if issued.operation == "serverkeygen":
+        if issued.est_operation is Operation.SERVERKEYGEN:
             if issued.key_der is None:
                 raise Forbidden(
                     "the server-generated key of this request was delivered and is no "

@@ -42,9 +42,20 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from ..codec.operations import Operation
 from .paths import ExposedFileError, require_private
 
 BUSY_TIMEOUT_MS = 15000
+
+# The words the operation columns hold (the schemas' CHECKs list them), by the operation
+# a LocalCA serves; 'init' marks a certificate the CA made itself (ca init, issue-ra).
+# The store takes either an Operation or a word; its records carry the word.
+OPERATION_WORDS: dict[Operation, str] = {
+    Operation.SIMPLEENROLL: "enroll",
+    Operation.SIMPLEREENROLL: "reenroll",
+    Operation.SERVERKEYGEN: "serverkeygen",
+}
+_OPERATIONS = {word: operation for operation, word in OPERATION_WORDS.items()}
 
 # Version 1: the first schema (estcoap before issue 11). Kept verbatim: it is how
 # every store began, and the tests build a version-1 store from it.
@@ -244,6 +255,11 @@ class IssuedRecord:
     def certificate(self) -> x509.Certificate:
         return x509.load_der_x509_certificate(self.cert_der)
 
+    @property
+    def est_operation(self) -> Operation | None:
+        """The operation that issued it; None for the CA's own certificates ('init')."""
+        return _OPERATIONS.get(self.operation)
+
 
 def serial_hex(serial: int) -> str:
     return format(serial, "x")
@@ -270,6 +286,10 @@ def _now() -> str:
 
 def _label_key(label: str | None) -> str:
     return label or ""
+
+
+def _operation_word(operation: Operation | str) -> str:
+    return OPERATION_WORDS[operation] if isinstance(operation, Operation) else operation
 
 
 class Store:
@@ -368,7 +388,7 @@ class Store:
         cert: x509.Certificate,
         *,
         requester: str,
-        operation: str,
+        operation: Operation | str,
         label: str | None = None,
         csr_sha256: str | None = None,
         kind: str = "new",
@@ -392,7 +412,7 @@ class Store:
             csr_sha256,
             requester,
             label_key,
-            operation,
+            _operation_word(operation),
             kind,
             renewed_from,
             pending_id,
@@ -583,7 +603,7 @@ class Store:
     def submit_pending(
         self,
         *,
-        operation: str,
+        operation: Operation | str,
         label: str | None,
         csr_der: bytes,
         csr_sha256: str,
@@ -597,7 +617,7 @@ class Store:
         that), else a new 'pending' one. A new record over max_per_requester undecided
         requests of requester_id, or over max_total undecided requests in all, raises
         QueueFull instead."""
-        key = (operation, _label_key(label), csr_sha256)
+        key = (_operation_word(operation), _label_key(label), csr_sha256)
         select = (
             f"SELECT {_PENDING_COLUMNS} FROM pending"
             " WHERE operation = ? AND label = ? AND csr_sha256 = ?"
