@@ -44,8 +44,10 @@ from ..codec.operations import (
     spec_for,
 )
 from ..codec.pkcs10 import add_attributes, build_csr
+from ..revocation import CrlError
 from ..trust import ID_KP_CMC_RA, chains_to, has_eku, is_ca
-from .transport import ChannelBindingTransport, Reply, ReplyKind, TransportError
+from .server_revocation import ServerRevocationCheck
+from .transport import ChannelBindingTransport, Reply, ReplyKind, ServerCheck, TransportError
 
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_MAX_PENDING_WAIT = 300.0
@@ -305,6 +307,9 @@ class EstClient:
     system's, unless bootstrap=True: then /cacerts is fetched without verifying the
     server, checked against `fingerprint` when given, and kept as the new anchors
     (RFC 7030 s4.1.1). cert/key: a client certificate (PEM path or objects).
+    crls: CRL files (PEM or DER) of the trust anchors; check_revocation: follow the server
+    certificate's CRL distribution point or OCSP responder. Either refuses a revoked server
+    after the handshake, before anything is sent (client/server_revocation.py).
     """
 
     def __init__(
@@ -327,6 +332,8 @@ class EstClient:
         block_size: int | None = None,
         handshake_timeout: float | None = None,
         single_certificate: bool = False,
+        crls: Sequence[str | Path] = (),
+        check_revocation: bool = False,
     ) -> None:
         self.endpoint = parse_url(url)
         self.label = self.endpoint.label
@@ -362,6 +369,9 @@ class EstClient:
         # coaps: ask for the issued certificate alone (287) rather than 281, which every
         # server has (RFC 9148 s4.3); cleared when this server refuses 287.
         self._single_certificate = single_certificate
+        self.crls = list(crls)
+        self.check_revocation = check_revocation
+        self._server_check: ServerRevocationCheck | None = None
 
     async def __aenter__(self) -> EstClient:
         return self
@@ -392,6 +402,7 @@ class EstClient:
             port = f":{ep.port}" if ep.port else ""
             return CoapsTransport(
                 f"coaps://{host}{port}{ep.root}",
+                server_check=self._revocation_check() if verify else None,
                 trust_anchors=self.trust or [],
                 certificate_chain=self.cert_chain,
                 private_key=self.key,
@@ -418,7 +429,25 @@ class EstClient:
             user=self.user,
             password=self.password,
             timeout=self.timeout,
+            server_check=self._revocation_check() if verify else None,
         )
+
+    def _revocation_check(self) -> ServerCheck | None:
+        """The server revocation check, built once the anchors are known (after bootstrap)."""
+        if not self.crls and not self.check_revocation:
+            return None
+        if self._server_check is None:
+            if not self.trust:
+                raise EstClientError(
+                    "checking the server's revocation needs explicit trust anchors (--trust)"
+                )
+            try:
+                self._server_check = ServerRevocationCheck(
+                    self.trust, self.crls, online=self.check_revocation, timeout=self.timeout
+                )
+            except CrlError as exc:
+                raise EstClientError("unusable CRL", diagnostic=str(exc)) from None
+        return self._server_check.check
 
     async def transport(self) -> ChannelBindingTransport:
         if self._transport is None:

@@ -13,7 +13,7 @@ from cryptography import x509
 
 from ..codec.operations import EST_WELL_KNOWN, ContentFormat, OperationSpec
 from ..dtls.errors import DtlsError, HandshakeFailed, PeerNameMismatch
-from .transport import ChannelBound, Reply, ReplyKind, ServerNotTrusted, TransportError
+from .transport import ChannelBound, Reply, ReplyKind, ServerCheck, ServerNotTrusted, TransportError
 
 DEFAULT_PORT = 5684
 NO_MAX_AGE_DEFAULT = 60  # RFC 7252 s5.10.5: an absent Max-Age means 60 s
@@ -51,6 +51,7 @@ class CoapsTransport:
         timeout: float = 30.0,
         server_name: str | None = None,
         handshake_timeout: float | None = None,
+        server_check: ServerCheck | None = None,
     ):
         parts = urlsplit(url)
         if parts.scheme != "coaps" or not parts.hostname:
@@ -70,6 +71,10 @@ class CoapsTransport:
         # The handshake is bounded apart from the exchange, so a silent server is named as
         # such; by the request timeout unless the caller gives its own bound.
         self._handshake_timeout = timeout if handshake_timeout is None else handshake_timeout
+        # Awaited with the server's chain once per association, before the first request
+        # on it (a revocation check): what it raises refuses the association.
+        self._server_check = server_check
+        self._checked_remote: object = None
         self._context = None  # created lazily: an aiocoap client Context on our DTLS transport
         self.bytes_sent = 0
 
@@ -104,6 +109,10 @@ class CoapsTransport:
             raise CoapsTransportError(str(exc)) from exc
         if self._block_exp is not None:
             message.remote.maximum_block_size_exp = self._block_exp
+        remote = message.remote
+        if self._server_check is not None and remote is not self._checked_remote:
+            await self._server_check(list(getattr(remote, "peer_certificates", ())))
+            self._checked_remote = remote
 
     async def _exchange(self, message: Message) -> Message:
         context = await self._ctx()

@@ -42,7 +42,7 @@ from ..codec.operations import (
     OperationSpec,
 )
 from .http1 import MAX_HEADERS, MAX_RESPONSE_BODY, HttpResponse, ResponseReader
-from .transport import ChannelBound, Reply, ReplyKind, ServerNotTrusted, TransportError
+from .transport import ChannelBound, Reply, ReplyKind, ServerCheck, ServerNotTrusted, TransportError
 
 __all__ = [
     "MAX_HEADERS",
@@ -179,9 +179,13 @@ class HttpsTransport:
         user: str | None = None,
         password: str | None = None,
         timeout: float | None = 30.0,
+        server_check: ServerCheck | None = None,
     ) -> None:
         """timeout bounds connecting and each exchange; None leaves that to the caller
-        (the gateway bounds a whole forward, waiting for a pooled connection included)."""
+        (the gateway bounds a whole forward, waiting for a pooled connection included).
+        server_check: awaited with the server's certificate after each handshake, before
+        anything is sent (a revocation check); what it raises refuses the connection."""
+        self.server_check = server_check
         self.host = host
         self.port = port
         self.root = root.rstrip("/")
@@ -231,6 +235,13 @@ class HttpsTransport:
                 f"cannot connect to {self.host}:{self.port}: {exc or type(exc).__name__}"
             ) from exc
         self.connections_made += 1
+        if self.server_check is not None:
+            certificate = self.peer_certificate()
+            try:
+                await self.server_check([certificate] if certificate is not None else [])
+            except BaseException:
+                await self._drop()
+                raise
 
     async def _drop(self) -> None:
         protocol, self._protocol = self._protocol, None

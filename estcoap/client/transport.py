@@ -8,11 +8,17 @@ translates the wire's answer into a Reply.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from cryptography import x509
+
 from ..codec.operations import ContentFormat, OperationSpec
+
+# Awaited with the server's chain (leaf first) once the (D)TLS handshake is done, before a
+# request goes out; raises (a TransportError) to refuse the server, e.g. when revoked.
+ServerCheck = Callable[[Sequence[x509.Certificate]], Awaitable[None]]
 
 
 class TransportError(Exception):
@@ -21,6 +27,10 @@ class TransportError(Exception):
 
 class ServerNotTrusted(TransportError):
     """The server's certificate does not chain to our trust anchors."""
+
+
+class ServerRevoked(TransportError):
+    """The server's certificate is revoked, or its revocation could not be established."""
 
 
 class ReplyKind(enum.Enum):
