@@ -83,6 +83,10 @@ from .store import (
 log = logging.getLogger(__name__)
 
 APPROVAL_MODES = ("auto", "manual")
+# Defaults of `serve` too: the lifetime of an issued certificate, and the time a client
+# whose request waits for an operator is told to come back after (Max-Age/Retry-After).
+VALIDITY_DAYS = 365
+RETRY_AFTER_SECONDS = 30
 _SERIAL_ATTEMPTS = 5
 _NOT_RECORDED = "could not record the certificate; nothing was issued"
 
@@ -114,8 +118,8 @@ class LocalCA:
         require_pop: bool = False,
         labels: Sequence[str] = (),
         trust_clients: Sequence[x509.Certificate] = (),
-        validity_days: int = 365,
-        retry_after: int = 30,
+        validity_days: int = VALIDITY_DAYS,
+        retry_after: int = RETRY_AFTER_SECONDS,
         shared_keys: Mapping[bytes, bytes] | None = None,
         max_pending_per_requester: int = MAX_PENDING_PER_REQUESTER,
         max_pending: int = MAX_PENDING,
@@ -170,8 +174,8 @@ class LocalCA:
         require_pop: bool = False,
         labels: Sequence[str] = (),
         trust_clients: Sequence[x509.Certificate] = (),
-        validity_days: int = 365,
-        retry_after: int = 30,
+        validity_days: int = VALIDITY_DAYS,
+        retry_after: int = RETRY_AFTER_SECONDS,
         durable_commits: bool = False,
         shared_keys: Mapping[bytes, bytes] | None = None,
         max_pending_per_requester: int = MAX_PENDING_PER_REQUESTER,

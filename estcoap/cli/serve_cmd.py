@@ -19,7 +19,13 @@ from typing import Any
 from cryptography import x509
 
 from ..ca import LocalCA
-from ..ca.local import KEY_RETENTION_SECONDS, MAX_PENDING, MAX_PENDING_PER_REQUESTER
+from ..ca.local import (
+    KEY_RETENTION_SECONDS,
+    MAX_PENDING,
+    MAX_PENDING_PER_REQUESTER,
+    RETRY_AFTER_SECONDS,
+    VALIDITY_DAYS,
+)
 from ..ca.policy import IssuancePolicy, PolicyError
 from ..ca.shared_keys import SharedKeysError, load_shared_keys
 from ..https import (
@@ -68,9 +74,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     )  # fmt: skip
     serve.add_argument("--max-body", type=positive_int, default=DEFAULT_MAX_BODY,
                        metavar="BYTES", help="the largest request body accepted")  # fmt: skip
-    serve.add_argument("--retry-after", type=int, default=30, metavar="SECONDS",
+    serve.add_argument("--retry-after", type=int, default=RETRY_AFTER_SECONDS, metavar="SECONDS",
                        help="manual approval: when a client should ask again")  # fmt: skip
-    serve.add_argument("--validity-days", type=positive_int, default=365, metavar="N",
+    serve.add_argument("--validity-days", type=positive_int, default=VALIDITY_DAYS, metavar="N",
                        help="lifetime of the certificates issued")  # fmt: skip
     serve.add_argument(
         "--durable-commits", action="store_true",
