@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from .codec import pkcs7
 from .codec.pkcs10 import Csr
+from .trust import ClientTrust
 
 
 class Transport(enum.Enum):
@@ -170,7 +171,25 @@ class ServiceFailure(EstError):
 
 @runtime_checkable
 class EstService(Protocol):
-    """What every front calls. Labels are None for the default CA."""
+    """What every front calls. Labels are None for the default CA.
+
+    Besides the operations, a front reads two facts of the service, declared here as
+    read-only properties (a plain or class attribute satisfies them).
+    """
+
+    @property
+    def front_checks_csr_signature(self) -> bool:
+        """Whether a front verifies each CSR's signature before calling the service: True
+        for a service that issues; False for one that forwards to a CA which verifies it
+        anyway (gateway Upstream), where a second check would only cost CPU."""
+        ...
+
+    @property
+    def client_trust(self) -> ClientTrust:
+        """The anchors a front verifies client certificates against in the (D)TLS
+        handshake, and the bounded memory of verified signatures that the front fills and
+        the service's own chain checks use."""
+        ...
 
     def has_label(self, label: str | None) -> bool: ...
 

@@ -26,18 +26,22 @@ from estcoap.ca import init_ca
 from estcoap.coap.server import start_coaps_server
 from estcoap.codec.csrattrs import KeyRequest, build_csrattrs
 from estcoap.https import start_https_server
-from estcoap.trust import chains_to, issued_by
+from estcoap.trust import ClientTrust
 
 
 class MyCA:
     """A minimal EstService: signs every CSR from an authenticated device for 30 days."""
 
+    # What the fronts ask of a service besides the operations (estcoap.service.EstService):
+    # it issues, so a front checks each CSR's signature first ...
+    front_checks_csr_signature = True
+
     def __init__(self, ca_cert: x509.Certificate, ca_key, device_makers: list[x509.Certificate]):  # type: ignore[no-untyped-def]
         self.ca_cert, self.ca_key = ca_cert, ca_key
-        self.device_makers = device_makers
-
-    def client_trust_anchors(self) -> list[x509.Certificate]:
-        return [*self.device_makers, self.ca_cert]
+        # ... and the certificates devices may present: makers' IDevIDs, and ours to
+        # re-enroll. The fronts verify chains against it in the handshake and note there
+        # what they verified, so the checks below do not repeat the signature work.
+        self.client_trust = ClientTrust([*device_makers, ca_cert])
 
     def has_label(self, label: str | None) -> bool:
         return label is None
@@ -54,13 +58,13 @@ class MyCA:
         return est.CsrAttributes(der)
 
     async def enroll(self, request: est.EnrollRequest) -> est.Certificates:
-        if not chains_to(request.peer.certificates, self.client_trust_anchors()):
+        if not self.client_trust.trusted(request.peer.certificates):
             raise est.Unauthenticated("enrollment needs a device certificate from a known maker")
         return est.Certificates((self._issue(request.csr.subject, request.csr.public_key),))
 
     async def reenroll(self, request: est.EnrollRequest) -> est.Certificates:
         current = request.peer.certificate
-        if current is None or not issued_by(current, self.ca_cert):
+        if current is None or not self.client_trust.issued_by(current, self.ca_cert):
             raise est.Unauthenticated("re-enrollment needs a certificate this CA issued")
         if request.csr.subject != current.subject:
             raise est.Forbidden("re-enroll identity mismatch: Subject differs")
@@ -115,10 +119,10 @@ async def main() -> None:
     assert isinstance(service, est.EstService)  # the Protocol is runtime-checkable
 
     server_cert, server_key = args.ca_dir / "server.pem", args.ca_dir / "server.key"
+    # Both fronts verify client certificates against service.client_trust.anchors.
     coaps = await start_coaps_server(
-        service, [host_port(args.coaps)], cert_chain=server_cert, key=server_key,
-        trust_anchors=service.client_trust_anchors(),
-    )  # fmt: skip
+        service, [host_port(args.coaps)], cert_chain=server_cert, key=server_key
+    )
     https = await start_https_server(
         service, *host_port(args.https), cert_chain=server_cert, key=server_key
     )

@@ -33,7 +33,7 @@ from estcoap.codec.operations import ContentFormat, Operation, OperationSpec, sp
 from estcoap.codec.pkcs10 import Csr
 from estcoap.identity import check_same_identity
 from estcoap.pop import check_pop
-from estcoap.trust import ChainVerdicts, chains_to, is_ca
+from estcoap.trust import ClientTrust, is_ca
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ class Upstream:
         self.trust_clients = list(trust_clients)
         self.timeout = timeout
         self.upstream_cas: list[x509.Certificate] = []
-        self._device_verdicts = ChainVerdicts(self.client_trust_anchors())
+        self.client_trust = ClientTrust(self.client_trust_anchors())
 
     # ---- EstService ------------------------------------------------------
 
@@ -118,6 +118,7 @@ class Upstream:
         certs = list(answer.certificates)
         if label is None and certs != self.upstream_cas:
             self.upstream_cas = certs
+            self.client_trust.set_anchors(self.client_trust_anchors())
         return answer
 
     async def csrattrs(self, label: str | None, peer: svc.Peer) -> svc.CsrAttributes:
@@ -179,9 +180,8 @@ class Upstream:
         # Signature checks cost more than the rest of a forward, and devices come back
         # with the same chain: verdicts are remembered against the anchors they were made
         # with (the upstream CA's certificates can change under cacerts).
-        if not self._device_verdicts.made_with(anchors):
-            self._device_verdicts = ChainVerdicts(anchors)
-        return self._device_verdicts.trusted(chain)
+        self.client_trust.set_anchors(anchors)  # starts over only if they changed
+        return self.client_trust.trusted(chain)
 
     async def _authenticate_reenroll(self, request: svc.EnrollRequest) -> None:
         peer = request.peer
@@ -189,7 +189,7 @@ class Upstream:
             raise svc.Unauthenticated("re-enrollment needs the certificate being renewed")
         if not self.upstream_cas:
             await self.learn_upstream_ca()
-        if not chains_to(peer.certificates, self.upstream_cas):
+        if not self.client_trust.chains_to(peer.certificates, self.upstream_cas):
             raise svc.Forbidden("re-enrollment needs a certificate issued by the upstream CA")
         # The upstream sees only the RA, so the RFC 7030 s4.2.2 identity rule is checked here.
         check_same_identity(request.csr, peer.certificates[0])

@@ -56,7 +56,7 @@ from ..service import (
     ServiceFailure,
     Unauthenticated,
 )
-from ..trust import ID_KP_CMC_RA, ChainVerdicts, has_eku, issued_by
+from ..trust import ID_KP_CMC_RA, ClientTrust, has_eku
 from .key_delivery import PLAIN, KeyDelivery, key_delivery_for
 from .keys import (
     ALL_KEY_TYPES,
@@ -106,6 +106,9 @@ Answer = Certificates | Pending | KeyAndCertificate
 
 class LocalCA:
     """The built-in CA behind the fronts. Build with LocalCA.open(ca_dir, ...)."""
+
+    # It issues certificates: a front checks each CSR's signature before it gets here.
+    front_checks_csr_signature = True
 
     def __init__(
         self,
@@ -157,9 +160,10 @@ class LocalCA:
         if self.policy.is_open:
             log.warning("%s", self.policy.describe())
         self._csrattrs_der = csr_attributes_for(ca_key, require_pop=require_pop)
-        # Clients and RAs come back with the same certificate: remember chain verdicts.
-        self._client_verdicts = ChainVerdicts(self.client_trust_anchors())
-        self._ra_verdicts = ChainVerdicts([ca_certificate])
+        # Clients and RAs come back with the same certificate: remember chain verdicts
+        # (and the fronts note the signatures they verified in the handshake there).
+        self.client_trust = ClientTrust([*self.trust_clients, ca_certificate])
+        self._ra_verdicts = self.client_trust.verdicts_for([ca_certificate])
         self._cacerts = Certificates(
             (ca_certificate,),
             raw_certificates=(ca_certificate.public_bytes(serialization.Encoding.DER),),
@@ -227,7 +231,7 @@ class LocalCA:
 
     def client_trust_anchors(self) -> list[x509.Certificate]:
         """What the fronts verify client chains against: configured anchors plus this CA."""
-        return [*self.trust_clients, self.ca_certificate]
+        return list(self.client_trust.anchors)
 
     async def cacerts(self, label: str | None) -> Certificates:
         self._check_label(label)
@@ -374,7 +378,7 @@ class LocalCA:
             assert peer.certificate is not None
             return Requester("ra", _common_name(peer.certificate) or peer.describe())
         cert = peer.certificate
-        if cert is not None and self._client_verdicts.trusted(peer.certificates):
+        if cert is not None and self.client_trust.trusted(peer.certificates):
             named = device_identity(cert)
             if named is None:
                 return None
@@ -391,7 +395,7 @@ class LocalCA:
 
     def _authorize_enroll(self, peer: Peer) -> None:
         if peer.certificates:
-            if self._client_verdicts.trusted(peer.certificates):
+            if self.client_trust.trusted(peer.certificates):
                 return
             if peer.http_user is None:
                 raise Unauthenticated("client certificate does not chain to a trusted anchor")
@@ -425,7 +429,7 @@ class LocalCA:
         cert = peer.certificate
         if cert is None:
             raise Unauthenticated("re-enrollment needs the client certificate being renewed")
-        if not issued_by(cert, self.ca_certificate):
+        if not self.client_trust.issued_by(cert, self.ca_certificate):
             raise Forbidden("re-enrollment needs a certificate issued by this CA")
         if self.store.find_issued(cert.serial_number) is None:
             raise Forbidden("re-enrollment certificate is not in this CA's records")

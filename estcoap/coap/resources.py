@@ -60,7 +60,7 @@ class EstResource(Resource):
         self.advertise = advertise
         # A service that forwards to a CA which checks the signature anyway (the gateway's
         # Upstream) says so; everything else gets the CSR checked here.
-        self.check_csr_signature = getattr(service, "front_checks_csr_signature", True)
+        self.check_csr_signature = service.front_checks_csr_signature
         # Only the enrollment operations read a body (crts and att are GETs).
         self.takes_body = spec.method == "POST"
 
@@ -119,7 +119,7 @@ class EstResource(Resource):
             wanted = spec.link_ct
             return error_response(Code.NOT_ACCEPTABLE, f"Accept must be one of {wanted}")
         chosen = ContentFormat(int(accept)) if accept is not None else spec.default_format
-        peer = peer_of(request)
+        peer = peer_of(request, self.service.client_trust)
 
         if spec.operation is Operation.CACERTS:
             certs = await self.service.cacerts(self.label)

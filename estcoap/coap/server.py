@@ -51,7 +51,7 @@ async def start_coaps_server(
     *,
     cert_chain: str | Path,
     key: str | Path,
-    trust_anchors: Sequence[x509.Certificate],
+    trust_anchors: Sequence[x509.Certificate] | None = None,
     labels: Sequence[str] = (),
     short_root: str | None = None,
     max_body: int = DEFAULT_MAX_BODY,
@@ -63,8 +63,11 @@ async def start_coaps_server(
     """Serve `service` over EST-coaps on each bind address (port 0 picks a free one).
 
     trust_anchors verify device certificates at the DTLS layer: the device makers'
-    IDevID CAs plus the issuing CA, so certificates it issued can re-enroll.
+    IDevID CAs plus the issuing CA, so certificates it issued can re-enroll. They default
+    to the service's client_trust.anchors.
     """
+    if trust_anchors is None:
+        trust_anchors = service.client_trust.anchors
     site = build_site(
         service,
         labels=labels,

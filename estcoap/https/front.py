@@ -82,7 +82,7 @@ class HttpsFront:
         self.max_body = max_body
         self._peers = PeerReader()
         # A service that has its CSRs verified further on (the proxy's upstream) says so.
-        self._check_csr_signature = getattr(service, "front_checks_csr_signature", True)
+        self._check_csr_signature = service.front_checks_csr_signature
 
     def make_app(self) -> web.Application:
         app = web.Application(client_max_size=self.max_body)

@@ -85,15 +85,14 @@ async def start_https_server(
 ) -> HttpsServer:
     """Serve EST over HTTPS on host:port (0 picks a free port; see .port).
 
-    client_trust defaults to the service's client_trust_anchors() (LocalCA: --trust-clients
+    client_trust defaults to the service's client_trust.anchors (LocalCA: --trust-clients
     plus the CA itself, so certificates it issued can re-enroll). require_pop caps TLS at 1.2
     because only TLS 1.2 has tls-unique. The limits are described in the module doc.
     http_auth: the offered HTTP auth schemes in order (auth.SCHEMES); auth_options: more
     HttpAuthenticator settings (failure limits, password pool).
     """
     if client_trust is None:
-        anchors = getattr(service, "client_trust_anchors", None)
-        client_trust = list(anchors()) if anchors else []
+        client_trust = service.client_trust.anchors
     ctx = server_ssl_context(cert_chain, key, client_trust, tls12_only=require_pop)
     authenticator = HttpAuthenticator(
         users, nonce_lifetime=nonce_lifetime, schemes=http_auth, **(auth_options or {})

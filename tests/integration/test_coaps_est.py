@@ -149,6 +149,21 @@ async def test_provision_reenroll_and_serverkeygen(deployment: Deployment) -> No
         )
 
 
+async def test_the_front_notes_the_chain_dtls_verified_in_the_services_trust(
+    deployment: Deployment,
+) -> None:
+    device = deployment.device("dev-noted")
+    pair = (device.certificate, deployment.maker.certificate)
+    async with running_coaps(deployment) as run:
+        assert pair not in run.ca.client_trust.signatures
+        async with run.client(device) as est:
+            await est.cacerts()  # an operation that makes LocalCA check nothing
+        # The handshake verified the IDevID against its maker: LocalCA's own check of the
+        # chain, on enrollment, finds that verdict instead of verifying the signature again.
+        assert pair in run.ca.client_trust.signatures
+        assert run.ca.client_trust.trusted(pair)
+
+
 async def test_formats_281_287_and_skg_skc(deployment: Deployment) -> None:
     device = deployment.device("formats")
     async with running_coaps(deployment) as run:
