@@ -1,4 +1,5 @@
-"""`ca init`: a new CA directory with its CA, a server certificate and an empty store."""
+"""`ca init`: a new CA directory with its CA, a server certificate and an empty store;
+`ca issue-ocsp`: a delegated OCSP responder for it."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from ..codec.keytypes import PrivateKey
+from ..files import write_file
 from .keys import DEFAULT_KEY_TYPE, KEY_TYPES, generate_key, signature_hash
 from .paths import CaPaths
 from .profile import Request, random_serial, sign_end_entity
@@ -31,12 +33,14 @@ def init_ca(
     ca_name: str = "estcoap CA",
     validity_days: int = 3650,
     server_validity_days: int | None = None,
+    ocsp_responder: bool = False,
 ) -> CaPaths:
     """Create ca_dir with a self-signed CA, a server certificate for hostnames, and a store.
 
     hostnames become the server certificate's SAN: IP addresses as iPAddress,
     anything else as dNSName. Private keys are written with mode 0600. Refuses
     (CaExistsError) when the directory already has a CA key, certificate or store.
+    ocsp_responder: also a delegated OCSP responder (issue_ocsp_responder).
     """
     if key_type not in KEY_TYPES:
         raise ValueError(f"unknown key type {key_type!r}; choose one of {', '.join(KEY_TYPES)}")
@@ -92,7 +96,50 @@ def init_ca(
             for leftover in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
                 leftover.unlink(missing_ok=True)
         raise
+    if ocsp_responder:
+        issue_ocsp_responder(paths.dir, key_type=key_type)
     return paths
+
+
+# A delegated responder's certificate carries id-pkix-ocsp-nocheck (RFC 6960 s4.2.2.2.1):
+# clients do not check its own revocation, so it lives briefly and is reissued.
+OCSP_RESPONDER_DAYS = 30
+
+
+def issue_ocsp_responder(
+    ca_dir: str | Path,
+    *,
+    name: str = "estcoap OCSP responder",
+    key_type: str = DEFAULT_KEY_TYPE,
+    validity_days: int = OCSP_RESPONDER_DAYS,
+) -> x509.Certificate:
+    """Issue, record and write (ocsp.pem, ocsp.key 0600, replacing earlier ones) a
+    certificate to which the CA delegates signing OCSP responses: id-kp-OCSPSigning and
+    id-pkix-ocsp-nocheck. A running serve takes it at its next start."""
+    if validity_days <= 0:
+        raise ValueError("validity_days must be positive")
+    paths = CaPaths.of(ca_dir)
+    ca_cert, ca_key = paths.load_ca()
+    key = generate_key(key_type)
+    cert = sign_end_entity(
+        Request(
+            subject=x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]),
+            public_key=key.public_key(),  # type: ignore[arg-type]
+            san=None,
+        ),
+        ca_cert=ca_cert,
+        ca_key=ca_key,  # type: ignore[arg-type]
+        serial=random_serial(),
+        validity_days=validity_days,
+        extended_key_usage=(ExtendedKeyUsageOID.OCSP_SIGNING,),
+        extensions=(x509.OCSPNoCheck(),),
+    )
+    with Store.open(paths.store, create=False) as store:
+        store.record_issued(cert, requester="ca issue-ocsp", operation="init")
+    # The key first: a certificate without its key would make serve refuse to start.
+    write_file(paths.ocsp_key, _key_pem(key), secret=True)
+    write_file(paths.ocsp_cert, _cert_pem(cert))
+    return cert
 
 
 def subject_alt_name(hostnames: Sequence[str]) -> x509.SubjectAlternativeName:

@@ -68,12 +68,13 @@ from .keys import (
 )
 from .paths import CaPaths
 from .policy import IssuancePolicy, Requester
-from .profile import Request, random_serial, sign_end_entity, vet_csr
+from .profile import Request, random_serial, revocation_pointers, sign_end_entity, vet_csr
 from .store import (
     AlreadyRenewed,
     IssuedRecord,
     PendingRecord,
     QueueFull,
+    RevocationRecord,
     SerialCollision,
     Store,
     StoreError,
@@ -106,6 +107,11 @@ Answer = Certificates | Pending | KeyAndCertificate
 
 class LocalCA:
     """The built-in CA behind the fronts. Build with LocalCA.open(ca_dir, ...)."""
+
+    # Extensions that tell relying parties where to check revocation (publish_revocation).
+    revocation_pointers: tuple[x509.ExtensionType, ...] = ()
+    # (store revocation version, revoked serials) for revocation_of.
+    _revoked_cache: tuple[int, frozenset[int]] = (-1, frozenset())
 
     # It issues certificates: a front checks each CSR's signature before it gets here.
     front_checks_csr_signature = True
@@ -223,6 +229,33 @@ class LocalCA:
         if erased:
             log.info("erased %d delivered server-generated key(s) from the store", erased)
         return erased
+
+    # ---- revocation (issue 14) -----------------------------------------------
+
+    def publish_revocation(self, *, crl_url: str | None, ocsp_url: str | None) -> None:
+        """Certificates issued from now on carry a CRL distribution point and an OCSP
+        responder (AIA), each when its URL is given."""
+        self.revocation_pointers = revocation_pointers(crl_url, ocsp_url)
+
+    def revocation_of(
+        self, cert_or_serial: x509.Certificate | int | str
+    ) -> RevocationRecord | None:
+        """This CA's revocation of a certificate it issued (a serial: hex text or int),
+        else None; a certificate of another issuer is never this CA's. Costs one indexed
+        store read (the version, so revocations by `ca revoke` in another process count
+        at once) and a set lookup; the record is read only for a revoked serial."""
+        if isinstance(cert_or_serial, x509.Certificate):
+            if cert_or_serial.issuer != self.ca_certificate.subject:
+                return None
+            serial = cert_or_serial.serial_number
+        else:
+            serial = int(cert_or_serial, 16) if isinstance(cert_or_serial, str) else cert_or_serial
+        version = self.store.revocation_version()
+        cached_version, revoked = self._revoked_cache
+        if version != cached_version:  # read the version first: a newer set is harmless
+            revoked = frozenset(self.store.revoked_serials())
+            self._revoked_cache = (version, revoked)
+        return self.store.revocation_of(serial) if serial in revoked else None
 
     # ---- EstService ---------------------------------------------------------
 
@@ -463,6 +496,7 @@ class LocalCA:
                 ca_key=self._ca_key,
                 serial=random_serial(),
                 validity_days=self.validity_days,
+                extensions=self.revocation_pointers,
             )
             try:
                 record = self.store.record_issued(

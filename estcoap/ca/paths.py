@@ -34,6 +34,16 @@ class CaPaths:
             store=d / "est.sqlite3",
         )
 
+    @property
+    def ocsp_cert(self) -> Path:
+        """ocsp.pem: the delegated OCSP responder's certificate (ca issue-ocsp), if any."""
+        return self.dir / "ocsp.pem"
+
+    @property
+    def ocsp_key(self) -> Path:
+        """ocsp.key: its private key (mode 0600)."""
+        return self.dir / "ocsp.key"
+
     def load_ca(self) -> tuple[x509.Certificate, PrivateKeyTypes]:
         """The CA certificate and its key, checked to belong together. Refuses
         (ExposedFileError) a directory whose private keys other users can read."""

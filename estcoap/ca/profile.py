@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID
+from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, ExtensionOID
 
 from ..codec.keytypes import PrivateKey, PublicKey
 from ..codec.pkcs10 import Csr
@@ -121,9 +122,11 @@ def sign_end_entity(
     serial: int,
     validity_days: int,
     extended_key_usage: tuple[x509.ObjectIdentifier, ...] = (ExtendedKeyUsageOID.CLIENT_AUTH,),
+    extensions: Sequence[x509.ExtensionType] = (),
     now: dt.datetime | None = None,
 ) -> x509.Certificate:
-    """Sign the profile's end-entity certificate for a vetted request."""
+    """Sign the profile's end-entity certificate for a vetted request. extensions: more,
+    non-critical ones (where to check revocation: revocation_pointers())."""
     now = now or dt.datetime.now(dt.UTC)
     # Backdate a little for clock skew between CA and relying parties.
     not_before = now - dt.timedelta(minutes=5)
@@ -142,15 +145,42 @@ def sign_end_entity(
         .add_extension(
             x509.SubjectKeyIdentifier.from_public_key(request.public_key), critical=False
         )
-        .add_extension(_authority_key_id(ca_cert), critical=False)
+        .add_extension(authority_key_id(ca_cert), critical=False)
     )
+    for extension in extensions:
+        builder = builder.add_extension(extension, critical=False)
     if request.san is not None:
         # RFC 5280 s4.2.1.6: the SAN is critical when the subject is empty.
         builder = builder.add_extension(request.san, critical=len(request.subject) == 0)
     return builder.sign(ca_key, signature_hash(ca_key))  # type: ignore[arg-type]
 
 
-def _authority_key_id(ca_cert: x509.Certificate) -> x509.AuthorityKeyIdentifier:
+def revocation_pointers(
+    crl_url: str | None = None, ocsp_url: str | None = None
+) -> tuple[x509.ExtensionType, ...]:
+    """Where relying parties learn whether a certificate was revoked: a CRL distribution
+    point (RFC 5280 s4.2.1.13) and an OCSP responder in the authority information access
+    (s4.2.2.1), each when its URL is given."""
+    pointers: list[x509.ExtensionType] = []
+    if crl_url:
+        point = x509.DistributionPoint(
+            full_name=[x509.UniformResourceIdentifier(crl_url)],
+            relative_name=None,
+            reasons=None,
+            crl_issuer=None,
+        )
+        pointers.append(x509.CRLDistributionPoints([point]))
+    if ocsp_url:
+        access = x509.AccessDescription(
+            AuthorityInformationAccessOID.OCSP, x509.UniformResourceIdentifier(ocsp_url)
+        )
+        pointers.append(x509.AuthorityInformationAccess([access]))
+    return tuple(pointers)
+
+
+def authority_key_id(ca_cert: x509.Certificate) -> x509.AuthorityKeyIdentifier:
+    """From the CA's subject key identifier (what its own certificate declares), else
+    from its public key: what certificates and CRLs name their issuer's key by."""
     try:
         ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
         return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
