@@ -40,7 +40,7 @@ from ..codec.operations import (
     ContentFormat,
     Operation,
     OperationSpec,
-    is_operation_name,
+    is_label,
     spec_for,
 )
 from ..codec.pkcs10 import add_attributes, build_csr
@@ -294,7 +294,7 @@ def parse_url(url: str) -> _Endpoint:
     root = path or ("" if parts.scheme == "coaps" else EST_WELL_KNOWN)
     if path.startswith(EST_WELL_KNOWN + "/"):
         rest = path[len(EST_WELL_KNOWN) + 1 :]
-        if "/" in rest or is_operation_name(rest):
+        if rest and not is_label(rest):
             raise ValueError(f"give the EST base URL (…/.well-known/est[/label]), not {url}")
         root, label = EST_WELL_KNOWN, rest
     return _Endpoint(parts.scheme, parts.hostname, parts.port, root, label)

@@ -8,7 +8,7 @@ from aiocoap import Message
 from aiocoap.numbers.codes import Code
 from aiocoap.resource import Site, WKCResource
 
-from ..codec.operations import EST_WELL_KNOWN, OPERATIONS, is_operation_name
+from ..codec.operations import EST_WELL_KNOWN, OPERATIONS, is_label
 from ..service import EstService
 from .block1 import DEFAULT_BLOCK1_LIMITS, Block1Assembler, Block1Limits
 from .block2 import BoundedBlock2Cache
@@ -98,7 +98,7 @@ def build_site(
     serves the short root only, as libEST does with /est.
     """
     for label in labels:
-        if is_operation_name(label) or "/" in label or not label:
+        if not is_label(label):
             raise ValueError(f"invalid label {label!r}: a label must not be an operation name")
     site = EstSite()
     discovery = WKCResource(site.get_resources_as_linkheader, impl_info=None)

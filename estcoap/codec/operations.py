@@ -156,3 +156,9 @@ def by_short_name(name: str) -> OperationSpec | None:
 def is_operation_name(segment: str) -> bool:
     """True when a path segment is an operation name (a label must not be one)."""
     return segment in _BY_LONG or segment in _BY_SHORT
+
+
+def is_label(name: str) -> bool:
+    """True when a name can be a CA label (RFC 7030 s3.2.2, RFC 9148 s3): one non-empty
+    path segment that is not an operation name."""
+    return bool(name) and "/" not in name and not is_operation_name(name)
