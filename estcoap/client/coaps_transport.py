@@ -11,7 +11,14 @@ from aiocoap.numbers.codes import Code
 from aiocoap.util.linkformat import parse as parse_links
 from cryptography import x509
 
-from ..codec.operations import EST_WELL_KNOWN, ContentFormat, OperationSpec
+from ..codec.operations import (
+    EST_ROOT_RT,
+    EST_WELL_KNOWN,
+    ContentFormat,
+    Operation,
+    OperationSpec,
+    spec_for,
+)
 from ..dtls.errors import DtlsError, HandshakeFailed, PeerNameMismatch
 from .transport import ChannelBound, Reply, ReplyKind, ServerCheck, ServerNotTrusted, TransportError
 
@@ -134,14 +141,14 @@ class CoapsTransport:
         return self._root
 
     async def _discover_root(self) -> str:
-        request = Message(code=Code.GET, uri=f"{self._origin}/.well-known/core?rt=ace.est*")
+        request = Message(code=Code.GET, uri=f"{self._origin}/.well-known/core?rt={EST_ROOT_RT}*")
         response = await self._exchange(request)
         if response.code.is_successful():
             for link in parse_links(response.payload.decode("utf-8", "replace")).links:
                 rts = " ".join(getattr(link, "rt", ())).split()
-                if "ace.est.crts" in rts:
+                if spec_for(Operation.CACERTS).rt in rts:
                     return link.href.rsplit("/", 1)[0]
-                if "ace.est" in rts:
+                if EST_ROOT_RT in rts:
                     return link.href.rstrip("/")
         return EST_WELL_KNOWN
 

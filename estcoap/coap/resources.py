@@ -15,7 +15,7 @@ from aiocoap.resource import Resource
 from .. import service as svc
 from ..codec.errors import CodecError
 from ..codec.multipart import encode_multipart_core
-from ..codec.operations import ContentFormat, Operation, OperationSpec
+from ..codec.operations import EST_ROOT_RT, ContentFormat, Operation, OperationSpec
 from ..codec.pkcs10 import parse_csr
 from .block1 import Block1Assembler, Block1Continue, Block1Refusal
 from .codes import code_for
@@ -31,7 +31,7 @@ def error_response(code: Code, diagnostic: str) -> Message:
 
 
 class EstRootResource(Resource):
-    """The EST root (rt="ace.est"): a link target for discovery, no methods."""
+    """The EST root (rt=ace.est): a link target for discovery, no methods."""
 
     takes_body = False
 
@@ -40,7 +40,7 @@ class EstRootResource(Resource):
         self.advertise = advertise
 
     def get_link_description(self):  # type: ignore[no-untyped-def]
-        return {"rt": "ace.est"} if self.advertise else None
+        return {"rt": EST_ROOT_RT} if self.advertise else None
 
 
 class EstResource(Resource):
