@@ -26,6 +26,7 @@ from estcoap.ca import init_ca
 from estcoap.coap.server import start_coaps_server
 from estcoap.codec.csrattrs import KeyRequest, build_csrattrs
 from estcoap.https import start_https_server
+from estcoap.identity import check_same_identity
 from estcoap.trust import ClientTrust
 
 
@@ -66,8 +67,7 @@ class MyCA:
         current = request.peer.certificate
         if current is None or not self.client_trust.issued_by(current, self.ca_cert):
             raise est.Unauthenticated("re-enrollment needs a certificate this CA issued")
-        if request.csr.subject != current.subject:
-            raise est.Forbidden("re-enroll identity mismatch: Subject differs")
+        check_same_identity(request.csr, current)  # RFC 7030 s4.2.2: same Subject and SAN
         return est.Certificates((self._issue(request.csr.subject, request.csr.public_key),))
 
     async def serverkeygen(self, request: est.EnrollRequest) -> est.KeyAndCertificate:
