@@ -73,7 +73,12 @@ from typing import Any
 from cryptography import x509
 from cryptography.x509.oid import NameOID, ObjectIdentifier
 
-from ..codec.names import attribute_name, attribute_oid, has_control_characters
+from ..codec.names import (
+    IDENTITY_ATTRIBUTES,
+    attribute_name,
+    attribute_oid,
+    has_control_characters,
+)
 from ..service import Forbidden
 
 MODES = ("enforce", "open")
@@ -133,12 +138,12 @@ class Requester:
 
     def placeholders(self) -> dict[str, str]:
         values = {"identity": self.value}
-        for key, oid in (("serialNumber", NameOID.SERIAL_NUMBER), ("CN", NameOID.COMMON_NAME)):
+        for oid in IDENTITY_ATTRIBUTES:
             found = self.subject.get_attributes_for_oid(oid) if self.subject else []
             if len(found) == 1:
-                values[key] = str(found[0].value)
+                values[attribute_name(oid)] = str(found[0].value)
             elif self.identity is not None and self.identity.oid == oid:
-                values[key] = str(self.identity.value)
+                values[attribute_name(oid)] = str(self.identity.value)
         return values
 
 

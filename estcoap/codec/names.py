@@ -178,11 +178,15 @@ def has_control_characters(text: str) -> bool:
 
 # ---- a device's identity ------------------------------------------------------------
 
+# The subject attributes that identify a device, in order of preference: serialNumber
+# (RFC 8995 s2.3.1, IDevIDs), else CN.
+IDENTITY_ATTRIBUTES = (NameOID.SERIAL_NUMBER, NameOID.COMMON_NAME)
+
 
 def device_identity(certificate: x509.Certificate) -> x509.NameAttribute | None:
     """What a device certificate identifies: its subject's serialNumber (RFC 8995
     s2.3.1, IDevIDs), else its CN; None when it has neither (or several)."""
-    for oid in (NameOID.SERIAL_NUMBER, NameOID.COMMON_NAME):
+    for oid in IDENTITY_ATTRIBUTES:
         found = certificate.subject.get_attributes_for_oid(oid)
         if len(found) == 1 and isinstance(found[0].value, str):
             return found[0]
@@ -205,7 +209,7 @@ def parse_requester(text: str) -> x509.NameAttribute:
     """The identity in requester header text. Raises NameSyntaxError."""
     kind, sep, value = text.strip().partition("=")
     oid = attribute_oid(kind) if sep else None
-    if oid not in (NameOID.SERIAL_NUMBER, NameOID.COMMON_NAME):
+    if oid not in IDENTITY_ATTRIBUTES:
         raise NameSyntaxError(
             f"{REQUESTER_HEADER} must be serialNumber=VALUE or CN=VALUE, got {text[:80]!r}"
         )
