@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from estcoap.cli import all_parsers, build_parser, shows_default
+from tests.conftest import missing
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -321,7 +322,7 @@ def _read_only(path: Path) -> Iterator[None]:
             path.chmod(mode)
         return
     if subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode != 0:
-        pytest.skip("running as root without chattr +i: cannot make a file read-only")
+        missing("chattr +i", "as root only the immutable flag makes a file read-only")
     try:
         yield
     finally:

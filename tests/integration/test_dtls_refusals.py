@@ -22,8 +22,8 @@ from tests.integration.dtls_fixtures import (
     client_config,
     running_server,
     server_config,
-    wait_for,
 )
+from tests.polling import wait_for
 
 pytestmark = pytest.mark.timeout(30)
 

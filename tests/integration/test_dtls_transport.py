@@ -15,8 +15,8 @@ from tests.integration.dtls_fixtures import (
     remote_for,
     running_server,
     server_config,
-    wait_for,
 )
+from tests.polling import wait_for
 
 pytestmark = pytest.mark.timeout(60)
 

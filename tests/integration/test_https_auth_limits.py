@@ -12,7 +12,6 @@ import asyncio
 import base64
 import contextlib
 import logging
-import shutil
 import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -30,6 +29,7 @@ from estcoap.https import users as users_module
 from estcoap.https.auth import HttpAuthenticator
 from estcoap.https.front import FRONT
 from estcoap.https.throttle import AuthLimits
+from tests.conftest import require
 from tests.integration.coaps_fixtures import make_deployment, running_coaps
 
 pytestmark = pytest.mark.timeout(120)
@@ -343,8 +343,8 @@ def _digest_md5(challenge: str, uri: str) -> str:
 # ---- TLS 1.2 cipher suites --------------------------------------------------------------
 
 
-@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
 async def test_tls12_offers_only_aead_suites(deployment, users) -> None:
+    require("openssl", "openssl s_client lists the offered TLS 1.2 suites")
     async with running_coaps(deployment) as coaps:
         async with _https(coaps.ca, deployment.paths, users) as https:
             connect = f"127.0.0.1:{https.port}"

@@ -18,6 +18,7 @@ from tests.integration.https_fixtures import (
     USER,
     running,
 )
+from tests.polling import wait_for
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -106,13 +107,11 @@ async def test_manual_approval_pending_then_identical_request_succeeds(ca_dir) -
             on_pending=waits.append, max_pending_wait=30,
         ) as est:  # fmt: skip
             task = asyncio.create_task(est.enroll(key=generate_key(), subject="CN=waiting"))
-            for _ in range(100):
-                pending = env.ca.store.pending_list(state="pending")
-                if pending:
-                    break
-                await asyncio.sleep(0.05)
+            # The client repeats the request after each Retry-After (1 s): two pending
+            # answers mean one identical repeat while the request was still pending.
+            await wait_for(lambda: len(waits) >= 2, timeout=15, what="a repeated request")
+            pending = env.ca.store.pending_list(state="pending")
             assert len(pending) == 1 and not task.done()
-            await asyncio.sleep(1.2)  # at least one more identical request while still pending
             assert len(env.ca.store.pending_list()) == 1  # the repeat made no new request
             env.ca.store.approve(pending[0].id)
             chain = await asyncio.wait_for(task, 10)

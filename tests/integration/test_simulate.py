@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -15,8 +17,10 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from estcoap.ca import init_ca
+from estcoap.ca import CaPaths, init_ca
 from estcoap.idevid import DeviceMaker
+from tests.conftest import require
+from tests.polling import wait_until
 
 # The server a deployment would run: a LocalCA behind the coaps and https fronts.
 SERVER = """
@@ -109,6 +113,14 @@ def simulate(*args: str, timeout: float = 150) -> subprocess.CompletedProcess[st
     )  # fmt: skip
 
 
+def enrolled(setup: Setup) -> int:
+    """Certificates the running server has issued on enroll so far (read-only look)."""
+    with contextlib.closing(
+        sqlite3.connect(f"file:{CaPaths.of(setup.ca_dir).store}?mode=ro", uri=True)
+    ) as db:
+        return db.execute("SELECT count(*) FROM issued WHERE operation = 'enroll'").fetchone()[0]
+
+
 def issued_by_simulation(setup: Setup) -> int:
     from estcoap.ca import LocalCA
 
@@ -160,6 +172,7 @@ def test_fifty_devices_at_twenty_percent_loss_all_succeed(setup: Setup, server: 
 
 @pytest.mark.timeout(120)
 def test_duplication_reordering_and_delay_are_applied(setup: Setup, server: Server) -> None:
+    require("matplotlib", "the --plot figure needs matplotlib (pip install 'estcoap[plot]')")
     report_path, plot_path = setup.root / "report.json", setup.root / "plot.png"
     done = simulate(server.coaps, *setup.options(), "--devices", "10", "--concurrency", "10",
                     "--duplicate", "0.2", "--reorder", "0.2", "--delay", "30", "--reenroll",
@@ -188,7 +201,8 @@ def test_server_stopped_mid_run_gives_counted_failures(setup: Setup, server: Ser
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
     )  # fmt: skip
     try:
-        time.sleep(2.5)  # some devices are provisioned, some are in flight
+        # some devices are provisioned, the rest in flight or not started
+        wait_until(lambda: enrolled(setup) >= 3, timeout=60, what="three enrollments")
         server.process.send_signal(signal.SIGKILL)  # a crash: no goodbye to anyone
         started = time.monotonic()
         out, err = run.communicate(timeout=90)

@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.serialization import pkcs7
 
 from estcoap.ca import Store
 from estcoap.codec.csrattrs import decode_csrattrs, requested_key, requested_signature_hash
+from tests.conftest import require
 from tests.integration.coaps_fixtures import (
     Deployment,
     RunningCoaps,
@@ -26,7 +27,6 @@ from tests.integration.coaps_fixtures import (
     running_coaps,
 )
 from tests.interop.libcoap_util import (
-    COAP_CLIENT,
     OPENSSL,
     Exchange,
     coap_client,
@@ -37,11 +37,9 @@ from tests.interop.libcoap_util import (
 pytestmark = [
     pytest.mark.interop,
     pytest.mark.timeout(60),
-    pytest.mark.skipif(
-        COAP_CLIENT is None, reason="coap-client-openssl (libcoap3-bin) not installed"
-    ),
-    pytest.mark.skipif(OPENSSL is None, reason="openssl not installed"),
 ]
+require("coap-client-openssl", "EST-coaps with libcoap's client (Debian: libcoap3-bin)")
+require("openssl", "openssl reads what the server sent")
 
 
 @pytest.fixture(name="deployment")

@@ -5,13 +5,13 @@ simplereenroll)."""
 from __future__ import annotations
 
 import asyncio
-import shutil
 from pathlib import Path
 
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from tests.conftest import require
 from tests.integration.https_fixtures import (
     PASSWORD,
     USER,
@@ -21,10 +21,9 @@ from tests.integration.https_fixtures import (
 pytestmark = [
     pytest.mark.interop,
     pytest.mark.timeout(60),
-    pytest.mark.skipif(
-        not (shutil.which("curl") and shutil.which("openssl")), reason="needs curl and openssl"
-    ),
 ]
+require("curl", "EST over HTTPS with curl")
+require("openssl", "openssl reads what curl received")
 
 
 async def run(*args: str | Path) -> str:

@@ -12,14 +12,15 @@ import aiocoap
 import pytest
 
 from estcoap.dtls import DtlsClientConfig
+from tests.conftest import require
 from tests.integration.dtls_fixtures import (
     BIG,
     client,
     remote_for,
     running_server,
     server_config,
-    wait_for,
 )
+from tests.polling import wait_for
 
 pytestmark = [pytest.mark.interop, pytest.mark.timeout(60)]
 
@@ -49,8 +50,8 @@ def libcoap_pki(pki, identity=None) -> list[str | Path]:
     return ["-c", identity.cert_path, "-j", identity.key_path, "-R", pki.ca.cert_path]
 
 
-@pytest.mark.skipif(COAP_CLIENT is None, reason="coap-client-openssl not installed")
 async def test_libcoap_client_against_our_server(pki, tmp_path: Path) -> None:
+    require("coap-client-openssl", "libcoap's DTLS client (Debian: libcoap3-bin)")
     async with running_server(server_config(pki)) as (server, port):
         base = f"coaps://127.0.0.1:{port}"
         rc, out = await run(COAP_CLIENT, *libcoap_pki(pki), base + "/.well-known/core")
@@ -93,8 +94,8 @@ async def test_libcoap_client_against_our_server(pki, tmp_path: Path) -> None:
         assert server.refused_handshakes >= 1
 
 
-@pytest.mark.skipif(OPENSSL is None, reason="openssl not installed")
 async def test_openssl_s_client_negotiates_ccm8(pki) -> None:
+    require("openssl", "openssl s_client over DTLS")
     async with running_server(server_config(pki)) as (server, port):
         rc, out = await run(
             OPENSSL,
@@ -133,8 +134,8 @@ def _free_port_pair() -> int:
     raise RuntimeError("no free port pair")
 
 
-@pytest.mark.skipif(COAP_SERVER is None, reason="coap-server-openssl not installed")
 async def test_our_client_against_libcoap_server(pki) -> None:
+    require("coap-server-openssl", "libcoap's DTLS server (Debian: libcoap3-bin)")
     port = _free_port_pair()
     proc = await asyncio.create_subprocess_exec(
         COAP_SERVER,

@@ -3,7 +3,6 @@ a device enrolls through a gateway on each, and asking for a missing uvloop is o
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +14,7 @@ from estcoap.client import EstClient
 from estcoap.codec.names import parse_name
 from estcoap.codec.pkcs10 import build_csr
 from gateway.loop import loop_factory, run
+from tests.conftest import require
 from tests.interop.gateway_procs import (
     ESTCOAP,
     GATEWAY_READY,
@@ -28,9 +28,12 @@ from tests.interop.gateway_procs import (
 
 pytestmark = pytest.mark.timeout(90)
 
-HAVE_UVLOOP = importlib.util.find_spec("uvloop") is not None
-LOOPS = ["asyncio", pytest.param("uvloop", marks=pytest.mark.skipif(
-    not HAVE_UVLOOP, reason="uvloop not installed (pip install 'estcoap[fast]')"))]  # fmt: skip
+LOOPS = ["asyncio", "uvloop"]
+
+
+def need_loop(loop: str) -> None:
+    if loop == "uvloop":
+        require("uvloop", "the gateway on uvloop (pip install 'estcoap[fast]')")
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +51,7 @@ def upstream_url(pki: Pki) -> Iterator[str]:
 async def test_a_device_enrolls_through_a_gateway_on_each_loop(
     pki: Pki, upstream_url: str, loop: str
 ) -> None:
+    need_loop(loop)
     args = gateway_args(pki, upstream_url, "--event-loop", loop)
     with serving(args, GATEWAY_READY) as gw:
         key = ec.generate_private_key(ec.SECP256R1())
@@ -63,6 +67,7 @@ async def test_a_device_enrolls_through_a_gateway_on_each_loop(
 
 @pytest.mark.parametrize("loop", LOOPS)
 def test_the_ready_line_names_the_loop(pki: Pki, loop: str) -> None:
+    need_loop(loop)
     # An upstream that is down: the gateway warns and serves anyway, naming its loop.
     args = gateway_args(pki, "https://127.0.0.1:9/.well-known/est", "--event-loop", loop)
     with serving(args, r"(gateway: serving EST-coaps on \S+ -> \S+ \(\w+\))") as gw:

@@ -21,6 +21,7 @@ from estcoap.codec import keypackage, pkcs7
 from estcoap.codec.names import parse_name
 from estcoap.codec.pkcs10 import add_attributes, build_csr
 from tests.cms_openssl import openssl_open_key
+from tests.conftest import require
 from tests.interop.gateway_procs import (
     GATEWAY_READY,
     UPSTREAM_READY,
@@ -36,8 +37,8 @@ COAP_CLIENT = shutil.which("coap-client-openssl")
 pytestmark = [
     pytest.mark.interop,
     pytest.mark.timeout(90),
-    pytest.mark.skipif(COAP_CLIENT is None, reason="coap-client-openssl not installed"),
 ]
+require("coap-client-openssl", "the gateway with libcoap's client (Debian: libcoap3-bin)")
 
 
 def coap(

@@ -18,6 +18,7 @@ from estcoap.codec import pkcs7
 from estcoap.codec.multipart import decode_multipart_mixed
 from estcoap.codec.names import parse_name
 from estcoap.codec.pkcs10 import build_csr
+from tests.conftest import require
 from tests.interop.gateway_procs import (
     PROXY_READY,
     UPSTREAM_READY,
@@ -33,8 +34,8 @@ CURL = shutil.which("curl")
 pytestmark = [
     pytest.mark.interop,
     pytest.mark.timeout(90),
-    pytest.mark.skipif(CURL is None, reason="curl not installed"),
 ]
+require("curl", "the proxy with curl as the client")
 USER = "alice:wonderland"
 
 
