@@ -35,6 +35,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from ..codec import spki
 from ..codec.csrattrs import CsrTemplate, KeyRequest, build_csrattrs
 from ..codec.errors import CodecError
 from ..codec.names import NameSyntaxError, device_identity, parse_requester
@@ -621,10 +622,7 @@ def _renewed_already(renewed: x509.Certificate, successor: IssuedRecord, csr: Cs
 
 
 def _same_key(cert: x509.Certificate, csr: Csr) -> bool:
-    der = cert.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return der == csr.public_key_der
+    return spki.public_key_der(cert) == csr.public_key_der
 
 
 def _keygen_type(csr: Csr) -> str:
