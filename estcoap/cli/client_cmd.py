@@ -67,7 +67,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "--key", dest="new_key", metavar="KEYFILE",
         help="rekey: the new certificate's key (created when missing); default: renew the "
         "--client-key's",
-    )
+    )  # fmt: skip
     add_hidden_alias(reenroll, "--new-key", "new_key")
     reenroll.add_argument("--pop", action="store_true")
 
@@ -122,7 +122,7 @@ def _subject(text: str | None) -> x509.Name | None:
     try:
         return parse_subject(text) if text is not None else None
     except ValueError as exc:
-        raise CliError(f"--subject: {exc}") from None
+        raise UsageError(f"--subject: {exc}") from None
 
 
 async def _subject_or_template(est: EstClient, subject: x509.Name | None) -> x509.Name:
@@ -151,7 +151,7 @@ def _client(args: argparse.Namespace) -> EstClient:
     try:
         parse_url(args.url)
     except ValueError as exc:
-        raise CliError(str(exc)) from None
+        raise UsageError(str(exc)) from None
     user = password = None
     if args.user:
         user, sep, password = args.user.partition(":")
@@ -160,12 +160,12 @@ def _client(args: argparse.Namespace) -> EstClient:
     if bool(args.client_cert) != bool(args.client_key):
         raise UsageError("--client-cert and --client-key go together")
     if args.trust is None and not args.bootstrap and args.fingerprint:
-        raise CliError("--fingerprint is checked during --bootstrap; add --bootstrap")
+        raise UsageError("--fingerprint is checked during --bootstrap; add --bootstrap")
     if args.fingerprint is not None:
         try:
             normalise_fingerprint(args.fingerprint)
         except CredentialError:
-            raise CliError(
+            raise UsageError(
                 f"--fingerprint {args.fingerprint!r} is not a SHA-256 fingerprint "
                 "(64 hex digits, colons allowed)"
             ) from None
@@ -233,7 +233,7 @@ def _check_outputs(outputs: dict[str, str], inputs: dict[str, str | None]) -> No
     for option, path in outputs.items():
         real = os.path.realpath(path)
         if real in seen:
-            raise CliError(f"{option} {path} is the same file as {seen[real]}")
+            raise UsageError(f"{option} {path} is the same file as {seen[real]}")
         seen[real] = f"{option} {path}"
         try:
             check_writable(path)
@@ -277,19 +277,19 @@ def parse_san(text: str) -> x509.GeneralName:
     kind, sep, value = text.partition(":")
     kind = kind.upper()
     if not sep or not value:
-        raise CliError(f"--san wants TYPE:VALUE, got {text!r}")
+        raise UsageError(f"--san wants TYPE:VALUE, got {text!r}")
     if kind == "DNS":
         return x509.DNSName(value)
     if kind == "IP":
         try:
             return x509.IPAddress(ipaddress.ip_address(value))
         except ValueError as exc:
-            raise CliError(f"--san {text}: {exc}") from None
+            raise UsageError(f"--san {text}: {exc}") from None
     if kind == "URI":
         return x509.UniformResourceIdentifier(value)
     if kind == "EMAIL":
         return x509.RFC822Name(value)
-    raise CliError(f"--san type must be DNS, IP, URI or EMAIL, got {kind!r}")
+    raise UsageError(f"--san type must be DNS, IP, URI or EMAIL, got {kind!r}")
 
 
 # ---- commands ---------------------------------------------------------------------
@@ -367,7 +367,7 @@ async def _enroll(args: argparse.Namespace) -> int:
 
 async def _reenroll(args: argparse.Namespace) -> int:
     if not args.client_cert:
-        raise CliError("reenroll needs --client-cert and --client-key (the certificate to renew)")
+        raise UsageError("reenroll needs --client-cert and --client-key (the certificate to renew)")
     client = _client(args)
     _check_outputs({"--out": args.out}, _inputs(args, args.new_key))
     new_key = _key_file("--key", args.new_key, args.der) if args.new_key else None
@@ -387,7 +387,7 @@ def _shared_key(text: str | None) -> SharedKey | None:
     try:
         return SharedKey(bytes.fromhex(key_id), bytes.fromhex(key))
     except (ValueError, KeyPackageError) as exc:
-        raise CliError(
+        raise UsageError(
             f"--shared-key wants KEY_ID_HEX:KEY_HEX (a 16, 24 or 32-byte key): {exc}"
         ) from None
 

@@ -124,8 +124,12 @@ def parse_labels(items: list[str]) -> dict[str, str | None]:
 
 def build_upstream(args: argparse.Namespace) -> Any:
     # Imported here: the gateway pulls in aiocoap and the fronts, which other commands skip.
-    from gateway import UpstreamSettings, open_upstream
+    from gateway import UpstreamSettings, open_upstream, parse_upstream_url
 
+    try:
+        parse_upstream_url(args.upstream)
+    except ValueError as exc:
+        raise UsageError(f"--upstream: {exc}") from None
     if (args.ra_cert is None) != (args.ra_key is None):
         raise UsageError("--ra-cert and --ra-key go together")
     user = password = None

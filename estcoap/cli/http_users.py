@@ -79,7 +79,7 @@ def schemes(args: argparse.Namespace) -> tuple[str, ...]:
     try:
         return parse_schemes(args.http_auth)
     except ValueError as exc:
-        raise CliError(f"--http-auth: {exc}") from exc
+        raise UsageError(f"--http-auth: {exc}") from None
 
 
 def _user_option(text: str) -> User:

@@ -241,9 +241,7 @@ async def run(args: argparse.Namespace) -> None:
         (name, values) for name in FRONTS if (values := getattr(args, name, None))
     ]
     if not wanted:
-        raise CliError("give at least one front: --https HOST:PORT and/or --coaps HOST:PORT")
-    if args.max_body <= 0:
-        raise UsageError("--max-body must be positive")
+        raise UsageError("give at least one front: --https HOST:PORT and/or --coaps HOST:PORT")
     service = build_service(args)
     running: list[Any] = []
     stop = asyncio.Event()

@@ -168,8 +168,8 @@ def _simulate(args: argparse.Namespace) -> int:
             retries=args.retries,
             seed=args.seed,
         )
-    except ValueError as exc:
-        raise CliError(str(exc)) from None
+    except ValueError as exc:  # the URL's scheme, or impairments asked of https://
+        raise UsageError(str(exc)) from None
     progress = Progress(settings.devices)
     fleet = Fleet(settings, on_outcome=lambda outcome: progress.update(outcome.ok))
     try:

@@ -57,23 +57,32 @@ def issued(ca: Path) -> str:
 
 
 def test_bad_arguments_refused_before_a_key_file_is_written(tmp_path: Path) -> None:
+    """A wrong command line (exit status 2), found before anything is made."""
     key = tmp_path / "new.key"
     for url in ("http://127.0.0.1:8443", "coap://127.0.0.1:5683"):
         line = one_line_error(
             est("enroll", url, "--key", key, "--subject", "CN=x", "--out", tmp_path / "x.pem"),
-            "estcoap enroll:", url,
+            "estcoap enroll:", url, status=2,
         )  # fmt: skip
         assert "https://" in line and "coaps://" in line
         assert not key.exists()
     for extra, needle in (
         (("--subject", "device-1"), "subject"),
         (("--subject", "CN=x", "--san", "DNS"), "--san"),
+        (("--subject", "CN=x", "--san", "IP:300.1.1.1"), "--san IP:300.1.1.1"),
+        (("--subject", "CN=x", "--client-cert", tmp_path / "c.pem"), "--client-key"),
+        (("--subject", "CN=x", "--fingerprint", "ab" * 32), "add --bootstrap"),
     ):
         one_line_error(
             est("enroll", "https://127.0.0.1:9", "--key", key, *extra, "--out", tmp_path / "x"),
-            "estcoap enroll:", needle,
+            "estcoap enroll:", needle, status=2,
         )  # fmt: skip
         assert not key.exists()
+    one_line_error(
+        est("serverkeygen", "https://127.0.0.1:9", "--subject", "CN=x", "--shared-key", "zz",
+            "--out", tmp_path / "s.pem", "--out-key", tmp_path / "s.key"),
+        "--shared-key wants KEY_ID_HEX:KEY_HEX", status=2,
+    )  # fmt: skip
 
 
 def test_outputs_checked_before_any_request(pki: dict[str, Path], tmp_path: Path) -> None:
@@ -95,12 +104,12 @@ def test_outputs_checked_before_any_request(pki: dict[str, Path], tmp_path: Path
         )  # fmt: skip
         one_line_error(
             est("enroll", https, *auth, "--key", key, "--subject", "CN=x", "--out", key),
-            f"--out {key} is the same file as --key {key}",
-        )
+            f"--out {key} is the same file as --key {key}", status=2,
+        )  # fmt: skip
         one_line_error(
             est("enroll", https, *auth, "--key", key, "--subject", "CN=x", "--out",
                 pki["idevid"], "--cert", pki["idevid"], "--cert-key", pki["idevid_key"]),
-            f"--out {pki['idevid']} is the same file as --client-cert {pki['idevid']}",
+            f"--out {pki['idevid']} is the same file as --client-cert {pki['idevid']}", status=2,
         )  # fmt: skip
         one_line_error(
             est("enroll", https, *auth, "--key", key, "--subject", "CN=x", "--out", tmp_path),
@@ -225,12 +234,12 @@ def test_bad_credentials_are_named(pki: dict[str, Path], tmp_path: Path) -> None
         assert "Could not deserialize" not in enroll_key
         one_line_error(
             est("cacerts", urls["https"], "--bootstrap", "--fingerprint", "zz"),
-            "--fingerprint 'zz' is not a SHA-256 fingerprint",
-        )
+            "--fingerprint 'zz' is not a SHA-256 fingerprint", status=2,
+        )  # fmt: skip
         one_line_error(
             est("cacerts", urls["https"], "--bootstrap", "--fingerprint", "ab" * 31),
-            "is not a SHA-256 fingerprint",
-        )
+            "is not a SHA-256 fingerprint", status=2,
+        )  # fmt: skip
 
 
 def test_untrusted_server_says_what_to_do(pki: dict[str, Path], tmp_path: Path) -> None:

@@ -101,5 +101,5 @@ def test_http_auth_sets_offered_schemes_and_order(ca: Path) -> None:
 
 def test_bad_http_auth_is_one_line(ca: Path) -> None:
     done = est("serve", "--ca", ca, "--https", "127.0.0.1:0", "--http-auth", "digest-sha1")
-    line = one_line_error(done, "estcoap serve: --http-auth: unknown HTTP auth scheme")
+    line = one_line_error(done, "estcoap serve: --http-auth: unknown HTTP auth scheme", status=2)
     assert "digest-sha256" in line and "digest-md5" in line

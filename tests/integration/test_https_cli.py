@@ -31,8 +31,9 @@ def ok(*args: str | Path) -> subprocess.CompletedProcess[str]:
     return done
 
 
-def one_line_error(done: subprocess.CompletedProcess[str], prefix: str) -> str:
-    assert done.returncode == 1
+def one_line_error(done: subprocess.CompletedProcess[str], prefix: str, status: int = 1) -> str:
+    """status: 1 a failed operation, 2 a wrong command line (estcoap.cli's rule)."""
+    assert done.returncode == status, done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1, done.stderr
     assert lines[0].startswith(prefix), lines[0]
@@ -124,12 +125,14 @@ def test_one_line_errors(ca: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPat
         one_line_error(
             est("enroll", url, *trust, "--user", "alice:pw", "--key", "k", "--subject", "nonsense",
                 "--out", "x.pem"),
-            "estcoap enroll: --subject: bad subject 'nonsense': expected ATTRIBUTE=VALUE",
+            "estcoap enroll: --subject: bad subject 'nonsense': expected ATTRIBUTE=VALUE", status=2,
         )  # fmt: skip
         dev = ["--key", "k", "--subject", "CN=dev", "--out", "dev.pem"]
         ok("enroll", url, *trust, "--user", "alice:pw", *dev)
         no_cert = est("reenroll", url, *trust, "--out", "o.pem")
-        one_line_error(no_cert, "estcoap reenroll: reenroll needs --client-cert and --client-key")
+        one_line_error(
+            no_cert, "estcoap reenroll: reenroll needs --client-cert and --client-key", status=2
+        )
         ok("enroll", url, *trust, "--user", "alice:pw", "--key", "k3", "--subject", "CN=3",
            "--out", "3.pem")  # fmt: skip
         line = one_line_error(  # a certificate with somebody else's key
@@ -164,4 +167,4 @@ def test_serve_users_file_and_signals(ca: Path, tmp_path: Path, monkeypatch) -> 
 
     one_line_error(est("serve", "--ca", tmp_path / "nope", "--https", "127.0.0.1:0"),
                    "estcoap serve:")  # fmt: skip
-    one_line_error(est("serve", "--ca", ca), "estcoap serve: give at least one front")
+    one_line_error(est("serve", "--ca", ca), "estcoap serve: give at least one front", status=2)
