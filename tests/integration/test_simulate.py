@@ -196,7 +196,7 @@ def test_server_stopped_mid_run_gives_counted_failures(setup: Setup, server: Ser
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
     run = subprocess.Popen(
         [sys.executable, "-m", "estcoap.cli", "simulate", server.coaps, *setup.options(),
-         "--devices", "40", "--concurrency", "8", "--delay", "40", "--timeout", "2",
+         "--devices", "20", "--concurrency", "8", "--delay", "40", "--timeout", "2",
          "--retries", "1", "--json", str(report_path)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
     )  # fmt: skip
@@ -212,8 +212,8 @@ def test_server_stopped_mid_run_gives_counted_failures(setup: Setup, server: Ser
     assert run.returncode == 0, err
     assert time.monotonic() - started < 60  # devices give up on their own timers
     report = json.loads(report_path.read_text())
-    assert 0 < report["succeeded"] < 40
-    assert report["failed_total"] == 40 - report["succeeded"]
+    assert 0 < report["succeeded"] < 20
+    assert report["failed_total"] == 20 - report["succeeded"]
     assert sum(report["failed"].values()) == report["failed_total"]
     # in-flight exchanges time out; devices starting later never complete a handshake
     assert set(report["failed"]) <= {"timeout", "dtls-handshake-timeout"}, report["failed"]
