@@ -17,7 +17,7 @@ import asyncio
 import signal
 
 from estcoap.client import load_certificates, load_private_key
-from gateway import UpstreamSettings, open_upstream, start_gateway
+from estcoap.gateway import UpstreamSettings, open_upstream, start_gateway
 
 
 async def main() -> None:

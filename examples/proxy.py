@@ -15,7 +15,7 @@ import asyncio
 import signal
 
 from estcoap.client import load_certificates, load_private_key
-from gateway import UpstreamSettings, open_upstream, start_proxy
+from estcoap.gateway import UpstreamSettings, open_upstream, start_proxy
 
 
 async def main() -> None:

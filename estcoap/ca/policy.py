@@ -4,7 +4,7 @@ Who asks (a Requester, made by LocalCA from the authenticated Peer):
 
 * a **device**: a client certificate that chains to a trusted anchor (an IDevID from a
   device maker in trust_clients, or a certificate this CA issued), or a device an RA
-  vouches for (gateway/upstream.py names it in the EST-Requester header). Its identity
+  vouches for (estcoap/gateway/upstream.py names it in the EST-Requester header). Its identity
   is its certificate's serialNumber, else its CN (RFC 8995 s2.3.1).
 * a **user**: a password user of the HTTPS front (HTTP Basic/Digest).
 * an **ra**: a Registration Authority certificate this CA issued (`ca issue-ra`) that

@@ -124,7 +124,7 @@ def parse_labels(items: list[str]) -> dict[str, str | None]:
 
 def build_upstream(args: argparse.Namespace) -> Any:
     # Imported here: the gateway pulls in aiocoap and the fronts, which other commands skip.
-    from gateway import UpstreamSettings, open_upstream, parse_upstream_url
+    from ..gateway import UpstreamSettings, open_upstream, parse_upstream_url
 
     try:
         parse_upstream_url(args.upstream)
@@ -167,8 +167,8 @@ def build_upstream(args: argparse.Namespace) -> Any:
 
 
 async def _start_gateway(args: argparse.Namespace) -> Any:
-    from gateway import start_gateway
-    from gateway.loop import loop_name
+    from ..gateway import start_gateway
+    from ..gateway.loop import loop_name
 
     host, port = parse_host_port(args.coaps, "--coaps")
     upstream = build_upstream(args)
@@ -199,8 +199,8 @@ async def _start_gateway(args: argparse.Namespace) -> Any:
 
 
 async def _start_proxy(args: argparse.Namespace) -> Any:
-    from gateway import start_proxy
-    from gateway.loop import loop_name
+    from ..gateway import start_proxy
+    from ..gateway.loop import loop_name
 
     users = http_users.load_users(args, "proxy")
     schemes = http_users.schemes(args)
@@ -243,7 +243,7 @@ def _proxy(args: argparse.Namespace) -> int:
 
 
 def _run(start: Any, args: argparse.Namespace) -> int:
-    from gateway.loop import run
+    from ..gateway.loop import run
 
     try:
         run(_serve(start, args), args.event_loop)

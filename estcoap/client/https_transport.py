@@ -286,7 +286,7 @@ class HttpsTransport:
         *,
         headers: Mapping[str, str] | None = None,
     ) -> Reply:
-        """headers: added to the request (an RA's EST-Requester, gateway/upstream.py)."""
+        """headers: added to the request (an RA's EST-Requester, estcoap/gateway/upstream.py)."""
         target = self.path(spec, label)
         payload = b64.encode(body) if body is not None else None
         response = await self.request(

@@ -26,8 +26,8 @@ from estcoap.codec.multipart import encode_multipart_mixed
 from estcoap.codec.operations import HTTP_PKCS8, MEDIA_TYPES, ContentFormat
 from estcoap.codec.pkcs10 import build_csr, parse_csr
 from estcoap.dtls import DtlsClientConfig, create_client_context
+from estcoap.gateway import Gateway, UpstreamSettings, open_upstream, start_gateway
 from estcoap.https.tls import server_ssl_context
-from gateway import Gateway, UpstreamSettings, open_upstream, start_gateway
 from tests.integration.coaps_fixtures import Deployment, Device
 
 CERTS_ONLY = MEDIA_TYPES[ContentFormat.PKCS7_CERTS_ONLY]

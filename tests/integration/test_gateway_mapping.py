@@ -24,8 +24,8 @@ from estcoap.client import EstClient
 from estcoap.codec import b64, pkcs7
 from estcoap.codec.multipart import encode_multipart_mixed
 from estcoap.codec.operations import HTTP_PKCS8, MEDIA_TYPES, ContentFormat
+from estcoap.gateway import Gateway, UpstreamSettings, open_upstream, start_proxy
 from estcoap.https import user_from_arg
-from gateway import Gateway, UpstreamSettings, open_upstream, start_proxy
 from tests.integration.coaps_fixtures import Deployment, make_deployment
 from tests.integration.gateway_fixtures import (
     CERTS_ONLY,

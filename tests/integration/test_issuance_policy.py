@@ -27,9 +27,9 @@ from estcoap.codec.csrattrs import requested_template
 from estcoap.codec.names import REQUESTER_HEADER, parse_name
 from estcoap.codec.operations import Operation, spec_for
 from estcoap.codec.pkcs10 import build_csr
+from estcoap.gateway import UpstreamSettings, open_upstream
+from estcoap.gateway.wiring import start_gateway
 from estcoap.https import start_https_server, user_from_arg
-from gateway import UpstreamSettings, open_upstream
-from gateway.wiring import start_gateway
 from tests.integration.coaps_fixtures import Deployment, Device, make_deployment
 
 pytestmark = pytest.mark.timeout(120)

@@ -16,7 +16,7 @@ from estcoap.client.https_transport import HttpsTransport, client_ssl_context
 from estcoap.codec import b64
 from estcoap.codec.names import parse_name
 from estcoap.codec.pkcs10 import build_csr
-from gateway import Upstream
+from estcoap.gateway import Upstream
 from tests.interop.gateway_procs import (
     GATEWAY_READY,
     PROXY_READY,

@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from estcoap.client import EstClient
 from estcoap.codec.names import parse_name
 from estcoap.codec.pkcs10 import build_csr
-from gateway.loop import loop_factory, run
+from estcoap.gateway.loop import loop_factory, run
 from tests.conftest import require
 from tests.interop.gateway_procs import (
     ESTCOAP,

@@ -20,7 +20,7 @@ DOTTED = re.compile(r"[012]\.(0|[1-9]\d*)(\.(0|[1-9]\d*)){2,}")
 
 
 def _package_sources() -> list[Path]:
-    files = [*(ROOT / "estcoap").rglob("*.py"), *(ROOT / "gateway").rglob("*.py")]
+    files = list((ROOT / "estcoap").rglob("*.py"))  # estcoap.gateway included
     return sorted(path for path in files if path != HOME)
 
 

@@ -13,8 +13,8 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 
 from estcoap.codec.pkcs10 import build_csr, parse_csr
+from estcoap.gateway.upstream import _issued_for_csr
 from estcoap.service import Certificates
-from gateway.upstream import _issued_for_csr
 
 pytestmark = pytest.mark.timeout(20)
 NOW = datetime.datetime.now(datetime.UTC)

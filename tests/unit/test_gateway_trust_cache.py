@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from estcoap import service as svc
-from gateway.upstream import Upstream
+from estcoap.gateway.upstream import Upstream
 
 pytestmark = pytest.mark.timeout(20)
 NOW = datetime.datetime.now(datetime.UTC)
