@@ -21,6 +21,7 @@ Rules every command follows (a new command or option follows them too):
 * Errors are one line on stderr, never a traceback. Exit status: 0 done; 1 the
   operation failed, including an unknown serial, user or request id; 2 the command line
   is wrong (unknown option, missing or malformed value), as argparse's own errors.
+  `ca revoke` tells what was not revoked apart: 3 no such certificate, 4 revoked already.
   `simulate` exits 1 when no device was provisioned.
 """
 
@@ -55,7 +56,7 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 
 EXIT_STATUS = (
     "exit status: 0 done; 1 the operation failed (also: unknown serial, user or request id); "
-    "2 the command line is wrong"
+    "2 the command line is wrong; ca revoke: 3 no such certificate, 4 revoked already"
 )
 
 

@@ -1,20 +1,30 @@
-"""`estcoap ca init|issue-ra|issued|show|export DIR ...`: create and inspect the built-in CA.
+"""`estcoap ca init|issue-ra|issue-ocsp|list|show|export|revoke|crl DIR ...`: create,
+inspect and revoke with the built-in CA.
 
 Every subcommand takes the CA directory as its first argument (estcoap.cli's rule); `ca
-issued` still accepts the former `--ca DIR`, with a note.
+list` (and its former name `ca issued`) still accepts the former `--ca DIR`, with a note.
+`ca revoke` has exit statuses of its own: 3 no such certificate, 4 revoked already.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
+import getpass
 import os
 import sys
 from pathlib import Path
 
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 
 from ..ca import KEY_TYPES, CaExistsError, CaPaths, IssuedRecord, Store, StoreError, init_ca
+from ..ca.create import OCSP_RESPONDER_DAYS, issue_ocsp_responder
+from ..ca.crl import build_crl, encode, parse_duration
+from ..ca.paths import ExposedFileError
 from ..ca.ra import issue_ra, write_ra
+from ..ca.store import END_ENTITY_REASONS, AlreadyRevoked, RevocationRecord, UnknownCertificate
 from ..files import OutputError, check_writable, write_file
 from . import CliError, UsageError, add_ca_dir, ca_dir, positive_int
 from .table import print_table
@@ -37,6 +47,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     init.add_argument("--validity-days", type=positive_int, default=3650, metavar="N",
                       help="the CA certificate's lifetime")  # fmt: skip
     init.add_argument("--name", default="estcoap CA", help="the CA's common name")
+    init.add_argument(
+        "--ocsp-responder", action="store_true",
+        help="also a delegated OCSP responder certificate (as 'ca issue-ocsp')",
+    )  # fmt: skip
     init.set_defaults(func=_init)
 
     ra = sub.add_parser(
@@ -54,9 +68,72 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                     help="the RA certificate's lifetime")  # fmt: skip
     ra.set_defaults(func=_issue_ra)
 
-    issued = sub.add_parser("issued", help="list the certificates this CA issued")
-    add_ca_dir(issued)
-    issued.set_defaults(func=_issued)
+    for name, help_text in (
+        ("list", "list the certificates this CA issued, each valid, expired or revoked"),
+        ("issued", "the former name of 'ca list'"),
+    ):
+        listing = sub.add_parser(name, help=help_text)
+        add_ca_dir(listing)
+        listing.add_argument(
+            "--status", choices=("valid", "expired", "revoked"),
+            help="only the certificates with this status",
+        )  # fmt: skip
+        listing.set_defaults(func=_list)
+
+    revoke = sub.add_parser(
+        "revoke",
+        help="revoke an issued certificate (exit status 3: no such certificate; 4: "
+        "revoked already; nothing changes then)",
+        description="Revoke a certificate this CA issued, by SERIAL or --cert FILE. "
+        f"Reasons (RFC 5280): {', '.join(REASON_NAMES)}. Not cACompromise or "
+        "aACompromise (this CA issues end-entity certificates), not certificateHold (a "
+        "revocation here is final). Exit status: 0 revoked; 3 no such certificate in the "
+        "CA's records; 4 revoked already; 1 and 2 as every command.",
+    )
+    revoke.add_argument("dir", metavar="DIR", help="the CA directory")
+    revoke.add_argument("serial", nargs="?", metavar="SERIAL", help="hex, as 'ca list' lists it")
+    revoke.add_argument("--cert", metavar="FILE", help="the certificate (PEM or DER) instead")
+    revoke.add_argument(
+        "--reason", type=revocation_reason, default="unspecified",
+        metavar="REASON", help=f"why: {', '.join(REASON_NAMES)}",
+    )  # fmt: skip
+    revoke.add_argument(
+        "--invalidity-date", type=iso_datetime, metavar="ISO8601",
+        help="when the key was, or may have been, compromised (e.g. 2025-03-01T12:00Z; "
+        "without a zone: UTC)",
+    )  # fmt: skip
+    revoke.set_defaults(func=_revoke)
+
+    crl = sub.add_parser("crl", help="write a CRL signed by the CA (X.509 v2, RFC 5280)")
+    crl.add_argument("dir", metavar="DIR", help="the CA directory")
+    crl.add_argument("--out", required=True, metavar="FILE", help="where to write it")
+    crl.add_argument(
+        "--format", choices=("pem", "der"),
+        help="default: der for a FILE ending in .der or .crl, else pem",
+    )  # fmt: skip
+    crl.add_argument(
+        "--next-update", type=duration, default="7d", metavar="DURATION",
+        help="how long it is valid: 7d, 12h, 30m, 2w (at most 366d)",
+    )  # fmt: skip
+    crl.add_argument(
+        "--label", metavar="NAME",
+        help="only the certificates issued under this CA label (default: all of them)",
+    )  # fmt: skip
+    crl.set_defaults(func=_crl)
+
+    ocsp = sub.add_parser(
+        "issue-ocsp",
+        help="issue a delegated OCSP responder certificate (ocsp.pem, ocsp.key in DIR; "
+        "replaces an earlier one)",
+    )
+    ocsp.add_argument("dir", metavar="DIR", help="the CA directory")
+    ocsp.add_argument("--name", default="estcoap OCSP responder", help="its common name")
+    ocsp.add_argument(
+        "--validity-days", type=positive_int, default=OCSP_RESPONDER_DAYS, metavar="N",
+        help="its lifetime: short, since clients do not check its revocation "
+        "(id-pkix-ocsp-nocheck); issue a new one before it ends",
+    )  # fmt: skip
+    ocsp.set_defaults(func=_issue_ocsp)
 
     show = sub.add_parser(
         "show", help="describe one issued certificate (an unknown serial: exit status 1)"
@@ -107,6 +184,7 @@ def _init(args: argparse.Namespace) -> int:
             args.key_type,
             ca_name=args.name,
             validity_days=args.validity_days,
+            ocsp_responder=args.ocsp_responder,
         )
     except (CaExistsError, ValueError) as exc:
         raise CliError(str(exc)) from exc
@@ -116,6 +194,8 @@ def _init(args: argparse.Namespace) -> int:
     print(f"  server certificate  {paths.server_cert} (for {', '.join(args.hostname)})")
     print(f"  server key          {paths.server_key} (mode 0600)")
     print(f"  store               {paths.store}")
+    if args.ocsp_responder:
+        print(f"  OCSP responder      {paths.ocsp_cert}, key {paths.ocsp_key} (mode 0600)")
     return 0
 
 
@@ -142,25 +222,40 @@ def _issue_ra(args: argparse.Namespace) -> int:
     return 0
 
 
-def _issued(args: argparse.Namespace) -> int:
+def _list(args: argparse.Namespace) -> int:
     with _open_store(ca_dir(args)) as store:
         records = store.issued_list()
-    print_table(
-        ("serial", "operation", "kind", "label", "subject", "not after", "requester"),
-        [
-            (
-                r.serial,
-                r.operation,
-                r.kind,
-                r.label or "-",
-                r.subject,
-                r.not_after[:19],
-                r.requester,
+        revoked = {r.serial: r for r in store.revoked_list()}
+    now = dt.datetime.now(dt.UTC)
+    rows = []
+    for r in records:
+        status = _status(r, revoked.get(r.serial), now)
+        if args.status is None or status.startswith(args.status):
+            rows.append(
+                (
+                    r.serial,
+                    status,
+                    r.operation,
+                    r.kind,
+                    r.label or "-",
+                    r.subject,
+                    r.not_after[:19],
+                    r.requester,
+                )
             )
-            for r in records
-        ],
+    print_table(
+        ("serial", "status", "operation", "kind", "label", "subject", "not after", "requester"),
+        rows,
     )
     return 0
+
+
+def _status(record: IssuedRecord, revocation: RevocationRecord | None, now: dt.datetime) -> str:
+    if revocation is not None:
+        return f"revoked ({revocation.reason})"
+    if dt.datetime.fromisoformat(record.not_after) <= now:
+        return "expired"
+    return "valid"
 
 
 def _serial(text: str) -> str:
@@ -182,6 +277,8 @@ def _find(args: argparse.Namespace) -> tuple[IssuedRecord, IssuedRecord | None]:
 
 def _show(args: argparse.Namespace) -> int:
     record, successor = _find(args)
+    with _open_store(args.dir) as store:
+        revocation = store.revocation_of(record.serial)
     fields = (
         ("serial", record.serial),
         ("subject", record.subject),
@@ -196,6 +293,8 @@ def _show(args: argparse.Namespace) -> int:
         ("pending id", "-" if record.pending_id is None else str(record.pending_id)),
         ("issued", record.created),
         ("server key kept", "yes" if record.key_der else "no"),
+        ("status", _status(record, revocation, dt.datetime.now(dt.UTC))),
+        ("revoked", _describe_revocation(revocation) if revocation else "-"),
     )
     width = max(len(name) for name, _ in fields)
     for name, value in fields:
@@ -223,4 +322,178 @@ def _export(args: argparse.Namespace) -> int:
     else:
         sys.stdout.buffer.write(data)
         sys.stdout.flush()
+    return 0
+
+
+# ---- revocation ------------------------------------------------------------------------
+
+REASON_NAMES = tuple(reason.value for reason in END_ENTITY_REASONS)
+_REASONS_REFUSED = {
+    x509.ReasonFlags.ca_compromise: "this CA issues end-entity certificates, not CAs",
+    x509.ReasonFlags.aa_compromise: "this CA issues no attribute certificates",
+    x509.ReasonFlags.certificate_hold: "a revocation here is final (no holds)",
+    x509.ReasonFlags.remove_from_crl: "it belongs to delta CRLs, which this CA does not make",
+}
+
+
+class NoSuchCertificate(CliError):
+    exit_status = 3
+
+
+class RevokedAlready(CliError):
+    exit_status = 4
+
+
+def revocation_reason(text: str) -> x509.ReasonFlags:
+    """An RFC 5280 reason name (any case): one of REASON_NAMES; the others refused with why."""
+    for reason in x509.ReasonFlags:
+        if reason.value.lower() == text.strip().lower():
+            if reason in _REASONS_REFUSED:
+                raise argparse.ArgumentTypeError(
+                    f"{reason.value} is not accepted: {_REASONS_REFUSED[reason]}"
+                )
+            return reason
+    raise argparse.ArgumentTypeError(f"expected one of {', '.join(REASON_NAMES)}, got {text!r}")
+
+
+def iso_datetime(text: str) -> dt.datetime:
+    try:
+        moment = dt.datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected an ISO 8601 date and time such as 2025-03-01T12:00Z, got {text!r}"
+        ) from None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=dt.UTC)
+
+
+def duration(text: str) -> dt.timedelta:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _who() -> str:
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (OSError, KeyError):  # no name for this uid (a container, say)
+        return f"cli:uid {os.getuid()}"
+
+
+def _revoke(args: argparse.Namespace) -> int:
+    if (args.serial is None) == (args.cert is None):
+        raise UsageError("give the certificate to revoke: SERIAL or --cert FILE (one of them)")
+    paths = CaPaths.of(args.dir)
+    serial = _serial(args.serial) if args.serial is not None else _serial_of_file(args, paths)
+    require_writable_store(args.dir)
+    with _open_store(args.dir) as store:
+        try:
+            record = store.revoke(
+                serial, reason=args.reason, invalidity_date=args.invalidity_date,
+                revoked_by=_who(),
+            )  # fmt: skip
+        except UnknownCertificate as exc:
+            raise NoSuchCertificate(f"{exc}; nothing was revoked") from None
+        except AlreadyRevoked as exc:
+            raise RevokedAlready(str(exc)) from None
+        except StoreError as exc:
+            raise CliError(str(exc)) from None
+        issued = store.find_issued(serial)
+    subject = issued.subject if issued is not None else "?"
+    print(f"revoked certificate {record.serial} ({subject}): {record.reason}")
+    print("  the CRL that serve publishes and its OCSP answers say so within seconds; "
+          "a CRL file made before ('ca crl') does not")  # fmt: skip
+    return 0
+
+
+def _serial_of_file(args: argparse.Namespace, paths: CaPaths) -> str:
+    """The serial of --cert FILE, which must be this CA's (signed by it, in its records
+    as this very certificate): exit status 3 otherwise."""
+    try:
+        data = Path(args.cert).read_bytes()
+    except OSError as exc:
+        raise CliError(f"{args.cert}: {exc.strerror}") from None
+    try:
+        cert = (
+            x509.load_pem_x509_certificate(data)
+            if b"-----BEGIN" in data
+            else x509.load_der_x509_certificate(data)
+        )
+    except ValueError:
+        raise CliError(f"{args.cert}: not a PEM or DER certificate") from None
+    try:
+        ca_cert = x509.load_pem_x509_certificate(paths.ca_cert.read_bytes())
+    except FileNotFoundError:
+        raise CliError(f"no CA in {args.dir} (run 'estcoap ca init {args.dir}' first)") from None
+    try:
+        cert.verify_directly_issued_by(ca_cert)
+    except (ValueError, TypeError, InvalidSignature):
+        raise NoSuchCertificate(
+            f"{args.cert} was not issued by this CA; nothing was revoked"
+        ) from None
+    serial = format(cert.serial_number, "x")
+    with _open_store(args.dir) as store:
+        record = store.find_issued(serial)
+    if record is None or record.cert_der != cert.public_bytes(serialization.Encoding.DER):
+        raise NoSuchCertificate(
+            f"{args.cert} is not in the records of {args.dir}; nothing was revoked"
+        )
+    return serial
+
+
+def _describe_revocation(revocation: RevocationRecord) -> str:
+    text = f"{revocation.reason} at {revocation.revoked_at} by {revocation.revoked_by}"
+    if revocation.invalidity_date:
+        text += f", invalid since {revocation.invalidity_date}"
+    return text
+
+
+def _crl(args: argparse.Namespace) -> int:
+    try:
+        check_writable(args.out)
+    except OutputError as exc:
+        raise CliError(str(exc)) from None
+    pem = (args.format or ("der" if args.out.endswith((".der", ".crl")) else "pem")) == "pem"
+    paths = CaPaths.of(args.dir)
+    try:
+        ca_cert, ca_key = paths.load_ca()
+    except (ExposedFileError, ValueError) as exc:
+        raise CliError(str(exc)) from None
+    require_writable_store(args.dir)  # the CRL number is recorded
+    with _open_store(args.dir) as store:
+        revoked = store.revoked_list(args.label)
+        number = store.next_crl_number(args.label)
+    crl = build_crl(
+        revoked,
+        ca_cert=ca_cert,
+        ca_key=ca_key,  # type: ignore[arg-type]
+        number=number,
+        next_update=args.next_update,
+    )
+    try:
+        write_file(args.out, encode(crl, pem=pem))
+    except OutputError as exc:
+        raise CliError(str(exc)) from None
+    scope = f"label {args.label}" if args.label else "all labels"
+    print(
+        f"wrote CRL number {number} ({scope}, {len(revoked)} revoked, next update "
+        f"{crl.next_update_utc:%Y-%m-%d %H:%M} UTC) to {args.out}"
+    )
+    return 0
+
+
+def _issue_ocsp(args: argparse.Namespace) -> int:
+    require_writable_store(args.dir)
+    try:
+        cert = issue_ocsp_responder(args.dir, name=args.name, validity_days=args.validity_days)
+    except (StoreError, ValueError, OutputError) as exc:
+        raise CliError(str(exc)) from None
+    paths = CaPaths.of(args.dir)
+    print(
+        f"issued OCSP responder certificate {cert.serial_number:x} (id-kp-OCSPSigning, "
+        f"until {cert.not_valid_after_utc:%Y-%m-%d}) for CN={args.name}"
+    )
+    print(f"  certificate         {paths.ocsp_cert}")
+    print(f"  key                 {paths.ocsp_key} (mode 0600)")
+    print("  a running 'estcoap serve --ocsp' uses it from its next start")
     return 0

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import errno
 import signal
 import sys
+import urllib.parse
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from cryptography import x509
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from ..ca import LocalCA
 from ..ca.local import (
@@ -26,15 +29,24 @@ from ..ca.local import (
     RETRY_AFTER_SECONDS,
     VALIDITY_DAYS,
 )
+from ..ca.ocsp import OcspResponder, store_lookup
+from ..ca.paths import require_private
 from ..ca.policy import IssuancePolicy, PolicyError
+from ..ca.revocation_http import (
+    DEFAULT_CRL_PATH,
+    CurrentCrl,
+    revocation_app,
+    start_revocation_http,
+)
 from ..ca.shared_keys import SharedKeysError, load_shared_keys
+from ..codec.keytypes import PrivateKey
 from ..https import (
     DEFAULT_MAX_BODY,
     start_https_server,
 )
 from ..serving import release_free_memory, settle_heap
 from . import CliError, UsageError, http_users, positive_int
-from .ca_cmd import require_writable_store
+from .ca_cmd import duration, require_writable_store
 
 HOUSEKEEPING_SECONDS = 30.0
 
@@ -46,6 +58,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     serve = subparsers.add_parser("serve", help="serve EST from the built-in CA")
     serve.add_argument("--ca", required=True, metavar="DIR", help="the CA directory (ca init)")
     _add_front_options(serve)
+    _add_revocation_options(serve)
     http_users.add_options(serve, user_help="an HTTP Basic/Digest user")
     serve.add_argument(
         "--trust-clients", action="append", default=[], metavar="PEM",
@@ -241,7 +254,9 @@ async def run(args: argparse.Namespace) -> None:
         (name, values) for name in FRONTS if (values := getattr(args, name, None))
     ]
     if not wanted:
-        raise UsageError("give at least one front: --https HOST:PORT and/or --coaps HOST:PORT")
+        raise CliError("give at least one front: --https HOST:PORT and/or --coaps HOST:PORT")
+    if args.max_body <= 0:
+        raise UsageError("--max-body must be positive")
     service = build_service(args)
     running: list[Any] = []
     stop = asyncio.Event()
@@ -249,6 +264,8 @@ async def run(args: argparse.Namespace) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
+        # Before the fronts: a client told of a revocation URL can use it at once.
+        running.extend(await start_revocation_publishing(args, service))
         for name, values in wanted:
             binds = [parse_host_port(value, f"--{name}") for value in values]
             try:
@@ -281,3 +298,136 @@ async def _housekeeping(service: LocalCA, period: float = HOUSEKEEPING_SECONDS) 
 def _serve(args: argparse.Namespace) -> int:
     asyncio.run(run(args))
     return 0
+
+
+# ---- revocation: the CRL and OCSP over plain HTTP (docs/revocation.md) -----------------
+
+
+def _add_revocation_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--crl-http", metavar="HOST:PORT",
+        help="serve the CA's current CRL over plain HTTP here (DER, at --crl-path), "
+        "re-signed within seconds of each revocation and at half its validity",
+    )  # fmt: skip
+    parser.add_argument("--crl-path", default=DEFAULT_CRL_PATH, metavar="PATH",
+                        help="where --crl-http serves the CRL")  # fmt: skip
+    parser.add_argument(
+        "--crl-next-update", type=duration, default="7d", metavar="DURATION",
+        help="the served CRL's validity (7d, 12h, ...)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--crl-url", type=_http_url, metavar="URL",
+        help="certificates issued name this CRL distribution point (e.g. the --crl-http "
+        "address and --crl-path as others reach them)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--ocsp", metavar="HOST:PORT",
+        help="answer OCSP (RFC 6960) over plain HTTP here: POST, or GET with the base64 "
+        "request after --ocsp-path; may be the --crl-http address",
+    )  # fmt: skip
+    parser.add_argument("--ocsp-path", default="/", metavar="PATH",
+                        help="where --ocsp answers")  # fmt: skip
+    parser.add_argument(
+        "--ocsp-signer", choices=("auto", "ca", "responder"), default="auto",
+        help="who signs OCSP answers: the CA's key, or the delegated responder of "
+        "'ca issue-ocsp' (auto: the responder when the CA directory has one)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--ocsp-url", type=_http_url, metavar="URL",
+        help="certificates issued name this OCSP responder (authority information access)",
+    )  # fmt: skip
+
+
+def _http_url(text: str) -> str:
+    parts = urllib.parse.urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise argparse.ArgumentTypeError(f"expected an http:// URL, got {text!r}")
+    return text
+
+
+class _Background:
+    """A task that serve cancels on the way out, like a front's close()."""
+
+    def __init__(self, task: asyncio.Task[None]) -> None:
+        self.task = task
+
+    async def close(self) -> None:
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
+
+
+async def start_revocation_publishing(args: argparse.Namespace, service: LocalCA) -> list[Any]:
+    """Name the revocation URLs in what the CA issues; serve the CRL and OCSP listeners
+    asked for (one listener when both name the same address)."""
+    service.publish_revocation(crl_url=args.crl_url, ocsp_url=args.ocsp_url)
+    if not args.crl_http and not args.ocsp:
+        return []
+    ca_cert, ca_key = service.ca_certificate, service.paths.load_ca()[1]
+    crl = ocsp = None
+    started: list[Any] = []
+    if args.crl_http:
+        crl = CurrentCrl(service.store, ca_cert, ca_key, next_update=args.crl_next_update)  # type: ignore[arg-type]
+        await asyncio.to_thread(crl.refresh)
+        started.append(_Background(asyncio.create_task(crl.keep_current())))
+    if args.ocsp:
+        ocsp = _ocsp_responder(args, service, ca_key)  # type: ignore[arg-type]
+    binds = {
+        "crl": parse_host_port(args.crl_http, "--crl-http") if args.crl_http else None,
+        "ocsp": parse_host_port(args.ocsp, "--ocsp") if args.ocsp else None,
+    }
+    shared = binds["crl"] == binds["ocsp"]
+    apps = []
+    if shared:
+        apps.append((binds["crl"], revocation_app(crl=crl, crl_path=args.crl_path, ocsp=ocsp,
+                                                  ocsp_path=args.ocsp_path)))  # fmt: skip
+    else:
+        if binds["crl"]:
+            apps.append((binds["crl"], revocation_app(crl=crl, crl_path=args.crl_path)))
+        if binds["ocsp"]:
+            apps.append((binds["ocsp"], revocation_app(ocsp=ocsp, ocsp_path=args.ocsp_path)))
+    try:
+        for bind, app in apps:
+            assert bind is not None
+            try:
+                listener = await start_revocation_http(*bind, app)
+            except OSError as exc:
+                raise listen_error([bind], "tcp", exc) from None
+            started.append(listener)
+            if crl is not None and bind == binds["crl"]:
+                print(f"serving the CRL on {listener.url(args.crl_path)}", flush=True)
+            if ocsp is not None and bind == binds["ocsp"]:
+                print(f"serving OCSP on {listener.url(args.ocsp_path)} (signed by "
+                      f"{ocsp.describe()})", flush=True)  # fmt: skip
+    except BaseException:
+        for thing in reversed(started):
+            await thing.close()
+        raise
+    return started
+
+
+def _ocsp_responder(
+    args: argparse.Namespace, service: LocalCA, ca_key: PrivateKey
+) -> OcspResponder:
+    paths = service.paths
+    delegated = args.ocsp_signer == "responder" or (
+        args.ocsp_signer == "auto" and paths.ocsp_cert.exists()
+    )
+    signer_cert = signer_key = None
+    if delegated:
+        try:
+            require_private(paths.ocsp_key)
+            signer_cert = x509.load_pem_x509_certificate(paths.ocsp_cert.read_bytes())
+            signer_key = load_pem_private_key(paths.ocsp_key.read_bytes(), password=None)
+        except FileNotFoundError as exc:
+            raise CliError(f"{exc.filename}: no OCSP responder (run 'estcoap ca issue-ocsp "
+                           f"{paths.dir}')") from None  # fmt: skip
+        except ValueError as exc:
+            raise CliError(f"the OCSP responder in {paths.dir}: {exc}") from None
+    try:
+        return OcspResponder(
+            service.ca_certificate, ca_key, store_lookup(service.store),
+            signer_cert=signer_cert, signer_key=signer_key,  # type: ignore[arg-type]
+        )  # fmt: skip
+    except ValueError as exc:
+        raise CliError(f"{exc} ({paths.ocsp_cert})") from None
