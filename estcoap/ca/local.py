@@ -43,6 +43,7 @@ from ..codec.operations import Operation
 from ..codec.pkcs10 import Csr
 from ..identity import check_same_identity
 from ..pop import check_pop
+from ..revocation import RevocationChecker
 from ..service import (
     BadRequest,
     Certificates,
@@ -109,13 +110,12 @@ Answer = Certificates | Pending | KeyAndCertificate
 class LocalCA:
     """The built-in CA behind the fronts. Build with LocalCA.open(ca_dir, ...)."""
 
+    # It issues certificates: a front checks each CSR's signature before it gets here.
+    front_checks_csr_signature = True
     # Extensions that tell relying parties where to check revocation (publish_revocation).
     revocation_pointers: tuple[x509.ExtensionType, ...] = ()
     # (store revocation version, revoked serials) for revocation_of.
     _revoked_cache: tuple[int, frozenset[int]] = (-1, frozenset())
-
-    # It issues certificates: a front checks each CSR's signature before it gets here.
-    front_checks_csr_signature = True
 
     def __init__(
         self,
@@ -171,6 +171,10 @@ class LocalCA:
         # (and the fronts note the signatures they verified in the handshake there).
         self.client_trust = ClientTrust([*self.trust_clients, ca_certificate])
         self._ra_verdicts = self.client_trust.verdicts_for([ca_certificate])
+        # Revoked client certificates (maker CRLs that serve's --crl adds, and this CA's
+        # own records) are refused before anything else, on every operation.
+        self.revocation = RevocationChecker(self.client_trust.anchors)
+        self.revocation.add_records(ca_certificate, self.revocation_of)
         self._cacerts = Certificates(
             (ca_certificate,),
             raw_certificates=(ca_certificate.public_bytes(serialization.Encoding.DER),),
@@ -313,6 +317,7 @@ class LocalCA:
     def _process(self, operation: Operation, request: EnrollRequest) -> Answer:
         self._check_label(request.label)
         csr, peer = request.csr, request.peer
+        self._refuse_revoked(peer.certificates)
         renewed_from: x509.Certificate | None = None
         # RFC 7030 s3.7: an RA authenticated the device and checked PoP on the device's
         # own channel; tls-unique does not survive the hop, so it is not checked here.
@@ -457,7 +462,16 @@ class LocalCA:
                 "re-enrollment via RA: this CA never issued a certificate to "
                 f"{csr.subject.rfc4514_string()!r}"
             )
+        # The RA saw the device's certificate, we did not: its newest one must stand.
+        self._refuse_revoked((record.certificate,))
         return record.certificate
+
+    def _refuse_revoked(self, chain: Sequence[x509.Certificate]) -> None:
+        """4.03/403 for a chain with a revoked certificate, or whose issuer's CRL is
+        unusable (stale, badly signed: revocation.py fails closed), saying which and why."""
+        if chain and (why := self.revocation.refusal(chain)) is not None:
+            log.info("refused: %s", why)
+            raise Forbidden(why)
 
     def _authorize_reenroll(self, peer: Peer) -> x509.Certificate:
         cert = peer.certificate

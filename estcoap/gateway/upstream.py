@@ -33,6 +33,7 @@ from estcoap.codec.operations import ContentFormat, Operation, OperationSpec, sp
 from estcoap.codec.pkcs10 import Csr
 from estcoap.identity import check_same_identity
 from estcoap.pop import check_pop
+from estcoap.revocation import RevocationChecker
 from estcoap.trust import ClientTrust, is_ca
 
 log = logging.getLogger(__name__)
@@ -97,6 +98,9 @@ class Upstream:
         self.timeout = timeout
         self.upstream_cas: list[x509.Certificate] = []
         self.client_trust = ClientTrust(self.client_trust_anchors())
+        # Device certificates revoked in the CRLs the operator gave (makers', the upstream
+        # CA's): the upstream sees only the RA, so the gateway refuses them itself.
+        self.revocation: RevocationChecker | None = None
 
     # ---- EstService ------------------------------------------------------
 
@@ -156,7 +160,15 @@ class Upstream:
 
     # ---- device authentication ------------------------------------------
 
+    def _refuse_revoked(self, peer: svc.Peer) -> None:
+        if self.revocation is not None and peer.certificates:
+            why = self.revocation.refusal(peer.certificates)
+            if why is not None:
+                log.info("refused %s: %s", peer.describe(), why)
+                raise svc.Forbidden(why)
+
     def _authenticate(self, peer: svc.Peer) -> None:
+        self._refuse_revoked(peer)
         if peer.http_user is not None:  # the https front checked the password
             return
         if not peer.certificates:
@@ -187,6 +199,7 @@ class Upstream:
         peer = request.peer
         if not peer.certificates:
             raise svc.Unauthenticated("re-enrollment needs the certificate being renewed")
+        self._refuse_revoked(peer)
         if not self.upstream_cas:
             await self.learn_upstream_ca()
         if not self.client_trust.chains_to(peer.certificates, self.upstream_cas):
