@@ -18,6 +18,8 @@ Rules every command follows (a new command or option follows them too):
     `--upstream-trust`.
   A renamed option keeps its former spelling as a hidden alias.
 * Every option's default shows in --help (show_defaults adds it).
+* A numeric option's type states its range (number(): positive_int, positive_seconds, ...),
+  so argparse refuses a value out of it, before the command does anything.
 * Errors are one line on stderr, never a traceback. Exit status: 0 done; 1 the
   operation failed, including an unknown serial, user or request id; 2 the command line
   is wrong (unknown option, missing or malformed value), as argparse's own errors.
@@ -30,8 +32,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.metadata
+import math
 import sys
-from typing import NoReturn
+from collections.abc import Callable
+from typing import Any, NoReturn
 
 from .. import logsafe
 from ..codec.errors import CodecError
@@ -80,15 +84,45 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: {message} (see '{self.prog} --help')\n")
 
 
-def positive_int(text: str) -> int:
-    """An argparse type: a whole number > 0 (argparse then refuses others in one line)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+def number(
+    kind: Callable[[str], Any],
+    what: str,
+    *,
+    least: float | None = None,
+    above: float | None = None,
+    most: float | None = None,
+    below: float | None = None,
+) -> Callable[[str], Any]:
+    """An argparse type for a numeric option: a finite kind (int or float) >= least, > above,
+    <= most and < below. argparse refuses anything else in one line: "argument --X: expected
+    WHAT, got 'TEXT'" (exit status 2), before the command does anything."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if (
+            value is None
+            or not math.isfinite(value)  # nan and inf would get past the bounds below
+            or (least is not None and value < least)
+            or (above is not None and value <= above)
+            or (most is not None and value > most)
+            or (below is not None and value >= below)
+        ):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return value
+
+    return parse
+
+
+positive_int = number(int, "a positive integer", least=1)
+non_negative_int = number(int, "an integer >= 0", least=0)
+positive_seconds = number(float, "seconds > 0", above=0)
+non_negative_seconds = number(float, "seconds >= 0", least=0)
+# A certificate's lifetime: beyond about 8000 years its notAfter is past the year 9999,
+# which no date type holds; a century is more than any certificate needs.
+validity_days = number(int, "a number of days from 1 to 36500", least=1, most=36500)
 
 
 def version() -> str:

@@ -26,7 +26,7 @@ from ..ca.paths import ExposedFileError
 from ..ca.ra import issue_ra, write_ra
 from ..ca.store import END_ENTITY_REASONS, AlreadyRevoked, RevocationRecord, UnknownCertificate
 from ..files import OutputError, check_writable, write_file
-from . import CliError, UsageError, add_ca_dir, ca_dir, positive_int
+from . import CliError, UsageError, add_ca_dir, ca_dir, validity_days
 from .table import print_table
 
 
@@ -44,7 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         help="server name or IP address for the server certificate (repeatable)",
     )
     init.add_argument("--key-type", choices=KEY_TYPES, default="ec-p256", help="the CA's key")
-    init.add_argument("--validity-days", type=positive_int, default=3650, metavar="N",
+    init.add_argument("--validity-days", type=validity_days, default=3650, metavar="N",
                       help="the CA certificate's lifetime")  # fmt: skip
     init.add_argument("--name", default="estcoap CA", help="the CA's common name")
     init.add_argument(
@@ -64,7 +64,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "--hostname", action="append", default=[], metavar="NAME",
         help="also a server certificate for this name or address (repeatable)",
     )  # fmt: skip
-    ra.add_argument("--validity-days", type=positive_int, default=365, metavar="N",
+    ra.add_argument("--validity-days", type=validity_days, default=365, metavar="N",
                     help="the RA certificate's lifetime")  # fmt: skip
     ra.set_defaults(func=_issue_ra)
 

@@ -39,7 +39,13 @@ from ..codec.csrattrs import (
 from ..codec.keypackage import KeyPackageError, SharedKey
 from ..codec.names import format_name
 from ..files import OutputError, check_writable, rescue, write_file
-from . import CliError, UsageError, add_hidden_alias
+from . import (
+    CliError,
+    UsageError,
+    add_hidden_alias,
+    non_negative_seconds,
+    positive_seconds,
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -102,10 +108,11 @@ def _command(subparsers, name: str, help_text: str, func) -> argparse.ArgumentPa
     add_hidden_alias(p, "--cert", "client_cert")  # the former names (estcoap.cli's naming rule)
     add_hidden_alias(p, "--cert-key", "client_key")
     p.add_argument("--der", action="store_true", help="write DER instead of PEM")
-    p.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS",
+    p.add_argument("--timeout", type=positive_seconds, default=30.0, metavar="SECONDS",
                    help="per request, and for the TLS or DTLS handshake")  # fmt: skip
-    p.add_argument("--max-pending-wait", type=float, default=300.0, metavar="SECONDS",
-                   help="how long to keep asking while the server says 'pending'")  # fmt: skip
+    p.add_argument("--max-pending-wait", type=non_negative_seconds, default=300.0,
+                   metavar="SECONDS", help="how long to keep asking while the server says "
+                   "'pending' (0: ask once)")  # fmt: skip
     p.set_defaults(func=lambda args: _run(name, func, args))
     return p
 

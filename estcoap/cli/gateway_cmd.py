@@ -19,7 +19,7 @@ from cryptography import x509
 from ..client import load_certificates, load_private_key
 from ..client.api import CredentialError, check_key_matches
 from ..serving import settle_heap
-from . import CliError, UsageError, http_users, positive_int
+from . import CliError, UsageError, http_users, positive_int, positive_seconds
 from .serve_cmd import listen_error, parse_host_port
 
 # The upstream's credentials, kept out of the command line (which every local user can read).
@@ -59,7 +59,7 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     up.add_argument("--upstream-user", metavar="NAME:PASSWORD",
                     help="HTTP Basic/Digest credentials for the upstream; visible to every "
                     f"local user: prefer {UPSTREAM_USER_ENV}=NAME:PASSWORD")  # fmt: skip
-    up.add_argument("--upstream-timeout", type=float, default=10.0, metavar="SECONDS",
+    up.add_argument("--upstream-timeout", type=positive_seconds, default=10.0, metavar="SECONDS",
                     help="per request; a slower upstream gives the device 5.04 / 504")  # fmt: skip
     up.add_argument("--upstream-connections", type=positive_int, default=8, metavar="N",
                     help="keep-alive connections to the upstream at most")  # fmt: skip

@@ -45,10 +45,16 @@ from ..https import (
     start_https_server,
 )
 from ..serving import release_free_memory, settle_heap
-from . import CliError, UsageError, http_users, positive_int
+from . import CliError, UsageError, http_users, number, positive_int, validity_days
 from .ca_cmd import duration, require_writable_store
 
 HOUSEKEEPING_SECONDS = 30.0
+
+# Retry-After becomes CoAP's Max-Age, a uint of at most 4 bytes (RFC 7252 s5.10.5); 0 would
+# have clients ask again at once, in a loop.
+retry_after_seconds = number(int, "seconds from 1 to 4294967295", least=1, most=2**32 - 1)
+# Held as a timedelta subtracted from now: a century stays far from the date types' limits.
+key_retention_seconds = number(int, "seconds from 0 to 3153600000", least=0, most=3_153_600_000)
 
 # A front starter serves the service on its binds and returns what it started (each has close()).
 FrontStarter = Callable[[argparse.Namespace, LocalCA, list[tuple[str, int]]], Awaitable[list[Any]]]
@@ -87,9 +93,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     )  # fmt: skip
     serve.add_argument("--max-body", type=positive_int, default=DEFAULT_MAX_BODY,
                        metavar="BYTES", help="the largest request body accepted")  # fmt: skip
-    serve.add_argument("--retry-after", type=int, default=RETRY_AFTER_SECONDS, metavar="SECONDS",
+    serve.add_argument("--retry-after", type=retry_after_seconds, default=RETRY_AFTER_SECONDS,
+                       metavar="SECONDS",
                        help="manual approval: when a client should ask again")  # fmt: skip
-    serve.add_argument("--validity-days", type=positive_int, default=VALIDITY_DAYS, metavar="N",
+    serve.add_argument("--validity-days", type=validity_days, default=VALIDITY_DAYS, metavar="N",
                        help="lifetime of the certificates issued")  # fmt: skip
     serve.add_argument(
         "--durable-commits", action="store_true",
@@ -98,16 +105,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "the last records",
     )  # fmt: skip
     serve.add_argument(
-        "--max-pending-per-requester", type=int, default=MAX_PENDING_PER_REQUESTER, metavar="N",
+        "--max-pending-per-requester", type=positive_int, default=MAX_PENDING_PER_REQUESTER,
+        metavar="N",
         help="manual approval: undecided requests one client may have queued (RAs are "
         "exempt); more are refused with 4.03/403",
     )  # fmt: skip
     serve.add_argument(
-        "--max-pending", type=int, default=MAX_PENDING, metavar="N",
+        "--max-pending", type=positive_int, default=MAX_PENDING, metavar="N",
         help="manual approval: undecided requests in all",
     )  # fmt: skip
     serve.add_argument(
-        "--key-retention", type=int, default=KEY_RETENTION_SECONDS, metavar="SECONDS",
+        "--key-retention", type=key_retention_seconds, default=KEY_RETENTION_SECONDS,
+        metavar="SECONDS",
         help="manual approval: how long a delivered server-generated key stays in the store "
         "for a repeated request, then it is erased (0: the first answer is the only one)",
     )  # fmt: skip

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,22 +24,19 @@ from ..simulate.report import (
     summary,
 )
 from ..simulate.report import write_json as write_report
-from . import CliError, UsageError, add_hidden_alias
+from . import (
+    CliError,
+    UsageError,
+    add_hidden_alias,
+    non_negative_int,
+    number,
+    positive_int,
+    positive_seconds,
+)
 
 BLOCK_SIZES = (16, 32, 64, 128, 256, 512, 1024)
-
-
-def _number(kind: Callable[[str], Any], low: float, high: float | None, what: str):  # type: ignore[no-untyped-def]
-    def parse(text: str) -> Any:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
-        if value < low or (high is not None and value >= high):
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
-        return value
-
-    return parse
+probability = number(float, "a probability in [0, 1)", least=0, below=1)
+delay_ms = number(float, "milliseconds, 0 to 60000", least=0, most=60_000)
 
 
 def _block_size(text: str) -> int:
@@ -59,7 +55,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         epilog="exit status: 0 when at least one device was provisioned (the summary counts "
         "the failures); 1 when none was, or the run could not start; 2 a wrong command line.",
     )
-    probability = _number(float, 0.0, 1.0, "a probability in [0, 1)")
     sim.add_argument("url", metavar="URL", help="coaps://HOST:PORT[/path] or https://HOST:PORT")
     sim.add_argument("--trust", required=True, metavar="PEM", help="the server's trust anchors")
     sim.add_argument("--maker-cert", metavar="PEM",
@@ -68,26 +63,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     sim.add_argument("--maker-key", metavar="KEY", help="its private key (required)")
     add_hidden_alias(sim, "--idevid-ca", "maker_cert")
     add_hidden_alias(sim, "--idevid-ca-key", "maker_key")
-    sim.add_argument("--devices", type=_number(int, 1, None, "a positive integer"), default=100,
-                     metavar="N", help="virtual devices to provision")  # fmt: skip
-    sim.add_argument("--concurrency", type=_number(int, 1, None, "a positive integer"),
-                     default=50, metavar="C", help="devices in flight at once")  # fmt: skip
+    sim.add_argument("--devices", type=positive_int, default=100, metavar="N",
+                     help="virtual devices to provision")  # fmt: skip
+    sim.add_argument("--concurrency", type=positive_int, default=50, metavar="C",
+                     help="devices in flight at once")  # fmt: skip
     sim.add_argument("--loss", type=probability, default=0.0, metavar="P",
-                     help="drop each datagram with probability P, each direction")
+                     help="drop each datagram with probability P, each direction")  # fmt: skip
     sim.add_argument("--duplicate", type=probability, default=0.0, metavar="P",
                      help="send each datagram twice with probability P")  # fmt: skip
-    sim.add_argument("--reorder", type=probability, default=0.0, metavar="P",
-                     help="hold a datagram until the next one passes it (at most 50 ms)")
-    sim.add_argument("--delay", type=_number(float, 0.0, 60_001, "milliseconds, 0 to 60000"),
-                     default=0.0, metavar="MS", help="added one-way delay")
+    sim.add_argument(
+        "--reorder", type=probability, default=0.0, metavar="P",
+        help="hold a datagram until the next one passes it (at most 50 ms)",
+    )  # fmt: skip
+    sim.add_argument("--delay", type=delay_ms, default=0.0, metavar="MS",
+                     help="added one-way delay")  # fmt: skip
     sim.add_argument("--block-size", type=_block_size, metavar="B", help="CoAP block size")
     sim.add_argument("--reenroll", action="store_true", help="also run sren on each device")
-    sim.add_argument("--timeout", type=_number(float, 0.001, None, "seconds > 0"), default=60.0,
-                     metavar="S", help="per request; DTLS handshakes get 0.9 of it")
-    sim.add_argument("--retries", type=_number(int, 0, None, "an integer >= 0"), default=2,
-                     metavar="N", help="repeat a step that timed out, on a new session")
-    sim.add_argument("--seed", type=_number(int, 0, None, "an integer >= 0"), metavar="N",
-                     help="seed the impairment's random numbers")
+    sim.add_argument("--timeout", type=positive_seconds, default=60.0, metavar="S",
+                     help="per request; DTLS handshakes get 0.9 of it")  # fmt: skip
+    sim.add_argument("--retries", type=non_negative_int, default=2, metavar="N",
+                     help="repeat a step that timed out, on a new session")  # fmt: skip
+    sim.add_argument("--seed", type=non_negative_int, metavar="N",
+                     help="seed the impairment's random numbers")  # fmt: skip
     sim.add_argument("--json", metavar="FILE", help="write the report here")
     sim.add_argument("--plot", metavar="FILE", help="draw latency and throughput (matplotlib)")
     sim.set_defaults(func=_simulate)

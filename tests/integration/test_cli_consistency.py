@@ -224,6 +224,62 @@ def test_option_value_errors_exit_2(ca: Path) -> None:
     assert not (ca.parent / "new").exists()
 
 
+def test_option_values_found_after_parsing_exit_2_too(ca: Path, tmp_path: Path) -> None:
+    """Refused by the command rather than by argparse, still a wrong command line."""
+    one_line(run("serve", "--ca", ca), 2, "give at least one front")
+    one_line(run("serve", "--ca", ca, "--https", "127.0.0.1:0", "--http-auth", "ntlm"), 2,
+             "--http-auth: unknown HTTP auth scheme")  # fmt: skip
+    server = ["--server-cert", ca / "server.pem", "--server-key", ca / "server.key",
+              "--trust-clients", ca / "ca.pem"]  # fmt: skip
+    for command, front in (("gateway", "--coaps"), ("proxy", "--https")):
+        one_line(run(command, front, "127.0.0.1:0", *server, "--upstream",
+                     "http://127.0.0.1:9/.well-known/est"), 2,
+                 "--upstream: the upstream must be an https:// URL")  # fmt: skip
+    client = ["--key", tmp_path / "k", "--out", tmp_path / "o.pem"]
+    for url in ("http://127.0.0.1:9", "coap://127.0.0.1:9"):
+        one_line(run("enroll", url, "--subject", "CN=x", *client), 2, url)
+    one_line(run("enroll", "https://127.0.0.1:9", "--subject", "device-1", *client), 2,
+             "--subject: bad subject 'device-1'")  # fmt: skip
+    one_line(run("cacerts", "https://127.0.0.1:9", "--bootstrap", "--fingerprint", "zz"), 2,
+             "--fingerprint 'zz' is not a SHA-256 fingerprint")  # fmt: skip
+    one_line(run("cacerts", "https://127.0.0.1:9", "--client-cert", ca / "server.pem"), 2,
+             "--client-cert and --client-key go together")  # fmt: skip
+    assert not (tmp_path / "k").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("serve", "--retry-after", "-5"), "--retry-after: expected seconds from 1 to 4294967295"),
+        (("serve", "--retry-after", "0"), "--retry-after: expected seconds from 1"),
+        (("serve", "--retry-after", "4294967296"), "--retry-after: expected seconds from 1"),
+        (("serve", "--max-pending", "0"), "--max-pending: expected a positive integer"),
+        (("serve", "--max-pending-per-requester", "-1"), "--max-pending-per-requester: expected"),
+        (("serve", "--key-retention", "-1"), "--key-retention: expected seconds from 0"),
+        (("serve", "--validity-days", "100000000"), "--validity-days: expected a number of days"),
+        (("serve", "--max-body", "1.5"), "--max-body: expected a positive integer"),
+        (("ca", "init", "x", "--hostname", "h", "--validity-days", "-1"), "--validity-days"),
+        (("enroll", "https://h", "--timeout", "0"), "--timeout: expected seconds > 0"),
+        (("enroll", "https://h", "--timeout", "nan"), "--timeout: expected seconds > 0"),
+        (("cacerts", "https://h", "--timeout", "inf"), "--timeout: expected seconds > 0"),
+        (("cacerts", "https://h", "--max-pending-wait", "-1"), "--max-pending-wait: expected sec"),
+        (("gateway", "--upstream-timeout", "0"), "--upstream-timeout: expected seconds > 0"),
+        (("proxy", "--upstream-connections", "0"), "--upstream-connections: expected a positive"),
+        (("simulate", "coaps://h", "--devices", "0"), "--devices: expected a positive integer"),
+        (("simulate", "coaps://h", "--concurrency", "x"), "--concurrency: expected a positive"),
+        (("simulate", "coaps://h", "--timeout", "-1"), "--timeout: expected seconds > 0"),
+        (("simulate", "coaps://h", "--loss", "1"), "--loss: expected a probability in [0, 1)"),
+        (("simulate", "coaps://h", "--delay", "60001"), "--delay: expected milliseconds"),
+        (("simulate", "coaps://h", "--retries", "-1"), "--retries: expected an integer >= 0"),
+    ],
+)
+def test_numeric_options_refuse_values_out_of_range(args: tuple[str, ...], message: str) -> None:
+    """Each in argparse's one line, exit status 2, before anything else is looked at (the
+    required options missing here would be named otherwise)."""
+    line = one_line(run(*args), 2, f"argument {message}")
+    assert line.startswith(f"estcoap {' '.join(args[:2]) if args[0] == 'ca' else args[0]}: ")
+
+
 # ---- listening: the address named --------------------------------------------------
 
 

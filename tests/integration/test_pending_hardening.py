@@ -220,8 +220,13 @@ async def test_serve_applies_its_pending_cap(ca_dir: Path) -> None:
         server.communicate(timeout=30)
 
 
-def test_serve_refuses_a_cap_of_zero(ca_dir: Path) -> None:
-    server = _serve(ca_dir, "--max-pending-per-requester", "0")
+@pytest.mark.parametrize("option", ["--max-pending-per-requester", "--max-pending"])
+def test_serve_refuses_a_cap_of_zero(ca_dir: Path, option: str) -> None:
+    server = _serve(ca_dir, option, "0")
     out, err = server.communicate(timeout=60)
-    assert server.returncode == 1
-    assert err.strip() == "estcoap serve: the caps on pending requests must be positive"
+    assert server.returncode == 2  # a wrong command line (estcoap.cli's exit rule)
+    assert err.strip() == (
+        f"estcoap serve: argument {option}: expected a positive integer, got '0' "
+        "(see 'estcoap serve --help')"
+    )
+    assert "serving" not in out
