@@ -157,7 +157,8 @@ def make_devices(
         cert, key = maker.issue_idevid(f"{tag}-{n}")
         config = DtlsClientConfig(trust_anchors=[ca], certificate_chain=[cert], private_key=key)
         op_key = ec.generate_private_key(ec.SECP256R1())
-        csr = build_csr(op_key, x509.Name.from_rfc4514_string(f"CN={tag}-{n}"))
+        # the IDevID's identity (serialNumber), which the CA's issuance policy requires
+        csr = build_csr(op_key, x509.Name.from_rfc4514_string(f"2.5.4.5={tag}-{n}"))
         devices.append(Device(client_context(config, check_server_name), csr))
     return devices
 
@@ -519,7 +520,7 @@ async def enroll_through(
     (root / "dev.pem").write_bytes(cert.public_bytes(PEM))
     (root / "dev.key").write_bytes(pem_key(key))
     csr = build_csr(
-        ec.generate_private_key(ec.SECP256R1()), x509.Name.from_rfc4514_string(f"CN={name}")
+        ec.generate_private_key(ec.SECP256R1()), x509.Name.from_rfc4514_string(f"2.5.4.5={name}")
     )
     calls: list[Call] = []
     async with RecordingClient(

@@ -108,6 +108,12 @@ def _command(subparsers, name: str, help_text: str, func) -> argparse.ArgumentPa
     add_hidden_alias(p, "--cert", "client_cert")  # the former names (estcoap.cli's naming rule)
     add_hidden_alias(p, "--cert-key", "client_key")
     p.add_argument("--der", action="store_true", help="write DER instead of PEM")
+    p.add_argument("--crl", action="append", default=[], metavar="FILE",
+                   help="a CRL (PEM or DER) of a --trust CA: refuse a server whose certificate "
+                   "it lists, before sending anything (repeatable)")  # fmt: skip
+    p.add_argument("--check-revocation", action="store_true",
+                   help="refuse a revoked server certificate: fetch its CRL distribution point "
+                   "or ask its OCSP responder, before sending anything")  # fmt: skip
     p.add_argument("--timeout", type=positive_seconds, default=30.0, metavar="SECONDS",
                    help="per request, and for the TLS or DTLS handshake")  # fmt: skip
     p.add_argument("--max-pending-wait", type=non_negative_seconds, default=300.0,
@@ -168,6 +174,8 @@ def _client(args: argparse.Namespace) -> EstClient:
         raise UsageError("--client-cert and --client-key go together")
     if args.trust is None and not args.bootstrap and args.fingerprint:
         raise UsageError("--fingerprint is checked during --bootstrap; add --bootstrap")
+    if (args.crl or args.check_revocation) and args.trust is None and not args.bootstrap:
+        raise UsageError("--crl and --check-revocation need --trust (or --bootstrap)")
     if args.fingerprint is not None:
         try:
             normalise_fingerprint(args.fingerprint)
@@ -200,6 +208,8 @@ def _client(args: argparse.Namespace) -> EstClient:
         timeout=args.timeout,
         max_pending_wait=args.max_pending_wait,
         on_pending=pending,
+        crls=args.crl,
+        check_revocation=args.check_revocation,
     )
 
 

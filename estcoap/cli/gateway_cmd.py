@@ -18,6 +18,7 @@ from cryptography import x509
 
 from ..client import load_certificates, load_private_key
 from ..client.api import CredentialError, check_key_matches
+from ..revocation import CrlError, RevocationChecker
 from ..serving import settle_heap
 from . import CliError, UsageError, http_users, positive_int, positive_seconds
 from .serve_cmd import listen_error, parse_host_port
@@ -79,6 +80,12 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         "--trust-clients", action="append", default=[], metavar="PEM",
         help="CAs whose device certificates may enroll, e.g. IDevID makers (repeatable); "
         "the upstream CA is added for re-enrollment",
+    )  # fmt: skip
+    dev.add_argument(
+        "--crl", action="append", default=[], metavar="FILE",
+        help="a CRL (PEM or DER) of a --trust-clients CA or of the upstream CA: devices whose "
+        "certificate it lists are refused 4.03/403 (repeatable; reloaded when the file "
+        "changes; a stale or badly signed one refuses that CA's devices, docs/revocation.md)",
     )  # fmt: skip
     dev.add_argument("--require-pop", action="store_true",
                      help="require tls-unique proof-of-possession from devices")  # fmt: skip
@@ -166,12 +173,28 @@ def build_upstream(args: argparse.Namespace) -> Any:
         raise CliError(str(exc)) from exc
 
 
+async def attach_crls(upstream: Any, args: argparse.Namespace) -> None:
+    """The --crl files, verified against the device anchors (makers and the upstream CA,
+    fetched first for that), become the Upstream's revocation check."""
+    if not args.crl:
+        return
+    from ..gateway.wiring import learn_upstream_ca
+
+    await learn_upstream_ca(upstream)  # a CRL of the upstream CA is verified by its key
+    try:
+        upstream.revocation = RevocationChecker(upstream.client_trust_anchors(), args.crl)
+    except CrlError as exc:
+        await upstream.transport.close()
+        raise CliError(f"--crl {exc}") from None
+
+
 async def _start_gateway(args: argparse.Namespace) -> Any:
     from ..gateway import start_gateway
     from ..gateway.loop import loop_name
 
     host, port = parse_host_port(args.coaps, "--coaps")
     upstream = build_upstream(args)
+    await attach_crls(upstream, args)
     try:
         running = await start_gateway(
             upstream,
@@ -206,6 +229,7 @@ async def _start_proxy(args: argparse.Namespace) -> Any:
     schemes = http_users.schemes(args)
     host, port = parse_host_port(args.https, "--https")
     upstream = build_upstream(args)
+    await attach_crls(upstream, args)
     try:
         running = await start_proxy(
             upstream, host, port, cert_chain=args.server_cert, key=args.server_key, users=users,

@@ -44,6 +44,7 @@ from ..https import (
     DEFAULT_MAX_BODY,
     start_https_server,
 )
+from ..revocation import CrlError
 from ..serving import release_free_memory, settle_heap
 from . import CliError, UsageError, http_users, number, positive_int, validity_days
 from .ca_cmd import duration, require_writable_store
@@ -78,6 +79,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "--shared-keys", metavar="FILE",
         help="keys shared with clients in advance, 'KEY_ID_HEX KEY_HEX' per line: "
         "serverkeygen envelopes the key with the one a CSR names (RFC 7030 s4.4.1.1)",
+    )  # fmt: skip
+    serve.add_argument(
+        "--crl", action="append", default=[], metavar="FILE",
+        help="a CRL (PEM or DER) of a --trust-clients CA (a device maker) or of this CA: "
+        "the certificates it lists are refused (repeatable; reloaded when the file changes; "
+        "a stale or badly signed one refuses that CA's devices, docs/revocation.md)",
     )  # fmt: skip
     serve.add_argument("--approval", choices=("auto", "manual"), default="auto",
                        help="manual: requests wait for 'estcoap pending approve'")  # fmt: skip
@@ -189,7 +196,7 @@ def build_service(args: argparse.Namespace) -> LocalCA:
         print(f"estcoap serve: WARNING: {policy.describe()}", file=sys.stderr, flush=True)
     require_writable_store(args.ca)
     try:
-        return LocalCA.open(
+        service = LocalCA.open(
             args.ca,
             approval=args.approval,
             require_pop=args.require_pop,
@@ -206,6 +213,12 @@ def build_service(args: argparse.Namespace) -> LocalCA:
         )
     except ValueError as exc:
         raise CliError(str(exc)) from exc
+    try:
+        service.revocation.add_crl_files(args.crl)
+    except CrlError as exc:
+        service.close()
+        raise CliError(f"--crl {exc}") from None
+    return service
 
 
 async def start_https_front(
