@@ -129,7 +129,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     ocsp.add_argument("dir", metavar="DIR", help="the CA directory")
     ocsp.add_argument("--name", default="estcoap OCSP responder", help="its common name")
     ocsp.add_argument(
-        "--validity-days", type=positive_int, default=OCSP_RESPONDER_DAYS, metavar="N",
+        "--validity-days", type=validity_days, default=OCSP_RESPONDER_DAYS, metavar="N",
         help="its lifetime: short, since clients do not check its revocation "
         "(id-pkix-ocsp-nocheck); issue a new one before it ends",
     )  # fmt: skip
