@@ -17,6 +17,7 @@ import asyncio
 import datetime as dt
 import os
 from collections.abc import Sequence
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from cryptography import x509
@@ -46,7 +47,7 @@ class ServerRevocationCheck:
     def __init__(
         self,
         anchors: Sequence[x509.Certificate],
-        crl_files: Sequence[str | os.PathLike[str]] = (),
+        crl_files: Sequence[str | Path] = (),
         *,
         online: bool = False,
         timeout: float = FETCH_TIMEOUT,
