@@ -1,8 +1,9 @@
 """Figures from a fleet run: the JSON report, a short text summary and the optional plot.
 
 An "enrollment" is one device's whole flow: crts, att, sen (and sren with --reenroll).
-Latency and bytes per enrollment are over the devices that succeeded; byte counts are
-UDP payloads (DTLS records included, IP/UDP headers not) or TLS bytes on TCP.
+Latency and bytes per enrollment are over the devices that succeeded, and null (None)
+when none did: a zero would read as a measurement. Byte counts are UDP payloads (DTLS
+records included, IP/UDP headers not) or TLS bytes on TCP.
 """
 
 from __future__ import annotations
@@ -42,6 +43,34 @@ def _mean(values: list[int]) -> float:
     return sum(values) / len(values) if values else 0.0
 
 
+def latency_figures(latencies: list[float]) -> dict[str, float | None]:
+    """Percentiles, extremes and mean of ascending latencies (ms); each None when empty."""
+    if not latencies:
+        return dict.fromkeys(("p50", "p95", "p99", "max", "min", "mean"))
+    return {
+        "p50": round(percentile(latencies, 50), 1),
+        "p95": round(percentile(latencies, 95), 1),
+        "p99": round(percentile(latencies, 99), 1),
+        "max": round(latencies[-1], 1),
+        "min": round(latencies[0], 1),
+        "mean": round(sum(latencies) / len(latencies), 1),
+    }
+
+
+def bytes_per_device(good: list[DeviceOutcome], udp: bool) -> dict[str, float | None]:
+    """Mean bytes (and datagrams over UDP) per succeeded device; each None when none did."""
+    keys = ["up", "down", "total"] + (["datagrams_up", "datagrams_down"] if udp else [])
+    if not good:
+        return dict.fromkeys(keys)
+    up = round(_mean([o.traffic.up.bytes for o in good]), 1)
+    down = round(_mean([o.traffic.down.bytes for o in good]), 1)
+    figures: dict[str, float | None] = {"up": up, "down": down, "total": round(up + down, 1)}
+    if udp:
+        figures["datagrams_up"] = round(_mean([o.traffic.up.datagrams for o in good]), 2)
+        figures["datagrams_down"] = round(_mean([o.traffic.down.datagrams for o in good]), 2)
+    return figures
+
+
 def throughput_series(outcomes: list[DeviceOutcome], wall_time: float) -> list[list[float]]:
     """[second, enrollments completed in that second] for each second of the run."""
     bins = [0] * (int(wall_time) + 1)
@@ -62,16 +91,6 @@ def build_report(result: FleetResult, settings: dict[str, Any]) -> dict[str, Any
     udp = result.settings.scheme == "coaps"
     totals = result.totals
     retrans = totals.up.retransmissions + totals.down.retransmissions
-    per_device_bytes = {
-        "up": round(_mean([o.traffic.up.bytes for o in good]), 1),
-        "down": round(_mean([o.traffic.down.bytes for o in good]), 1),
-    }
-    per_device_bytes["total"] = round(per_device_bytes["up"] + per_device_bytes["down"], 1)
-    if udp:
-        per_device_bytes["datagrams_up"] = round(_mean([o.traffic.up.datagrams for o in good]), 2)
-        per_device_bytes["datagrams_down"] = round(
-            _mean([o.traffic.down.datagrams for o in good]), 2
-        )
     return {
         "report_version": REPORT_VERSION,
         "settings": settings,
@@ -84,15 +103,8 @@ def build_report(result: FleetResult, settings: dict[str, Any]) -> dict[str, Any
         "enrollments_per_second": round(len(good) / result.wall_time, 3)
         if result.wall_time > 0
         else 0.0,
-        "latency_ms": {
-            "p50": round(percentile(latencies, 50), 1),
-            "p95": round(percentile(latencies, 95), 1),
-            "p99": round(percentile(latencies, 99), 1),
-            "max": round(latencies[-1], 1) if latencies else 0.0,
-            "min": round(latencies[0], 1) if latencies else 0.0,
-            "mean": round(sum(latencies) / len(latencies), 1) if latencies else 0.0,
-        },
-        "bytes_per_enrollment": per_device_bytes,
+        "latency_ms": latency_figures(latencies),
+        "bytes_per_enrollment": bytes_per_device(good, udp),
         "bytes_total": {"up": totals.up.bytes, "down": totals.down.bytes},
         "datagrams_total": (
             {"up": totals.up.datagrams, "down": totals.down.datagrams} if udp else None
@@ -188,9 +200,12 @@ def plot(result: FleetResult, report: dict[str, Any], path: str | Path) -> None:
     left.set_xlabel("enrollment latency (ms)")
     left.set_ylabel("devices")
     lat = report["latency_ms"]
-    for name, style in (("p50", "--"), ("p95", ":"), ("p99", "-.")):
-        left.axvline(lat[name], color="black", linestyle=style, label=f"{name} {lat[name]:.0f} ms")
-    left.legend()
+    if latencies:  # no device succeeded: no percentile to mark
+        for name, style in (("p50", "--"), ("p95", ":"), ("p99", "-.")):
+            left.axvline(
+                lat[name], color="black", linestyle=style, label=f"{name} {lat[name]:.0f} ms"
+            )
+        left.legend()
     right.plot([t for t, _ in series], [n for _, n in series], color="tab:green")
     right.set_xlabel("time since start (s)")
     right.set_ylabel("enrollments completed per second")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.metadata
+import json
 import os
 import re
 import socket
@@ -418,6 +419,17 @@ def test_simulate_all_failed_is_visible(ca: Path, tmp_path: Path) -> None:
         assert done.stdout.splitlines()[0].startswith("0/3 devices provisioned: all 3 devices")
         assert "p50" not in done.stdout  # no latency figures made of zeros
         assert "\n" not in line
+    # The JSON report (a terminal or not) says "no figure", never a zero that reads as one.
+    report_path = tmp_path / "report.json"
+    done = run("simulate", f"https://127.0.0.1:{port}", "--trust", ca / "ca.pem",
+               "--maker-cert", maker, "--maker-key", maker_key, "--devices", "2",
+               "--retries", "0", "--json", report_path)  # fmt: skip
+    one_line(done, 1, "estcoap simulate: all 2 devices failed")
+    report = json.loads(report_path.read_text())
+    assert report["succeeded"] == 0 and report["failed_total"] == 2
+    assert report["latency_ms"] == dict.fromkeys(("p50", "p95", "p99", "max", "min", "mean"))
+    assert report["bytes_per_enrollment"] == {"up": None, "down": None, "total": None}
+    assert report["retransmissions"]["per_enrollment"] is None
     no_key = run("simulate", f"https://127.0.0.1:{port}", "--trust", ca / "ca.pem",
                  "--maker-cert", maker)  # fmt: skip
     one_line(no_key, 2, "the following arguments are required: --maker-key")
