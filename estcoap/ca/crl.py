@@ -58,16 +58,19 @@ def build_crl(
 ) -> x509.CertificateRevocationList:
     """The CRL listing the given revocations, signed by the CA key with its usual hash."""
     now = now or dt.datetime.now(dt.UTC)
-    builder = (
-        x509.CertificateRevocationListBuilder()
-        .issuer_name(ca_cert.subject)
-        .last_update(now - CLOCK_SKEW)
-        .next_update(now + next_update)
-        .add_extension(x509.CRLNumber(number), critical=False)
-        .add_extension(authority_key_id(ca_cert), critical=False)
+    # The entries go in through the constructor: add_revoked_certificate copies the
+    # builder's list each time: 100,000 entries took 12 s that way, 2 s so
+    # (bench/revocation.py).
+    builder = x509.CertificateRevocationListBuilder(
+        issuer_name=ca_cert.subject,
+        last_update=now - CLOCK_SKEW,
+        next_update=now + next_update,
+        extensions=[
+            x509.Extension(x509.CRLNumber.oid, False, x509.CRLNumber(number)),
+            x509.Extension(x509.AuthorityKeyIdentifier.oid, False, authority_key_id(ca_cert)),
+        ],
+        revoked_certificates=[revoked_entry(record) for record in revoked],
     )
-    for record in revoked:
-        builder = builder.add_revoked_certificate(revoked_entry(record))
     return builder.sign(ca_key, signature_hash(ca_key))  # type: ignore[arg-type]
 
 

@@ -114,8 +114,8 @@ class LocalCA:
     front_checks_csr_signature = True
     # Extensions that tell relying parties where to check revocation (publish_revocation).
     revocation_pointers: tuple[x509.ExtensionType, ...] = ()
-    # (store revocation version, revoked serials) for revocation_of.
-    _revoked_cache: tuple[int, frozenset[int]] = (-1, frozenset())
+    # The store's revocation version that _revoked holds the serials up to (revocation_of).
+    _revoked_version = -1
 
     def __init__(
         self,
@@ -255,12 +255,16 @@ class LocalCA:
             serial = cert_or_serial.serial_number
         else:
             serial = int(cert_or_serial, 16) if isinstance(cert_or_serial, str) else cert_or_serial
-        version = self.store.revocation_version()
-        cached_version, revoked = self._revoked_cache
-        if version != cached_version:  # read the version first: a newer set is harmless
-            revoked = frozenset(self.store.revoked_serials())
-            self._revoked_cache = (version, revoked)
-        return self.store.revocation_of(serial) if serial in revoked else None
+        if self.store.revocation_version() != self._revoked_version:
+            # Only what is new: revocations are never undone, and a reload of 100,000
+            # serials would stall the loop for a third of a second (bench/revocation.py).
+            # Set before the version: a thread reading in between only catches up again.
+            if self._revoked_version < 0:
+                self._revoked: set[int] = set()
+            version, added = self.store.revoked_serials_after(self._revoked_version)
+            self._revoked.update(added)
+            self._revoked_version = version
+        return self.store.revocation_of(serial) if serial in self._revoked else None
 
     # ---- EstService ---------------------------------------------------------
 

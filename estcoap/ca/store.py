@@ -574,6 +574,15 @@ class Store:
             rows = self._db.execute("SELECT serial FROM revoked").fetchall()
         return {int(serial, 16) for (serial,) in rows}
 
+    def revoked_serials_after(self, version: int) -> tuple[int, set[int]]:
+        """The serials revoked since revocation_version() was `version` (-1 or 0: all),
+        and the version they bring it to: a cache catches up by what is new only."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, serial FROM revoked WHERE id > ? ORDER BY id", (version,)
+            ).fetchall()
+        return (rows[-1][0] if rows else version), {int(serial, 16) for _, serial in rows}
+
     def revocation_version(self) -> int:
         """A number that grows with every revocation (0: none yet), also one made by another
         process: a cache of revocations is current while this has not changed. One index

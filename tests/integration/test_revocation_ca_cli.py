@@ -15,6 +15,8 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from estcoap.ca.store import SCHEMA_VERSION
+
 pytestmark = pytest.mark.timeout(120)
 
 CLI = [sys.executable, "-m", "estcoap.cli"]
@@ -165,4 +167,4 @@ def test_the_previous_release_store_revokes_after_its_upgrade(tmp_path: Path) ->
     ok("ca", "revoke", ca, device, "--reason", "keyCompromise")
     assert rows(ca)[device] == "revoked (keyCompromise)"
     with sqlite3.connect(ca / "est.sqlite3") as db:
-        assert db.execute("PRAGMA user_version").fetchone() == (3,)
+        assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)

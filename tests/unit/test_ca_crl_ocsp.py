@@ -179,6 +179,14 @@ def test_revocation_of_sees_revocations_from_another_process(ca: LocalCA) -> Non
     assert record.revoked_by == "cli:op"
     assert ca.revocation_of(cert.serial_number) == record
     assert ca.revocation_of(format(cert.serial_number, "x")) == record
+    # A second revocation: the cache catches up by it, keeping the first.
+    later = issue(ca, "dev-2")
+    assert ca.revocation_of(later) is None
+    with Store.open(ca.store.path, create=False) as other:
+        other.revoke(later.serial_number, reason=x509.ReasonFlags.superseded,
+                     invalidity_date=None, revoked_by="cli:op")  # fmt: skip
+    assert ca.revocation_of(later).reason == "superseded"  # type: ignore[union-attr]
+    assert ca.revocation_of(cert) == record
 
 
 def test_revocation_of_a_foreign_certificate_is_none(ca: LocalCA, ca_dir: Path) -> None:

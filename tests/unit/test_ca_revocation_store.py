@@ -108,6 +108,20 @@ def test_version_is_seen_by_another_connection(store: Store) -> None:
         assert other.revoked_serials() == {int(server_serial(store), 16)}
 
 
+def test_revoked_serials_after_a_version(store: Store, ca_dir: Path) -> None:
+    from estcoap.ca.ra import issue_ra
+
+    serials = [int(server_serial(store), 16)]
+    serials += [issue_ra(ca_dir, name=f"ra-{i}").certificate.serial_number for i in range(2)]
+    assert store.revoked_serials_after(-1) == (-1, set())
+    for serial in serials:
+        store.revoke(serial, reason=KEY_COMPROMISE, invalidity_date=None, revoked_by="t")
+    assert store.revoked_serials_after(0) == (3, set(serials))
+    assert store.revoked_serials_after(1) == (3, set(serials[1:]))
+    assert store.revoked_serials_after(3) == (3, set())
+    assert store.revoked_serials() == set(serials)
+
+
 def test_crl_numbers_increase_per_scope_across_connections(store: Store) -> None:
     assert [store.next_crl_number() for _ in range(3)] == [1, 2, 3]
     assert store.next_crl_number("tenant-a") == 1
@@ -133,7 +147,7 @@ def test_a_store_of_the_previous_release_upgrades_in_place(tmp_path: Path) -> No
     assert len(before) == 5 and len(pending) == 1
 
     with Store.open(path, create=False) as store:
-        assert store.schema_version == SCHEMA_VERSION == 3
+        assert store.schema_version == SCHEMA_VERSION >= 3  # 3: revocation
         assert store._db.execute("SELECT * FROM issued ORDER BY id").fetchall() == before
         assert store._db.execute("SELECT * FROM pending").fetchall() == pending
         ca = x509.load_pem_x509_certificate((DATA / "store-v2-ca.pem").read_bytes())
