@@ -145,14 +145,32 @@ def _expect_checked(handle: Callable[[Any], Awaitable[web.StreamResponse]]) -> A
     return handler
 
 
+# How much of aiohttp's reason a log line keeps: it quotes the peer's bytes (a 100-byte
+# excerpt of a line too long, a bad header, a URL), which are the peer's to choose.
+PEER_QUOTE_LIMIT = 40  # characters from the first quote on
+REASON_LIMIT = 80  # characters in all (an unquoted URL is the peer's too)
+
+
+def peer_fault_reason(exc: HttpProcessingError) -> str:
+    """The kind of fault (aiohttp's exception class) and its reason's first line, with what it
+    quotes of the peer cut short: e.g. "LineTooLong: Got more than 8190 bytes when reading:
+    b'GGGG..."."""
+    text = str(exc.message).split("\n", 1)[0]
+    quote = min((i for i in (text.find("'"), text.find('"')) if i >= 0), default=len(text))
+    if len(text) - quote > PEER_QUOTE_LIMIT:
+        text = text[: quote + PEER_QUOTE_LIMIT] + "..."
+    if len(text) > REASON_LIMIT:
+        text = text[:REASON_LIMIT] + "..."
+    return f"{type(exc).__name__}: {text}"
+
+
 class PeerFaultLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
     """aiohttp's server logger, told apart: a request aiohttp could not parse is the peer's
-    fault, one INFO line (the traceback at DEBUG); anything else stays an ERROR."""
+    fault, one short INFO line (the traceback at DEBUG); anything else stays an ERROR."""
 
     def exception(self, msg: object, *args: object, exc_info: Any = True, **kwargs: Any) -> None:
         if isinstance(exc_info, HttpProcessingError):
-            reason = str(exc_info.message).split("\n", 1)[0]
-            self.info(f"{msg}: %d %s", *args, exc_info.code, reason)
+            self.info(f"{msg}: %d %s", *args, exc_info.code, peer_fault_reason(exc_info))
             self.debug(msg, *args, exc_info=exc_info, **kwargs)
         else:
             self.error(msg, *args, exc_info=exc_info, **kwargs)
