@@ -33,6 +33,8 @@ from typing import Protocol
 from cryptography import x509
 from cryptography.x509.oid import ExtensionOID
 
+from .codec.names import format_name
+
 log = logging.getLogger(__name__)
 
 # A CRL signed a little ahead of our clock is still taken: clocks of CA hosts and relying
@@ -350,8 +352,8 @@ def _revocation(
 ) -> Revocation:
     return Revocation(
         serial=cert.serial_number,
-        subject=cert.subject.rfc4514_string(),
-        issuer=cert.issuer.rfc4514_string(),
+        subject=format_name(cert.subject),
+        issuer=format_name(cert.issuer),
         reason=reason,
         revoked_at=revoked_at,
         source=source,
