@@ -162,6 +162,15 @@ class UpstreamTimeout(EstError):
     """An upstream server did not answer in time."""
 
 
+class ServiceUnavailable(EstError):
+    """A part this service needs is down for now (the CA's key token unplugged or refusing
+    to sign): nothing was issued or recorded; ask again after retry_after seconds."""
+
+    def __init__(self, diagnostic: str, retry_after: int = 5):
+        super().__init__(diagnostic)
+        self.retry_after = retry_after
+
+
 class ServiceFailure(EstError):
     """An internal failure; nothing was recorded."""
 

@@ -15,9 +15,13 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from ..codec.keytypes import PrivateKey
 from ..files import write_file
+from . import pkcs11uri
 from .keys import DEFAULT_KEY_TYPE, KEY_TYPES, generate_key, signature_hash
 from .paths import CaPaths
+from .pkcs11key import TOKEN_KEY_TYPES, generate_in_token, module_path_for, token_key
+from .pkcs11uri import Pkcs11Uri
 from .profile import Request, random_serial, sign_end_entity
+from .signer import PinSource
 from .store import Store
 
 
@@ -34,6 +38,8 @@ def init_ca(
     validity_days: int = 3650,
     server_validity_days: int | None = None,
     ocsp_responder: bool = False,
+    key_uri: str | None = None,
+    pins: PinSource | None = None,
 ) -> CaPaths:
     """Create ca_dir with a self-signed CA, a server certificate for hostnames, and a store.
 
@@ -41,6 +47,9 @@ def init_ca(
     anything else as dNSName. Private keys are written with mode 0600. Refuses
     (CaExistsError) when the directory already has a CA key, certificate or store.
     ocsp_responder: also a delegated OCSP responder (issue_ocsp_responder).
+    key_uri: generate the CA key in that PKCS#11 token (RFC 7512 URI; the PIN and module
+    from pins) and write key.uri, not ca.key; the server key stays a file (the TLS and
+    DTLS stacks need it in memory).
     """
     if key_type not in KEY_TYPES:
         raise ValueError(f"unknown key type {key_type!r}; choose one of {', '.join(KEY_TYPES)}")
@@ -52,7 +61,14 @@ def init_ca(
     paths = CaPaths.of(ca_dir)
     existing = [
         p
-        for p in (paths.ca_cert, paths.ca_key, paths.server_cert, paths.server_key, paths.store)
+        for p in (
+            paths.ca_cert,
+            paths.ca_key,
+            paths.key_uri,
+            paths.server_cert,
+            paths.server_key,
+            paths.store,
+        )
         if p.exists()
     ]
     if existing:
@@ -60,10 +76,11 @@ def init_ca(
             f"{paths.dir} already holds a CA ({', '.join(p.name for p in existing)}); "
             "refusing to overwrite it"
         )
+    uri = _token_uri(key_uri, key_type, pins) if key_uri else None
     paths.dir.mkdir(parents=True, exist_ok=True)
 
     now = dt.datetime.now(dt.UTC)
-    ca_key = generate_key(key_type)
+    ca_key = generate_key(key_type) if uri is None else _generate_in_token(uri, key_type, pins)
     ca_cert = self_signed_ca(ca_key, ca_name, validity_days=validity_days, now=now)
     server_key = generate_key(key_type)
     server_cert = sign_end_entity(
@@ -83,7 +100,10 @@ def init_ca(
 
     written: list[Path] = []
     try:
-        _write_new(paths.ca_key, _key_pem(ca_key), 0o600, written)
+        if uri is None:
+            _write_new(paths.ca_key, _key_pem(ca_key), 0o600, written)
+        else:
+            _write_new(paths.key_uri, f"{uri}\n".encode(), 0o644, written)
         _write_new(paths.ca_cert, _cert_pem(ca_cert), 0o644, written)
         _write_new(paths.server_key, _key_pem(server_key), 0o600, written)
         _write_new(paths.server_cert, _cert_pem(server_cert) + _cert_pem(ca_cert), 0o644, written)
@@ -96,9 +116,30 @@ def init_ca(
             for leftover in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
                 leftover.unlink(missing_ok=True)
         raise
+    finally:
+        if uri is not None:
+            ca_key.token.close()  # type: ignore[union-attr]
     if ocsp_responder:
-        issue_ocsp_responder(paths.dir, key_type=key_type)
+        issue_ocsp_responder(paths.dir, key_type=key_type, pins=pins)
     return paths
+
+
+def _token_uri(key_uri: str, key_type: str, pins: PinSource | None) -> Pkcs11Uri:
+    """The URI written to key.uri: the one given, with the module path resolved, so that
+    serve and the other commands find the library without being told again."""
+    if key_type not in TOKEN_KEY_TYPES:
+        raise ValueError(
+            f"a CA key in a token is one of {', '.join(TOKEN_KEY_TYPES)}, not {key_type}"
+        )
+    uri = pkcs11uri.parse(key_uri)
+    return uri.with_module(module_path_for(uri, (pins or PinSource()).module))
+
+
+def _generate_in_token(uri: Pkcs11Uri, key_type: str, pins: PinSource | None) -> PrivateKey:
+    assert uri.module_path is not None
+    pin = (pins or PinSource()).pin(f"token {uri.token!r}")
+    public = generate_in_token(uri, uri.module_path, pin, key_type)
+    return token_key(uri, uri.module_path, pin, public)
 
 
 # A delegated responder's certificate carries id-pkix-ocsp-nocheck (RFC 6960 s4.2.2.2.1):
@@ -112,6 +153,7 @@ def issue_ocsp_responder(
     name: str = "estcoap OCSP responder",
     key_type: str = DEFAULT_KEY_TYPE,
     validity_days: int = OCSP_RESPONDER_DAYS,
+    pins: PinSource | None = None,
 ) -> x509.Certificate:
     """Issue, record and write (ocsp.pem, ocsp.key 0600, replacing earlier ones) a
     certificate to which the CA delegates signing OCSP responses: id-kp-OCSPSigning and
@@ -119,7 +161,7 @@ def issue_ocsp_responder(
     if validity_days <= 0:
         raise ValueError("validity_days must be positive")
     paths = CaPaths.of(ca_dir)
-    ca_cert, ca_key = paths.load_ca()
+    ca_cert, ca_key = paths.load_ca(pins)
     key = generate_key(key_type)
     cert = sign_end_entity(
         Request(

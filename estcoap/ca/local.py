@@ -71,6 +71,7 @@ from .keys import (
 from .paths import CaPaths
 from .policy import IssuancePolicy, Requester
 from .profile import Request, random_serial, revocation_pointers, sign_end_entity, vet_csr
+from .signer import PinSource
 from .store import (
     AlreadyRenewed,
     IssuedRecord,
@@ -197,10 +198,12 @@ class LocalCA:
         max_pending: int = MAX_PENDING,
         key_retention: int = KEY_RETENTION_SECONDS,
         policy: IssuancePolicy | None = None,
+        pins: PinSource | None = None,
     ) -> LocalCA:
-        """durable_commits: fsync every issued certificate's record (store.py explains)."""
+        """durable_commits: fsync every issued certificate's record (store.py explains).
+        pins: where the PIN of a CA key in a PKCS#11 token comes from (ca/signer.py)."""
         paths = CaPaths.of(ca_dir)
-        ca_cert, ca_key = paths.load_ca()
+        ca_cert, ca_key = paths.load_ca(pins)
         try:
             store = Store.open(paths.store, durable=durable_commits)
         except StoreError as exc:
@@ -222,6 +225,12 @@ class LocalCA:
             key_retention=key_retention,
             policy=policy,
         )
+
+    @property
+    def signing_key(self) -> PrivateKey:
+        """The CA key (a file key, or a token key signing in its token): for the CRL and
+        OCSP publishers, which must not open the token a second time."""
+        return self._ca_key
 
     def close(self) -> None:
         self.store.close()

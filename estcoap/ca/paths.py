@@ -9,8 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
+
+from .signer import PinSource, load_ca_key
 
 
 @dataclass(frozen=True)
@@ -44,20 +45,25 @@ class CaPaths:
         """ocsp.key: its private key (mode 0600)."""
         return self.dir / "ocsp.key"
 
-    def load_ca(self) -> tuple[x509.Certificate, PrivateKeyTypes]:
-        """The CA certificate and its key, checked to belong together. Refuses
-        (ExposedFileError) a directory whose private keys other users can read."""
+    @property
+    def key_uri(self) -> Path:
+        """key.uri: the RFC 7512 URI of the CA key in a PKCS#11 token, instead of ca.key."""
+        return self.dir / "key.uri"
+
+    def load_ca(self, pins: PinSource | None = None) -> tuple[x509.Certificate, PrivateKeyTypes]:
+        """The CA certificate and its key, checked to belong together: the key from
+        ca.key, or the token key.uri names (its PIN from pins: file, environment or
+        prompt). Refuses (ExposedFileError) a directory whose private keys other users
+        can read."""
         for secret in (self.ca_key, self.server_key):
             require_private(secret)
         try:
             cert = x509.load_pem_x509_certificate(self.ca_cert.read_bytes())
-            key = serialization.load_pem_private_key(self.ca_key.read_bytes(), password=None)
+            key = load_ca_key(self.dir, self.ca_key, cert, pins or PinSource())
         except FileNotFoundError as exc:
             raise FileNotFoundError(
                 f"{exc.filename}: no CA here (run 'estcoap ca init {self.dir}' first)"
             ) from exc
-        if key.public_key() != cert.public_key():
-            raise ValueError(f"{self.ca_key} does not belong to {self.ca_cert}")
         return cert, key
 
 

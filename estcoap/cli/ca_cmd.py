@@ -23,11 +23,15 @@ from ..ca import KEY_TYPES, CaExistsError, CaPaths, IssuedRecord, Store, StoreEr
 from ..ca.create import OCSP_RESPONDER_DAYS, issue_ocsp_responder
 from ..ca.crl import build_crl, encode, parse_duration
 from ..ca.paths import ExposedFileError
+from ..ca.pkcs11key import Pkcs11Unavailable
 from ..ca.ra import issue_ra, write_ra
+from ..ca.signer import describe_key
 from ..ca.store import END_ENTITY_REASONS, AlreadyRevoked, RevocationRecord, UnknownCertificate
 from ..files import OutputError, check_writable, write_file
+from ..service import ServiceUnavailable
 from . import CliError, UsageError, add_ca_dir, ca_dir, validity_days
 from .table import print_table
+from .token_options import add_token_options, pin_source
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -51,6 +55,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "--ocsp-responder", action="store_true",
         help="also a delegated OCSP responder certificate (as 'ca issue-ocsp')",
     )  # fmt: skip
+    init.add_argument(
+        "--key-uri", metavar="URI",
+        help="generate the CA key in a PKCS#11 token (RFC 7512, e.g. "
+             "'pkcs11:token=estca;object=ca-key'); writes key.uri, no ca.key (docs/hsm.md)",
+    )  # fmt: skip
+    add_token_options(init)
     init.set_defaults(func=_init)
 
     ra = sub.add_parser(
@@ -185,12 +195,14 @@ def _init(args: argparse.Namespace) -> int:
             ca_name=args.name,
             validity_days=args.validity_days,
             ocsp_responder=args.ocsp_responder,
+            key_uri=args.key_uri,
+            pins=pin_source(args),
         )
-    except (CaExistsError, ValueError) as exc:
+    except (CaExistsError, ValueError, ServiceUnavailable, Pkcs11Unavailable) as exc:
         raise CliError(str(exc)) from exc
     print(f"created CA in {paths.dir}")
     print(f"  CA certificate      {paths.ca_cert}")
-    print(f"  CA key              {paths.ca_key} (mode 0600)")
+    print(f"  CA key              {describe_key(paths.dir, paths.ca_key)}")
     print(f"  server certificate  {paths.server_cert} (for {', '.join(args.hostname)})")
     print(f"  server key          {paths.server_key} (mode 0600)")
     print(f"  store               {paths.store}")

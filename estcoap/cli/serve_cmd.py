@@ -31,6 +31,7 @@ from ..ca.local import (
 )
 from ..ca.ocsp import OcspResponder, store_lookup
 from ..ca.paths import require_private
+from ..ca.pkcs11key import Pkcs11Unavailable
 from ..ca.policy import IssuancePolicy, PolicyError
 from ..ca.revocation_http import (
     DEFAULT_CRL_PATH,
@@ -48,6 +49,7 @@ from ..revocation import CrlError
 from ..serving import release_free_memory, settle_heap
 from . import CliError, UsageError, http_users, number, positive_int, validity_days
 from .ca_cmd import duration, require_writable_store
+from .token_options import add_token_options, pin_source
 
 HOUSEKEEPING_SECONDS = 30.0
 
@@ -64,6 +66,7 @@ FrontStarter = Callable[[argparse.Namespace, LocalCA, list[tuple[str, int]]], Aw
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     serve = subparsers.add_parser("serve", help="serve EST from the built-in CA")
     serve.add_argument("--ca", required=True, metavar="DIR", help="the CA directory (ca init)")
+    add_token_options(serve)  # when the CA key is in a PKCS#11 token (docs/hsm.md)
     _add_front_options(serve)
     _add_revocation_options(serve)
     http_users.add_options(serve, user_help="an HTTP Basic/Digest user")
@@ -210,8 +213,9 @@ def build_service(args: argparse.Namespace) -> LocalCA:
             max_pending=args.max_pending,
             key_retention=args.key_retention,
             policy=policy,
+            pins=pin_source(args),
         )
-    except ValueError as exc:
+    except (ValueError, Pkcs11Unavailable) as exc:
         raise CliError(str(exc)) from exc
     try:
         service.revocation.add_crl_files(args.crl)
@@ -385,7 +389,7 @@ async def start_revocation_publishing(args: argparse.Namespace, service: LocalCA
     service.publish_revocation(crl_url=args.crl_url, ocsp_url=args.ocsp_url)
     if not args.crl_http and not args.ocsp:
         return []
-    ca_cert, ca_key = service.ca_certificate, service.paths.load_ca()[1]
+    ca_cert, ca_key = service.ca_certificate, service.signing_key
     crl = ocsp = None
     started: list[Any] = []
     if args.crl_http:

@@ -19,6 +19,8 @@ _CODES: tuple[tuple[type[Exception], Code], ...] = (
     (service.NotSupported, Code.BAD_REQUEST),
     (service.UpstreamUnavailable, Code.BAD_GATEWAY),
     (service.UpstreamTimeout, Code.GATEWAY_TIMEOUT),
+    # Try later: 5.03 with Max-Age (retry_after_for), as for a pending request (s4.7).
+    (service.ServiceUnavailable, Code.SERVICE_UNAVAILABLE),
     (service.ServiceFailure, Code.INTERNAL_SERVER_ERROR),
 )
 
@@ -28,3 +30,10 @@ def code_for(exc: Exception) -> Code:
         if isinstance(exc, kind):
             return code
     return Code.INTERNAL_SERVER_ERROR
+
+
+def retry_after_for(exc: Exception) -> int | None:
+    """The Max-Age a refusal carries: seconds until asking again makes sense, or None."""
+    if isinstance(exc, service.ServiceUnavailable):
+        return max(1, int(exc.retry_after))
+    return None

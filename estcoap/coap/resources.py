@@ -18,7 +18,7 @@ from ..codec.multipart import encode_multipart_core
 from ..codec.operations import EST_ROOT_RT, ContentFormat, Operation, OperationSpec
 from ..codec.pkcs10 import parse_csr
 from .block1 import Block1Assembler, Block1Continue, Block1Refusal
-from .codes import code_for
+from .codes import code_for, retry_after_for
 from .peer import peer_of
 
 log = logging.getLogger(__name__)
@@ -97,7 +97,11 @@ class EstResource(Resource):
         try:
             return await self._answer(request)
         except (svc.EstError, CodecError) as exc:
-            return error_response(code_for(exc), str(exc))
+            message = error_response(code_for(exc), str(exc))
+            max_age = retry_after_for(exc)
+            if max_age is not None:
+                message.opt.max_age = max_age
+            return message
         except Exception as exc:
             # One line per failure; the traceback only when debugging (issue 11: a peer
             # that can trigger a failure must not be able to fill the log with them).

@@ -23,6 +23,7 @@ from ..service import (
     NotSupported,
     Pending,
     ServiceFailure,
+    ServiceUnavailable,
     Unauthenticated,
     UnsupportedFormat,
     UpstreamTimeout,
@@ -42,6 +43,7 @@ ERROR_STATUS: dict[type[EstError], int] = {
     NotSupported: 501,
     UpstreamUnavailable: 502,
     UpstreamTimeout: 504,
+    ServiceUnavailable: 503,
     ServiceFailure: 500,
 }
 
@@ -75,6 +77,8 @@ def error(exc: Exception, challenges: Sequence[str] = ()) -> web.Response:
     if status == 401 and not challenges:
         status = 403
     response = text(status, str(exc) or type(exc).__name__)
+    if isinstance(exc, ServiceUnavailable):
+        response.headers["Retry-After"] = str(max(1, int(exc.retry_after)))
     if status == 401:
         for value in challenges:
             response.headers.add("WWW-Authenticate", value)

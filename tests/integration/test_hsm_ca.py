@@ -1,0 +1,280 @@
+"""The CA key in a PKCS#11 token (issue 19), with SoftHSM2 and a throwaway token.
+
+ca init generates the key in the token (sensitive, never extractable) and writes only
+the certificate and key.uri; enrollment over CoAPs and HTTPS, re-enrollment,
+serverkeygen (with a key package the CA signs), CRLs and OCSP responses are signed in
+the token and verify with openssl against ca.pem; a session closed under the server's
+feet costs the requests that meet it a 5.03 with Max-Age / 503 with Retry-After, and the
+next ones succeed on a re-opened session.
+"""
+
+from __future__ import annotations
+
+import base64
+import ctypes
+import os
+import subprocess
+from pathlib import Path
+
+import aiohttp
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509 import ocsp
+from cryptography.x509.oid import NameOID
+
+from estcoap.ca import CaPaths, init_ca
+from estcoap.ca.crl import build_crl
+from estcoap.ca.ocsp import OcspResponder, store_lookup
+from estcoap.ca.pkcs11key import PIN_ENV, Pkcs11EcKey, key_attributes
+from estcoap.ca.signer import PinSource, read_key_uri
+from estcoap.ca.store import Store
+from estcoap.client import EstClient
+from estcoap.codec.pkcs10 import build_csr
+from estcoap.idevid import DeviceMaker
+from tests.conftest import require
+from tests.integration.coaps_fixtures import Deployment, running_coaps
+from tests.integration.https_fixtures import PASSWORD, USER, client_ssl, running
+
+pytestmark = pytest.mark.timeout(120)
+
+SOFTHSM_UTIL = require("softhsm2-util", "SoftHSM2 holds the test token (apt install softhsm2)")
+require("pkcs11", "python-pkcs11 talks to the token (pip install 'estcoap[hsm]')")
+OPENSSL = require("openssl", "openssl verifies what the token signed")
+MODULE = next(
+    (
+        path
+        for path in (
+            "/usr/lib/softhsm/libsofthsm2.so",
+            "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
+            "/usr/local/lib/softhsm/libsofthsm2.so",
+        )
+        if Path(path).is_file()
+    ),
+    None,
+)
+PIN, SO_PIN = "318273", "90817263"
+TOKEN = "estca-test"
+
+
+@pytest.fixture(scope="module")
+def token(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One throwaway SoftHSM2 token for the module: the library reads its configuration
+    once per process, so every test uses this token, each with its own key label."""
+    if MODULE is None:
+        pytest.fail("libsofthsm2.so not found although softhsm2-util is installed")
+    root = tmp_path_factory.mktemp("softhsm")
+    (root / "tokens").mkdir()
+    conf = root / "softhsm2.conf"
+    conf.write_text(f"directories.tokendir = {root / 'tokens'}\nobjectstore.backend = file\n")
+    os.environ["SOFTHSM2_CONF"] = str(conf)
+    subprocess.run(
+        [str(SOFTHSM_UTIL), "--init-token", "--free", "--label", TOKEN,
+         "--so-pin", SO_PIN, "--pin", PIN],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return root
+
+
+@pytest.fixture(name="pin")
+def pin_fixture(monkeypatch: pytest.MonkeyPatch, token: Path) -> str:
+    monkeypatch.setenv(PIN_ENV, PIN)  # how LocalCA.open finds it (as serve without --pin-file)
+    return PIN
+
+
+def token_ca(root: Path, label: str, key_type: str = "ec-p256") -> CaPaths:
+    root.mkdir(parents=True, exist_ok=True)
+    pin_file = root / "pin"
+    pin_file.write_text(PIN + "\n")
+    return init_ca(
+        root / "ca",
+        ["127.0.0.1", "localhost"],
+        key_type,
+        key_uri=f"pkcs11:token={TOKEN};object={label}",
+        pins=PinSource(pin_file=pin_file, module=MODULE),
+    )
+
+
+def openssl_verify(ca_pem: Path, cert: x509.Certificate, scratch: Path) -> None:
+    leaf = scratch / f"leaf-{cert.serial_number:x}.pem"
+    leaf.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    done = subprocess.run(
+        [str(OPENSSL), "verify", "-CAfile", str(ca_pem), str(leaf)], capture_output=True, text=True
+    )
+    assert done.returncode == 0 and done.stdout.strip().endswith(": OK"), done.stdout + done.stderr
+
+
+def private_key_files(directory: Path) -> dict[str, bytes]:
+    return {
+        path.name: path.read_bytes()
+        for path in directory.rglob("*")
+        if path.is_file() and b"PRIVATE KEY-----" in path.read_bytes()
+    }
+
+
+def test_init_keeps_the_ca_key_in_the_token(tmp_path: Path, pin: str) -> None:
+    paths = token_ca(tmp_path, "ca-init")
+    uri = read_key_uri(paths.dir)
+    assert uri is not None and uri.object == "ca-init" and uri.module_path == MODULE
+    assert pin not in paths.key_uri.read_text()
+    assert not paths.ca_key.exists()
+    # The only private key in the directory is the server's TLS key, not the CA's.
+    assert set(private_key_files(paths.dir)) == {"server.key"}
+    server_key = serialization.load_pem_private_key(paths.server_key.read_bytes(), None)
+    ca_cert = x509.load_pem_x509_certificate(paths.ca_cert.read_bytes())
+    assert server_key.public_key() != ca_cert.public_key()
+    attributes = key_attributes(uri, MODULE, pin)
+    assert attributes == {
+        "sensitive": True,
+        "extractable": False,
+        "never_extractable": True,
+        "always_sensitive": True,
+    }
+    server = x509.load_pem_x509_certificates(paths.server_cert.read_bytes())[0]
+    openssl_verify(paths.ca_cert, server, tmp_path)
+    # The same label again: refused, the token's key is never replaced.
+    with pytest.raises(ValueError, match="already holds a key"):
+        token_ca(tmp_path / "again", "ca-init")
+
+
+@pytest.mark.parametrize("key_type", ["ec-p384", "rsa-3072"])
+def test_init_other_key_types(tmp_path: Path, pin: str, key_type: str) -> None:
+    paths = token_ca(tmp_path, f"ca-{key_type}", key_type)
+    ca_cert, key = paths.load_ca()
+    assert key.public_key() == ca_cert.public_key()
+    server = x509.load_pem_x509_certificates(paths.server_cert.read_bytes())[0]
+    openssl_verify(paths.ca_cert, server, tmp_path)
+
+
+def deployment_on_token(root: Path, label: str) -> Deployment:
+    paths = token_ca(root, label)
+    maker = DeviceMaker.create()
+    maker_pem = root / "maker.pem"
+    maker_pem.write_bytes(maker.certificate.public_bytes(serialization.Encoding.PEM))
+    return Deployment(root, paths, maker, maker_pem)
+
+
+async def test_coaps_enroll_reenroll_serverkeygen_signed_in_the_token(
+    tmp_path: Path, pin: str
+) -> None:
+    deployment = deployment_on_token(tmp_path, "ca-coaps")
+    device = deployment.device("hsm-dev-1")
+    async with running_coaps(deployment) as run:
+        assert isinstance(run.ca.signing_key, Pkcs11EcKey)
+        async with run.client(device) as est:
+            key = ec.generate_private_key(ec.SECP256R1())
+            first = (await est.enroll(key=key, subject=device.subject("d1")))[0]
+        async with run.client(device) as est:
+            new_key, skg = await est.serverkeygen(subject=device.subject("d2"))
+    for cert in (first, skg[0]):
+        openssl_verify(deployment.paths.ca_cert, cert, tmp_path)
+    assert skg[0].public_key() == new_key.public_key()
+    # No private key of any device or of the CA in the store.
+    store = deployment.paths.store.read_bytes()
+    assert b"PRIVATE KEY" not in store
+    assert set(private_key_files(deployment.paths.dir)) == {"server.key"}
+
+
+async def test_https_enroll_and_reenroll_signed_in_the_token(tmp_path: Path, pin: str) -> None:
+    paths = token_ca(tmp_path, "ca-https")
+    async with running(paths.dir) as env:
+        key = ec.generate_private_key(ec.SECP256R1())
+        async with EstClient(env.url, trust=paths.ca_cert, user=USER, password=PASSWORD) as est:
+            first = (await est.enroll(key=key, subject="CN=hsm-https"))[0]
+        async with EstClient(env.url, trust=paths.ca_cert, cert=first, key=key) as est:
+            renewed = (await est.reenroll())[0]
+    for cert in (first, renewed):
+        openssl_verify(paths.ca_cert, cert, tmp_path)
+    assert renewed.serial_number != first.serial_number
+
+
+def test_crl_and_ocsp_signed_in_the_token(tmp_path: Path, pin: str) -> None:
+    paths = token_ca(tmp_path, "ca-crl")
+    ca_cert, ca_key = paths.load_ca()
+    server = x509.load_pem_x509_certificates(paths.server_cert.read_bytes())[0]
+    crl = build_crl([], ca_cert=ca_cert, ca_key=ca_key, number=1)  # type: ignore[arg-type]
+    crl_pem = tmp_path / "ca.crl"
+    crl_pem.write_bytes(crl.public_bytes(serialization.Encoding.PEM))
+    done = subprocess.run(
+        [str(OPENSSL), "crl", "-in", str(crl_pem), "-CAfile", str(paths.ca_cert), "-noout"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert done.returncode == 0 and "verify OK" in done.stderr + done.stdout, done.stderr
+    with Store.open(paths.store) as store:
+        responder = OcspResponder(ca_cert, ca_key, store_lookup(store))  # type: ignore[arg-type]
+        request = ocsp.OCSPRequestBuilder().add_certificate(server, ca_cert, hashes.SHA1()).build()
+        answer = ocsp.load_der_ocsp_response(
+            responder.respond(request.public_bytes(serialization.Encoding.DER))
+        )
+    assert answer.response_status is ocsp.OCSPResponseStatus.SUCCESSFUL
+    assert answer.certificate_status is ocsp.OCSPCertStatus.GOOD
+    ca_cert.public_key().verify(  # type: ignore[call-arg]
+        answer.signature, answer.tbs_response_bytes, ec.ECDSA(hashes.SHA256())
+    )
+
+
+def close_all_sessions(key: Pkcs11EcKey) -> None:
+    """What an unplugged or reset token does to the server: every session of this
+    process on the token's slot closed, through the PKCS#11 library itself."""
+    import pkcs11
+
+    library = ctypes.CDLL(MODULE)  # the same loaded library: dlopen hands back its handle
+    slot = pkcs11.lib(MODULE).get_token(token_label=TOKEN).slot.slot_id
+    assert library.C_CloseAllSessions(ctypes.c_ulong(slot)) == 0
+
+
+async def test_session_closed_under_load_gives_503_then_recovers(
+    tmp_path: Path, pin: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The request that meets the closed session is answered 5.03 with Max-Age; the
+    client waits that long and asks again (RFC 9148 s4.7), the server re-opens the
+    session and signs. Every certificate that comes back verifies against ca.pem."""
+    deployment = deployment_on_token(tmp_path, "ca-fault")
+    device = deployment.device("hsm-fault")
+    async with running_coaps(deployment) as run:
+        key = run.ca.signing_key
+        assert isinstance(key, Pkcs11EcKey)
+        issued: list[x509.Certificate] = []
+        async with run.client(device) as est:
+            for round_ in range(3):
+                for i in range(4):
+                    if round_ == 1 and i == 2:
+                        close_all_sessions(key)
+                    csr = ec.generate_private_key(ec.SECP256R1())
+                    subject = device.subject(f"f{round_}{i}")
+                    issued.append((await est.enroll(key=csr, subject=subject))[0])
+        assert key.token.opened == 2  # opened at start, re-opened once after the fault
+    for cert in issued:
+        openssl_verify(deployment.paths.ca_cert, cert, tmp_path)
+    failures = [r.getMessage() for r in caplog.records if r.name == "estcoap.ca.pkcs11key"]
+    assert len([m for m in failures if "unavailable: signature failed" in m]) == 1, failures
+    assert PIN not in " ".join(failures)
+
+
+async def test_https_answers_503_with_retry_after_when_the_token_fails(
+    tmp_path: Path, pin: str
+) -> None:
+    paths = token_ca(tmp_path, "ca-fault-https")
+    async with running(paths.dir) as env:
+        key = env.ca.signing_key
+        assert isinstance(key, Pkcs11EcKey)
+        close_all_sessions(key)
+        csr = build_csr(
+            ec.generate_private_key(ec.SECP256R1()),
+            x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "hsm-503")]),
+        )
+        auth = aiohttp.BasicAuth(USER, PASSWORD)
+        connector = aiohttp.TCPConnector(ssl=client_ssl(paths))
+        async with aiohttp.ClientSession(connector=connector, auth=auth) as http:
+            headers = {"Content-Type": "application/pkcs10", "Content-Transfer-Encoding": "base64"}
+            body = base64.encodebytes(csr)
+            url = f"{env.url}/simpleenroll"
+            async with http.post(url, data=body, headers=headers) as answer:
+                status, text = answer.status, await answer.text()
+                retry_after = answer.headers.get("Retry-After")
+            async with http.post(url, data=body, headers=headers) as again:
+                second = again.status
+    assert status == 503 and retry_after is not None and int(retry_after) >= 1, text
+    assert "signing key is unavailable" in text
+    assert second == 200
