@@ -110,7 +110,8 @@ class OcspResponder:
         self._signer_key = signer_key or ca_key
         self.delegated = signer_cert is not None
         self._issuer_hashes = {
-            algorithm.name: issuer_hashes(ca_cert, algorithm()) for algorithm in _HASHES
+            algorithm.name: issuer_hashes(ca_cert, algorithm)
+            for algorithm in (make() for make in _HASHES)
         }
 
     def describe(self) -> str:
