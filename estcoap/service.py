@@ -45,6 +45,9 @@ class Peer:
     # The device identity an RA says it authenticated (the EST-Requester header, as
     # received): a claim the service honours only from a peer it knows as an RA.
     forwarded_identity: str | None = None
+    # The PSK identity the DTLS handshake authenticated (certificate-less enrollment):
+    # which subject it may have is the service's policy, not the transport's.
+    psk_identity: str | None = None
 
     @property
     def certificate(self) -> x509.Certificate | None:
@@ -56,6 +59,8 @@ class Peer:
             return f"cert:{self.certificate.subject.rfc4514_string()}"
         if self.http_user is not None:
             return f"user:{self.http_user}"
+        if self.psk_identity is not None:
+            return f"psk:{self.psk_identity}"
         return f"anonymous@{self.address or '?'}"
 
 

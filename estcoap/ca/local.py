@@ -38,7 +38,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from ..codec import spki
 from ..codec.csrattrs import CsrTemplate, KeyRequest, build_csrattrs
 from ..codec.errors import CodecError
-from ..codec.names import NameSyntaxError, device_identity, parse_requester
+from ..codec.names import NameSyntaxError, device_identity, parse_name, parse_requester
 from ..codec.operations import Operation
 from ..codec.pkcs10 import Csr
 from ..identity import check_same_identity
@@ -71,6 +71,7 @@ from .keys import (
 from .paths import CaPaths
 from .policy import IssuancePolicy, Requester
 from .profile import Request, random_serial, revocation_pointers, sign_end_entity, vet_csr
+from .psk_table import PskExhausted
 from .signer import PinSource
 from .store import (
     AlreadyRenewed,
@@ -297,8 +298,10 @@ class LocalCA:
             subject = None
         if subject is None:
             return CsrAttributes(self._csrattrs_der)
+        # A PSK channel (tinydtls) has no tls-unique to prove possession with: not asked.
+        require_pop = self.require_pop and peer.psk_identity is None
         return CsrAttributes(
-            csr_attributes_for(self._ca_key, require_pop=self.require_pop, subject=subject)
+            csr_attributes_for(self._ca_key, require_pop=require_pop, subject=subject)
         )
 
     async def enroll(self, request: EnrollRequest) -> Certificates | Pending:
@@ -340,7 +343,9 @@ class LocalCA:
         else:
             self._authorize_enroll(peer)
         if not via_ra:
-            check_pop(csr, peer, required=self.require_pop)
+            # A PSK channel has no tls-unique (tinydtls exposes none): the key itself, spent
+            # with the certificate and bound to one subject, stands in (docs/psk.md).
+            check_pop(csr, peer, required=self.require_pop and peer.psk_identity is None)
         # Read before anything is issued: a request that cannot be served costs nothing.
         delivery = (
             key_delivery_for(csr, peer, self._shared_keys)
@@ -439,13 +444,30 @@ class LocalCA:
             return Requester.device(named, source=source, subject=cert.subject)
         if peer.http_user is not None:
             return Requester("user", peer.http_user)
+        if peer.psk_identity is not None:
+            return self._psk_requester(peer.psk_identity)
         return None
+
+    def _psk_requester(self, identity: str) -> Requester:
+        """The PSK device, bound to the subject its key was added for; refused when the key
+        has no use left, expired or was removed since the handshake."""
+        record = self.store.psk_get(identity)
+        if record is None or not record.usable():
+            why = "was removed" if record is None else f"is {record.state()}"
+            raise Forbidden(f"PSK identity {identity!r} {why}: enroll with a new key")
+        try:
+            return Requester.psk(identity, parse_name(record.subject))
+        except NameSyntaxError as exc:  # the store holds what psk add checked
+            raise ServiceFailure(f"PSK identity {identity!r}: unusable subject") from exc
 
     def _check_label(self, label: str | None) -> None:
         if not self.has_label(label):
             raise NotFound(f"unknown CA label {label!r}")
 
     def _authorize_enroll(self, peer: Peer) -> None:
+        if peer.psk_identity is not None and not peer.certificates:
+            self._psk_requester(peer.psk_identity)  # refuses a spent or expired key
+            return
         if peer.certificates:
             if self.client_trust.trusted(peer.certificates):
                 return
@@ -538,9 +560,13 @@ class LocalCA:
                     pending_id=pending_id,
                     # Kept only so a repeated approved request gets the same key back.
                     key_der=key_der if pending_id is not None else None,
+                    # A PSK's use is spent with the certificate it pays for, atomically.
+                    psk_identity=request.peer.psk_identity,
                 )
             except SerialCollision:
                 continue
+            except PskExhausted as exc:  # spent by a request racing this one
+                raise Forbidden(str(exc)) from exc
             except AlreadyRenewed as exc:  # renewed by a request racing this one
                 assert renewed_from is not None
                 return _renewed_already(renewed_from, exc.successor, request.csr)
@@ -628,6 +654,8 @@ def requester_id(peer: Peer) -> str:
         parts.append(f"cert-sha256:{peer.certificate.fingerprint(hashes.SHA256()).hex()}")
     if peer.http_user is not None:
         parts.append(f"user:{peer.http_user}")
+    if peer.psk_identity is not None:
+        parts.append(f"psk:{peer.psk_identity}")
     return " ".join(parts) or peer.describe()
 
 

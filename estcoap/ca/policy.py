@@ -10,6 +10,12 @@ Who asks (a Requester, made by LocalCA from the authenticated Peer):
 * an **ra**: a Registration Authority certificate this CA issued (`ca issue-ra`) that
   forwards a request without naming a device.
 
+* a **psk**: a device without a certificate that authenticated with a pre-shared key
+  (certificate-less first enrollment, RFC 7030 s3.3.3; `estcoap psk add`). The key is
+  bound to one subject, the only one it may have, whatever the mode (even `open`): the
+  key is all that identifies the device. No subjectAltName unless a grant for
+  `psk:<identity>` gives it.
+
 Users and RAs are provisioners: they enroll on behalf of others.
 
 What each may have, by default:
@@ -77,6 +83,7 @@ from ..codec.names import (
     IDENTITY_ATTRIBUTES,
     attribute_name,
     attribute_oid,
+    format_name,
     has_control_characters,
 )
 from ..service import Forbidden
@@ -109,12 +116,13 @@ class PolicyError(ValueError):
 class Requester:
     """An authenticated requester as the policy sees it."""
 
-    kind: str  # "device", "user" or "ra"
-    value: str  # device identity value, user name, RA CN
+    kind: str  # "device", "user", "ra" or "psk"
+    value: str  # device identity value, user name, RA CN, PSK identity
     # A device's identity attribute (serialNumber or CN), and where it comes from.
     identity: x509.NameAttribute | None = None
     source: str = ""
-    # A device certificate's subject: {serialNumber} and {CN} in patterns.
+    # A device certificate's subject: {serialNumber} and {CN} in patterns; for a PSK, the
+    # subject the key is bound to.
     subject: x509.Name | None = None
 
     @property
@@ -135,6 +143,12 @@ class Requester:
         subject: x509.Name | None = None,
     ) -> Requester:
         return cls("device", str(identity.value), identity, source, subject)
+
+    @classmethod
+    def psk(cls, identity: str, subject: x509.Name) -> Requester:
+        """A device that authenticated with the pre-shared key of this identity, bound to
+        this subject."""
+        return cls("psk", identity, None, f"PSK identity {identity!r}", subject)
 
     def placeholders(self) -> dict[str, str]:
         values = {"identity": self.value}
@@ -357,6 +371,8 @@ class IssuancePolicy:
         limits_only: the checks that hold whatever the policy (a renewal keeps its names)."""
         names = list(san) if san is not None else []
         self._check_limits(subject, names, ca_subject)
+        if requester is not None and requester.kind == "psk" and not limits_only:
+            _check_psk_subject(requester, subject)
         if self.is_open or limits_only:
             return
         if requester is None:
@@ -369,6 +385,8 @@ class IssuancePolicy:
         values = requester.placeholders()
         if requester.is_device:
             self._check_device_subject(requester, subject, grants, values)
+        elif requester.kind == "psk":
+            pass  # its subject is bound (above); SANs only as grants give
         elif grants or self.provisioners == "granted":
             self._check_granted_subject(requester, subject, grants, values)
         else:
@@ -471,9 +489,21 @@ class IssuancePolicy:
 
     def template_subject(self, requester: Requester | None) -> x509.Name | None:
         """The subject a device must use (its identity), for the CSR attributes template."""
+        if requester is not None and requester.kind == "psk":
+            return requester.subject  # bound, whatever the mode
         if self.is_open or requester is None or requester.identity is None:
             return None
         return x509.Name([requester.identity])
+
+
+def _check_psk_subject(requester: Requester, subject: x509.Name) -> None:
+    bound = requester.subject
+    assert bound is not None
+    if subject != bound:
+        raise Forbidden(
+            f"subject must be {format_name(bound)} (the subject {requester.source} is "
+            f"bound to); the CSR asks for {_printable(format_name(subject)) or 'none'}"
+        )
 
 
 # ---- reading the file ----------------------------------------------------------------

@@ -44,6 +44,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from ..codec.operations import Operation
 from .paths import ExposedFileError, require_private
+from .psk_table import SCHEMA_PSK, PskTable, consume_use
 
 BUSY_TIMEOUT_MS = 15000
 
@@ -132,7 +133,8 @@ CREATE TABLE crl_number (
 );
 """
 
-MIGRATIONS: tuple[str, ...] = (SCHEMA_V1, SCHEMA_V2, SCHEMA_V3)
+# Version 4: pre-shared keys for certificate-less enrollment (psk_table.py, issue 15).
+MIGRATIONS: tuple[str, ...] = (SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_PSK)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -292,7 +294,7 @@ def _operation_word(operation: Operation | str) -> str:
     return OPERATION_WORDS[operation] if isinstance(operation, Operation) else operation
 
 
-class Store:
+class Store(PskTable):
     """An SQLite CA store. Open with Store.open(path) (create=True makes a new one)."""
 
     def __init__(self, connection: sqlite3.Connection, path: Path, durable: bool = False) -> None:
@@ -395,8 +397,11 @@ class Store:
         renewed_from: str | None = None,
         pending_id: int | None = None,
         key_der: bytes | None = None,
+        psk_identity: str | None = None,
     ) -> IssuedRecord:
-        """Record a freshly signed certificate and commit, all or nothing.
+        """Record a freshly signed certificate and commit, all or nothing; given a
+        psk_identity, one use of that PSK is spent in the same transaction (PskExhausted
+        when none is left: nothing recorded).
 
         Raises SerialCollision when the serial is taken, StoreError when the
         approval behind pending_id has a certificate already.
@@ -435,6 +440,8 @@ class Store:
                     row,
                 )
                 self._verify_row(cur, serial)
+                if psk_identity is not None:
+                    consume_use(cur, psk_identity)
         except sqlite3.IntegrityError as exc:
             if "issued.serial" in str(exc):
                 raise SerialCollision(f"serial {serial} is already in use") from exc

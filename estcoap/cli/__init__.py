@@ -2,7 +2,7 @@
 
 Rules every command follows (a new command or option follows them too):
 
-* A CA directory: a command that administers one (`ca ...`, `pending ...`) takes it as
+* A CA directory: a command that administers one (`ca ...`, `pending ...`, `psk ...`) takes it as
   its first positional argument: `estcoap ca issued DIR`, `estcoap pending approve DIR ID`.
   `serve` names it with `--ca DIR` (it takes no positional arguments). The former
   `--ca DIR` of the ca and pending commands still works and prints a one-line note.
@@ -49,6 +49,7 @@ COMMAND_MODULES = (
     "estcoap.cli.client_cmd",
     "estcoap.cli.pending_cmd",
     "estcoap.cli.demo_cmd",
+    "estcoap.cli.psk_cmd",
     "estcoap.cli.idevid_cmd",
     "estcoap.cli.simulate_cmd",
     "estcoap.cli.gateway_cmd",

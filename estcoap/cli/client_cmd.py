@@ -39,6 +39,7 @@ from ..codec.csrattrs import (
 from ..codec.keypackage import KeyPackageError, SharedKey
 from ..codec.names import format_name
 from ..files import OutputError, check_writable, rescue, write_file
+from ..pskengine import PskUnavailable, parse_psk_key, require_dtlssocket
 from . import (
     CliError,
     UsageError,
@@ -107,6 +108,11 @@ def _command(subparsers, name: str, help_text: str, func) -> argparse.ArgumentPa
     p.add_argument("--client-key", metavar="KEY", help="its private key")
     add_hidden_alias(p, "--cert", "client_cert")  # the former names (estcoap.cli's naming rule)
     add_hidden_alias(p, "--cert-key", "client_key")
+    p.add_argument("--psk-identity", metavar="ID",
+                   help="coaps:// with PSK DTLS instead of a certificate: this PSK identity "
+                   "(docs/psk.md; needs the psk extra)")  # fmt: skip
+    p.add_argument("--psk-key", metavar="HEX", help="its pre-shared key, in hex")
+    p.add_argument("--psk-key-file", metavar="FILE", help="read the pre-shared key (hex) from FILE")
     p.add_argument("--der", action="store_true", help="write DER instead of PEM")
     p.add_argument("--crl", action="append", default=[], metavar="FILE",
                    help="a CRL (PEM or DER) of a --trust CA: refuse a server whose certificate "
@@ -184,6 +190,7 @@ def _client(args: argparse.Namespace) -> EstClient:
                 f"--fingerprint {args.fingerprint!r} is not a SHA-256 fingerprint "
                 "(64 hex digits, colons allowed)"
             ) from None
+    psk = _psk(args)
     trust = _credential("--trust", load_certificates, args.trust)
     cert = _credential("--client-cert", load_certificates, args.client_cert)
     key = _credential("--client-key", load_private_key, args.client_key)
@@ -210,7 +217,41 @@ def _client(args: argparse.Namespace) -> EstClient:
         on_pending=pending,
         crls=args.crl,
         check_revocation=args.check_revocation,
+        psk=psk,
     )
+
+
+def _psk(args: argparse.Namespace) -> tuple[str, bytes] | None:
+    """(identity, key) from --psk-identity and --psk-key or --psk-key-file, else None."""
+    given = args.psk_key is not None or args.psk_key_file is not None
+    if args.psk_identity is None:
+        if given:
+            raise UsageError("--psk-key and --psk-key-file need --psk-identity")
+        return None
+    if args.psk_key is not None and args.psk_key_file is not None:
+        raise UsageError("give the PSK once: --psk-key or --psk-key-file")
+    if not given:
+        raise UsageError("--psk-identity needs --psk-key HEX or --psk-key-file FILE")
+    if not args.url.startswith("coaps:"):
+        raise UsageError("a PSK is for coaps:// (PSK DTLS); over https use a certificate")
+    if args.client_cert:
+        raise UsageError("give either a PSK or --client-cert, not both")
+    text = args.psk_key
+    if args.psk_key_file is not None:
+        try:
+            with open(args.psk_key_file, encoding="ascii") as fh:
+                text = fh.read()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CliError(f"--psk-key-file {args.psk_key_file}: cannot read it: {exc}") from None
+    try:
+        key = parse_psk_key(text)
+    except ValueError as exc:
+        raise UsageError(f"--psk-key: {exc}") from None
+    try:
+        require_dtlssocket()
+    except PskUnavailable as exc:
+        raise CliError(str(exc)) from None
+    return args.psk_identity, key
 
 
 def _credential(option: str, load, path: str | None):  # type: ignore[no-untyped-def]

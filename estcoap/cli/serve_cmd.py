@@ -49,6 +49,7 @@ from ..revocation import CrlError
 from ..serving import release_free_memory, settle_heap
 from . import CliError, UsageError, http_users, number, positive_int, validity_days
 from .ca_cmd import duration, require_writable_store
+from .psk_cmd import start_coaps_psk_front
 from .token_options import add_token_options, pin_source
 
 HOUSEKEEPING_SECONDS = 30.0
@@ -142,6 +143,11 @@ def _add_front_options(parser: argparse.ArgumentParser) -> None:
         "--coaps", action="append", metavar="HOST:PORT",
         help="serve EST-coaps (RFC 9148, DTLS; port 5684) here; repeat for IPv4 and IPv6: "
         "one DTLS transport with a UDP socket per address",
+    )  # fmt: skip
+    parser.add_argument(
+        "--coaps-psk", action="append", metavar="HOST:PORT",
+        help="also serve EST-coaps over PSK DTLS here, for devices with a pre-shared key "
+        "instead of a certificate ('estcoap psk add'; docs/psk.md; needs the psk extra)",
     )  # fmt: skip
     parser.add_argument(
         "--coap-root", metavar="PATH",
@@ -272,7 +278,11 @@ async def start_coaps_front(
     return [server]
 
 
-FRONTS: dict[str, FrontStarter] = {"https": start_https_front, "coaps": start_coaps_front}
+FRONTS: dict[str, FrontStarter] = {
+    "https": start_https_front,
+    "coaps": start_coaps_front,
+    "coaps_psk": start_coaps_psk_front,
+}
 
 
 async def run(args: argparse.Namespace) -> None:
@@ -293,11 +303,12 @@ async def run(args: argparse.Namespace) -> None:
         # Before the fronts: a client told of a revocation URL can use it at once.
         running.extend(await start_revocation_publishing(args, service))
         for name, values in wanted:
-            binds = [parse_host_port(value, f"--{name}") for value in values]
+            binds = [parse_host_port(value, f"--{name.replace('_', '-')}") for value in values]
             try:
                 running.extend(await FRONTS[name](args, service, binds))
             except OSError as exc:
-                raise listen_error(binds, "udp" if name == "coaps" else "tcp", exc) from None
+                protocol = "udp" if name.startswith("coaps") else "tcp"
+                raise listen_error(binds, protocol, exc) from None
         settle_heap()
         housekeeping = asyncio.create_task(_housekeeping(service))
         await stop.wait()

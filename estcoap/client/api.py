@@ -310,6 +310,9 @@ class EstClient:
     crls: CRL files (PEM or DER) of the trust anchors; check_revocation: follow the server
     certificate's CRL distribution point or OCSP responder. Either refuses a revoked server
     after the handshake, before anything is sent (client/server_revocation.py).
+    psk: (identity, key) for certificate-less first enrollment over coaps:// with PSK DTLS
+    (RFC 7030 s3.3.3; the `psk` extra): the key authenticates both ends, so neither a
+    client certificate nor trust anchors are needed (docs/psk.md).
     """
 
     def __init__(
@@ -334,8 +337,12 @@ class EstClient:
         single_certificate: bool = False,
         crls: Sequence[str | Path] = (),
         check_revocation: bool = False,
+        psk: tuple[str, bytes] | None = None,
     ) -> None:
         self.endpoint = parse_url(url)
+        if psk is not None and self.endpoint.scheme != "coaps":
+            raise ValueError("a PSK is for coaps:// (PSK DTLS); over https use a certificate")
+        self.psk = psk
         self.label = self.endpoint.label
         self.trust = load_certificates(trust) if trust is not None else None
         self.cert_chain = load_certificates(cert) if cert is not None else []
@@ -388,6 +395,18 @@ class EstClient:
 
     def _new_transport(self, *, verify: bool = True) -> ChannelBindingTransport:
         ep = self.endpoint
+        if ep.scheme == "coaps" and self.psk is not None:
+            from .psk_transport import PskCoapsTransport
+
+            identity, psk_key = self.psk
+            return PskCoapsTransport(
+                self._coaps_url(),
+                identity=identity,
+                key=psk_key,
+                timeout=self.timeout,
+                block_size=self.block_size,
+                handshake_timeout=self.handshake_timeout,
+            )
         if ep.scheme == "coaps":
             from .coaps_transport import CoapsTransport
 
@@ -398,10 +417,8 @@ class EstClient:
                     "certificate EST issued) and its key",
                 )
 
-            host = f"[{ep.host}]" if ":" in ep.host else ep.host
-            port = f":{ep.port}" if ep.port else ""
             return CoapsTransport(
-                f"coaps://{host}{port}{ep.root}",
+                self._coaps_url(),
                 server_check=self._revocation_check() if verify else None,
                 trust_anchors=self.trust or [],
                 certificate_chain=self.cert_chain,
@@ -431,6 +448,12 @@ class EstClient:
             timeout=self.timeout,
             server_check=self._revocation_check() if verify else None,
         )
+
+    def _coaps_url(self) -> str:
+        ep = self.endpoint
+        host = f"[{ep.host}]" if ":" in ep.host else ep.host
+        port = f":{ep.port}" if ep.port else ""
+        return f"coaps://{host}{port}{ep.root}"
 
     def _revocation_check(self) -> ServerCheck | None:
         """The server revocation check, built once the anchors are known (after bootstrap)."""

@@ -2,11 +2,28 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from aiocoap import Message
 
 from ..dtls import DtlsRemote
 from ..service import Peer, Transport
 from ..trust import ClientTrust
+
+
+@dataclass(frozen=True)
+class PskClaim:
+    """What the tinydtls remote's authenticated_claims holds: the PSK identity used."""
+
+    identity: str
+
+
+def psk_identity_of(remote: object) -> str | None:
+    """The PSK identity a tinydtls remote authenticated, else None."""
+    for claim in getattr(remote, "authenticated_claims", None) or ():
+        if isinstance(claim, PskClaim):
+            return claim.identity
+    return None
 
 
 def peer_of(request: Message, trust: ClientTrust) -> Peer:
@@ -24,6 +41,14 @@ def peer_of(request: Message, trust: ClientTrust) -> Peer:
 
 
 def _peer(remote: object, trust: ClientTrust) -> Peer:
+    psk_identity = psk_identity_of(remote)
+    if psk_identity is not None:
+        return Peer(
+            transport=Transport.COAPS,
+            psk_identity=psk_identity,
+            address=str(getattr(remote, "hostinfo", "") or "") or None,
+            tls_unique_unavailable="the PSK DTLS channel (tinydtls) exposes no tls-unique",
+        )
     certificates = tuple(getattr(remote, "peer_certificates", ()) or ())
     if isinstance(remote, DtlsRemote) and certificates:
         # OpenSSL verified this chain in the handshake.

@@ -1,0 +1,206 @@
+"""Certificate-less first enrollment over PSK DTLS (issue 15), over real UDP on loopback:
+aiocoap's tinydtls transports on both sides, LocalCA behind the server's resource tree.
+
+A device with a one-time bootstrap key enrolls for the subject its key is bound to; the
+key is then spent (a second handshake with it fails), a wrong key fails the handshake, a
+CSR for another subject is refused 4.03 without spending the key, and the certificate it
+got re-enrolls over certificate DTLS."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from estcoap.ca import LocalCA
+from estcoap.ca.policy import IssuancePolicy
+from estcoap.client import EstClient
+from estcoap.client.api import EstClientError
+from estcoap.coap.psk import CoapsPskServer, start_coaps_psk_server
+from estcoap.coap.server import start_coaps_server
+from tests.conftest import require
+from tests.integration.coaps_fixtures import Deployment, make_deployment
+
+require("DTLSSocket", "PSK DTLS runs on DTLSSocket (the psk extra)")
+
+KEY = bytes.fromhex("000102030405060708090a0b0c0d0e0f")
+OTHER_KEY = bytes.fromhex("0f0e0d0c0b0a09080706050403020100")
+
+
+@dataclass
+class PskSite:
+    server: CoapsPskServer
+    ca: LocalCA
+    deployment: Deployment
+
+    def client(self, identity: str, key: bytes = KEY) -> EstClient:
+        return EstClient(self.server.url, psk=(identity, key), timeout=20)
+
+
+@contextlib.asynccontextmanager
+async def psk_site(root: Path, policy: IssuancePolicy | None = None) -> AsyncIterator[PskSite]:
+    deployment = make_deployment(root)
+    ca = LocalCA.open(deployment.paths.dir, policy=policy)
+    server = await start_coaps_psk_server(ca, ("127.0.0.1", 0), psk_keys=ca.store.psk_usable_key)
+    try:
+        yield PskSite(server, ca, deployment)
+    finally:
+        await server.close()
+        ca.close()
+
+
+def name(text: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, text)])
+
+
+async def test_a_bootstrap_key_enrolls_once_for_its_subject(tmp_path: Path) -> None:
+    async with psk_site(tmp_path) as site:
+        site.ca.store.psk_add("dev-1", KEY, subject="serialNumber=sn-1,CN=dev-1")
+        async with site.client("dev-1") as est:
+            provisioned = await est.provision()  # the subject from the CSR template
+        bound = x509.Name([
+            x509.NameAttribute(NameOID.COMMON_NAME, "dev-1"),
+            x509.NameAttribute(NameOID.SERIAL_NUMBER, "sn-1"),
+        ])  # fmt: skip
+        assert provisioned.certificate.subject == bound
+        assert provisioned.certificate.issuer == site.ca.ca_certificate.subject
+        assert provisioned.ca_certificates == [site.ca.ca_certificate]
+        record = site.ca.store.find_issued(provisioned.certificate.serial_number)
+        assert record is not None and record.requester == "psk:dev-1"
+        assert site.ca.store.psk_get("dev-1").uses_left == 0  # type: ignore[union-attr]
+
+        # Spent: tinydtls finds no key for the identity, so the handshake fails.
+        async with site.client("dev-1") as est:
+            with pytest.raises(EstClientError, match="handshake refused for identity 'dev-1'"):
+                await est.cacerts()
+
+
+async def test_a_wrong_or_unknown_key_fails_the_handshake(tmp_path: Path) -> None:
+    async with psk_site(tmp_path) as site:
+        site.ca.store.psk_add("dev-1", KEY, subject="CN=dev-1")
+        # An unknown identity: the server has no key, tinydtls answers with an alert.
+        async with site.client("nobody") as est:
+            with pytest.raises(EstClientError, match="handshake refused for identity 'nobody'"):
+                await est.cacerts()
+        # A wrong key: the server cannot verify the client's Finished and drops it, so the
+        # client hears nothing (bounded here by a short timeout: no answer is the point).
+        async with EstClient(site.server.url, psk=("dev-1", OTHER_KEY), timeout=4) as est:
+            with pytest.raises(EstClientError, match="handshake as 'dev-1' did not complete"):
+                await est.cacerts()
+        assert site.ca.store.psk_get("dev-1").uses_left == 1  # type: ignore[union-attr]
+        async with site.client("dev-1") as est:  # the right key still works
+            assert await est.cacerts() == [site.ca.ca_certificate]
+
+
+async def test_an_expired_key_fails_the_handshake(tmp_path: Path) -> None:
+    async with psk_site(tmp_path) as site:
+        past = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)
+        site.ca.store.psk_add("old", KEY, subject="CN=old", expires=past)
+        async with site.client("old") as est:
+            with pytest.raises(EstClientError, match="handshake refused"):
+                await est.cacerts()
+
+
+async def test_another_subject_is_refused_403_and_spends_nothing(tmp_path: Path) -> None:
+    # Even an open policy (any subject for any authenticated client) keeps a PSK to its
+    # subject: the key is all that identifies the device.
+    async with psk_site(tmp_path, IssuancePolicy.open()) as site:
+        site.ca.store.psk_add("dev-1", KEY, subject="CN=dev-1")
+        key = ec.generate_private_key(ec.SECP256R1())
+        async with site.client("dev-1") as est:
+            with pytest.raises(EstClientError) as refused:
+                await est.enroll(key=key, subject=name("dev-2"))
+            assert refused.value.status == "4.03"
+            assert "subject must be CN=dev-1" in refused.value.diagnostic
+            assert site.ca.store.psk_get("dev-1").uses_left == 1  # type: ignore[union-attr]
+            # On the same association, the bound subject is issued.
+            chain = await est.enroll(key=key, subject=name("dev-1"))
+        assert chain[0].subject == name("dev-1")
+
+
+async def test_a_key_removed_after_the_handshake_is_refused_403(tmp_path: Path) -> None:
+    async with psk_site(tmp_path) as site:
+        site.ca.store.psk_add("dev-1", KEY, subject="CN=dev-1")
+        async with site.client("dev-1") as est:
+            await est.cacerts()  # handshake done while the key was there
+            site.ca.store.psk_remove("dev-1")
+            with pytest.raises(EstClientError) as refused:
+                await est.enroll(key=ec.generate_private_key(ec.SECP256R1()), subject=name("dev-1"))
+        assert refused.value.status == "4.03"
+        assert "was removed" in refused.value.diagnostic
+
+
+async def test_racing_requests_spend_a_one_time_key_once(tmp_path: Path) -> None:
+    async with psk_site(tmp_path) as site:
+        site.ca.store.psk_add("dev-1", KEY, subject="CN=dev-1")
+        clients = [site.client("dev-1"), site.client("dev-1")]
+        try:
+            for est in clients:
+                await est.cacerts()  # both handshakes done while the key had its use
+            outcomes = await asyncio.gather(
+                *(
+                    est.enroll(key=ec.generate_private_key(ec.SECP256R1()), subject=name("dev-1"))
+                    for est in clients
+                ),
+                return_exceptions=True,
+            )
+        finally:
+            for est in clients:
+                await est.close()
+        issued = [o for o in outcomes if isinstance(o, list)]
+        refused = [o for o in outcomes if isinstance(o, EstClientError)]
+        assert len(issued) == 1 and len(refused) == 1, outcomes
+        assert refused[0].status == "4.03"
+        psk_issued = [r for r in site.ca.store.issued_list() if r.requester == "psk:dev-1"]
+        assert len(psk_issued) == 1
+
+
+async def test_a_psk_certificate_reenrolls_over_certificate_dtls(tmp_path: Path) -> None:
+    async with psk_site(tmp_path) as site:
+        site.ca.store.psk_add("dev-1", KEY, subject="CN=dev-1", uses=1)
+        async with site.client("dev-1") as est:
+            first = await est.provision()
+        paths = site.deployment.paths
+        cert_server = await start_coaps_server(
+            site.ca, [("127.0.0.1", 0)], cert_chain=paths.server_cert, key=paths.server_key
+        )
+        try:
+            async with EstClient(
+                cert_server.url,
+                trust=paths.ca_cert,
+                cert=first.certificate,
+                key=first.private_key,
+                timeout=20,
+            ) as est:
+                renewed = await est.reenroll()
+        finally:
+            await cert_server.close()
+        assert renewed[0].subject == first.certificate.subject
+        record = site.ca.store.find_issued(renewed[0].serial_number)
+        assert record is not None
+        assert record.renewed_from == format(first.certificate.serial_number, "x")
+        assert record.requester == "cert:CN=dev-1"
+
+
+async def test_a_psk_device_gets_no_proof_of_possession_demand(tmp_path: Path) -> None:
+    """--require-pop cannot hold on a channel without tls-unique: the PSK device is not
+    asked for it (the key, spent with the certificate, stands in), and enrolls."""
+    deployment = make_deployment(tmp_path)
+    ca = LocalCA.open(deployment.paths.dir, require_pop=True)
+    server = await start_coaps_psk_server(ca, ("127.0.0.1", 0), psk_keys=ca.store.psk_usable_key)
+    try:
+        ca.store.psk_add("dev-1", KEY, subject="CN=dev-1")
+        async with EstClient(server.url, psk=("dev-1", KEY), timeout=20) as est:
+            provisioned = await est.provision()
+        assert provisioned.certificate.subject == name("dev-1")
+    finally:
+        await server.close()
+        ca.close()
