@@ -32,6 +32,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from ..codec import der
 from ..codec.errors import CodecError
 from ..codec.keytypes import PrivateKey
+from ..service import ServiceUnavailable
 from .keys import signature_hash
 from .store import RevocationRecord, Store
 
@@ -177,7 +178,11 @@ class OcspResponder:
             builder = builder.certificates([self.signer_cert])
         if nonce is not None:
             builder = builder.add_extension(nonce, critical=False)
-        response = builder.sign(self._signer_key, signature_hash(self._signer_key))  # type: ignore[arg-type]
+        try:
+            response = builder.sign(self._signer_key, signature_hash(self._signer_key))  # type: ignore[arg-type]
+        except ServiceUnavailable:
+            # The CA key's token cannot sign now (it logged why): RFC 6960 s2.3 tryLater.
+            return _unsuccessful(ocsp.OCSPResponseStatus.TRY_LATER)
         return response.public_bytes(serialization.Encoding.DER)
 
 

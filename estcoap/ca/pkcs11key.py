@@ -58,8 +58,9 @@ _RSA_MECHANISMS = {
 }
 
 
-class Pkcs11Unavailable(RuntimeError):
-    """python-pkcs11 is not installed (pip install 'estcoap[hsm]')."""
+class Pkcs11Unavailable(ValueError):
+    """python-pkcs11 is not installed (pip install 'estcoap[hsm]'): a setup error, told
+    in one line as any other (a ValueError)."""
 
 
 class TokenUnavailable(ServiceUnavailable):

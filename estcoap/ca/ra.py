@@ -20,6 +20,7 @@ from .create import subject_alt_name
 from .keys import DEFAULT_KEY_TYPE, generate_key
 from .paths import CaPaths
 from .profile import Request, random_serial, sign_end_entity
+from .signer import PinSource
 from .store import Store
 
 
@@ -37,6 +38,7 @@ def issue_ra(
     hostnames: Sequence[str] = (),
     key_type: str = DEFAULT_KEY_TYPE,
     validity_days: int = 365,
+    pins: PinSource | None = None,
 ) -> RaIdentity:
     """Issue and record an RA certificate (clientAuth + id-kp-cmcRA).
 
@@ -46,7 +48,7 @@ def issue_ra(
     if validity_days <= 0:
         raise ValueError("validity_days must be positive")
     paths = CaPaths.of(ca_dir)
-    ca_cert, ca_key = paths.load_ca()
+    ca_cert, ca_key = paths.load_ca(pins)
     key = generate_key(key_type)
     usages: tuple[x509.ObjectIdentifier, ...] = (ExtendedKeyUsageOID.CLIENT_AUTH, ID_KP_CMC_RA)
     if hostnames:

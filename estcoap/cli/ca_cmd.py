@@ -76,6 +76,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     )  # fmt: skip
     ra.add_argument("--validity-days", type=validity_days, default=365, metavar="N",
                     help="the RA certificate's lifetime")  # fmt: skip
+    add_token_options(ra)
     ra.set_defaults(func=_issue_ra)
 
     for name, help_text in (
@@ -129,6 +130,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "--label", metavar="NAME",
         help="only the certificates issued under this CA label (default: all of them)",
     )  # fmt: skip
+    add_token_options(crl)
     crl.set_defaults(func=_crl)
 
     ocsp = sub.add_parser(
@@ -143,6 +145,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         help="its lifetime: short, since clients do not check its revocation "
         "(id-pkix-ocsp-nocheck); issue a new one before it ends",
     )  # fmt: skip
+    add_token_options(ocsp)
     ocsp.set_defaults(func=_issue_ocsp)
 
     show = sub.add_parser(
@@ -222,7 +225,11 @@ def _issue_ra(args: argparse.Namespace) -> int:
     require_writable_store(args.dir)
     try:
         identity = issue_ra(
-            args.dir, name=args.name, hostnames=args.hostname, validity_days=args.validity_days
+            args.dir,
+            name=args.name,
+            hostnames=args.hostname,
+            validity_days=args.validity_days,
+            pins=pin_source(args),
         )
         write_ra(identity, args.out_cert, args.out_key)
     except (StoreError, ValueError) as exc:
@@ -468,7 +475,7 @@ def _crl(args: argparse.Namespace) -> int:
     pem = (args.format or ("der" if args.out.endswith((".der", ".crl")) else "pem")) == "pem"
     paths = CaPaths.of(args.dir)
     try:
-        ca_cert, ca_key = paths.load_ca()
+        ca_cert, ca_key = paths.load_ca(pin_source(args))
     except (ExposedFileError, ValueError) as exc:
         raise CliError(str(exc)) from None
     require_writable_store(args.dir)  # the CRL number is recorded
@@ -497,7 +504,9 @@ def _crl(args: argparse.Namespace) -> int:
 def _issue_ocsp(args: argparse.Namespace) -> int:
     require_writable_store(args.dir)
     try:
-        cert = issue_ocsp_responder(args.dir, name=args.name, validity_days=args.validity_days)
+        cert = issue_ocsp_responder(
+            args.dir, name=args.name, validity_days=args.validity_days, pins=pin_source(args)
+        )
     except (StoreError, ValueError, OutputError) as exc:
         raise CliError(str(exc)) from None
     paths = CaPaths.of(args.dir)

@@ -14,10 +14,13 @@ import base64
 import ctypes
 import os
 import subprocess
+import sys
 from pathlib import Path
 
+import aiocoap
 import aiohttp
 import pytest
+from aiocoap.numbers.codes import Code
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -32,6 +35,7 @@ from estcoap.ca.signer import PinSource, read_key_uri
 from estcoap.ca.store import Store
 from estcoap.client import EstClient
 from estcoap.codec.pkcs10 import build_csr
+from estcoap.dtls import DtlsClientConfig, create_client_context
 from estcoap.idevid import DeviceMaker
 from tests.conftest import require
 from tests.integration.coaps_fixtures import Deployment, running_coaps
@@ -278,3 +282,110 @@ async def test_https_answers_503_with_retry_after_when_the_token_fails(
     assert status == 503 and retry_after is not None and int(retry_after) >= 1, text
     assert "signing key is unavailable" in text
     assert second == 200
+
+
+async def test_coaps_answers_503_with_max_age_when_the_token_fails(
+    tmp_path: Path, pin: str
+) -> None:
+    """The raw answer a device sees (RFC 9148 s4.7's try-later form), then success."""
+    deployment = deployment_on_token(tmp_path, "ca-fault-coap")
+    device = deployment.device("hsm-raw")
+    async with running_coaps(deployment) as run:
+        key = run.ca.signing_key
+        assert isinstance(key, Pkcs11EcKey)
+        config = DtlsClientConfig(
+            trust_anchors=[run.ca.ca_certificate],
+            certificate_chain=[device.certificate],
+            private_key=device.key,  # type: ignore[arg-type]
+        )
+        context = await create_client_context(config)
+        try:
+            answers = []
+            for attempt in range(2):
+                if attempt == 0:
+                    close_all_sessions(key)
+                csr = build_csr(ec.generate_private_key(ec.SECP256R1()), device.subject("raw"))
+                request = aiocoap.Message(
+                    code=Code.POST, uri=f"{run.url}/sen", payload=csr, content_format=286
+                )
+                answers.append(await context.request(request).response)
+        finally:
+            await context.shutdown()
+    refused, issued = answers
+    assert refused.code == Code.SERVICE_UNAVAILABLE
+    assert refused.opt.max_age == 5
+    assert b"signing key is unavailable" in refused.payload
+    assert issued.code == Code.CHANGED
+
+
+def test_ocsp_answers_try_later_when_the_token_fails(tmp_path: Path, pin: str) -> None:
+    paths = token_ca(tmp_path, "ca-ocsp-fault")
+    ca_cert, ca_key = paths.load_ca()
+    assert isinstance(ca_key, Pkcs11EcKey)
+    server = x509.load_pem_x509_certificates(paths.server_cert.read_bytes())[0]
+    request = ocsp.OCSPRequestBuilder().add_certificate(server, ca_cert, hashes.SHA1()).build()
+    der = request.public_bytes(serialization.Encoding.DER)
+    with Store.open(paths.store) as store:
+        responder = OcspResponder(ca_cert, ca_key, store_lookup(store))
+        close_all_sessions(ca_key)
+        first = ocsp.load_der_ocsp_response(responder.respond(der))
+        second = ocsp.load_der_ocsp_response(responder.respond(der))
+    assert first.response_status is ocsp.OCSPResponseStatus.TRY_LATER
+    assert second.response_status is ocsp.OCSPResponseStatus.SUCCESSFUL
+
+
+CLI = [sys.executable, "-m", "estcoap.cli"]
+
+
+def est(*args: str | Path, pin_env: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != PIN_ENV}
+    if pin_env is not None:
+        env[PIN_ENV] = pin_env
+    return subprocess.run(
+        [*CLI, *map(str, args)], capture_output=True, text=True, timeout=60, env=env,
+        stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+def test_cli_init_crl_and_what_it_refuses(tmp_path: Path, token: Path) -> None:
+    pin_file = tmp_path / "pin"
+    pin_file.write_text(PIN + "\n")
+    ca = tmp_path / "ca"
+    uri = f"pkcs11:token={TOKEN};object=ca-cli"
+    done = est("ca", "init", ca, "--hostname", "localhost", "--key-uri", uri,
+               "--pkcs11-module", MODULE, "--pin-file", pin_file)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert f"{uri}?module-path={MODULE} (in the token)" in done.stdout
+    assert PIN not in done.stdout + done.stderr
+    assert sorted(p.name for p in ca.iterdir()) == [
+        "ca.pem", "est.sqlite3", "key.uri", "server.key", "server.pem"
+    ]  # fmt: skip
+
+    crl = tmp_path / "ca.crl.pem"
+    done = est("ca", "crl", ca, "--out", crl, pin_env=PIN)  # the PIN from the environment
+    assert done.returncode == 0, done.stderr
+    verified = subprocess.run(
+        [str(OPENSSL), "crl", "-in", str(crl), "-CAfile", str(ca / "ca.pem"), "-noout"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert "verify OK" in verified.stderr + verified.stdout
+    done = est("ca", "issue-ra", ca, "--out-cert", tmp_path / "ra.pem", "--out-key",
+               tmp_path / "ra.key", "--pin-file", pin_file)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    ra = x509.load_pem_x509_certificate((tmp_path / "ra.pem").read_bytes())
+    openssl_verify(ca / "ca.pem", ra, tmp_path)
+
+    refusals = [
+        (est("ca", "crl", ca, "--out", tmp_path / "x.pem"), "needs its user PIN"),
+        (est("ca", "crl", ca, "--out", tmp_path / "x.pem", pin_env="000000"), "wrong PIN"),
+        (est("ca", "init", tmp_path / "b", "--hostname", "h", "--key-uri",
+             f"{uri}?pin-value={PIN}", "--pkcs11-module", MODULE), "pin-value is refused"),
+        (est("ca", "init", tmp_path / "c", "--hostname", "h", "--key-uri", uri, "--key-type",
+             "rsa-2048", "--pkcs11-module", MODULE, "--pin-file", pin_file), "not rsa-2048"),
+        (est("ca", "init", tmp_path / "d", "--hostname", "h", "--key-uri",
+             f"pkcs11:token={TOKEN};object=ca-d", "--pin-file", pin_file), "which PKCS#11 library"),
+    ]  # fmt: skip
+    for done, why in refusals:
+        assert done.returncode != 0 and why in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr
+        assert PIN not in done.stderr.replace("000000", "")
