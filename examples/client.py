@@ -1,6 +1,7 @@
 """The granular EST calls, one by one, as a device would use them over its lifetime.
 
-python examples/client.py coaps://127.0.0.1:5684 --trust ca.pem --cert idevid.pem --key idevid.key
+python examples/client.py coaps://127.0.0.1:5684 --trust ca.pem \
+    --client-cert idevid.pem --client-key idevid.key
 """
 
 from __future__ import annotations
@@ -18,14 +19,16 @@ async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("url")
     parser.add_argument("--trust", required=True)
-    parser.add_argument("--cert", help="client certificate (the IDevID for coaps://)")
-    parser.add_argument("--key", help="its private key")
+    parser.add_argument("--client-cert", help="client certificate (the IDevID for coaps://)")
+    parser.add_argument("--client-key", help="its private key")
     parser.add_argument("--subject", default="CN=example-device")
     args = parser.parse_args()
 
     try:
         # 1. Bootstrap identity: the IDevID authenticates the DTLS/TLS channel.
-        async with EstClient(args.url, trust=args.trust, cert=args.cert, key=args.key) as est:
+        async with EstClient(
+            args.url, trust=args.trust, cert=args.client_cert, key=args.client_key
+        ) as est:
             cas = await est.cacerts()
             print(f"cacerts: {len(cas)} certificate(s), {cas[0].subject.rfc4514_string()}")
 

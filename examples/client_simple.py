@@ -2,9 +2,10 @@
 the server asks (PoP included), enroll; then keep certificate, key and chain.
 
     python examples/client_simple.py coaps://127.0.0.1:5684 --trust ca.pem \
-        --cert idevid.pem --key idevid.key --subject "CN=device-0001" --out device
+        --client-cert idevid.pem --client-key idevid.key --subject "CN=device-0001" --out device
 
-Works the same with an https:// URL (then --cert/--key are optional client credentials).
+Works the same with an https:// URL (then --client-cert/--client-key are optional). The
+options are named as estcoap's own (`estcoap --help`).
 """
 
 from __future__ import annotations
@@ -22,14 +23,16 @@ async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("url")
     parser.add_argument("--trust", required=True, help="the EST server's CA (PEM)")
-    parser.add_argument("--cert", help="the device's IDevID (PEM)")
-    parser.add_argument("--key", help="the IDevID's private key (PEM)")
+    parser.add_argument("--client-cert", help="the device's IDevID (PEM)")
+    parser.add_argument("--client-key", help="the IDevID's private key (PEM)")
     parser.add_argument("--subject", required=True)
     parser.add_argument("--out", required=True, help="prefix for OUT.pem, OUT.key, OUT-chain.pem")
     args = parser.parse_args()
 
     try:
-        async with EstClient(args.url, trust=args.trust, cert=args.cert, key=args.key) as est:
+        async with EstClient(
+            args.url, trust=args.trust, cert=args.client_cert, key=args.client_key
+        ) as est:
             result = await est.provision(args.subject)
     except EstClientError as exc:
         print(f"provisioning failed: {exc}")

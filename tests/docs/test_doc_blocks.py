@@ -48,7 +48,7 @@ NOT_RUN = {
         "docs/security.md",
         "ESTCOAP_FUZZ_SECONDS=300 python3 -m pytest -q tests/integration/test_coap_fuzz.py",
     ),
-    ("docs/simulate.md", "estcoap simulate URL --trust PEM --idevid-ca PEM --idevid-ca-key KEY \\"),
+    ("docs/simulate.md", "estcoap simulate URL --trust PEM --maker-cert PEM --maker-key KEY \\"),
 }
 
 DOCUMENT_TIMEOUT = 300  # seconds; a document takes a few to a few tens of seconds

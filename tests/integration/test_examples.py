@@ -49,7 +49,7 @@ def test_custom_ca_server_with_both_clients(tmp_path: Path) -> None:
         for url, out in ((coaps_url, "dev-coaps"), (https_url, "dev-https")):
             done = subprocess.run(
                 [sys.executable, EXAMPLES / "client_simple.py", url, "--trust", trust,
-                 "--cert", cert, "--key", key, "--subject", f"CN={out}",
+                 "--client-cert", cert, "--client-key", key, "--subject", f"CN={out}",
                  "--out", tmp_path / out],
                 capture_output=True, text=True, timeout=60,
             )  # fmt: skip
@@ -59,7 +59,7 @@ def test_custom_ca_server_with_both_clients(tmp_path: Path) -> None:
             assert issued.issuer.rfc4514_string() == "CN=My CA"
         done = subprocess.run(
             [sys.executable, EXAMPLES / "client.py", coaps_url, "--trust", trust,
-             "--cert", cert, "--key", key],
+             "--client-cert", cert, "--client-key", key],
             capture_output=True, text=True, timeout=60,
         )  # fmt: skip
         assert done.returncode == 0, done.stdout + done.stderr
@@ -115,7 +115,7 @@ def test_gateway_and_proxy_examples_in_front_of_an_https_server(tmp_path: Path) 
         for url, out in ((line.split()[1], "via-gateway"), (proxy_line.split()[1], "via-proxy")):
             done = subprocess.run(
                 [sys.executable, EXAMPLES / "client_simple.py", url, "--trust", ca / "ca.pem",
-                 "--cert", cert, "--key", key,
+                 "--client-cert", cert, "--client-key", key,
                  "--subject", f"CN={out},serialNumber=behind-gateway", "--out", tmp_path / out],
                 capture_output=True, text=True, timeout=60,
             )  # fmt: skip
