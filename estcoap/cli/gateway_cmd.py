@@ -16,6 +16,7 @@ from typing import Any
 
 from cryptography import x509
 
+from ..ca.pkcs11uri import is_pkcs11_uri
 from ..client import load_certificates, load_private_key
 from ..client.api import CredentialError, check_key_matches
 from ..revocation import CrlError, RevocationChecker
@@ -107,6 +108,11 @@ def _certs(paths: list[str], option: str) -> list[x509.Certificate]:
 def _identity(prefix: str, cert_path: str, key_path: str) -> tuple[list[x509.Certificate], Any]:
     """--PREFIX-cert and --PREFIX-key loaded and checked to belong together, before any
     socket (OpenSSL would say only "key values mismatch", in a traceback)."""
+    if is_pkcs11_uri(key_path):  # not echoed: a URI may carry a pin-value
+        raise CliError(
+            f"--{prefix}-key: a key in a PKCS#11 token cannot be a TLS or DTLS key here: "
+            "Python's ssl and pyOpenSSL load those keys from files only (docs/hsm.md)"
+        )
     chain = _certs([cert_path], f"--{prefix}-cert")
     try:
         key = load_private_key(key_path)

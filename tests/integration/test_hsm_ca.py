@@ -389,3 +389,26 @@ def test_cli_init_crl_and_what_it_refuses(tmp_path: Path, token: Path) -> None:
         assert done.returncode != 0 and why in done.stderr, done.stderr
         assert "Traceback" not in done.stderr
         assert PIN not in done.stderr.replace("000000", "")
+
+
+def test_gateway_and_proxy_refuse_a_token_tls_key_in_one_line(tmp_path: Path) -> None:
+    """The RA and server keys are TLS/DTLS keys, which Python's ssl and pyOpenSSL load
+    from files only: a PKCS#11 URI is refused by name, and never echoed (a pin-value)."""
+    paths = init_ca(tmp_path / "ca", ["127.0.0.1"])
+    cert, key = paths.server_cert, paths.server_key
+    uri = f"pkcs11:token={TOKEN};object=ra?pin-value=271828"
+    upstream = ["--upstream", "https://127.0.0.1:9/.well-known/est", "--log-level", "error"]
+    for command, front in (("gateway", "--coaps"), ("proxy", "--https")):
+        base = [command, front, "127.0.0.1:0", *upstream, "--trust-clients", paths.ca_cert]
+        for option in (
+            ["--server-cert", cert, "--server-key", key, "--ra-cert", cert, "--ra-key", uri],
+            ["--server-cert", cert, "--server-key", uri],
+        ):
+            done = est(*base, *option)
+            prefix = "ra" if "--ra-key" in option else "server"
+            assert done.returncode == 1, done.stderr
+            assert done.stderr.strip().splitlines() == [
+                f"estcoap {command}: --{prefix}-key: a key in a PKCS#11 token cannot be a TLS or "
+                "DTLS key here: Python's ssl and pyOpenSSL load those keys from files only "
+                "(docs/hsm.md)"
+            ]
