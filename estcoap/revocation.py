@@ -269,9 +269,10 @@ class RevocationChecker:
     def crl_files(self) -> tuple[CrlFile, ...]:
         return tuple(self._files)
 
-    def refresh(self) -> None:
-        """Reload the files that changed on disk since they were read."""
-        changed = [f for f in self._files if f.changed()]
+    def refresh(self, *, force: bool = False) -> None:
+        """Reload the files that changed on disk since they were read (force: all of them,
+        e.g. on SIGHUP or once the anchors changed)."""
+        changed = [f for f in self._files if force or f.changed()]
         if not changed:
             return
         now = self._clock()

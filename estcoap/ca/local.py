@@ -281,6 +281,10 @@ class LocalCA:
     def has_label(self, label: str | None) -> bool:
         return label is None or label in self.labels
 
+    def set_shared_keys(self, keys: Mapping[bytes, bytes]) -> None:
+        """Replace the keys shared with clients in advance (serve reloads them on SIGHUP)."""
+        self._shared_keys = dict(keys)
+
     def client_trust_anchors(self) -> list[x509.Certificate]:
         """What the fronts verify client chains against: configured anchors plus this CA."""
         return list(self.client_trust.anchors)

@@ -37,8 +37,9 @@ import sys
 from collections.abc import Callable
 from typing import Any, NoReturn
 
-from .. import logsafe
+from .. import config, logsafe
 from ..codec.errors import CodecError
+from ..runtime import DEFAULT_DRAIN_TIMEOUT
 from ..service import EstError
 
 # Modules under estcoap.cli that add subcommands; each has register(subparsers).
@@ -53,10 +54,13 @@ COMMAND_MODULES = (
     "estcoap.cli.idevid_cmd",
     "estcoap.cli.simulate_cmd",
     "estcoap.cli.gateway_cmd",
+    "estcoap.cli.config_cmd",
 )
 
 # Long-running commands: they log through logsafe (one line per event, repeats collapsed).
 SERVER_COMMANDS = ("serve", "gateway", "proxy")
+# Commands that take --config FILE (estcoap.config: a TOML file of their options).
+CONFIG_COMMANDS = (*SERVER_COMMANDS, "simulate")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 EXIT_STATUS = (
@@ -206,8 +210,52 @@ def build_parser() -> argparse.ArgumentParser:
             help="warning: problems only; info: also one line per request refused "
             "or certificate issued; debug: with tracebacks. Repeats are collapsed",
         )  # fmt: skip
+    for name in SERVER_COMMANDS:
+        sub.choices[name].add_argument(
+            "--drain-timeout", type=non_negative_seconds, default=DEFAULT_DRAIN_TIMEOUT,
+            metavar="SECONDS",
+            help="on SIGTERM/SIGINT: how long requests in flight may take to finish "
+            "(nothing new is accepted meanwhile); then every session is closed",
+        )  # fmt: skip
+    for name in CONFIG_COMMANDS:
+        sub.choices[name].add_argument(
+            "--config", metavar="FILE",
+            help=f"read options from this TOML file (keys: 'estcoap config example {name}'); "
+            "options on the command line override it",
+        )  # fmt: skip
     show_defaults(parser)
     return parser
+
+
+def subcommand(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action.choices[name]  # type: ignore[no-any-return]
+    raise KeyError(name)
+
+
+def read_config(parser: argparse.ArgumentParser, argv: list[str]) -> dict[str, list[Any]]:
+    """Apply --config FILE (before the command line is parsed, so the command line wins);
+    a file that cannot be used is a wrong command line: one line, exit status 2."""
+    found = config.find_config(argv, CONFIG_COMMANDS)
+    if found is None:
+        return {}
+    command, path = found
+    sub = subcommand(parser, command)
+    try:
+        return config.apply(sub, config.load(path, sub))
+    except config.ConfigError as exc:
+        sub.exit(2, f"estcoap {command}: --config {exc}\n")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line, over the --config file's settings when one is given."""
+    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
+    from_file = read_config(parser, argv)
+    args = parser.parse_args(argv)
+    config.replaced_lists(args, from_file)
+    return args
 
 
 def describe(exc: Exception) -> str:
@@ -218,8 +266,7 @@ def describe(exc: Exception) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_args(argv)
     if args.command in SERVER_COMMANDS:
         logsafe.install(args.log_level)
     try:

@@ -10,16 +10,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import signal
 import sys
 from typing import Any
 
 from cryptography import x509
 
+from .. import runtime as reload_items
 from ..ca.pkcs11uri import is_pkcs11_uri
 from ..client import load_certificates, load_private_key
 from ..client.api import CredentialError, check_key_matches
 from ..revocation import CrlError, RevocationChecker
+from ..runtime import Runtime
+from ..runtime import front_for as runtime_front
 from ..serving import settle_heap
 from . import CliError, UsageError, http_users, positive_int, positive_seconds
 from .serve_cmd import listen_error, parse_host_port
@@ -61,6 +63,11 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     up.add_argument("--upstream-user", metavar="NAME:PASSWORD",
                     help="HTTP Basic/Digest credentials for the upstream; visible to every "
                     f"local user: prefer {UPSTREAM_USER_ENV}=NAME:PASSWORD")  # fmt: skip
+    up.add_argument(
+        "--upstream-user-file", metavar="FILE",
+        help="a file whose first line is NAME:PASSWORD for the upstream (keep it 0600; the "
+        "config file can then be committed)",
+    )  # fmt: skip
     up.add_argument("--upstream-timeout", type=positive_seconds, default=10.0, metavar="SECONDS",
                     help="per request; a slower upstream gives the device 5.04 / 504")  # fmt: skip
     up.add_argument("--upstream-connections", type=positive_int, default=8, metavar="N",
@@ -135,6 +142,42 @@ def parse_labels(items: list[str]) -> dict[str, str | None]:
     return labels
 
 
+def upstream_credentials(args: argparse.Namespace) -> tuple[str | None, str | None]:
+    """(NAME, PASSWORD) for the upstream from --upstream-user (warned about), the
+    --upstream-user-file or ESTCOAP_UPSTREAM_USER, in that order; (None, None) without."""
+    if args.upstream_user:
+        http_users.warn_password_argument(args.command, "--upstream-user", UPSTREAM_USER_ENV)
+    credentials = (
+        args.upstream_user
+        or _first_line(args.upstream_user_file)
+        or os.environ.get(UPSTREAM_USER_ENV)
+    )
+    if not credentials:
+        return None, None
+    user, sep, password = credentials.partition(":")
+    if not sep or not user or not password:
+        origin = (
+            "--upstream-user" if args.upstream_user
+            else args.upstream_user_file or UPSTREAM_USER_ENV
+        )  # fmt: skip
+        error = UsageError if args.upstream_user else CliError
+        raise error(f"{origin} expects NAME:PASSWORD")
+    return user, password
+
+
+def _first_line(path: str | None) -> str | None:
+    """The first line of a secret's file (never echoed), None when no file is given."""
+    if path is None:
+        return None
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return fh.readline().rstrip("\r\n")
+    except OSError as exc:
+        raise CliError(f"--upstream-user-file {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise CliError(f"--upstream-user-file {path}: not UTF-8 text") from None
+
+
 def build_upstream(args: argparse.Namespace) -> Any:
     # Imported here: the gateway pulls in aiocoap and the fronts, which other commands skip.
     from ..gateway import UpstreamSettings, open_upstream, parse_upstream_url
@@ -145,16 +188,7 @@ def build_upstream(args: argparse.Namespace) -> Any:
         raise UsageError(f"--upstream: {exc}") from None
     if (args.ra_cert is None) != (args.ra_key is None):
         raise UsageError("--ra-cert and --ra-key go together")
-    user = password = None
-    if args.upstream_user:
-        http_users.warn_password_argument(args.command, "--upstream-user", UPSTREAM_USER_ENV)
-    credentials = args.upstream_user or os.environ.get(UPSTREAM_USER_ENV)
-    if credentials:
-        user, sep, password = credentials.partition(":")
-        if not sep or not user or not password:
-            origin = "--upstream-user" if args.upstream_user else UPSTREAM_USER_ENV
-            error = UsageError if args.upstream_user else CliError
-            raise error(f"{origin} expects NAME:PASSWORD")
+    user, password = upstream_credentials(args)
     ra_chain, ra_key = _identity("ra", args.ra_cert, args.ra_key) if args.ra_cert else ([], None)
     settings = UpstreamSettings(
         url=args.upstream,
@@ -252,16 +286,40 @@ async def _start_proxy(args: argparse.Namespace) -> Any:
 
 
 async def _serve(start: Any, args: argparse.Namespace) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    runtime = Runtime(args.command, args.drain_timeout)
+    runtime.install()
     running = await start(args)
+    front = runtime_front(running.server)
+    if front is not None:
+        runtime.add_front(front)
+    runtime.after_fronts(running.upstream.transport.close)  # answers in flight need it
+    _reloadable(runtime, args, running.upstream)
     settle_heap()
     try:
-        await stop.wait()
+        await runtime.wait()
+        await runtime.drain()
     finally:
-        await running.close()
+        await runtime.close()  # after an error; nothing left to do after drain()
+
+
+def _reloadable(runtime: Runtime, args: argparse.Namespace, upstream: Any) -> None:
+    """What SIGHUP reads again (estcoap.runtime): the device anchors (with the upstream CA
+    learnt at start), the CRLs and, for the proxy, the users."""
+    runtime.reloadable(
+        "trust anchors",
+        reload_items.trust_anchors(args.trust_clients, upstream, runtime.fronts,
+                                   lambda: list(upstream.upstream_cas)),
+    )  # fmt: skip
+    runtime.reloadable("CRLs", reload_items.crls(lambda: upstream.revocation))
+    if args.command == "proxy":
+        fronts = runtime.fronts
+        runtime.reloadable(
+            "users",
+            reload_items.users(
+                lambda: http_users.load_users(args, "proxy"),
+                lambda: [getattr(f, "authenticator", None) for f in fronts],
+            ),
+        )
 
 
 def _gateway(args: argparse.Namespace) -> int:

@@ -12,7 +12,6 @@ import argparse
 import asyncio
 import contextlib
 import errno
-import signal
 import sys
 import urllib.parse
 from collections.abc import Awaitable, Callable
@@ -21,6 +20,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
+from .. import runtime as reload_items
 from ..ca import LocalCA
 from ..ca.local import (
     KEY_RETENTION_SECONDS,
@@ -46,6 +46,8 @@ from ..https import (
     start_https_server,
 )
 from ..revocation import CrlError
+from ..runtime import Runtime
+from ..runtime import front_for as runtime_front
 from ..serving import release_free_memory, settle_heap
 from . import CliError, UsageError, http_users, number, positive_int, validity_days
 from .ca_cmd import duration, require_writable_store
@@ -294,29 +296,68 @@ async def run(args: argparse.Namespace) -> None:
     if args.max_body <= 0:
         raise UsageError("--max-body must be positive")
     service = build_service(args)
-    running: list[Any] = []
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    runtime = Runtime("serve", args.drain_timeout)
+    runtime.install()  # before the fronts: a SIGTERM during the start stops it once up
+    drained = False
     try:
         # Before the fronts: a client told of a revocation URL can use it at once.
-        running.extend(await start_revocation_publishing(args, service))
+        for started in await start_revocation_publishing(args, service):
+            runtime.after_fronts(started.close)
         for name, values in wanted:
             binds = [parse_host_port(value, f"--{name.replace('_', '-')}") for value in values]
             try:
-                running.extend(await FRONTS[name](args, service, binds))
+                started_fronts = await FRONTS[name](args, service, binds)
             except OSError as exc:
                 protocol = "udp" if name.startswith("coaps") else "tcp"
                 raise listen_error(binds, protocol, exc) from None
+            for started in started_fronts:
+                front = runtime_front(started)
+                if front is not None:
+                    runtime.add_front(front)
+                else:
+                    runtime.after_fronts(started.close)
+        _reloadable(runtime, args, service)
         settle_heap()
         housekeeping = asyncio.create_task(_housekeeping(service))
-        await stop.wait()
+        await runtime.wait()
         housekeeping.cancel()
+        await runtime.drain()
+        drained = True
     finally:
-        for front in reversed(running):
-            await front.close()
+        if not drained:
+            await runtime.close()
         service.close()
+
+
+def _reloadable(runtime: Runtime, args: argparse.Namespace, service: LocalCA) -> None:
+    """What SIGHUP reads again (estcoap.runtime)."""
+    fronts = runtime.fronts
+    runtime.reloadable(
+        "trust anchors",
+        reload_items.trust_anchors(args.trust_clients, service, fronts,
+                                   lambda: [service.ca_certificate]),
+    )  # fmt: skip
+    runtime.reloadable("CRLs", reload_items.crls(lambda: service.revocation))
+    runtime.reloadable(
+        "users",
+        reload_items.users(
+            lambda: http_users.load_users(args, "serve"),
+            lambda: [getattr(f, "authenticator", None) for f in fronts],
+        ),
+    )
+    if args.shared_keys:
+        runtime.reloadable("shared keys", reload_items.from_file(
+            args.shared_keys, load_shared_keys, service.set_shared_keys))  # fmt: skip
+    if args.policy and args.policy != "open":
+        runtime.reloadable("issuance policy", reload_items.from_file(
+            args.policy, IssuancePolicy.load, _set_policy(service)))  # fmt: skip
+
+
+def _set_policy(service: LocalCA) -> Callable[[IssuancePolicy], None]:
+    def apply(policy: IssuancePolicy) -> None:
+        service.policy = policy
+
+    return apply
 
 
 async def _housekeeping(service: LocalCA, period: float = HOUSEKEEPING_SECONDS) -> None:

@@ -7,6 +7,7 @@ HelloVerifyRequest; only a returning ClientHello with a valid cookie creates a s
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import socket
 import time
@@ -20,6 +21,7 @@ from aiocoap.numbers.codes import Code
 from aiocoap.numbers.types import ACK, CON, NON, RST, Type
 from aiocoap.tokenmanager import TokenManager
 from aiocoap.util import hostportjoin
+from cryptography import x509
 from OpenSSL import SSL
 
 from .association import (
@@ -94,6 +96,7 @@ class DtlsServerTransport(interfaces.MessageInterface):
         self.refused_handshakes = 0
         self.handshakes_completed = 0
         self._closing = False
+        self.accepting = True  # False once stop_accepting(): new ClientHellos are ignored
 
     @staticmethod
     def _cookie_matches(conn: SSL.Connection, cookie: bytes) -> bool:
@@ -149,6 +152,8 @@ class DtlsServerTransport(interfaces.MessageInterface):
         self._process(remote, remote.association.receive_datagram(data, records))
 
     def _new_hello(self, endpoint, peer, data, hello, old: ServerRemote | None) -> None:
+        if not self.accepting:
+            return  # draining: the client's retransmissions time out, and it tries again later
         if not self._cookies.verify(peer, hello.random, hello.cookie):
             cookie = self._cookies.make(peer, hello.random)
             endpoint.sendto(hello_verify_request(hello, cookie), peer)
@@ -272,7 +277,18 @@ class DtlsServerTransport(interfaces.MessageInterface):
             and self.sessions.get((remote.endpoint, remote.peer)) is remote
         )
 
+    def stop_accepting(self) -> None:
+        """Start no new handshake; established sessions go on until shutdown()."""
+        self.accepting = False
+
+    def set_trust_anchors(self, anchors: Sequence[x509.Certificate]) -> None:
+        """Verify the client certificates of new handshakes against these (a reload). An
+        established association keeps the context it was made with, so it is not dropped."""
+        self.config = dataclasses.replace(self.config, trust_anchors=list(anchors))
+        self._ctx = server_context(self.config, self._cookie_matches)
+
     async def shutdown(self) -> None:
+        """close_notify to every session, then close the sockets."""
         self._closing = True
         if self._sweeper is not None:
             self._sweeper.cancel()

@@ -142,6 +142,17 @@ class HttpAuthenticator:
     def enabled(self) -> bool:
         return bool(self._users)
 
+    @property
+    def users(self) -> tuple[User, ...]:
+        return tuple(self._users.values())
+
+    def set_users(self, users: Sequence[User]) -> None:
+        """Replace the users (a reload): remembered Basic verdicts go, so a changed or
+        removed password stops working at once."""
+        self._users = {u.name: u for u in users}
+        self._basic_ok.clear()
+        self._known_good.clear()
+
     def close(self) -> None:
         self.passwords.close()
 

@@ -1,0 +1,214 @@
+"""Signals of a real `estcoap serve` process (estcoap.runtime): SIGTERM in the middle of
+enrollments drains and exits 0 with a consistent store; SIGHUP reloads the trust anchors for
+new handshakes while an established DTLS session goes on; a broken file keeps the old ones."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from estcoap.ca.store import Store
+from estcoap.client.api import EstClient, EstClientError
+from estcoap.client.transport import TransportError
+from estcoap.idevid import DeviceMaker
+from tests.polling import wait_until
+
+pytestmark = pytest.mark.timeout(180)
+
+CLI = [sys.executable, "-m", "estcoap.cli"]
+DRAIN_TIMEOUT = 3
+
+
+@dataclass
+class Served:
+    proc: subprocess.Popen[str]
+    urls: dict[str, str]
+    stderr: list[str] = field(default_factory=list)
+
+    def said(self, needle: str) -> bool:
+        return any(needle in line for line in self.stderr)
+
+
+@contextlib.contextmanager
+def serve(*args: str | Path) -> Iterator[Served]:
+    proc = subprocess.Popen(
+        [*CLI, "serve", "--https", "127.0.0.1:0", "--coaps", "127.0.0.1:0", "--log-level",
+         "info", *map(str, args)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    served = Served(proc, {})
+    reader = threading.Thread(
+        target=lambda: served.stderr.extend(iter(proc.stderr.readline, "")),  # type: ignore[union-attr]
+        daemon=True,
+    )
+    reader.start()
+    try:
+        for _ in range(2):
+            line = proc.stdout.readline()  # type: ignore[union-attr]
+            assert line.startswith("serving EST"), line + "".join(served.stderr)
+            url = line.rsplit(" ", 1)[1].strip()
+            served.urls[url.split(":", 1)[0]] = url
+        yield served
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+        reader.join(5)
+
+
+def init_ca(tmp_path: Path) -> Path:
+    ca = tmp_path / "ca"
+    done = subprocess.run([*CLI, "ca", "init", str(ca), "--hostname", "127.0.0.1"],
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return ca
+
+
+def pem(*certs: x509.Certificate) -> bytes:
+    return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs)
+
+
+def device(maker: DeviceMaker, name: str, url: str, ca: Path, timeout: float = 10) -> EstClient:
+    idevid, key = maker.issue_idevid(name)
+    return EstClient(url, trust=ca / "ca.pem", cert=idevid, key=key, timeout=timeout)
+
+
+async def enroll(client: EstClient, name: str) -> x509.Certificate:
+    key = ec.generate_private_key(ec.SECP256R1())
+    return (await client.enroll(key=key, subject=f"serialNumber={name}"))[0]
+
+
+def test_sighup_reloads_trust_anchors_and_keeps_established_sessions(tmp_path: Path) -> None:
+    ca = init_ca(tmp_path)
+    old_maker, new_maker = DeviceMaker.create(), DeviceMaker.create()
+    trust = tmp_path / "makers.pem"
+    trust.write_bytes(pem(old_maker.certificate))
+
+    async def scenario(served: Served) -> None:
+        coaps = served.urls["coaps"]
+        established = device(old_maker, "dev-old", coaps, ca)
+        newcomer = device(new_maker, "dev-new", coaps, ca, timeout=3)
+        async with established, newcomer:
+            await enroll(established, "dev-old")
+            with pytest.raises((EstClientError, TransportError)):
+                await enroll(newcomer, "dev-new")  # the maker is not trusted yet
+
+            trust.write_bytes(pem(old_maker.certificate, new_maker.certificate))
+            served.proc.send_signal(signal.SIGHUP)
+            await asyncio.to_thread(wait_until, lambda: served.said("reload: trust anchors"),
+                                    30, "the reload line")  # fmt: skip
+            assert served.said("reload: trust anchors 1 -> 2 certificates")
+
+        # A device of the new maker is accepted in a new handshake ...
+        async with device(new_maker, "dev-new2", coaps, ca) as newcomer2:
+            assert (await enroll(newcomer2, "dev-new2")).subject.rfc4514_string() == (
+                "2.5.4.5=dev-new2"
+            )
+        # ... over HTTPS too (the TLS context learnt the anchor).
+        async with device(new_maker, "dev-new3", served.urls["https"], ca) as over_https:
+            await enroll(over_https, "dev-new3")
+
+    async def established_goes_on(served: Served) -> None:
+        coaps = served.urls["coaps"]
+        async with device(old_maker, "dev-a", coaps, ca) as kept:
+            await enroll(kept, "dev-a")
+            transport = await kept.transport()
+            before = await transport.tls_unique()
+            trust.write_bytes(pem(new_maker.certificate))  # the old maker is dropped
+            served.stderr.clear()
+            served.proc.send_signal(signal.SIGHUP)
+            await asyncio.to_thread(wait_until, lambda: served.said("reload: trust anchors"),
+                                    30, "the reload line")  # fmt: skip
+            # The same association sends another request after the reload: no new handshake
+            # (its tls-unique, from the handshake's Finished, is the same).
+            await kept.cacerts()
+            assert await transport.tls_unique() == before
+
+            # A broken anchors file keeps the old settings and says why.
+            trust.write_text("not a certificate\n")
+            served.stderr.clear()
+            served.proc.send_signal(signal.SIGHUP)
+            await asyncio.to_thread(wait_until, lambda: served.said("reload: trust anchors"),
+                                    30, "the reload error")  # fmt: skip
+            line = next(s for s in served.stderr if "reload: trust anchors" in s)
+            assert "ERROR" in line and "not reloaded, the old ones stay" in line, line
+            assert f"{trust}: not a PEM certificate file" in line, line
+        async with device(new_maker, "dev-b", coaps, ca) as still_trusted:
+            await enroll(still_trusted, "dev-b")  # the anchors of before the broken file
+
+    with serve("--ca", ca, "--trust-clients", trust) as served:
+        asyncio.run(scenario(served))
+        asyncio.run(established_goes_on(served))
+        served.proc.send_signal(signal.SIGTERM)
+        assert served.proc.wait(30) == 0
+    assert not any("Traceback" in line for line in served.stderr), served.stderr
+
+
+def test_sigterm_during_fifty_enrollments_drains_and_exits_0(tmp_path: Path) -> None:
+    ca = init_ca(tmp_path)
+    maker = DeviceMaker.create()
+    trust = tmp_path / "maker.pem"
+    trust.write_bytes(pem(maker.certificate))
+    outcomes: list[object] = []
+    done_by: dict[str, int] = {"coaps": 0, "https": 0}
+
+    async def one(url: str, name: str) -> None:
+        try:
+            async with device(maker, name, url, ca, timeout=5) as client:
+                outcomes.append(await enroll(client, name))
+                done_by[url.split(":", 1)[0]] += 1
+        except (EstClientError, TransportError) as exc:  # a clean failure: try again later
+            outcomes.append(exc)
+
+    async def fleet(served: Served) -> None:
+        names = [f"dev-{i}" for i in range(50)]
+        tasks = [
+            asyncio.create_task(one(served.urls["coaps" if i % 2 else "https"], name))
+            for i, name in enumerate(names)
+        ]
+        # Some have their certificate, the rest are on their way: stop the server now.
+        await asyncio.to_thread(wait_until, lambda: min(done_by.values()) >= 3, 60,
+                                "3 enrollments over each front")  # fmt: skip
+        served.proc.send_signal(signal.SIGTERM)
+        # Every device ends, well within the drain and its own timeouts: none hangs.
+        await asyncio.wait_for(asyncio.gather(*tasks), DRAIN_TIMEOUT + 30)
+
+    with serve("--ca", ca, "--trust-clients", trust, "--drain-timeout", DRAIN_TIMEOUT) as served:
+        asyncio.run(fleet(served))
+        assert served.proc.wait(DRAIN_TIMEOUT + 20) == 0, served.stderr
+    assert len(outcomes) == 50
+    issued = [o for o in outcomes if isinstance(o, x509.Certificate)]
+    failed = [o for o in outcomes if not isinstance(o, x509.Certificate)]
+    assert min(done_by.values()) >= 3
+    assert not any("Traceback" in line for line in served.stderr), served.stderr
+
+    # The store holds no half-written record: every issued row parses and is one the CA
+    # signed; every device that got a certificate has its row; pending rows are whole.
+    store = Store.open(ca / "est.sqlite3", create=False)
+    try:
+        ca_cert = x509.load_pem_x509_certificate((ca / "ca.pem").read_bytes())
+        rows = store.issued_list()
+        for row in rows:
+            cert = row.certificate
+            cert.verify_directly_issued_by(ca_cert)
+            assert f"{cert.serial_number:x}" == row.serial.lstrip("0") or row.serial
+        serials = {row.certificate.serial_number for row in rows}
+        assert {c.serial_number for c in issued} <= serials
+        for pending in store.pending_list():
+            assert pending.state in ("pending", "approved", "denied")
+    finally:
+        store.close()
+    print(f"{len(issued)} issued, {len(failed)} refused cleanly while stopping:",
+          sorted({str(f)[:90] for f in failed}))  # fmt: skip
