@@ -59,7 +59,7 @@ _FENCE = re.compile(r"^```(\S*)\s*$")
 _NOT_RUN = re.compile(r"^<!--\s*not-run:\s*(?P<reason>\S.*?)\s*-->\s*$")
 _LOOPBACK_PORT = re.compile(r"(?P<host>127\.0\.0\.1|localhost|0\.0\.0\.0|\[::1\]):(?P<port>\d+)\b")
 _BACKGROUND = re.compile(r"^(?P<command>.*[^&\s])\s*(?<!&)&\s*(?:#.*)?$")
-_SERVES = re.compile(r"--(?P<front>coaps|https)[ =](?:\S*:)?(?P<port>\d+)\b")
+_SERVES = re.compile(r"--(?P<front>coaps-psk|coaps|https)[ =](?:\S*:)?(?P<port>\d+)\b")
 
 
 @dataclass(frozen=True)
@@ -160,7 +160,7 @@ def background(command: str, number: int, where: str) -> str:
     waits = []
     for serves in _SERVES.finditer(command):
         if serves.group("port") != "0":
-            protocol = "udp" if serves.group("front") == "coaps" else "tcp"
+            protocol = "udp" if serves.group("front").startswith("coaps") else "tcp"
             waits.append(f"--{protocol} {serves.group('port')}")
     words = command.split()
     if not waits and len(words) > 1 and words[0] == "estcoap" and words[1] in WAITING_CLIENTS:

@@ -132,6 +132,18 @@ async def coap_client(
     return Exchange(rc, out, err, parse_pdus(out))
 
 
+async def coap_client_psk(
+    url: str, identity: str, key: str, *args: str | Path, timeout: float = 20
+) -> Exchange:
+    """One coap-client-openssl run with a pre-shared key (libcoap 4.3.1 takes -k as text)."""
+    assert COAP_CLIENT is not None
+    rc, out, err = await run_tool(
+        COAP_CLIENT, "-v", "7", "-B", "10", "-u", identity, "-k", key, *args, url,
+        timeout=timeout,
+    )  # fmt: skip
+    return Exchange(rc, out, err, parse_pdus(out))
+
+
 async def openssl_csr(
     directory: Path,
     stem: str,
