@@ -292,9 +292,7 @@ async def run(args: argparse.Namespace) -> None:
         (name, values) for name in FRONTS if (values := getattr(args, name, None))
     ]
     if not wanted:
-        raise CliError("give at least one front: --https HOST:PORT and/or --coaps HOST:PORT")
-    if args.max_body <= 0:
-        raise UsageError("--max-body must be positive")
+        raise UsageError("give at least one front: --https HOST:PORT and/or --coaps HOST:PORT")
     service = build_service(args)
     runtime = Runtime("serve", args.drain_timeout)
     runtime.install()  # before the fronts: a SIGTERM during the start stops it once up
