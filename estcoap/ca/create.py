@@ -77,10 +77,11 @@ def init_ca(
             "refusing to overwrite it"
         )
     uri = _token_uri(key_uri, key_type, pins) if key_uri else None
+    # The key first: a token that refuses (PIN, label taken) leaves no directory behind.
+    ca_key = generate_key(key_type) if uri is None else _generate_in_token(uri, key_type, pins)
     paths.dir.mkdir(parents=True, exist_ok=True)
 
     now = dt.datetime.now(dt.UTC)
-    ca_key = generate_key(key_type) if uri is None else _generate_in_token(uri, key_type, pins)
     ca_cert = self_signed_ca(ca_key, ca_name, validity_days=validity_days, now=now)
     server_key = generate_key(key_type)
     server_cert = sign_end_entity(

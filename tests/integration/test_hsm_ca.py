@@ -38,7 +38,7 @@ from estcoap.codec.pkcs10 import build_csr
 from estcoap.dtls import DtlsClientConfig, create_client_context
 from estcoap.idevid import DeviceMaker
 from tests.conftest import require
-from tests.integration.coaps_fixtures import Deployment, running_coaps
+from tests.integration.coaps_fixtures import Deployment, running_coaps, write_identity
 from tests.integration.https_fixtures import PASSWORD, USER, client_ssl, running
 
 pytestmark = pytest.mark.timeout(120)
@@ -171,7 +171,17 @@ async def test_coaps_enroll_reenroll_serverkeygen_signed_in_the_token(
             first = (await est.enroll(key=key, subject=device.subject("d1")))[0]
         async with run.client(device) as est:
             new_key, skg = await est.serverkeygen(subject=device.subject("d2"))
-    for cert in (first, skg[0]):
+        async with run.client(device) as est:
+            # The key package (CMS SignedData) is signed by the CA key: in the token.
+            sealed_key, sealed = await est.serverkeygen(
+                subject=device.subject("d3"), encrypted=True
+            )
+        enrolled = write_identity(tmp_path, "enrolled", first, key)
+        async with run.client(enrolled) as est:
+            renewed = (await est.reenroll())[0]
+    assert sealed[0].public_key() == sealed_key.public_key()
+    assert renewed.public_key() == first.public_key() and renewed.subject == first.subject
+    for cert in (first, skg[0], sealed[0], renewed):
         openssl_verify(deployment.paths.ca_cert, cert, tmp_path)
     assert skg[0].public_key() == new_key.public_key()
     # No private key of any device or of the CA in the store.
