@@ -22,7 +22,7 @@ class OutputError(OSError):
     """A file could not be (or would not be) written. str() is one line naming it."""
 
 
-def private_key_pem(key) -> bytes:  # type: ignore[no-untyped-def]
+def private_key_pem(key) -> bytes:
     """Unencrypted PKCS#8 PEM (the files are protected by their mode)."""
     return key.private_bytes(
         serialization.Encoding.PEM,

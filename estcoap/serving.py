@@ -24,7 +24,7 @@ def settle_heap() -> None:
     gc.set_threshold(*_THRESHOLDS)
 
 
-def _glibc_malloc_trim():  # type: ignore[no-untyped-def]
+def _glibc_malloc_trim():
     name = ctypes.util.find_library("c")
     libc = ctypes.CDLL(name) if name else None
     return getattr(libc, "malloc_trim", None)

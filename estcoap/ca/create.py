@@ -87,7 +87,7 @@ def init_ca(
     server_cert = sign_end_entity(
         Request(
             subject=x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostnames[0])]),
-            public_key=server_key.public_key(),  # type: ignore[arg-type]
+            public_key=server_key.public_key(),
             san=san,
         ),
         ca_cert=ca_cert,
@@ -167,7 +167,7 @@ def issue_ocsp_responder(
     cert = sign_end_entity(
         Request(
             subject=x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]),
-            public_key=key.public_key(),  # type: ignore[arg-type]
+            public_key=key.public_key(),
             san=None,
         ),
         ca_cert=ca_cert,
@@ -204,12 +204,12 @@ def self_signed_ca(
     """A root CA certificate (pathlen 0: it signs end entities only)."""
     now = now or dt.datetime.now(dt.UTC)
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())  # type: ignore[arg-type]
+    ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
     return (
         x509.CertificateBuilder()
         .subject_name(subject)
         .issuer_name(subject)
-        .public_key(key.public_key())  # type: ignore[arg-type]
+        .public_key(key.public_key())
         .serial_number(random_serial())
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + dt.timedelta(days=validity_days))

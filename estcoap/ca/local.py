@@ -535,7 +535,7 @@ class LocalCA:
         key: PrivateKey | None = None
         if operation is Operation.SERVERKEYGEN:
             key = generate_key(_keygen_type(request.csr))
-            vetted = Request(vetted.subject, key.public_key(), vetted.san)  # type: ignore[arg-type]
+            vetted = Request(vetted.subject, key.public_key(), vetted.san)
         key_der = _pkcs8(key) if key is not None else None
         # Sealed before anything is issued: a key that cannot be sealed costs no certificate.
         key_answer = self._sealed(key_der, delivery) if key_der is not None else None

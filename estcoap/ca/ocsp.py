@@ -179,7 +179,7 @@ class OcspResponder:
         if nonce is not None:
             builder = builder.add_extension(nonce, critical=False)
         try:
-            response = builder.sign(self._signer_key, signature_hash(self._signer_key))  # type: ignore[arg-type]
+            response = builder.sign(self._signer_key, signature_hash(self._signer_key))
         except ServiceUnavailable:
             # The CA key's token cannot sign now (it logged why): RFC 6960 s2.3 tryLater.
             return _unsuccessful(ocsp.OCSPResponseStatus.TRY_LATER)

@@ -65,7 +65,7 @@ def vet_csr(csr: Csr, *, check_key: bool = True) -> Request:
     """
     extensions = csr.extensions
     for ext in extensions:
-        if ext.oid == ExtensionOID.BASIC_CONSTRAINTS and ext.value.ca:  # type: ignore[attr-defined]
+        if ext.oid == ExtensionOID.BASIC_CONSTRAINTS and ext.value.ca:
             raise Forbidden(
                 "CSR asks for a CA certificate (basicConstraints CA:TRUE); "
                 "this CA issues end-entity certificates only"

@@ -56,7 +56,7 @@ def issue_ra(
     cert = sign_end_entity(
         Request(
             subject=x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]),
-            public_key=key.public_key(),  # type: ignore[arg-type]
+            public_key=key.public_key(),
             san=subject_alt_name(hostnames) if hostnames else None,
         ),
         ca_cert=ca_cert,

@@ -754,13 +754,13 @@ def _create_private(path: Path) -> None:
         os.close(fd)
 
 
-def _issued(row: tuple) -> IssuedRecord:  # type: ignore[type-arg]
+def _issued(row: tuple) -> IssuedRecord:
     values = list(row)
     values[7] = values[7] or None  # label '' -> None
     return IssuedRecord(*values)
 
 
-def _revocation(row: tuple) -> RevocationRecord:  # type: ignore[type-arg]
+def _revocation(row: tuple) -> RevocationRecord:
     values = list(row)
     values[5] = values[5] or None  # label '' -> None
     return RevocationRecord(*values)
@@ -777,7 +777,7 @@ def _iso(moment: dt.datetime) -> str:
     return moment.astimezone(dt.UTC).isoformat(timespec="seconds")
 
 
-def _pending(row: tuple) -> PendingRecord:  # type: ignore[type-arg]
+def _pending(row: tuple) -> PendingRecord:
     values = list(row)
     values[2] = values[2] or None
     return PendingRecord(*values)

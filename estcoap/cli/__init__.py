@@ -230,7 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
 def subcommand(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
-            return action.choices[name]  # type: ignore[no-any-return]
+            return action.choices[name]
     raise KeyError(name)
 
 

@@ -34,7 +34,7 @@ from .table import print_table
 from .token_options import add_token_options, pin_source
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("ca", help="create and inspect the built-in CA")
     sub = parser.add_subparsers(dest="ca_command", required=True, metavar="SUBCOMMAND")
 

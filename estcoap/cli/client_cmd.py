@@ -49,7 +49,7 @@ from . import (
 )
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction) -> None:
     cacerts = _command(subparsers, "cacerts", "fetch the CA certificates", _cacerts)
     cacerts.add_argument("--out", metavar="FILE", help="write them here (default: stdout, PEM)")
 
@@ -94,7 +94,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     )  # fmt: skip
 
 
-def _command(subparsers, name: str, help_text: str, func) -> argparse.ArgumentParser:  # type: ignore[no-untyped-def]
+def _command(subparsers, name: str, help_text: str, func) -> argparse.ArgumentParser:
     p = subparsers.add_parser(name, help=help_text)
     p.add_argument("url", help="https://HOST:PORT[/.well-known/est[/LABEL]] or coaps://...")
     p.add_argument("--trust", metavar="PEM", help="trust anchors for the server (explicit TA)")
@@ -148,7 +148,7 @@ async def _subject_or_template(est: EstClient, subject: x509.Name | None) -> x50
     return subject if subject is not None else template_subject(await est.csrattrs())
 
 
-def _run(name: str, func, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-def]
+def _run(name: str, func, args: argparse.Namespace) -> int:
     try:
         return asyncio.run(func(args))
     except EstClientError as exc:
@@ -254,7 +254,7 @@ def _psk(args: argparse.Namespace) -> tuple[str, bytes] | None:
     return args.psk_identity, key
 
 
-def _credential(option: str, load, path: str | None):  # type: ignore[no-untyped-def]
+def _credential(option: str, load, path: str | None):
     """load(path), a refusal naming the option and the file ("--trust ca.pem: ...")."""
     if path is None:
         return None
@@ -310,7 +310,7 @@ def _save(results: Sequence[tuple[str, str, bytes, bool]]) -> None:
             raise CliError(f"{exc}; saved {' and '.join(saved)}") from None
 
 
-def _key_bytes(key, der: bool) -> bytes:  # type: ignore[no-untyped-def]
+def _key_bytes(key, der: bool) -> bytes:
     return key.private_bytes(
         serialization.Encoding.DER if der else serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
@@ -318,7 +318,7 @@ def _key_bytes(key, der: bool) -> bytes:  # type: ignore[no-untyped-def]
     )
 
 
-def _key_file(option: str, path: str, der: bool):  # type: ignore[no-untyped-def]
+def _key_file(option: str, path: str, der: bool):
     """Load the key, or create a P-256 key there when the file does not exist."""
     if os.path.exists(path):
         return _credential(option, load_private_key, path)

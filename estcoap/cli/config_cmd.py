@@ -9,7 +9,7 @@ import sys
 from .. import config
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction) -> None:
     from . import CONFIG_COMMANDS
 
     cfg = subparsers.add_parser("config", help="config files for serve, gateway, proxy, simulate")

@@ -34,7 +34,7 @@ DEVICE_SUBJECT = x509.Name(
 )
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction) -> None:
     demo = subparsers.add_parser(
         "demo", help="enroll a device over CoAPs and HTTPS against a throwaway CA on loopback"
     )
@@ -67,7 +67,7 @@ def _describe(cert: x509.Certificate) -> str:
     )
 
 
-def _write_identity(directory: Path, stem: str, cert: x509.Certificate, key) -> tuple[Path, Path]:  # type: ignore[no-untyped-def]
+def _write_identity(directory: Path, stem: str, cert: x509.Certificate, key) -> tuple[Path, Path]:
     cert_path, key_path = directory / f"{stem}.pem", directory / f"{stem}.key"
     cert_path.write_bytes(certificates_pem([cert]))
     write_secret(key_path, private_key_pem(key))

@@ -30,7 +30,7 @@ from .serve_cmd import listen_error, parse_host_port
 UPSTREAM_USER_ENV = "ESTCOAP_UPSTREAM_USER"
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction) -> None:
     gw = subparsers.add_parser(
         "gateway", help="serve EST-coaps to devices, forwarding to an HTTPS EST server"
     )

@@ -92,7 +92,7 @@ def _user_option(text: str) -> User:
 # ---- estcoap users add|list|remove ------------------------------------------------
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction) -> None:
     users = subparsers.add_parser("users", help="manage the HTTP users file")
     sub = users.add_subparsers(dest="users_command", required=True, metavar="SUBCOMMAND")
     add = sub.add_parser("add", help="add or replace a user (password read from stdin)")

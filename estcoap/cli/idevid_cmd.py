@@ -15,7 +15,7 @@ from ..idevid import DeviceMaker
 from . import CliError
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction) -> None:
     idevid = subparsers.add_parser("idevid", help="a test device maker and its IDevIDs")
     sub = idevid.add_subparsers(dest="idevid_command", required=True, metavar="SUBCOMMAND")
 

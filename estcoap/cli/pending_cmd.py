@@ -13,7 +13,7 @@ from . import CliError, add_ca_dir, ca_dir
 from .table import print_table
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("pending", help="list, approve or deny pending requests")
     sub = parser.add_subparsers(dest="pending_command", required=True, metavar="SUBCOMMAND")
 

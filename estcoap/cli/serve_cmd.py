@@ -66,7 +66,7 @@ key_retention_seconds = number(int, "seconds from 0 to 3153600000", least=0, mos
 FrontStarter = Callable[[argparse.Namespace, LocalCA, list[tuple[str, int]]], Awaitable[list[Any]]]
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction) -> None:
     serve = subparsers.add_parser("serve", help="serve EST from the built-in CA")
     serve.add_argument("--ca", required=True, metavar="DIR", help="the CA directory (ca init)")
     add_token_options(serve)  # when the CA key is in a PKCS#11 token (docs/hsm.md)
@@ -443,11 +443,11 @@ async def start_revocation_publishing(args: argparse.Namespace, service: LocalCA
     crl = ocsp = None
     started: list[Any] = []
     if args.crl_http:
-        crl = CurrentCrl(service.store, ca_cert, ca_key, next_update=args.crl_next_update)  # type: ignore[arg-type]
+        crl = CurrentCrl(service.store, ca_cert, ca_key, next_update=args.crl_next_update)
         await asyncio.to_thread(crl.refresh)
         started.append(_Background(asyncio.create_task(crl.keep_current())))
     if args.ocsp:
-        ocsp = _ocsp_responder(args, service, ca_key)  # type: ignore[arg-type]
+        ocsp = _ocsp_responder(args, service, ca_key)
     binds = {
         "crl": parse_host_port(args.crl_http, "--crl-http") if args.crl_http else None,
         "ocsp": parse_host_port(args.ocsp, "--ocsp") if args.ocsp else None,

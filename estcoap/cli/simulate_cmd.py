@@ -45,7 +45,7 @@ def _block_size(text: str) -> int:
     return int(text)
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction) -> None:
     sim = subparsers.add_parser(
         "simulate",
         help="provision a fleet of virtual devices and measure the server",

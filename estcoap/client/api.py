@@ -250,7 +250,7 @@ def _ask_for_sealed_key(
                                  diagnostic=str(exc)) from exc  # fmt: skip
         named = keypackage.asymmetric_decrypt_key_id_attribute(recipient.key_id)
     attributes = [named, keypackage.smime_capabilities_attribute(_CONTENT_CIPHERS)]
-    return add_attributes(csr, key, attributes)  # type: ignore[arg-type]
+    return add_attributes(csr, key, attributes)
 
 
 class _BoundCsr:
@@ -630,7 +630,7 @@ class EstClient:
 
         def build(password: bytes | None) -> bytes:
             der = build_csr(
-                key,  # type: ignore[arg-type]
+                key,
                 name,
                 sans=sans,
                 challenge_password=password,

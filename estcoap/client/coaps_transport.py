@@ -53,7 +53,7 @@ class CoapsTransport:
         *,
         trust_anchors: Sequence[x509.Certificate],
         certificate_chain: Sequence[x509.Certificate],
-        private_key,  # type: ignore[no-untyped-def]
+        private_key,
         block_size: int | None = None,
         timeout: float = 30.0,
         server_name: str | None = None,
@@ -85,7 +85,7 @@ class CoapsTransport:
         self._context = None  # created lazily: an aiocoap client Context on our DTLS transport
         self.bytes_sent = 0
 
-    async def _ctx(self):  # type: ignore[no-untyped-def]
+    async def _ctx(self):
         if self._context is None:
             from ..dtls import DtlsClientConfig, create_client_context
 

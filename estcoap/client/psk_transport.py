@@ -38,7 +38,7 @@ class PskCoapsTransport(CoapsTransport):
         self._psk = bytes(key)
         self._answered = False  # the server answered once: the handshake worked
 
-    async def _ctx(self):  # type: ignore[no-untyped-def]
+    async def _ctx(self):
         if self._context is None:
             try:
                 require_dtlssocket()

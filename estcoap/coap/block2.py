@@ -26,7 +26,7 @@ class _Bounded(TimeoutDict):
         self.per_session = per_session
         self.total = total
 
-    def __setitem__(self, key, value) -> None:  # type: ignore[no-untyped-def]
+    def __setitem__(self, key, value) -> None:
         super().__setitem__(key, value)
         # Keys are (remote.blockwise_key, code, options): [0] is the DTLS session. The
         # scan is over at most `total` keys, and only when a response needs blocks.

@@ -91,7 +91,7 @@ async def start_coaps_psk_server(
     class _Socket(tds._DatagramServerSocketSimpleDTLS):
         max_sockets = max_associations
 
-        def datagram_received(self, data, sockaddr):  # type: ignore[no-untyped-def]
+        def datagram_received(self, data, sockaddr):
             # aiocoap never evicts (its _maybe_purge_sockets is not called): bound here.
             if sockaddr not in self._connections:
                 self._maybe_purge_sockets()
@@ -116,7 +116,7 @@ async def start_coaps_psk_server(
     context = aiocoap.Context(serversite=site)
     interface: list[tds.MessageInterfaceTinyDTLSServer] = []
 
-    async def create(mman):  # type: ignore[no-untyped-def]
+    async def create(mman):
         made = await _Interface.create_server(
             bind, mman, log=context.log, loop=context.loop,
             server_credentials=_Credentials(psk_keys),

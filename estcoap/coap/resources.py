@@ -39,7 +39,7 @@ class EstRootResource(Resource):
         super().__init__()
         self.advertise = advertise
 
-    def get_link_description(self):  # type: ignore[no-untyped-def]
+    def get_link_description(self):
         return {"rt": EST_ROOT_RT} if self.advertise else None
 
 
@@ -64,12 +64,12 @@ class EstResource(Resource):
         # Only the enrollment operations read a body (crts and att are GETs).
         self.takes_body = spec.method == "POST"
 
-    def get_link_description(self):  # type: ignore[no-untyped-def]
+    def get_link_description(self):
         if not self.advertise:
             return None
         return {"rt": self.spec.rt, "ct": self.spec.link_ct}
 
-    async def render_to_pipe(self, pipe):  # type: ignore[no-untyped-def]
+    async def render_to_pipe(self, pipe):
         request = pipe.request
         try:
             whole = self.assembler.feed(request, (self.label, self.spec.short_name))

@@ -30,7 +30,7 @@ class EstSite(Site):
     assembler: Block1Assembler  # one for all EST resources, so its limits hold for all
     responses: BoundedBlock2Cache  # likewise for Block2 responses
 
-    async def render_to_pipe(self, pipe):  # type: ignore[no-untyped-def]
+    async def render_to_pipe(self, pipe):
         request = pipe.request
         refusal = option_refusal(request)
         if refusal is None:
@@ -46,7 +46,7 @@ class EstSite(Site):
         pipe.request = routed
         return await child.render_to_pipe(pipe)
 
-    def _find_child_and_pathstripped_message(self, request):  # type: ignore[no-untyped-def]
+    def _find_child_and_pathstripped_message(self, request):
         # aiocoap strips the Uri-Path with a deep copy of all options and a URI string per
         # request; an EST resource reads no Uri-Path (its position is its operation), so
         # it gets the request as it came.

@@ -41,7 +41,7 @@ class Csr:
             raise CsrError(f"CSR is not a valid PKCS#10 structure: {exc}") from exc
 
     @cached_property
-    def public_key(self):  # type: ignore[no-untyped-def]
+    def public_key(self):
         try:
             return self.request.public_key()
         except (ValueError, UnsupportedAlgorithm) as exc:

@@ -60,7 +60,7 @@ _MODE_NO_AUTO_CHAIN = 0x8
 
 def _set_hello_lists(ctx: SSL.Context, sigalgs: str, groups: str) -> None:
     """Shorter hello lists through OpenSSL calls pyOpenSSL does not wrap."""
-    native = ctx._context  # type: ignore[attr-defined]
+    native = ctx._context
     if _lib.SSL_CTX_set1_sigalgs_list(native, sigalgs.encode()) != 1:
         raise ValueError(f"OpenSSL refused the signature algorithms {sigalgs}")
     if _lib.SSL_CTX_set1_curves_list(native, groups.encode()) != 1:

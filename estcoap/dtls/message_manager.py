@@ -53,7 +53,7 @@ class BatchedExpiryMessageManager(MessageManager):
         self._sweep_timer: asyncio.TimerHandle | None = None
         self._warned_at = -math.inf
 
-    def _deduplicate_message(self, message) -> bool:  # type: ignore[no-untyped-def]
+    def _deduplicate_message(self, message) -> bool:
         key = (message.remote, message.mid)
         if key in self._recent_messages:
             return super()._deduplicate_message(message)  # a duplicate: aiocoap answers it

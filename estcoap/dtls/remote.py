@@ -27,7 +27,7 @@ class DtlsRemote(interfaces.EndpointAddress):
     is_multicast_locally = False
     # A plain class attribute shadowing the base class property: aiocoap's blockwise
     # code assigns to it per remote.
-    maximum_block_size_exp: int = MAX_REGULAR_BLOCK_SIZE_EXP  # type: ignore[assignment]
+    maximum_block_size_exp: int = MAX_REGULAR_BLOCK_SIZE_EXP
 
     def __init__(
         self,

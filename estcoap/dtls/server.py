@@ -124,7 +124,7 @@ class DtlsServerTransport(interfaces.MessageInterface):
     @property
     def bound_addresses(self) -> list[tuple[str, int]]:
         return [
-            tuple(e.transport.get_extra_info("sockname")[:2])  # type: ignore[misc]
+            tuple(e.transport.get_extra_info("sockname")[:2])
             for e in self._endpoints
             if e.transport is not None
         ]

@@ -62,7 +62,7 @@ def status_for(exc: Exception) -> int:
         return 400
     for cls in type(exc).__mro__:
         if cls in ERROR_STATUS:
-            return ERROR_STATUS[cls]  # type: ignore[index]
+            return ERROR_STATUS[cls]
     return 500
 
 

@@ -164,7 +164,7 @@ def peer_fault_reason(exc: HttpProcessingError) -> str:
     return f"{type(exc).__name__}: {text}"
 
 
-class PeerFaultLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
+class PeerFaultLogger(logging.LoggerAdapter):
     """aiohttp's server logger, told apart: a request aiohttp could not parse is the peer's
     fault, one short INFO line (the traceback at DEBUG); anything else stays an ERROR."""
 

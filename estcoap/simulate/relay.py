@@ -166,7 +166,7 @@ class _Protocol(asyncio.DatagramProtocol):
     def __init__(self, on_datagram: Callable[[bytes, Address], None]) -> None:
         self.on_datagram = on_datagram
 
-    def datagram_received(self, data: bytes, addr: Address) -> None:  # type: ignore[override]
+    def datagram_received(self, data: bytes, addr: Address) -> None:
         self.on_datagram(data, addr)
 
     def error_received(self, exc: Exception) -> None:
