@@ -38,6 +38,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--coaps", required=True, metavar="HOST:PORT", help="serve EST-coaps (DTLS) here"
     )
     gw.add_argument("--short-root", metavar="PATH", help="also serve and advertise e.g. /est")
+    gw.add_argument(
+        "--coaps-psk", metavar="HOST:PORT",
+        help="also serve devices that have a pre-shared key instead of a certificate, over "
+        "PSK DTLS here (needs --psk-file and the psk extra; docs/psk.md)",
+    )  # fmt: skip
+    gw.add_argument(
+        "--psk-file", metavar="FILE",
+        help="the PSK devices, one a line: IDENTITY KEYHEX SUBJECT (mode 0600; spent keys "
+        "are recorded in FILE.spent)",
+    )  # fmt: skip
     _add_common(gw)
     gw.set_defaults(func=_gateway)
 
@@ -258,7 +268,33 @@ async def _start_gateway(args: argparse.Namespace) -> Any:
         print(f"estcoap gateway: warning: {running.warning}", file=sys.stderr, flush=True)
     loop = loop_name(asyncio.get_running_loop())
     print(f"gateway: serving EST-coaps on {running.url} -> {args.upstream} ({loop})", flush=True)
+    if args.coaps_psk is not None:
+        await _start_psk(args, running)
     return running
+
+
+async def _start_psk(args: argparse.Namespace, running: Any) -> None:
+    """--coaps-psk: the PSK devices of --psk-file over PSK DTLS, forwarded like the rest."""
+    from ..gateway.psk_devices import PskDevices, PskFileError
+    from ..gateway.wiring import start_psk_front
+    from ..pskengine import PskUnavailable, require_dtlssocket
+
+    bind = parse_host_port(args.coaps_psk, "--coaps-psk")
+    try:
+        require_dtlssocket()
+        devices = PskDevices(args.psk_file)
+        server = await start_psk_front(running, bind, devices, short_root=args.short_root)
+    except (PskUnavailable, PskFileError) as exc:
+        await running.close()
+        raise CliError(str(exc)) from None
+    except ValueError as exc:  # the any-address, which tinydtls' server cannot bind
+        await running.close()
+        raise UsageError(f"--coaps-psk: {exc}") from None
+    except OSError as exc:
+        await running.close()
+        raise listen_error([bind], "udp", exc) from None
+    print(f"gateway: serving EST-coaps with PSK DTLS on {server.url} -> {args.upstream}",
+          flush=True)  # fmt: skip
 
 
 async def _start_proxy(args: argparse.Namespace) -> Any:
@@ -292,6 +328,8 @@ async def _serve(start: Any, args: argparse.Namespace) -> None:
     front = runtime_front(running.server)
     if front is not None:
         runtime.add_front(front)
+    if running.psk_server is not None:
+        runtime.after_fronts(running.psk_server.close)
     runtime.after_fronts(running.upstream.transport.close)  # answers in flight need it
     _reloadable(runtime, args, running.upstream)
     settle_heap()
@@ -323,6 +361,8 @@ def _reloadable(runtime: Runtime, args: argparse.Namespace, upstream: Any) -> No
 
 
 def _gateway(args: argparse.Namespace) -> int:
+    if (args.coaps_psk is None) != (args.psk_file is None):
+        raise UsageError("--coaps-psk and --psk-file go together")
     return _run(_start_gateway, args)
 
 

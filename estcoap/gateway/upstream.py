@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from typing import Protocol
 
 from cryptography import x509
@@ -35,6 +36,14 @@ from estcoap.identity import check_same_identity
 from estcoap.pop import check_pop
 from estcoap.revocation import RevocationChecker
 from estcoap.trust import ClientTrust, is_ca
+
+from .psk_devices import (
+    PskDevices,
+    forward_psk,
+    psk_device_of,
+    requester_attribute,
+    with_bound_subject,
+)
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +110,8 @@ class Upstream:
         # Device certificates revoked in the CRLs the operator gave (makers', the upstream
         # CA's): the upstream sees only the RA, so the gateway refuses them itself.
         self.revocation: RevocationChecker | None = None
+        # Devices that enroll with a pre-shared key over the PSK DTLS front (psk_devices.py).
+        self.psk_devices: PskDevices | None = None
 
     # ---- EstService ------------------------------------------------------
 
@@ -127,6 +138,12 @@ class Upstream:
 
     async def csrattrs(self, label: str | None, peer: svc.Peer) -> svc.CsrAttributes:
         reply = await self._call(Operation.CSRATTRS, label, None, self._requester(peer))
+        if peer.psk_identity is not None:  # the template names the subject it is bound to
+            device = psk_device_of(self.psk_devices, peer)
+            try:
+                return svc.CsrAttributes(with_bound_subject(reply.body, device))
+            except CodecError as exc:
+                raise svc.UpstreamUnavailable(f"upstream csrattrs answer: {exc}") from exc
         if not reply.body:  # 204: the upstream has nothing to ask for
             raise svc.NotFound("upstream has no CSR attributes")
         try:
@@ -139,10 +156,13 @@ class Upstream:
 
     async def enroll(self, request: svc.EnrollRequest) -> svc.Certificates | svc.Pending:
         self._authenticate(request.peer)
-        check_pop(request.csr, request.peer, required=self.require_pop)
-        return await self._certificates(
-            Operation.SIMPLEENROLL, request, self._requester(request.peer)
+        check_pop(request.csr, request.peer, required=self._pop_required(request.peer))
+        forward = partial(
+            self._certificates, Operation.SIMPLEENROLL, request, self._requester(request.peer)
         )
+        if request.peer.psk_identity is not None:
+            return await forward_psk(self.psk_devices, request, forward)
+        return await forward()
 
     async def reenroll(self, request: svc.EnrollRequest) -> svc.Certificates | svc.Pending:
         await self._authenticate_reenroll(request)
@@ -151,7 +171,16 @@ class Upstream:
 
     async def serverkeygen(self, request: svc.EnrollRequest) -> svc.KeyAndCertificate | svc.Pending:
         self._authenticate(request.peer)
-        check_pop(request.csr, request.peer, required=self.require_pop)
+        check_pop(request.csr, request.peer, required=self._pop_required(request.peer))
+        if request.peer.psk_identity is not None:
+            return await forward_psk(
+                self.psk_devices, request, partial(self._serverkeygen, request)
+            )
+        return await self._serverkeygen(request)
+
+    async def _serverkeygen(
+        self, request: svc.EnrollRequest
+    ) -> svc.KeyAndCertificate | svc.Pending:
         headers = self._requester(request.peer)
         reply = await self._call(Operation.SERVERKEYGEN, request.label, request.csr.der, headers)
         if reply.kind is ReplyKind.PENDING:
@@ -167,8 +196,16 @@ class Upstream:
                 log.info("refused %s: %s", peer.describe(), why)
                 raise svc.Forbidden(why)
 
+    def _pop_required(self, peer: svc.Peer) -> bool:
+        # A PSK channel (tinydtls) has no tls-unique: the key, bound to one subject and
+        # spent with the certificate, stands in (docs/psk.md).
+        return self.require_pop and peer.psk_identity is None
+
     def _authenticate(self, peer: svc.Peer) -> None:
         self._refuse_revoked(peer)
+        if peer.psk_identity is not None:  # the PSK DTLS front found its key
+            psk_device_of(self.psk_devices, peer)
+            return
         if peer.http_user is not None:  # the https front checked the password
             return
         if not peer.certificates:
@@ -178,7 +215,10 @@ class Upstream:
 
     def _requester(self, peer: svc.Peer) -> dict[str, str]:
         """The EST-Requester header naming a device this RA authenticated by its
-        certificate; none for anyone else."""
+        certificate or pre-shared key; none for anyone else."""
+        if peer.psk_identity is not None:
+            named = requester_attribute(psk_device_of(self.psk_devices, peer))
+            return {REQUESTER_HEADER: requester_text(named)} if named is not None else {}
         cert = peer.certificate
         if cert is None or not self._trusted(peer.certificates):
             return {}

@@ -12,12 +12,14 @@ from cryptography import x509
 
 from estcoap import service as svc
 from estcoap.client.https_transport import HttpsTransport, client_ssl_context
+from estcoap.coap.psk import CoapsPskServer, start_coaps_psk_server
 from estcoap.coap.server import CoapsServer, start_coaps_server
 from estcoap.codec.operations import EST_WELL_KNOWN
 from estcoap.https import HttpsServer, start_https_server
 from estcoap.https.users import User
 
 from .pool import HttpsPool
+from .psk_devices import PskDevices
 from .upstream import Upstream
 
 DEFAULT_TIMEOUT = 10.0
@@ -108,12 +110,15 @@ class Forwarding:
     server: CoapsServer | HttpsServer
     upstream: Upstream
     warning: str | None = None
+    psk_server: CoapsPskServer | None = None  # the gateway's PSK DTLS front, when started
 
     @property
     def url(self) -> str:
         return self.server.url
 
     async def close(self) -> None:
+        if self.psk_server is not None:
+            await self.psk_server.close()
         await self.server.close()
         await self.upstream.transport.close()
 
@@ -151,6 +156,24 @@ async def start_gateway(
         **coaps_options,  # type: ignore[arg-type]
     )
     return Gateway(server, upstream, warning)
+
+
+async def start_psk_front(
+    gateway: Gateway,
+    bind: tuple[str, int],
+    devices: PskDevices,
+    *,
+    short_root: str | None = None,
+) -> CoapsPskServer:
+    """Also serve the gateway's devices that have a pre-shared key instead of a certificate
+    (psk_devices.py), over PSK DTLS on one address; they are forwarded like the others."""
+    upstream = gateway.upstream
+    upstream.psk_devices = devices
+    gateway.psk_server = await start_coaps_psk_server(
+        upstream, bind, psk_keys=devices.key, labels=tuple(upstream.labels),
+        short_root=short_root,
+    )  # fmt: skip
+    return gateway.psk_server
 
 
 async def start_proxy(
