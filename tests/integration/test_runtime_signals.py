@@ -212,3 +212,69 @@ def test_sigterm_during_fifty_enrollments_drains_and_exits_0(tmp_path: Path) -> 
         store.close()
     print(f"{len(issued)} issued, {len(failed)} refused cleanly while stopping:",
           sorted({str(f)[:90] for f in failed}))  # fmt: skip
+
+
+def test_proxy_reloads_its_users_on_sighup_and_stops_with_0(tmp_path: Path) -> None:
+    """The gateway/proxy side of the runtime: users read again, the old password of a
+    changed user refused at once, a clean stop."""
+    ca = init_ca(tmp_path)
+    ra_cert, ra_key = tmp_path / "ra.pem", tmp_path / "ra.key"
+    users = tmp_path / "users.txt"
+    for args, stdin in (
+        (["ca", "issue-ra", str(ca), "--out-cert", str(ra_cert), "--out-key", str(ra_key)], None),
+        (["users", "add", str(users), "alice"], "first-pw\n"),
+    ):
+        done = subprocess.run([*CLI, *args], input=stdin, capture_output=True, text=True,
+                              timeout=60)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+
+    async def enroll_as(url: str, name: str, password: str) -> x509.Certificate:
+        key = ec.generate_private_key(ec.SECP256R1())
+        async with EstClient(url, trust=ca / "ca.pem", user=name, password=password,
+                             timeout=10) as client:  # fmt: skip
+            return (await client.enroll(key=key, subject=f"CN={name}"))[0]
+
+    with serve("--ca", ca) as upstream:
+        proxy = subprocess.Popen(
+            [*CLI, "proxy", "--https", "127.0.0.1:0", "--upstream", upstream.urls["https"],
+             "--upstream-trust", str(ca / "ca.pem"), "--ra-cert", str(ra_cert), "--ra-key",
+             str(ra_key), "--server-cert", str(ca / "server.pem"), "--server-key",
+             str(ca / "server.key"), "--users-file", str(users), "--log-level", "info"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        said: list[str] = []
+        reader = threading.Thread(
+            target=lambda: said.extend(iter(proxy.stderr.readline, "")),  # type: ignore[union-attr]
+            daemon=True,
+        )
+        reader.start()
+        try:
+            line = proxy.stdout.readline()  # type: ignore[union-attr]
+            assert line.startswith("proxy: serving EST over HTTPS on"), line + "".join(said)
+            url = line.split(" on ", 1)[1].split(" -> ", 1)[0]
+            asyncio.run(enroll_as(url, "alice", "first-pw"))
+            with pytest.raises(EstClientError):
+                asyncio.run(enroll_as(url, "bob", "bob-pw"))  # no such user yet
+
+            for name, password in (("bob", "bob-pw"), ("alice", "second-pw")):
+                done = subprocess.run([*CLI, "users", "add", str(users), name],
+                                      input=password + "\n", capture_output=True, text=True,
+                                      timeout=60)  # fmt: skip
+                assert done.returncode == 0, done.stderr
+            proxy.send_signal(signal.SIGHUP)
+            wait_until(lambda: any("reload: users" in s for s in said), 30, "the reload line")
+            assert any("reload: users 1 -> 2 (+bob)" in s for s in said), said
+
+            asyncio.run(enroll_as(url, "bob", "bob-pw"))
+            asyncio.run(enroll_as(url, "alice", "second-pw"))
+            with pytest.raises(EstClientError):
+                asyncio.run(enroll_as(url, "alice", "first-pw"))  # the old password is gone
+
+            proxy.send_signal(signal.SIGTERM)
+            assert proxy.wait(30) == 0
+        finally:
+            if proxy.poll() is None:
+                proxy.kill()
+                proxy.wait(10)
+            reader.join(5)
+    assert not any("Traceback" in s for s in said), said
