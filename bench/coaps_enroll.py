@@ -32,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -109,7 +110,9 @@ class Server:
             self.proc.wait()
 
 
-def start_server(front: str, ca_dir: Path, maker_pem: Path, profile: Path | None) -> Server:
+def start_server(
+    front: str, ca_dir: Path, maker_pem: Path, profile: Path | None, extra: Sequence[str] = ()
+) -> Server:
     """`python -m estcoap.cli serve --ca DIR --<front> 127.0.0.1:0 --trust-clients maker.pem`."""
     argv = [sys.executable, "-m", "estcoap.cli"]
     if profile is not None:  # this file runs the CLI under cProfile (see cli_entry)
@@ -122,6 +125,7 @@ def start_server(front: str, ca_dir: Path, maker_pem: Path, profile: Path | None
         "127.0.0.1:0",
         "--trust-clients",
         str(maker_pem),
+        *extra,
     ]
     proc = subprocess.Popen(
         argv, stdout=subprocess.PIPE, text=True, cwd=Path(__file__).parent.parent
@@ -817,7 +821,7 @@ def run(args: argparse.Namespace, scratch: Path) -> None:
     if args.profile or args.profile_out:
         profile = Path(args.profile_out).resolve() if args.profile_out else scratch / "coaps.prof"
 
-    server = start_server("coaps", paths.dir, maker_pem, profile)
+    server = start_server("coaps", paths.dir, maker_pem, profile, args.serve_arg)
     rates: list[RateResult] = []
     try:
         measure_rate(server, 40, 4, args.procs, maker_blobs, ca_pem, "warm")
@@ -828,7 +832,7 @@ def run(args: argparse.Namespace, scratch: Path) -> None:
         coaps = asyncio.run(coaps_bytes(server, paths.ca_cert, maker, scratch, args.bytes_runs))
     finally:
         server.stop()
-    server = start_server("https", paths.dir, maker_pem, None)
+    server = start_server("https", paths.dir, maker_pem, None, args.serve_arg)
     try:
         https = asyncio.run(https_bytes(server, paths.ca_cert, maker, scratch, args.bytes_runs))
     finally:
@@ -867,6 +871,11 @@ if __name__ == "__main__":
     parser.add_argument(
         "--profile-out", metavar="PATH", help="cProfile the coaps server and keep the stats here"
     )
+    parser.add_argument(
+        "--serve-arg", action="append", default=[], metavar="ARG",
+        help="one more argument for `estcoap serve` (repeatable), e.g. --serve-arg=--metrics "
+        "--serve-arg=127.0.0.1:0 to measure what the metrics cost",
+    )  # fmt: skip
     parser.add_argument(
         "--server-chain",
         choices=("full", "leaf"),

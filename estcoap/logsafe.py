@@ -21,6 +21,7 @@ proxy); another handler can use it with handler.addFilter(FloodGuard(...)).
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import time
@@ -32,8 +33,10 @@ from typing import TextIO
 # The longest one-line rendering of an exception; a peer's bytes can end up in its text.
 _MAX_EXC_TEXT = 200
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-# The audit trail of issued certificates is not noise: never collapsed.
-AUDIT_LOGGERS = ("estcoap.ca",)
+# The audit trail of issued certificates is not noise: never collapsed; nor is the request
+# log (estcoap.observe.requestlog), one line per request by design at INFO.
+AUDIT_LOGGERS = ("estcoap.ca", "estcoap.requests")
+LOG_FORMATS = ("text", "json")
 
 
 @dataclass
@@ -120,16 +123,40 @@ def _one_line(record: logging.LogRecord) -> None:
         record.exc_info = record.exc_text = record.stack_info = None
 
 
-def install(level: int | str = logging.WARNING, *, stream: TextIO | None = None) -> logging.Handler:
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, and the structured fields a
+    record carries (extra={"fields": {...}}, as the request log does)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, object] = {
+            "time": self.formatTime(record),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            line.update(fields)
+        if record.exc_info:  # only at DEBUG: FloodGuard shortens it to one line otherwise
+            line["traceback"] = self.formatException(record.exc_info)
+        return json.dumps(line, default=str)
+
+
+def install(
+    level: int | str = logging.WARNING, *, stream: TextIO | None = None, fmt: str = "text"
+) -> logging.Handler:
     """Log to stderr (or stream) at level through a FloodGuard; tracebacks only at DEBUG.
+    fmt: text (LOG_FORMAT) or json (one object per line, JsonFormatter).
 
     For a long-running server command; returns the handler (remove it to undo).
     """
+    if fmt not in LOG_FORMATS:
+        raise ValueError(f"unknown log format {fmt!r}")
     numeric = logging.getLevelName(level.upper()) if isinstance(level, str) else level
     if not isinstance(numeric, int):
         raise ValueError(f"unknown log level {level!r}")
     handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
-    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(LOG_FORMAT))
     handler.setLevel(numeric)
     handler.addFilter(FloodGuard(tracebacks=numeric <= logging.DEBUG, exempt=AUDIT_LOGGERS))
     root = logging.getLogger()

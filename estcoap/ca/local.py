@@ -33,7 +33,7 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
 from ..codec import spki
 from ..codec.csrattrs import CsrTemplate, KeyRequest, build_csrattrs
@@ -42,6 +42,7 @@ from ..codec.names import NameSyntaxError, device_identity, parse_name, parse_re
 from ..codec.operations import Operation
 from ..codec.pkcs10 import Csr
 from ..identity import check_same_identity
+from ..observe.hooks import NO_HOOK, IssuanceHook
 from ..pop import check_pop
 from ..revocation import RevocationChecker
 from ..service import (
@@ -114,6 +115,8 @@ class LocalCA:
 
     # It issues certificates: a front checks each CSR's signature before it gets here.
     front_checks_csr_signature = True
+    # Hears of each certificate issued (metrics); the CLI hands it one (observe/).
+    issuance_hook: IssuanceHook = NO_HOOK
     # Extensions that tell relying parties where to check revocation (publish_revocation).
     revocation_pointers: tuple[x509.ExtensionType, ...] = ()
     # The store's revocation version that _revoked holds the serials up to (revocation_of).
@@ -246,6 +249,22 @@ class LocalCA:
         return erased
 
     # ---- revocation (issue 14) -----------------------------------------------
+
+    def check_key(self) -> None:
+        """Sign a few bytes with the CA key and verify them with the CA certificate
+        (readiness, /readyz): raises if the key cannot sign or is not the certificate's."""
+        probe = b"estcoap readiness probe"
+        key, public = self._ca_key, self.ca_certificate.public_key()
+        algorithm = signature_hash(key)
+        if isinstance(key, rsa.RSAPrivateKey):
+            assert algorithm is not None and isinstance(public, rsa.RSAPublicKey)
+            public.verify(key.sign(probe, padding.PKCS1v15(), algorithm), probe,
+                          padding.PKCS1v15(), algorithm)  # fmt: skip
+        elif isinstance(key, ec.EllipticCurvePrivateKey):
+            assert algorithm is not None and isinstance(public, ec.EllipticCurvePublicKey)
+            public.verify(key.sign(probe, ec.ECDSA(algorithm)), probe, ec.ECDSA(algorithm))
+        else:  # Ed25519, Ed448: the hash is part of the algorithm
+            public.verify(key.sign(probe), probe)  # type: ignore[call-arg, union-attr]
 
     def publish_revocation(self, *, crl_url: str | None, ocsp_url: str | None) -> None:
         """Certificates issued from now on carry a CRL distribution point and an OCSP
@@ -591,6 +610,9 @@ class LocalCA:
                 record.serial,
                 record.requester,
                 kind,
+            )
+            self.issuance_hook.issued(
+                "serverkeygen" if operation is Operation.SERVERKEYGEN else kind
             )
             chain = self._chain(cert, record.cert_der)
             if key_answer is not None:

@@ -43,6 +43,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from ..codec.operations import Operation
+from . import audit
+from .audit import SCHEMA_AUDIT, AuditRecord
 from .paths import ExposedFileError, require_private
 from .psk_table import SCHEMA_PSK, PskTable, consume_use
 
@@ -134,7 +136,8 @@ CREATE TABLE crl_number (
 """
 
 # Version 4: pre-shared keys for certificate-less enrollment (psk_table.py, issue 15).
-MIGRATIONS: tuple[str, ...] = (SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_PSK)
+# Version 5: the audit trail (audit.py, issue 16), filled from what the store holds.
+MIGRATIONS: tuple[str, ...] = (SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_PSK, SCHEMA_AUDIT)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -442,6 +445,19 @@ class Store(PskTable):
                 self._verify_row(cur, serial)
                 if psk_identity is not None:
                     consume_use(cur, psk_identity)
+                word = row[8]
+                audit.write(
+                    cur,
+                    "issued",
+                    serial=serial,
+                    request_id=pending_id,
+                    subject=row[1],
+                    requested_by=requester,
+                    decided_by=requester if word == "init"
+                    else audit.approver_of(cur, pending_id) if pending_id is not None
+                    else audit.AUTO,
+                    detail=f"{word} {kind}",
+                )
         except sqlite3.IntegrityError as exc:
             if "issued.serial" in str(exc):
                 raise SerialCollision(f"serial {serial} is already in use") from exc
@@ -553,6 +569,13 @@ class Store(PskTable):
                 " label) VALUES (?, ?, ?, ?, ?, ?)",
                 values,
             )
+            (subject,) = cur.execute(
+                "SELECT subject FROM issued WHERE serial = ?", (key,)
+            ).fetchone()
+            audit.write(
+                cur, "revoked", serial=key, subject=subject, requested_by=revoked_by,
+                decided_by=revoked_by, detail=reason.value,
+            )  # fmt: skip
         return _revocation(values)
 
     def revocation_of(self, serial: str | int) -> RevocationRecord | None:
@@ -690,15 +713,19 @@ class Store(PskTable):
                 ).fetchall()
         return [_pending(r) for r in rows]
 
-    def approve(self, request_id: int) -> PendingRecord:
-        return self._decide(request_id, "approved")
+    def approve(self, request_id: int, decided_by: str = audit.UNRECORDED) -> PendingRecord:
+        """decided_by: who approved (the audit trail; the CLI gives cli:$USER)."""
+        return self._decide(request_id, "approved", decided_by)
 
-    def deny(self, request_id: int) -> PendingRecord:
-        return self._decide(request_id, "denied")
+    def deny(self, request_id: int, decided_by: str = audit.UNRECORDED) -> PendingRecord:
+        return self._decide(request_id, "denied", decided_by)
 
-    def _decide(self, request_id: int, state: str) -> PendingRecord:
+    def _decide(self, request_id: int, state: str, decided_by: str) -> PendingRecord:
         with self._transaction() as cur:
-            row = cur.execute("SELECT state FROM pending WHERE id = ?", (request_id,)).fetchone()
+            row = cur.execute(
+                "SELECT state, subject, requester, operation FROM pending WHERE id = ?",
+                (request_id,),
+            ).fetchone()
             if row is None:
                 raise UnknownRequest(f"no request with id {request_id}")
             if row[0] != "pending":
@@ -707,7 +734,45 @@ class Store(PskTable):
                 "UPDATE pending SET state = ?, decided = ? WHERE id = ?",
                 (state, _now(), request_id),
             )
+            audit.write(
+                cur, state, request_id=request_id, subject=row[1], requested_by=row[2],
+                decided_by=decided_by, detail=row[3],
+            )  # fmt: skip
         return self.pending_get(request_id)
+
+    # ---- audit trail and operations -------------------------------------------
+
+    def audit_list(self, since: dt.datetime | None = None) -> list[AuditRecord]:
+        """Every issuance, revocation, approval and denial, oldest first (audit.py)."""
+        with self._lock:
+            return audit.read(self._db, since)
+
+    def pending_counts(self) -> dict[str, int]:
+        """Requests by state (metrics; an indexed count)."""
+        with self._lock:
+            rows = self._db.execute("SELECT state, count(*) FROM pending GROUP BY state")
+            return {state: int(n) for state, n in rows.fetchall()}
+
+    def revoked_counts(self) -> dict[str, int]:
+        """Revoked certificates by reason (metrics)."""
+        with self._lock:
+            rows = self._db.execute("SELECT reason, count(*) FROM revoked GROUP BY reason")
+            return {reason: int(n) for reason, n in rows.fetchall()}
+
+    def check_writable(self) -> None:
+        """Raise StoreError if the store cannot record anything now (readiness). Its files
+        must be writable: with the WAL, SQLite finds a read-only database only at a
+        checkpoint, long after it accepted writes. Then a write that changes nothing (the
+        schema version, set to itself) is committed: the write lock can be had."""
+        for path in (*_store_files(self.path), self.path.parent):
+            if path.exists() and not os.access(path, os.W_OK):
+                raise StoreError(f"{path} is read-only")
+        try:
+            with self._transaction() as cur:
+                (version,) = cur.execute("PRAGMA user_version").fetchone()
+                cur.execute(f"PRAGMA user_version = {int(version)}")
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: cannot write: {exc}") from exc
 
 
 _ISSUED_COLUMNS = (

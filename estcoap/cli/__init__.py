@@ -207,8 +207,13 @@ def build_parser() -> argparse.ArgumentParser:
     for name in SERVER_COMMANDS:
         sub.choices[name].add_argument(
             "--log-level", choices=LOG_LEVELS, default="warning",
-            help="warning: problems only; info: also one line per request refused "
-            "or certificate issued; debug: with tracebacks. Repeats are collapsed",
+            help="warning: problems only; info: also one line per request "
+            "and certificate issued; debug: with tracebacks. Repeats are collapsed",
+        )  # fmt: skip
+        sub.choices[name].add_argument(
+            "--log-format", choices=logsafe.LOG_FORMATS, default="text",
+            help="text: one line per event; json: one JSON object per line "
+            "(docs/operations.md)",
         )  # fmt: skip
     for name in SERVER_COMMANDS:
         sub.choices[name].add_argument(
@@ -268,7 +273,7 @@ def describe(exc: Exception) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.command in SERVER_COMMANDS:
-        logsafe.install(args.log_level)
+        logsafe.install(args.log_level, fmt=args.log_format)
     try:
         result = args.func(args)
     except CliError as exc:

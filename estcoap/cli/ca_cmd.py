@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import getpass
+import json
 import os
 import sys
 from pathlib import Path
@@ -163,6 +164,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     export.add_argument("--out", metavar="FILE", help="write it here (default: stdout)")
     export.add_argument("--der", action="store_true", help="DER instead of PEM")
     export.set_defaults(func=_export)
+
+    audit = sub.add_parser(
+        "audit", help="the audit trail: every issuance, revocation, approval and denial, "
+        "with who asked, who decided and when",
+    )  # fmt: skip
+    audit.add_argument("dir", metavar="DIR", help="the CA directory")
+    audit.add_argument(
+        "--since", type=_since, metavar="WHEN",
+        help="only what happened since: an ISO 8601 time (2026-03-01, 2026-03-01T12:00Z) "
+        "or a duration back from now (7d, 12h, 30m)",
+    )  # fmt: skip
+    audit.add_argument("--json", action="store_true", help="one JSON object per line")
+    audit.set_defaults(func=_audit)
 
 
 def require_writable_store(directory: str | Path) -> None:
@@ -390,6 +404,36 @@ def duration(text: str) -> dt.timedelta:
         return parse_duration(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _since(text: str) -> dt.datetime:
+    """A moment: ISO 8601, or a duration back from now."""
+    if text[:1].isdigit() and text[-1:].isalpha() and "-" not in text:
+        return dt.datetime.now(dt.UTC) - duration(text)
+    return iso_datetime(text)
+
+
+def _audit(args: argparse.Namespace) -> int:
+    with _open_store(args.dir) as store:
+        records = store.audit_list(args.since)
+    if args.json:
+        for record in records:
+            print(json.dumps(record.as_dict()))
+        return 0
+    print_table(
+        ("when", "event", "serial", "request", "subject", "asked by", "decided by", "detail"),
+        [
+            (r.at, r.event, r.serial or "-", str(r.request_id or "-"), r.subject,
+             r.requested_by, r.decided_by, r.detail)  # fmt: skip
+            for r in records
+        ],
+    )
+    return 0
+
+
+def who() -> str:
+    """Who runs this command, for the records (cli:USER)."""
+    return _who()
 
 
 def _who() -> str:

@@ -23,7 +23,7 @@ from ..revocation import CrlError, RevocationChecker
 from ..runtime import Runtime
 from ..runtime import front_for as runtime_front
 from ..serving import settle_heap
-from . import CliError, UsageError, http_users, positive_int, positive_seconds
+from . import CliError, UsageError, http_users, ops, positive_int, positive_seconds
 from .serve_cmd import listen_error, parse_host_port
 
 # The upstream's credentials, kept out of the command line (which every local user can read).
@@ -82,6 +82,7 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
                     help="per request; a slower upstream gives the device 5.04 / 504")  # fmt: skip
     up.add_argument("--upstream-connections", type=positive_int, default=8, metavar="N",
                     help="keep-alive connections to the upstream at most")  # fmt: skip
+    ops.add_options(parser)
     parser.add_argument(
         "--event-loop", choices=("auto", "asyncio", "uvloop"), default="auto",
         help="auto: uvloop when installed (pip install 'estcoap[fast]'), else asyncio's",
@@ -252,6 +253,7 @@ async def _start_gateway(args: argparse.Namespace) -> Any:
             cert_chain=args.server_cert,
             key=args.server_key,
             short_root=args.short_root,
+            request_hook=ops.front_hook(args, "gateway"),
         )
     except ValueError as exc:
         await upstream.transport.close()
@@ -309,7 +311,7 @@ async def _start_proxy(args: argparse.Namespace) -> Any:
     try:
         running = await start_proxy(
             upstream, host, port, cert_chain=args.server_cert, key=args.server_key, users=users,
-            http_auth=schemes,
+            http_auth=schemes, request_hook=ops.front_hook(args, "proxy"),
         )  # fmt: skip
     except OSError as exc:
         await upstream.transport.close()
@@ -324,7 +326,13 @@ async def _start_proxy(args: argparse.Namespace) -> Any:
 async def _serve(start: Any, args: argparse.Namespace) -> None:
     runtime = Runtime(args.command, args.drain_timeout)
     runtime.install()
+    ops.begin(args)
     running = await start(args)
+    ops.watch(args, "upstream", running.upstream)
+    ops.watch(args, "coaps" if args.command == "gateway" else "https", running.server)
+    _watch_certificates(args)
+    for started in await ops.listen(args):
+        runtime.after_fronts(started.close)
     front = runtime_front(running.server)
     if front is not None:
         runtime.add_front(front)
@@ -338,6 +346,11 @@ async def _serve(start: Any, args: argparse.Namespace) -> None:
         await runtime.drain()
     finally:
         await runtime.close()  # after an error; nothing left to do after drain()
+
+
+def _watch_certificates(args: argparse.Namespace) -> None:
+    """The expiry of the certificates the process presents (--metrics)."""
+    ops.watch_certificate_files(args, server=args.server_cert, ra=args.ra_cert)
 
 
 def _reloadable(runtime: Runtime, args: argparse.Namespace, upstream: Any) -> None:

@@ -10,6 +10,7 @@ import argparse
 
 from ..ca import CaPaths, Store, StoreError
 from . import CliError, add_ca_dir, ca_dir
+from .ca_cmd import who
 from .table import print_table
 
 
@@ -56,7 +57,8 @@ def _list(args: argparse.Namespace) -> int:
 def _decide(args: argparse.Namespace) -> int:
     with _open(ca_dir(args)) as store:
         try:
-            record = store.approve(args.id) if args.decision == "approve" else store.deny(args.id)
+            decide = store.approve if args.decision == "approve" else store.deny
+            record = decide(args.id, decided_by=who())  # the audit trail: who decided
         except StoreError as exc:
             raise CliError(str(exc)) from exc
     print(f"request {record.id} ({record.operation}, {record.subject}) {record.state}")

@@ -49,7 +49,7 @@ from ..revocation import CrlError
 from ..runtime import Runtime
 from ..runtime import front_for as runtime_front
 from ..serving import release_free_memory, settle_heap
-from . import CliError, UsageError, http_users, number, positive_int, validity_days
+from . import CliError, UsageError, http_users, number, ops, positive_int, validity_days
 from .ca_cmd import duration, require_writable_store
 from .psk_cmd import start_coaps_psk_front
 from .token_options import add_token_options, pin_source
@@ -72,6 +72,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_token_options(serve)  # when the CA key is in a PKCS#11 token (docs/hsm.md)
     _add_front_options(serve)
     _add_revocation_options(serve)
+    ops.add_options(serve)
     http_users.add_options(serve, user_help="an HTTP Basic/Digest user")
     serve.add_argument(
         "--trust-clients", action="append", default=[], metavar="PEM",
@@ -250,8 +251,10 @@ async def start_https_front(
             max_body=args.max_body,
             require_pop=args.require_pop,
             http_auth=schemes,
+            request_hook=ops.front_hook(args, "https"),
         )
         servers.append(server)
+        ops.watch(args, "https", server)
         print(f"serving EST over HTTPS on {server.url}", flush=True)
     return servers
 
@@ -272,9 +275,11 @@ async def start_coaps_front(
             labels=args.label,
             short_root=args.coap_root,
             max_body=args.max_body,
+            request_hook=ops.front_hook(args, "coaps"),
         )
     except ValueError as exc:
         raise CliError(str(exc)) from exc
+    ops.watch(args, "coaps", server)
     for url in server.urls:
         print(f"serving EST-coaps on {url}", flush=True)
     return [server]
@@ -294,6 +299,8 @@ async def run(args: argparse.Namespace) -> None:
     if not wanted:
         raise UsageError("give at least one front: --https HOST:PORT and/or --coaps HOST:PORT")
     service = build_service(args)
+    ops.begin(args)
+    ops.watch(args, "ca", service)
     runtime = Runtime("serve", args.drain_timeout)
     runtime.install()  # before the fronts: a SIGTERM during the start stops it once up
     drained = False
@@ -314,6 +321,8 @@ async def run(args: argparse.Namespace) -> None:
                     runtime.add_front(front)
                 else:
                     runtime.after_fronts(started.close)
+        for started in await ops.listen(args):
+            runtime.after_fronts(started.close)
         _reloadable(runtime, args, service)
         settle_heap()
         housekeeping = asyncio.create_task(_housekeeping(service))

@@ -7,6 +7,7 @@ response. Policy lives in the service; codes come from codes.py.
 from __future__ import annotations
 
 import logging
+import time
 
 from aiocoap import Message
 from aiocoap.numbers.codes import Code
@@ -17,6 +18,7 @@ from ..codec.errors import CodecError
 from ..codec.multipart import encode_multipart_core
 from ..codec.operations import EST_ROOT_RT, ContentFormat, Operation, OperationSpec
 from ..codec.pkcs10 import parse_csr
+from ..observe.hooks import NO_HOOK, RequestHook
 from .block1 import Block1Assembler, Block1Continue, Block1Refusal
 from .codes import code_for, retry_after_for
 from .peer import peer_of
@@ -51,9 +53,11 @@ class EstResource(Resource):
         label: str | None,
         assembler: Block1Assembler,
         advertise: bool,
+        hook: RequestHook = NO_HOOK,
     ):
         super().__init__()
         self.spec = spec
+        self.hook = hook
         self.service = service
         self.label = label
         self.assembler = assembler
@@ -94,6 +98,21 @@ class EstResource(Resource):
         return await self._block2.extract_or_insert(request, lambda: self.render(request))
 
     async def render(self, request: Message) -> Message:
+        """The answer to a whole request (after Block1, before Block2), reported to the hook
+        once: its metrics and its request log line."""
+        start = time.perf_counter()
+        response = await self._render(request)
+        self.hook.request_done(
+            self.spec.long_name,
+            response.code.dotted,
+            time.perf_counter() - start,
+            label=self.label,
+            address=None,  # the peer's (hostinfo), looked up only if the line is logged
+            peer=getattr(request.remote, "front_peer", None),
+        )
+        return response
+
+    async def _render(self, request: Message) -> Message:
         try:
             return await self._answer(request)
         except (svc.EstError, CodecError) as exc:

@@ -12,6 +12,7 @@ from cryptography import x509
 from ..codec.operations import EST_WELL_KNOWN
 from ..dtls import DtlsServerConfig, DtlsServerTransport, create_server_context
 from ..dtls.config import load_certificates, load_private_key
+from ..observe.hooks import NO_HOOK, RequestHook
 from ..service import EstService
 from .block1 import DEFAULT_BLOCK1_LIMITS, Block1Limits
 from .site import DEFAULT_MAX_BODY, build_site
@@ -58,13 +59,15 @@ async def start_coaps_server(
     block1_limits: Block1Limits = DEFAULT_BLOCK1_LIMITS,
     well_known: bool = True,
     require_client_certificate: bool = True,
+    request_hook: RequestHook = NO_HOOK,
     **dtls_options: object,
 ) -> CoapsServer:
     """Serve `service` over EST-coaps on each bind address (port 0 picks a free one).
 
     trust_anchors verify device certificates at the DTLS layer: the device makers'
     IDevID CAs plus the issuing CA, so certificates it issued can re-enroll. They default
-    to the service's client_trust.anchors.
+    to the service's client_trust.anchors. request_hook hears of every request answered;
+    the transport reports handshakes to its on_handshake (dtls/server.py).
     """
     if trust_anchors is None:
         trust_anchors = service.client_trust.anchors
@@ -75,6 +78,7 @@ async def start_coaps_server(
         max_body=max_body,
         block1_limits=block1_limits,
         well_known=well_known,
+        hook=request_hook,
     )
     config = DtlsServerConfig(
         certificate_chain=load_certificates(cert_chain),

@@ -9,6 +9,7 @@ from aiocoap.numbers.codes import Code
 from aiocoap.resource import Site, WKCResource
 
 from ..codec.operations import EST_WELL_KNOWN, OPERATIONS, is_label
+from ..observe.hooks import NO_HOOK, RequestHook
 from ..service import EstService
 from .block1 import DEFAULT_BLOCK1_LIMITS, Block1Assembler, Block1Limits
 from .block2 import BoundedBlock2Cache
@@ -90,12 +91,14 @@ def build_site(
     max_body: int = DEFAULT_MAX_BODY,
     block1_limits: Block1Limits = DEFAULT_BLOCK1_LIMITS,
     well_known: bool = True,
+    hook: RequestHook = NO_HOOK,
 ) -> EstSite:
     """The aiocoap Site serving EST-coaps for `service`.
 
     short_root (e.g. "/est") serves the same resources at a shorter path and makes
     discovery advertise it instead of /.well-known/est (RFC 9148 s4.1). well_known=False
-    serves the short root only, as libEST does with /est.
+    serves the short root only, as libEST does with /est. hook hears of every request
+    answered (metrics, request log).
     """
     for label in labels:
         if not is_label(label):
@@ -128,6 +131,7 @@ def build_site(
                     label_or_none,
                     assembler,
                     advertise=advertise and label_or_none is None,
+                    hook=hook,
                 )
                 resource._block2 = responses
                 site.add_resource(base + (spec.short_name,), resource)

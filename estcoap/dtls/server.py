@@ -44,6 +44,30 @@ log = logging.getLogger("estcoap.dtls.server")
 
 SessionKey = tuple["_Endpoint", tuple]
 
+# Why a handshake failed, in a few words a metric can take as a label (a bounded set):
+# the transport's on_handshake(completed, reason) hears one of these.
+HANDSHAKE_FAILURE_REASONS = ("timeout", "bad_certificate", "untrusted", "cookie", "alert", "other")
+
+
+def handshake_failure_reason(error: BaseException | None) -> str:
+    """The HANDSHAKE_FAILURE_REASONS word for a failed handshake's error (OpenSSL's text)."""
+    if isinstance(error, HandshakeTimeout):
+        return "timeout"
+    text = str(error).lower()
+    if "cookie" in text:
+        return "cookie"
+    if "unknown ca" in text or "unable to get" in text or "verify failed" in text:
+        return "untrusted"
+    if "certificate" in text:  # no certificate, bad or unsupported certificate, expired
+        return "bad_certificate"
+    if "alert" in text:
+        return "alert"
+    return "other"
+
+
+def _no_report(completed: bool, reason: str) -> None:
+    return None
+
 
 class _Endpoint(asyncio.DatagramProtocol):
     """One listening UDP socket; hands datagrams to the transport."""
@@ -95,6 +119,8 @@ class DtlsServerTransport(interfaces.MessageInterface):
         self.hello_verify_requests_sent = 0
         self.refused_handshakes = 0
         self.handshakes_completed = 0
+        # Hears each handshake's end: (True, "") or (False, a HANDSHAKE_FAILURE_REASONS word).
+        self.on_handshake: Callable[[bool, str], None] = _no_report
         self._closing = False
         self.accepting = True  # False once stop_accepting(): new ClientHellos are ignored
 
@@ -165,6 +191,7 @@ class DtlsServerTransport(interfaces.MessageInterface):
             self._drop(old, ConnectionClosed("replaced by a new handshake from the same address"))
         if len(self.sessions) >= self.config.max_sessions:
             self.refused_handshakes += 1
+            self.on_handshake(False, "other")
             log.warning("session table full (%d); ignoring ClientHello from %s",
                         len(self.sessions), peer)
             return
@@ -175,6 +202,7 @@ class DtlsServerTransport(interfaces.MessageInterface):
             )
         except HandshakeFailed as exc:
             self.refused_handshakes += 1
+            self.on_handshake(False, handshake_failure_reason(exc))
             log.info("ClientHello from %s refused: %s", peer, exc)
             return
         remote = ServerRemote(endpoint, peer, association, hello.random)
@@ -187,11 +215,13 @@ class DtlsServerTransport(interfaces.MessageInterface):
                 self._deliver(remote, event.data)
             elif isinstance(event, HandshakeComplete):
                 self.handshakes_completed += 1
+                self.on_handshake(True, "")
                 log.debug("handshake with %s complete (%s)", remote.peer,
                           remote.association.cipher)
             elif isinstance(event, Closed):
                 if event.error is not None and remote.association.tls_unique is None:
                     self.refused_handshakes += 1
+                    self.on_handshake(False, handshake_failure_reason(event.error))
                     log.info("handshake with %s failed: %s", remote.peer, event.error)
                 self._drop(remote, event.error or ConnectionClosed("peer sent close_notify"))
         remote.flush()
@@ -249,6 +279,7 @@ class DtlsServerTransport(interfaces.MessageInterface):
             for remote in list(self.sessions.values()):
                 state = remote.association.state
                 if state is State.HANDSHAKING and now - remote.created > cfg.handshake_timeout:
+                    self.on_handshake(False, "timeout")
                     self._drop(remote, HandshakeTimeout("handshake did not complete in time"))
                 elif state is State.ESTABLISHED and now - remote.last_activity > cfg.idle_timeout:
                     self._close(remote, ConnectionClosed("idle timeout"))
@@ -280,11 +311,6 @@ class DtlsServerTransport(interfaces.MessageInterface):
     def stop_accepting(self) -> None:
         """Start no new handshake; established sessions go on until shutdown()."""
         self.accepting = False
-
-    @property
-    def handshakes_in_progress(self) -> int:
-        """Handshakes started and not yet done: a request is likely to follow each."""
-        return sum(r.association.state is State.HANDSHAKING for r in self.sessions.values())
 
     def set_trust_anchors(self, anchors: Sequence[x509.Certificate]) -> None:
         """Verify the client certificates of new handshakes against these (a reload). An

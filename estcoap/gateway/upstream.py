@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from typing import Protocol
@@ -33,6 +34,7 @@ from estcoap.codec.names import REQUESTER_HEADER, device_identity, requester_tex
 from estcoap.codec.operations import ContentFormat, Operation, OperationSpec, spec_for
 from estcoap.codec.pkcs10 import Csr
 from estcoap.identity import check_same_identity
+from estcoap.observe.hooks import NO_HOOK, UpstreamHook
 from estcoap.pop import check_pop
 from estcoap.revocation import RevocationChecker
 from estcoap.trust import ClientTrust, is_ca
@@ -110,6 +112,11 @@ class Upstream:
         # Device certificates revoked in the CRLs the operator gave (makers', the upstream
         # CA's): the upstream sees only the RA, so the gateway refuses them itself.
         self.revocation: RevocationChecker | None = None
+        # Hears of each upstream call (metrics); last_failure says why the latest call
+        # failed, None when it succeeded (readiness, /readyz).
+        self.hook: UpstreamHook = NO_HOOK
+        self.last_failure: str | None = None
+        self.calls = 0
         # Devices that enroll with a pre-shared key over the PSK DTLS front (psk_devices.py).
         self.psk_devices: PskDevices | None = None
 
@@ -261,6 +268,10 @@ class Upstream:
         # The issued certificate goes first (287 carries only it); the PKCS#7 stays as sent.
         return _issued_for_csr(_decode_certs(reply.body), request.csr)
 
+    def _failed(self, operation: str, reason: str, why: str) -> None:
+        self.last_failure = f"{operation}: {why}"
+        self.hook.upstream_done(operation, 0.0, reason)
+
     async def _call(
         self,
         operation: Operation,
@@ -272,25 +283,38 @@ class Upstream:
             raise svc.NotFound(f"unknown label {label!r}")
         upstream_label = self.labels.get(label) if label is not None else None
         spec = spec_for(operation)
+        name = spec.long_name
+        start = time.perf_counter()
+        self.calls += 1
         try:
             async with asyncio.timeout(self.timeout):  # no extra task, unlike wait_for
                 reply = await self.transport.call(spec, upstream_label, body, headers=headers)
         except TimeoutError as exc:
-            log.warning("upstream %s: no answer in %g s", spec.long_name, self.timeout)
+            log.warning("upstream %s: no answer in %g s", name, self.timeout)
+            self._failed(name, "timeout", f"no answer in {self.timeout:g} s")
             raise svc.UpstreamTimeout(
-                f"upstream did not answer {spec.long_name} within {self.timeout:g} s"
+                f"upstream did not answer {name} within {self.timeout:g} s"
             ) from exc
         except CodecError as exc:
+            self._failed(name, "unavailable", "answered garbage")
             raise svc.UpstreamUnavailable(f"upstream answered garbage: {exc}") from exc
         except Exception as exc:  # connection refused, TLS failure, broken HTTP
-            log.warning("upstream %s failed: %s", spec.long_name, exc)
+            log.warning("upstream %s failed: %s", name, exc)
+            self._failed(name, "unavailable", _clip(str(exc) or type(exc).__name__))
             raise svc.UpstreamUnavailable(_clip(f"upstream unavailable: {exc}")) from exc
+        self.hook.upstream_done(name, time.perf_counter() - start, None)
         if reply.kind is ReplyKind.ERROR:
             detail = reply.diagnostic.strip() or "no diagnostic"
             if reply.status == "200":  # a 200 whose body would not decode
+                self._failed(name, "unavailable", "answered garbage")
                 raise svc.UpstreamUnavailable(_clip(f"upstream answered garbage: {detail}"))
             kind = _STATUS_ERRORS.get(reply.status, svc.UpstreamUnavailable)
+            if kind is svc.UpstreamUnavailable:  # its own failure (5xx), not the device's
+                self._failed(name, "status", f"answered {reply.status}")
+            else:
+                self.last_failure = None
             raise kind(_clip(f"upstream {reply.status}: {detail}"))
+        self.last_failure = None
         if reply.kind is ReplyKind.PENDING and operation in (Operation.CACERTS, Operation.CSRATTRS):
             raise svc.UpstreamUnavailable(f"upstream answered {spec.long_name} with 202")
         return reply

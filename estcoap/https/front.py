@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import time
 
 from aiohttp import web
 
@@ -24,6 +25,7 @@ from ..codec.operations import (
     is_operation_name,
 )
 from ..codec.pkcs10 import Csr, parse_csr
+from ..observe.hooks import NO_HOOK, RequestHook
 from ..service import (
     EnrollRequest,
     EstError,
@@ -75,8 +77,10 @@ class HttpsFront:
         authenticator: HttpAuthenticator | None = None,
         max_body: int = DEFAULT_MAX_BODY,
         body_timeout: float = DEFAULT_BODY_TIMEOUT,
+        hook: RequestHook = NO_HOOK,
     ) -> None:
         self.service = service
+        self.hook = hook
         self.body_timeout = body_timeout
         self.auth = authenticator if authenticator and authenticator.enabled else None
         self.max_body = max_body
@@ -97,8 +101,25 @@ class HttpsFront:
             self.auth.close()
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
+        """Answer, and report the answer to the hook (metrics, request log)."""
+        start = time.perf_counter()
+        seen = _Seen()
+        response = await self._answer(request, seen)
+        spec = by_long_name(request.match_info["op"])
+        label = request.match_info.get("label")
+        self.hook.request_done(
+            spec.long_name if spec is not None else "unknown",  # bounded: a peer picks the path
+            str(response.status),
+            time.perf_counter() - start,
+            label=label if label is None or self.service.has_label(label) else "unknown",
+            address=request.remote,
+            peer=seen.peer,
+        )
+        return response
+
+    async def _answer(self, request: web.Request, seen: _Seen) -> web.StreamResponse:
         try:
-            return await self._handle(request)
+            return await self._handle(request, seen)
         except _Refusal as exc:
             resp = responses.text(exc.status, str(exc), **exc.headers)
             if exc.close:
@@ -118,7 +139,7 @@ class HttpsFront:
             log.debug("request %s %r failed", request.method, request.path, exc_info=True)
             return responses.text(500, "internal server error")
 
-    async def _handle(self, request: web.Request) -> web.Response:
+    async def _handle(self, request: web.Request, seen: _Seen) -> web.Response:
         label = request.match_info.get("label")
         name = request.match_info["op"]
         spec = by_long_name(name)
@@ -131,6 +152,7 @@ class HttpsFront:
         if spec.operation is Operation.FULLCMC:
             raise NotSupported("fullcmc is not supported by this server")
         peer = await self._peer(request, authenticate=spec.operation is not Operation.CACERTS)
+        seen.peer = peer
         op = spec.operation
         if op is Operation.CACERTS:
             return responses.result(await self.service.cacerts(label))
@@ -189,6 +211,12 @@ class HttpsFront:
         # RFC 8951: base64 whatever Content-Transfer-Encoding says; tolerant of whitespace.
         return parse_csr(b64.decode(bytes(body)), check_signature=self._check_csr_signature)
 
+
+@dataclasses.dataclass
+class _Seen:
+    """Who the request authenticated as, once it has (the request log's identity)."""
+
+    peer: Peer | None = None
 
 # The front serving an app: app[FRONT].auth has the authentication counters.
 FRONT = web.AppKey("estcoap_https_front", HttpsFront)

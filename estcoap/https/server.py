@@ -30,10 +30,11 @@ from aiohttp.http_exceptions import HttpProcessingError
 from cryptography import x509
 
 from ..codec.operations import EST_WELL_KNOWN
+from ..observe.hooks import NO_HOOK, RequestHook
 from ..service import EstService
 from .auth import DEFAULT_SCHEMES, HttpAuthenticator
 from .expect import unsupported_expect
-from .front import DEFAULT_BODY_TIMEOUT, DEFAULT_MAX_BODY, HttpsFront
+from .front import DEFAULT_BODY_TIMEOUT, DEFAULT_MAX_BODY, FRONT, HttpsFront
 from .tls import server_ssl_context
 from .users import User
 
@@ -60,6 +61,10 @@ class HttpsServer:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"https://{host}:{self.port}{EST_WELL_KNOWN}"
 
+    @property
+    def front(self) -> HttpsFront:
+        return self.runner.app[FRONT]
+
     async def close(self) -> None:
         await self.runner.cleanup()
 
@@ -82,6 +87,7 @@ async def start_https_server(
     body_timeout: float = DEFAULT_BODY_TIMEOUT,
     http_auth: Sequence[str] = DEFAULT_SCHEMES,
     auth_options: Mapping[str, Any] | None = None,
+    request_hook: RequestHook = NO_HOOK,
 ) -> HttpsServer:
     """Serve EST over HTTPS on host:port (0 picks a free port; see .port).
 
@@ -89,7 +95,8 @@ async def start_https_server(
     plus the CA itself, so certificates it issued can re-enroll). require_pop caps TLS at 1.2
     because only TLS 1.2 has tls-unique. The limits are described in the module doc.
     http_auth: the offered HTTP auth schemes in order (auth.SCHEMES); auth_options: more
-    HttpAuthenticator settings (failure limits, password pool).
+    HttpAuthenticator settings (failure limits, password pool). request_hook hears of
+    every EST request answered (metrics, request log).
     """
     if client_trust is None:
         client_trust = service.client_trust.anchors
@@ -98,7 +105,11 @@ async def start_https_server(
         users, nonce_lifetime=nonce_lifetime, schemes=http_auth, **(auth_options or {})
     )
     front = HttpsFront(
-        service, authenticator=authenticator, max_body=max_body, body_timeout=body_timeout
+        service,
+        authenticator=authenticator,
+        max_body=max_body,
+        body_timeout=body_timeout,
+        hook=request_hook,
     )
     runner = web.AppRunner(
         front.make_app(),
