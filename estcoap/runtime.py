@@ -30,6 +30,9 @@ log = logging.getLogger("estcoap.runtime")
 
 DEFAULT_DRAIN_TIMEOUT = 10.0
 _POLL = 0.05  # seconds between looks at the exchanges in flight while draining
+# Nothing in flight for this long ends the drain: a device's next request on its session
+# (enroll after cacerts, the next Block1 block) comes within a round trip, not later.
+_QUIET = 0.25
 
 
 class Front(Protocol):
@@ -114,7 +117,16 @@ class Runtime:
         deadline = loop.time() + self.drain_timeout
         for front in self.fronts:
             front.stop_accepting()
-        while loop.time() < deadline and any(front.in_flight() for front in self.fronts):
+        log.info("stopping: no new connections or handshakes; requests in flight have %g s",
+                 self.drain_timeout)  # fmt: skip
+        quiet_since: float | None = None
+        while loop.time() < deadline:
+            if any(front.in_flight() for front in self.fronts):
+                quiet_since = None
+            elif quiet_since is None:
+                quiet_since = loop.time()
+            elif loop.time() - quiet_since >= _QUIET:
+                break
             await asyncio.sleep(_POLL)
         left = sum(front.in_flight() for front in self.fronts)
         if left:
@@ -168,7 +180,9 @@ class CoapsFront:
         self.server.transport.stop_accepting()
 
     def in_flight(self) -> int:
-        return self._rendering
+        """Requests being answered, and handshakes started before the stop (their request
+        follows)."""
+        return self._rendering + self.server.transport.handshakes_in_progress
 
     async def close(self, timeout: float) -> None:
         await self.server.close()  # every session gets a close_notify

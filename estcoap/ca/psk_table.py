@@ -82,9 +82,7 @@ def check_identity(identity: str) -> bytes:
 
 def check_key(key: bytes) -> bytes:
     if not MIN_KEY_BYTES <= len(key) <= MAX_KEY_BYTES:
-        raise PskError(
-            f"a PSK is {MIN_KEY_BYTES} to {MAX_KEY_BYTES} bytes ({len(key)} given)"
-        )
+        raise PskError(f"a PSK is {MIN_KEY_BYTES} to {MAX_KEY_BYTES} bytes ({len(key)} given)")
     return key
 
 

@@ -34,9 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     sub = parser.add_subparsers(dest="psk_command", required=True, metavar="SUBCOMMAND")
 
-    add = sub.add_parser(
-        "add", help="add a PSK identity (an identity that exists: exit status 1)"
-    )
+    add = sub.add_parser("add", help="add a PSK identity (an identity that exists: exit status 1)")
     add_ca_dir(add, after=" IDENTITY")
     add.add_argument("identity", metavar="IDENTITY", help="the PSK identity the device sends")
     key = add.add_mutually_exclusive_group(required=True)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
+import secrets
 import sys
 from pathlib import Path
 from typing import Any
@@ -79,6 +81,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="added one-way delay")  # fmt: skip
     sim.add_argument("--block-size", type=_block_size, metavar="B", help="CoAP block size")
     sim.add_argument("--reenroll", action="store_true", help="also run sren on each device")
+    sim.add_argument(
+        "--psk", action="store_true",
+        help="a PSK fleet: no IDevIDs; each device gets its own one-time key, added to the CA "
+        "store of --ca before the run (and removed after), and enrolls at URL over PSK DTLS "
+        "(serve --coaps-psk; docs/psk.md)",
+    )  # fmt: skip
+    sim.add_argument("--ca", metavar="DIR", help="with --psk: the CA directory of the server")
+    sim.add_argument(
+        "--reenroll-url", metavar="URL",
+        help="with --psk --reenroll: the server's certificate DTLS URL (coaps://), for sren",
+    )  # fmt: skip
     sim.add_argument("--timeout", type=positive_seconds, default=60.0, metavar="S",
                      help="per request; DTLS handshakes get 0.9 of it")  # fmt: skip
     sim.add_argument("--retries", type=non_negative_int, default=2, metavar="N",
@@ -133,6 +146,7 @@ def _settings_json(args: argparse.Namespace, settings: FleetSettings) -> dict[st
         "timeout_s": args.timeout,
         "retries": args.retries,
         "seed": args.seed,
+        "psk": args.psk,
         "command": "estcoap simulate " + " ".join(sys.argv[2:])
         if len(sys.argv) > 1 and sys.argv[1] == "simulate"
         else None,
@@ -145,12 +159,55 @@ def _simulate(args: argparse.Namespace) -> int:
             check_plotting()
         except PlotUnavailable as exc:
             raise CliError(str(exc)) from None
+    if args.psk:
+        return _simulate_psk(args)
     missing = [o for o, v in (("--maker-cert", args.maker_cert), ("--maker-key", args.maker_key))
                if not v]  # fmt: skip
     if missing:  # not required=True: the former spellings may give them
         raise UsageError(f"the following arguments are required: {', '.join(missing)}")
     trust = _load_certs(args.trust, "--trust")
     maker = _load_maker(args.maker_cert, args.maker_key)
+    return _run_fleet(args, trust, maker, ())
+
+
+def _simulate_psk(args: argparse.Namespace) -> int:
+    """--psk: one one-time key per device in the CA store, for this run only."""
+    from ..ca import CaPaths, Store, StoreError
+    from ..pskengine import PskUnavailable, require_dtlssocket
+
+    if args.ca is None:
+        raise UsageError("--psk needs --ca DIR (the server's CA, where the keys are added)")
+    if args.reenroll and args.reenroll_url is None:
+        raise UsageError("--psk --reenroll needs --reenroll-url coaps://HOST:PORT (cert DTLS)")
+    try:
+        require_dtlssocket()
+    except PskUnavailable as exc:
+        raise CliError(str(exc)) from None
+    trust = _load_certs(args.trust, "--trust")
+    tag = secrets.token_hex(3)
+    devices = [(f"psk-{tag}-{i:06d}", secrets.token_bytes(16)) for i in range(args.devices)]
+    try:
+        store = Store.open(CaPaths.of(args.ca).store, create=False)
+    except StoreError as exc:
+        raise CliError(f"--ca {exc}") from None
+    expires = dt.datetime.now(dt.UTC) + dt.timedelta(days=1)
+    try:
+        for identity, key in devices:
+            store.psk_add(identity, key, subject=f"serialNumber={identity},CN={identity}",
+                          expires=expires)  # fmt: skip
+        return _run_fleet(args, trust, None, devices)
+    finally:
+        for identity, _ in devices:  # spent or not, they were for this run only
+            store.psk_remove(identity)
+        store.close()
+
+
+def _run_fleet(
+    args: argparse.Namespace,
+    trust: list[x509.Certificate],
+    maker: DeviceMaker | None,
+    psk_devices: list[tuple[str, bytes]] | tuple[()],
+) -> int:
     try:
         settings = FleetSettings(
             url=args.url,
@@ -164,6 +221,8 @@ def _simulate(args: argparse.Namespace) -> int:
             timeout=args.timeout,
             retries=args.retries,
             seed=args.seed,
+            psk_devices=psk_devices,
+            reenroll_url=args.reenroll_url,
         )
     except ValueError as exc:  # the URL's scheme, or impairments asked of https://
         raise UsageError(str(exc)) from None

@@ -34,6 +34,7 @@ PskLookup = Callable[[str], bytes | None]
 # can make the server hold.
 DEFAULT_MAX_ASSOCIATIONS = 1000
 
+
 class _Credentials:
     """The lookup aiocoap's tinydtls server makes (find_dtls_psk), answered by psk_keys."""
 

@@ -312,6 +312,11 @@ class DtlsServerTransport(interfaces.MessageInterface):
         """Start no new handshake; established sessions go on until shutdown()."""
         self.accepting = False
 
+    @property
+    def handshakes_in_progress(self) -> int:
+        """Handshakes started and not yet done: a request is likely to follow each."""
+        return sum(r.association.state is State.HANDSHAKING for r in self.sessions.values())
+
     def set_trust_anchors(self, anchors: Sequence[x509.Certificate]) -> None:
         """Verify the client certificates of new handshakes against these (a reload). An
         established association keeps the context it was made with, so it is not dropped."""

@@ -4,6 +4,10 @@ Devices are made lazily: a worker takes the next index, creates the device's key
 IDevID, runs crts/att/sen (and sren with a second DTLS session authenticated by the
 certificate just issued), closes everything and keeps only a small outcome record.
 Memory therefore grows with the concurrency, not with the number of devices.
+
+A PSK fleet (psk_devices) has no IDevIDs: device i enrolls over PSK DTLS with the i-th
+(identity, key), for the subject serialNumber=IDENTITY,CN=IDENTITY its key must be bound
+to, and re-enrolls (sren) over certificate DTLS at reenroll_url, through a second relay.
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ RETRY_PAUSE = 0.5  # seconds between a failed step and its retry
 class FleetSettings:
     url: str
     trust: Sequence[x509.Certificate]
-    maker: DeviceMaker
+    maker: DeviceMaker | None  # None for a PSK fleet
     devices: int
     concurrency: int
     impairment: Impairment = Impairment()
@@ -48,6 +52,9 @@ class FleetSettings:
     timeout: float = 60.0  # per EST request; 0.9 of it bounds each DTLS handshake
     retries: int = 2  # per step, after a transient failure
     seed: int | None = None
+    # A PSK fleet: one (identity, key) per device, and where sren goes (certificate DTLS).
+    psk_devices: Sequence[tuple[str, bytes]] = ()
+    reenroll_url: str | None = None
 
     def __post_init__(self) -> None:
         if self.devices < 1:
@@ -63,6 +70,15 @@ class FleetSettings:
             raise ValueError(f"not a coaps:// or https:// URL: {self.url}")
         if scheme == "https" and self.impairment.active:
             raise ValueError("loss, duplication, reordering and delay apply to coaps:// (UDP) only")
+        if self.psk_devices:
+            if scheme != "coaps":
+                raise ValueError("a PSK fleet enrolls over coaps:// (PSK DTLS)")
+            if len(self.psk_devices) != self.devices:
+                raise ValueError("a PSK fleet needs one (identity, key) per device")
+            if self.reenroll and urlsplit(self.reenroll_url or "").scheme != "coaps":
+                raise ValueError("sren of a PSK fleet needs the certificate DTLS URL (coaps://)")
+        elif self.maker is None:
+            raise ValueError("the devices need IDevIDs from a maker, or PSKs")
 
     @property
     def scheme(self) -> str:
@@ -152,20 +168,22 @@ class Fleet:
         self.outcomes: list[DeviceOutcome] = []
         self.retried: Counter[str] = Counter()
 
-    def _upstream(self) -> tuple[str, int]:
+    def _upstream(self, name: str | None = None, port: int | None = None) -> tuple[str, int]:
         """The server's address, resolved once (the relay forwards to an address)."""
         family = socket.AF_UNSPEC
         kind = socket.SOCK_DGRAM if self.settings.scheme == "coaps" else socket.SOCK_STREAM
-        infos = socket.getaddrinfo(self.server_name, self.port, family, kind)
+        name = name or self.server_name
+        infos = socket.getaddrinfo(name, port or self.port, family, kind)
         if not infos:
-            raise OSError(f"cannot resolve {self.server_name}")
+            raise OSError(f"cannot resolve {name}")
         host, port = infos[0][4][:2]
         return str(host), int(port)
 
-    def _link_url(self, address: tuple[str, int]) -> str:
+    def _link_url(self, address: tuple[str, int], path: str | None = None) -> str:
         host, port = address
         netloc = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        return urlunsplit((self._parts.scheme, netloc, self._parts.path, "", ""))
+        path = self._parts.path if path is None else path
+        return urlunsplit((self._parts.scheme, netloc, path, "", ""))
 
     async def run(self) -> FleetResult:
         s = self.settings
@@ -176,12 +194,20 @@ class Fleet:
             relay = UdpRelay(upstream, s.impairment, seed=s.seed, host=relay_host)
         else:
             relay = TcpRelay(upstream, host=relay_host)
+        # A PSK fleet re-enrolls over certificate DTLS, elsewhere: a relay of its own.
+        self._sren_relay: UdpRelay | None = None
+        if s.psk_devices and s.reenroll and s.reenroll_url:
+            parts = urlsplit(s.reenroll_url)
+            self._sren_path = parts.path
+            sren = self._upstream(parts.hostname, parts.port or DEFAULT_PORTS["coaps"])
+            self._sren_relay = UdpRelay(sren, s.impairment, seed=s.seed, host=relay_host)
         indices = iter(range(s.devices))
         start = time.monotonic()
 
         async def worker() -> None:
             for index in indices:  # one shared iterator: each index is taken once
-                outcome = await self._device(relay, index, start)
+                device = self._psk_device if s.psk_devices else self._device
+                outcome = await device(relay, index, start)
                 self.outcomes.append(outcome)
                 if self.on_outcome is not None:
                     self.on_outcome(outcome)
@@ -189,9 +215,10 @@ class Fleet:
         await asyncio.gather(*(worker() for _ in range(min(s.concurrency, s.devices))))
         wall = time.monotonic() - start
         self.outcomes.sort(key=lambda o: o.index)
-        return FleetResult(
-            s, self.outcomes, wall, relay.totals, self.run_tag, dict(self.retried)
-        )
+        totals = relay.totals
+        if self._sren_relay is not None:
+            totals.add(self._sren_relay.totals)
+        return FleetResult(s, self.outcomes, wall, totals, self.run_tag, dict(self.retried))
 
     def _client(self, url: str, cert: Sequence[x509.Certificate], key: object) -> EstClient:
         s = self.settings
@@ -225,8 +252,52 @@ class Fleet:
                 await asyncio.sleep(RETRY_PAUSE)
         raise AssertionError("unreachable")
 
+    async def _psk_device(
+        self, relay: UdpRelay | TcpRelay, index: int, start: float
+    ) -> DeviceOutcome:
+        """crts/att/sen over PSK DTLS with the device's key, then sren over certificate
+        DTLS with the certificate it got."""
+        s = self.settings
+        identity, psk = s.psk_devices[index]
+        link = await relay.open_link()
+        sren_link = None
+        began = time.monotonic()
+        ok, reason, detail = True, None, ""
+        tally: Counter[str] = Counter()
+        try:
+            url = self._link_url(link.address)
+            async with EstClient(
+                url, psk=(identity, psk), timeout=s.timeout, block_size=s.block_size
+            ) as est:
+                await self._step(est, est.cacerts, tally)
+                attrs = await self._step(est, est.csrattrs, tally)
+                key = generate_key(requested_key(attrs))  # type: ignore[arg-type]
+                chain = await self._step(est, lambda: est.enroll(
+                    key=key,
+                    subject=f"serialNumber={identity},CN={identity}",  # its key's subject
+                    signature_hash=requested_signature_hash(attrs),  # type: ignore[arg-type]
+                ), tally)  # fmt: skip
+            if self._sren_relay is not None:
+                sren_link = await self._sren_relay.open_link()
+                sren_url = self._link_url(sren_link.address, self._sren_path)
+                async with self._client(sren_url, chain, key) as est:  # type: ignore[arg-type]
+                    await self._step(est, est.reenroll, tally)
+        except Exception as exc:  # every failure is counted, none stops the run
+            ok, reason, detail = False, failure_reason(exc), _one_line(exc)
+        finished = time.monotonic()
+        self.retried.update(tally)
+        await link.close()
+        traffic = link.traffic
+        if sren_link is not None:
+            await sren_link.close()
+            traffic.add(sren_link.traffic)
+        return DeviceOutcome(
+            index, ok, reason, detail, began - start, finished - began, traffic, tally.total()
+        )
+
     async def _device(self, relay: UdpRelay | TcpRelay, index: int, start: float) -> DeviceOutcome:
         serial = f"sim-{self.run_tag}-{index:06d}"
+        assert self.settings.maker is not None
         idevid, idevid_key = self.settings.maker.issue_idevid(serial)
         link = await relay.open_link()
         began = time.monotonic()
