@@ -307,3 +307,70 @@ def test_ca_audit_lists_issuance_approval_denial_and_revocation(site: Site) -> N
     done = subprocess.run([*CLI, "ca", "audit", site.ca, "--since", "soon"],
                           capture_output=True, text=True, timeout=60)  # fmt: skip
     assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1
+
+
+def _line(proc: subprocess.Popen[str], prefix: str) -> str:
+    """The URL at the end of the first stdout line that starts with prefix."""
+    for _ in range(5):
+        line = proc.stdout.readline()  # type: ignore[union-attr]
+        if line.startswith(prefix):
+            return line.split(" -> ")[0].rsplit(" ", 1)[1].strip().removesuffix("/metrics")
+    raise AssertionError(f"no line {prefix!r}: " + proc.stderr.read())  # type: ignore[union-attr]
+
+
+def test_proxy_reports_upstream_latency_errors_and_readiness(site: Site) -> None:
+    """The proxy forwards an enrollment (upstream latency moves), then loses its upstream:
+    the next one is an upstream error and /readyz says the upstream is unreachable."""
+    ra_cert, ra_key = site.tmp / "ra.pem", site.tmp / "ra.key"
+    ok("ca", "issue-ra", site.ca, "--out-cert", ra_cert, "--out-key", ra_key)
+    upstream = subprocess.Popen([*CLI, "serve", "--ca", site.ca, "--https", "127.0.0.1:0"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    proxy = None
+    try:
+        upstream_url = _line(upstream, "serving EST over HTTPS")
+        proxy = subprocess.Popen(
+            [*CLI, "proxy", "--https", "127.0.0.1:0", "--metrics", "127.0.0.1:0",
+             "--upstream", upstream_url, "--upstream-trust", site.ca / "ca.pem",
+             "--ra-cert", ra_cert, "--ra-key", ra_key, "--server-cert", site.ca / "server.pem",
+             "--server-key", site.ca / "server.key", "--user", f"bob:{PASSWORD}",
+             "--upstream-timeout", "5"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        served = Served({"https": _line(proxy, "proxy: serving"),
+                         "http": _line(proxy, "serving metrics")}, proxy)  # fmt: skip
+        user = ["--trust", site.ca / "ca.pem", "--user", f"bob:{PASSWORD}"]
+        ok("enroll", served.urls["https"], *user, "--key", site.tmp / "p.key", "--subject",
+           "CN=proxied", "--out", site.tmp / "p.pem")  # fmt: skip
+        status, body = served.get("/readyz")
+        assert status == 200 and json.loads(body)["checks"] == {"upstream": "ok"}, body
+        during = served.scrape()
+        assert value(during, "estcoap_requests_total", front="proxy", operation="simpleenroll",
+                     code="200") == 1  # fmt: skip
+        assert value(during, "estcoap_upstream_request_duration_seconds_count",
+                     operation="simpleenroll") == 1  # fmt: skip
+        assert value(during, "estcoap_certificate_expiry_seconds", certificate="ra") > 0
+        assert value(during, "estcoap_certificate_expiry_seconds", certificate="server") > 0
+
+        upstream.send_signal(signal.SIGTERM)
+        upstream.wait(30)
+        failed = subprocess.run([*CLI, "enroll", served.urls["https"], *user, "--key",
+                                 site.tmp / "q.key", "--subject", "CN=lost", "--out",
+                                 site.tmp / "q.pem"], capture_output=True, text=True,
+                                timeout=60)  # fmt: skip
+        assert failed.returncode != 0 and "502" in failed.stderr, failed.stderr
+        after = served.scrape()
+        assert value(after, "estcoap_upstream_errors_total", operation="simpleenroll",
+                     reason="unavailable") == 1  # fmt: skip
+        assert value(after, "estcoap_requests_total", front="proxy", operation="simpleenroll",
+                     code="502") == 1  # fmt: skip
+        status, body = served.get("/readyz")
+        assert status == 503, body
+        assert json.loads(body)["checks"]["upstream"].startswith("upstream unreachable")
+    finally:
+        for proc in (proxy, upstream):
+            if proc is not None:
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGTERM)
+                    proc.wait(30)
+                for stream in (proc.stdout, proc.stderr):
+                    stream.close()  # type: ignore[union-attr]
