@@ -323,8 +323,10 @@ def test_proxy_reports_upstream_latency_errors_and_readiness(site: Site) -> None
     the next one is an upstream error and /readyz says the upstream is unreachable."""
     ra_cert, ra_key = site.tmp / "ra.pem", site.tmp / "ra.key"
     ok("ca", "issue-ra", site.ca, "--out-cert", ra_cert, "--out-key", ra_key)
-    upstream = subprocess.Popen([*CLI, "serve", "--ca", site.ca, "--https", "127.0.0.1:0"],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    upstream = subprocess.Popen(
+        [*CLI, "serve", "--ca", site.ca, "--https", "127.0.0.1:0"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
     proxy = None
     try:
         upstream_url = _line(upstream, "serving EST over HTTPS")
