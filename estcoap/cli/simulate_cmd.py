@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import datetime as dt
 import secrets
 import sys
@@ -15,16 +14,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from ..idevid import DeviceMaker
-from ..simulate import Fleet, FleetSettings, Impairment
-from ..simulate.progress import Progress
-from ..simulate.report import (
-    PlotUnavailable,
-    all_failed,
-    build_report,
-    check_plotting,
-    plot,
-    summary,
-)
+from ..simulate import FleetSettings, Impairment
+from ..simulate.report import PlotUnavailable, all_failed, check_plotting, plot, summary
 from ..simulate.report import write_json as write_report
 from . import (
     CliError,
@@ -34,6 +25,7 @@ from . import (
     number,
     positive_int,
     positive_seconds,
+    simulate_scale,
 )
 
 BLOCK_SIZES = (16, 32, 64, 128, 256, 512, 1024)
@@ -67,8 +59,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_hidden_alias(sim, "--idevid-ca-key", "maker_key")
     sim.add_argument("--devices", type=positive_int, default=100, metavar="N",
                      help="virtual devices to provision")  # fmt: skip
-    sim.add_argument("--concurrency", type=positive_int, default=50, metavar="C",
-                     help="devices in flight at once")  # fmt: skip
+    sim.add_argument("--concurrency", type=positive_int, metavar="C",
+                     help="devices in flight at once (default 50; with --rate 1000)")  # fmt: skip
     sim.add_argument("--loss", type=probability, default=0.0, metavar="P",
                      help="drop each datagram with probability P, each direction")  # fmt: skip
     sim.add_argument("--duplicate", type=probability, default=0.0, metavar="P",
@@ -100,6 +92,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="seed the impairment's random numbers")  # fmt: skip
     sim.add_argument("--json", metavar="FILE", help="write the report here")
     sim.add_argument("--plot", metavar="FILE", help="draw latency and throughput (matplotlib)")
+    simulate_scale.add_options(sim)
     sim.set_defaults(func=_simulate)
 
 
@@ -159,6 +152,7 @@ def _simulate(args: argparse.Namespace) -> int:
             check_plotting()
         except PlotUnavailable as exc:
             raise CliError(str(exc)) from None
+    simulate_scale.check(args)
     if args.psk:
         return _simulate_psk(args)
     missing = [o for o, v in (("--maker-cert", args.maker_cert), ("--maker-key", args.maker_key))
@@ -214,7 +208,7 @@ def _run_fleet(
             trust=trust,
             maker=maker,
             devices=args.devices,
-            concurrency=args.concurrency,
+            concurrency=simulate_scale.default_concurrency(args),
             impairment=Impairment(args.loss, args.duplicate, args.reorder, args.delay),
             block_size=args.block_size,
             reenroll=args.reenroll,
@@ -226,20 +220,16 @@ def _run_fleet(
         )
     except ValueError as exc:  # the URL's scheme, or impairments asked of https://
         raise UsageError(str(exc)) from None
-    progress = Progress(settings.devices)
-    fleet = Fleet(settings, on_outcome=lambda outcome: progress.update(outcome.ok))
-    try:
-        result = asyncio.run(fleet.run())
-    finally:
-        progress.finish()
-    report = build_report(result, _settings_json(args, settings))
+    share, report = simulate_scale.execute(args, settings, _settings_json(args, settings))
     if args.json:
         write_report(report, args.json)
     if args.plot:
-        plot(result, report, args.plot)
+        plot(share, report, args.plot)
     # On a terminal, or when there is no report file, say how it went; quiet otherwise.
     if sys.stdout.isatty() or not args.json:
         print(summary(report))
+        if found := simulate_scale.summary_line(report):
+            print(found)
     if report["succeeded"] == 0:  # a run with no figure to show is a failure, not a result
         print(f"estcoap simulate: {all_failed(report)}", file=sys.stderr)
         return 1

@@ -27,6 +27,8 @@ from ..client import EstClient
 from ..client.api import EstClientError, EstPendingTimeout, generate_key
 from ..codec.csrattrs import requested_key, requested_signature_hash, wants_challenge_password
 from ..idevid import DeviceMaker
+from .keys import Credential
+from .plan import Plan, subject_for
 from .relay import Impairment, TcpRelay, Traffic, UdpRelay
 
 DEFAULT_PORTS = {"coaps": 5684, "https": 443}
@@ -95,6 +97,7 @@ class DeviceOutcome:
     latency: float  # seconds, from the first datagram to the last answer
     traffic: Traffic
     retries: int = 0  # steps repeated after a transient failure
+    late: float = 0.0  # seconds its paced start came after its slot (all workers were busy)
 
 
 @dataclass
@@ -157,9 +160,13 @@ class Fleet:
         settings: FleetSettings,
         *,
         on_outcome: Callable[[DeviceOutcome], None] | None = None,
+        plan: Plan | None = None,
+        keep_outcomes: bool = True,  # False: on_outcome folds them (a big fleet's memory)
     ) -> None:
         self.settings = settings
         self.on_outcome = on_outcome
+        self.plan = plan or Plan()
+        self.keep_outcomes = keep_outcomes
         self.run_tag = secrets.token_hex(3)
         parts = urlsplit(settings.url)
         self._parts = parts
@@ -201,14 +208,18 @@ class Fleet:
             self._sren_path = parts.path
             sren = self._upstream(parts.hostname, parts.port or DEFAULT_PORTS["coaps"])
             self._sren_relay = UdpRelay(sren, s.impairment, seed=s.seed, host=relay_host)
-        indices = iter(range(s.devices))
+        plan = self.plan
+        indices = iter(range(s.devices) if plan.indices is None else plan.indices)
         start = time.monotonic()
 
         async def worker() -> None:
             for index in indices:  # one shared iterator: each index is taken once
+                late = await plan.pace() if plan.pace is not None else 0.0
                 device = self._psk_device if s.psk_devices else self._device
                 outcome = await device(relay, index, start)
-                self.outcomes.append(outcome)
+                outcome.late = late
+                if self.keep_outcomes:
+                    self.outcomes.append(outcome)
                 if self.on_outcome is not None:
                     self.on_outcome(outcome)
 
@@ -233,6 +244,7 @@ class Fleet:
             # a little under the request's bound, so a handshake that never completes is
             # reported as such rather than as the request's timeout
             handshake_timeout=s.timeout * HANDSHAKE_SHARE if s.scheme == "coaps" else None,
+            single_certificate=self.plan.single_certificate,  # 287 rather than 281
         )
 
     async def _step(
@@ -295,30 +307,71 @@ class Fleet:
             index, ok, reason, detail, began - start, finished - began, traffic, tally.total()
         )
 
-    async def _device(self, relay: UdpRelay | TcpRelay, index: int, start: float) -> DeviceOutcome:
+    def _identity(self, index: int) -> Credential:
+        if self.plan.idevid is not None:
+            return self.plan.idevid(index)
         serial = f"sim-{self.run_tag}-{index:06d}"
         assert self.settings.maker is not None
         idevid, idevid_key = self.settings.maker.issue_idevid(serial)
+        return Credential(serial, [idevid], idevid_key)
+
+    async def _device(self, relay: UdpRelay | TcpRelay, index: int, start: float) -> DeviceOutcome:
+        if self.plan.ldevid is not None:
+            return await self._renewing_device(relay, index, start)
+        identity = self._identity(index)
+        serial, idevid, idevid_key = identity.serial, identity.chain, identity.key
         link = await relay.open_link()
         began = time.monotonic()
         ok, reason, detail = True, None, ""
         tally: Counter[str] = Counter()  # this device's retries
         try:
             url = self._link_url(link.address)
-            async with self._client(url, [idevid], idevid_key) as est:
+            async with self._client(url, idevid, idevid_key) as est:
                 await self._step(est, est.cacerts, tally)
                 attrs = await self._step(est, est.csrattrs, tally)
                 key = generate_key(requested_key(attrs))  # type: ignore[arg-type]
                 chain = await self._step(est, lambda: est.enroll(
                     key=key,
-                    subject=f"serialNumber={serial},CN={serial}",  # its IDevID identity
+                    subject=subject_for(self.plan.subject, serial),  # its IDevID identity
                     pop=wants_challenge_password(attrs),  # type: ignore[arg-type]
                     signature_hash=requested_signature_hash(attrs),  # type: ignore[arg-type]
                 ), tally)  # fmt: skip
             if self.settings.reenroll:
                 # sren on a new session authenticated by the certificate just issued
                 async with self._client(url, chain, key) as est:  # type: ignore[arg-type]
-                    await self._step(est, est.reenroll, tally)
+                    chain = await self._step(est, est.reenroll, tally)
+            if self.plan.on_enrolled is not None:
+                self.plan.on_enrolled(index, Credential(serial, chain, key))  # type: ignore[arg-type]
+        except Exception as exc:  # every failure is counted, none stops the run
+            ok, reason, detail = False, failure_reason(exc), _one_line(exc)
+        finished = time.monotonic()
+        self.retried.update(tally)
+        await link.close()
+        return DeviceOutcome(
+            index, ok, reason, detail, began - start, finished - began, link.traffic,
+            tally.total(),
+        )  # fmt: skip
+
+
+    async def _renewing_device(
+        self, relay: UdpRelay | TcpRelay, index: int, start: float
+    ) -> DeviceOutcome:
+        """A renewal storm's device: sren alone, on a session its LDevID authenticates."""
+        assert self.plan.ldevid is not None
+        held = self.plan.ldevid(index)
+        link = await relay.open_link()
+        began = time.monotonic()
+        ok, reason, detail = True, None, ""
+        tally: Counter[str] = Counter()
+        try:
+            if held is None:
+                raise LookupError(f"device {index} has no LDevID from an earlier run")
+            async with self._client(self._link_url(link.address), held.chain, held.key) as est:
+                chain = await self._step(est, est.reenroll, tally)
+            if self.plan.on_enrolled is not None:
+                self.plan.on_enrolled(index, Credential(held.serial, chain, held.key))  # type: ignore[arg-type]
+        except LookupError as exc:
+            ok, reason, detail = False, "no-ldevid", str(exc)
         except Exception as exc:  # every failure is counted, none stops the run
             ok, reason, detail = False, failure_reason(exc), _one_line(exc)
         finished = time.monotonic()

@@ -376,32 +376,3 @@ def test_proxy_reports_upstream_latency_errors_and_readiness(site: Site) -> None
                     proc.wait(30)
                 for stream in (proc.stdout, proc.stderr):
                     stream.close()  # type: ignore[union-attr]
-
-
-def test_failed_dtls_handshakes_are_counted_by_reason(site: Site) -> None:
-    """A device whose IDevID comes from a maker the server does not trust: its handshake
-    fails as untrusted; none completes."""
-    stranger = DeviceMaker.create()
-    cert, key = stranger.issue_idevid("stranger")
-    cert_pem, key_pem = site.tmp / "s.pem", site.tmp / "s.key"
-    cert_pem.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_pem.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    key_pem.chmod(0o600)
-    with serve("--ca", site.ca, "--trust-clients", site.maker) as served:
-        refused = subprocess.run(
-            [*CLI, "enroll", served.urls["coaps"], "--trust", site.ca / "ca.pem", "--cert",
-             cert_pem, "--cert-key", key_pem, "--key", site.tmp / "n.key", "--subject",
-             "serialNumber=stranger", "--out", site.tmp / "n.pem", "--timeout", "10"],
-            capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
-        assert refused.returncode != 0
-        samples = served.scrape()
-    assert value(samples, "estcoap_dtls_handshakes_total", result="failed", reason="untrusted") >= 1
-    assert value(samples, "estcoap_dtls_handshakes_total", result="completed", reason="") == 0
-    assert value(samples, "estcoap_dtls_sessions") == 0
