@@ -4,7 +4,8 @@
   DTLS handshake), the exchanges in flight finish (at most `drain_timeout` seconds), then
   each front closes: DTLS sessions get a close_notify, HTTPS connections are closed once
   their request is answered. The command then exits 0. A device cut off at the deadline
-  sees its session or connection closed, a failure it can retry elsewhere or later.
+  sees its session or connection closed, a failure it can retry elsewhere or later. A
+  second SIGTERM or SIGINT during the drain ends it at once.
 * SIGHUP: reload. Each item (trust anchors, CRLs, users, shared keys, the issuance policy)
   is read afresh and replaces the old one only when all of it could be read; a failure
   keeps the old settings and says why (ERROR). Each item that changed gets one INFO line,
@@ -65,6 +66,7 @@ class Runtime:
         self._items: list[_Item] = []
         self._after: list[Callable[[], Any]] = []
         self._stop = asyncio.Event()
+        self._hurry = False  # a second SIGTERM/SIGINT: stop waiting for what is in flight
         self.reloads = 0
 
     def install(self) -> None:
@@ -81,6 +83,8 @@ class Runtime:
         self._items.append(_Item(name, reload))
 
     def stop(self) -> None:
+        if self._stop.is_set():
+            self._hurry = True
         self._stop.set()
 
     async def wait(self) -> None:
@@ -120,7 +124,7 @@ class Runtime:
         log.info("stopping: no new connections or handshakes; requests in flight have %g s",
                  self.drain_timeout)  # fmt: skip
         quiet_since: float | None = None
-        while loop.time() < deadline:
+        while loop.time() < deadline and not self._hurry:
             if any(front.in_flight() for front in self.fronts):
                 quiet_since = None
             elif quiet_since is None:
