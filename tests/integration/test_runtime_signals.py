@@ -288,3 +288,59 @@ def test_proxy_reloads_its_users_on_sighup_and_stops_with_0(tmp_path: Path) -> N
                 proxy.wait(10)
             reader.join(5)
     assert not any("Traceback" in s for s in said), said
+
+
+def test_gateway_takes_a_new_maker_on_sighup_and_stops_with_0(tmp_path: Path) -> None:
+    """The gateway's DTLS front learns a new trust anchor on SIGHUP, as serve's does."""
+    ca = init_ca(tmp_path)
+    ra_cert, ra_key = tmp_path / "ra.pem", tmp_path / "ra.key"
+    done = subprocess.run(
+        [*CLI, "ca", "issue-ra", str(ca), "--out-cert", str(ra_cert), "--out-key", str(ra_key)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    old_maker, new_maker = DeviceMaker.create(), DeviceMaker.create()
+    trust = tmp_path / "makers.pem"
+    trust.write_bytes(pem(old_maker.certificate))
+
+    with serve("--ca", ca, "--trust-clients", trust) as upstream:
+        gateway = subprocess.Popen(
+            [*CLI, "gateway", "--coaps", "127.0.0.1:0", "--upstream", upstream.urls["https"],
+             "--upstream-trust", str(ca / "ca.pem"), "--ra-cert", str(ra_cert), "--ra-key",
+             str(ra_key), "--server-cert", str(ca / "server.pem"), "--server-key",
+             str(ca / "server.key"), "--trust-clients", str(trust), "--log-level", "info"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        said: list[str] = []
+        reader = threading.Thread(
+            target=lambda: said.extend(iter(gateway.stderr.readline, "")),  # type: ignore[union-attr]
+            daemon=True,
+        )
+        reader.start()
+        try:
+            line = gateway.stdout.readline()  # type: ignore[union-attr]
+            assert line.startswith("gateway: serving EST-coaps on"), line + "".join(said)
+            url = line.split(" on ", 1)[1].split(" -> ", 1)[0]
+
+            async def enroll_new(name: str, timeout: float) -> x509.Certificate:
+                async with device(new_maker, name, url, ca, timeout=timeout) as client:
+                    return await enroll(client, name)
+
+            with pytest.raises((EstClientError, TransportError)):
+                asyncio.run(enroll_new("gw-new-1", 3))  # not trusted by the gateway yet
+            trust.write_bytes(pem(old_maker.certificate, new_maker.certificate))
+            upstream.proc.send_signal(signal.SIGHUP)  # the CA vouches for the maker too
+            gateway.send_signal(signal.SIGHUP)
+            wait_until(lambda: any("reload: trust anchors" in s for s in said), 30, "reload")
+            wait_until(lambda: upstream.said("reload: trust anchors"), 30, "upstream reload")
+            assert any("reload: trust anchors 1 -> 2 certificates" in s for s in said), said
+            asyncio.run(enroll_new("gw-new-2", 10))
+
+            gateway.send_signal(signal.SIGTERM)
+            assert gateway.wait(30) == 0
+        finally:
+            if gateway.poll() is None:
+                gateway.kill()
+                gateway.wait(10)
+            reader.join(5)
+    assert not any("Traceback" in s for s in said), said
