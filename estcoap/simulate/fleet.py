@@ -183,8 +183,8 @@ class Fleet:
         infos = socket.getaddrinfo(name, port or self.port, family, kind)
         if not infos:
             raise OSError(f"cannot resolve {name}")
-        host, port = infos[0][4][:2]
-        return str(host), int(port)
+        host, resolved = infos[0][4][:2]
+        return str(host), int(resolved)
 
     def _link_url(self, address: tuple[str, int], path: str | None = None) -> str:
         host, port = address
