@@ -20,7 +20,7 @@ from ..ca import CaPaths, LocalCA, Store, StoreError
 from ..ca.psk_table import PskError, check_identity, check_key
 from ..codec.names import NameSyntaxError, format_name, parse_name
 from ..pskengine import PskUnavailable, parse_psk_key
-from . import CliError, UsageError, add_ca_dir, add_hidden_alias, ca_dir, positive_int
+from . import CliError, UsageError, add_ca_dir, add_hidden_alias, ca_dir, ops, positive_int
 from .table import print_table
 
 GENERATED_KEY_BYTES = 16
@@ -186,6 +186,7 @@ async def start_coaps_psk_front(
                 labels=tuple(args.label),
                 short_root=args.coap_root,
                 max_body=args.max_body,
+                request_hook=ops.front_hook(args, "coaps"),
             )
             servers.append(server)
             print(f"serving EST-coaps with PSK DTLS on {server.url}", flush=True)

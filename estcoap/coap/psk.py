@@ -18,6 +18,7 @@ import aiocoap
 from aiocoap.numbers.constants import COAP_PORT
 
 from ..codec.operations import EST_WELL_KNOWN
+from ..observe.hooks import NO_HOOK, RequestHook
 from ..pskengine import require_dtlssocket
 from ..service import EstService
 from .block1 import DEFAULT_BLOCK1_LIMITS, Block1Limits
@@ -89,6 +90,7 @@ async def start_coaps_psk_server(
     require_dtlssocket()
     from aiocoap.transports import tinydtls_server as tds
 
+    request_hook: RequestHook = NO_HOOK,
     class _Socket(tds._DatagramServerSocketSimpleDTLS):
         max_sockets = max_associations
 
@@ -130,3 +132,4 @@ async def start_coaps_psk_server(
     return CoapsPskServer(
         context, sockname[0], sockname[1], EST_WELL_KNOWN if well_known else str(short_root)
     )
+        hook=request_hook,  # metrics and request log, as on the certificate DTLS front
