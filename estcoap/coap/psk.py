@@ -84,13 +84,13 @@ async def start_coaps_psk_server(
     block1_limits: Block1Limits = DEFAULT_BLOCK1_LIMITS,
     well_known: bool = True,
     max_associations: int = DEFAULT_MAX_ASSOCIATIONS,
+    request_hook: RequestHook = NO_HOOK,
 ) -> CoapsPskServer:
     """Serve `service` over EST-coaps with PSK DTLS on one address (port 0 picks one).
     tinydtls' server transport binds one address, not the any-address."""
     require_dtlssocket()
     from aiocoap.transports import tinydtls_server as tds
 
-    request_hook: RequestHook = NO_HOOK,
     class _Socket(tds._DatagramServerSocketSimpleDTLS):
         max_sockets = max_associations
 
@@ -115,6 +115,7 @@ async def start_coaps_psk_server(
         max_body=max_body,
         block1_limits=block1_limits,
         well_known=well_known,
+        hook=request_hook,  # metrics and request log, as on the certificate DTLS front
     )
     context = aiocoap.Context(serversite=site)
     interface: list[tds.MessageInterfaceTinyDTLSServer] = []
@@ -132,4 +133,3 @@ async def start_coaps_psk_server(
     return CoapsPskServer(
         context, sockname[0], sockname[1], EST_WELL_KNOWN if well_known else str(short_root)
     )
-        hook=request_hook,  # metrics and request log, as on the certificate DTLS front
