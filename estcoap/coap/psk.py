@@ -63,6 +63,12 @@ class CoapsPskServer:
     host: str
     port: int
     root: str = EST_WELL_KNOWN
+    _pool: object = None  # the listening socket protocol, which holds the associations
+
+    @property
+    def associations(self) -> int:
+        """DTLS associations held now (at most max_associations)."""
+        return len(getattr(self._pool, "_connections", ()))
 
     @property
     def url(self) -> str:
@@ -89,12 +95,25 @@ async def start_coaps_psk_server(
     """Serve `service` over EST-coaps with PSK DTLS on one address (port 0 picks one).
     tinydtls' server transport binds one address, not the any-address."""
     require_dtlssocket()
+    from aiocoap.transports import tinydtls
     from aiocoap.transports import tinydtls_server as tds
 
+    class _Association(tds._AddressDTLS):
+        def _event(self, level, code):  # type: ignore[no-untyped-def]
+            if (level, code) == (tinydtls.LEVEL_WARNING, tinydtls.CODE_CLOSE_NOTIFY):
+                # The client is done (tinydtls reports its close_notify as a warning, which
+                # aiocoap leaves unhandled and so would hold the association until evicted).
+                # A server has no exchange of its own waiting on the peer: nothing to fail.
+                self._retransmission_task.cancel()
+                self._protocol._connections.pop(self._underlying_address.address, None)
+                return
+            super()._event(level, code)
+
     class _Socket(tds._DatagramServerSocketSimpleDTLS):
+        _Address = _Association
         max_sockets = max_associations
 
-        def datagram_received(self, data, sockaddr):
+        def datagram_received(self, data, sockaddr):  # type: ignore[no-untyped-def]
             # aiocoap never evicts (its _maybe_purge_sockets is not called): bound here.
             if sockaddr not in self._connections:
                 self._maybe_purge_sockets()
@@ -129,7 +148,7 @@ async def start_coaps_psk_server(
         return made
 
     await context._append_tokenmanaged_messagemanaged_transport(create)
-    sockname = interface[0]._pool._transport.get_extra_info("sockname")
-    return CoapsPskServer(
-        context, sockname[0], sockname[1], EST_WELL_KNOWN if well_known else str(short_root)
-    )
+    pool = interface[0]._pool
+    sockname = pool._transport.get_extra_info("sockname")
+    root = EST_WELL_KNOWN if well_known else str(short_root)
+    return CoapsPskServer(context, sockname[0], sockname[1], root, pool)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -201,6 +202,90 @@ async def test_a_psk_device_gets_no_proof_of_possession_demand(tmp_path: Path) -
         async with EstClient(server.url, psk=("dev-1", KEY), timeout=20) as est:
             provisioned = await est.provision()
         assert provisioned.certificate.subject == name("dev-1")
+    finally:
+        await server.close()
+        ca.close()
+
+
+async def tinydtls_handshake(
+    server: tuple[str, int], local_port: int, identity: bytes, *, close_notify: bool
+) -> bool:
+    """A PSK handshake from a given local port with tinydtls directly (DTLSSocket), ended
+    with close_notify or left as a device that reboots does; True when it completed."""
+    from DTLSSocket import dtls
+
+    loop = asyncio.get_running_loop()
+    connected: asyncio.Future[bool] = loop.create_future()
+
+    class Protocol(asyncio.DatagramProtocol):
+        def datagram_received(self, data: bytes, addr: object) -> None:
+            session.handleMessage(connection, data)
+
+    transport, _ = await loop.create_datagram_endpoint(
+        Protocol, local_addr=("127.0.0.1", local_port), remote_addr=server
+    )
+
+    def event(level: int, code: int) -> int:
+        if code == 0x01DE and not connected.done():  # DTLS_EVENT_CONNECTED
+            connected.set_result(True)
+        return 0
+
+    session = dtls.DTLS(
+        read=lambda sender, data: len(data),
+        write=lambda recipient, data: transport.sendto(data) or len(data),
+        event=event,
+        pskId=identity,
+        pskStore={identity: KEY},
+    )
+    connection = session.connect("::1", 1234)
+    try:
+        async with asyncio.timeout(10):  # a bound, not a measurement: silence is the failure
+            await connected
+        if close_notify:
+            session.close(connection)
+            await asyncio.sleep(0.2)  # let it go out before the socket closes
+        return True
+    except TimeoutError:
+        return False
+    finally:
+        transport.close()
+        await asyncio.sleep(0)  # the socket closes on the loop's next turn: the port is free
+
+
+@pytest.mark.parametrize("close_notify", [True, False])
+async def test_a_new_handshake_from_a_known_port_works(tmp_path: Path, close_notify: bool) -> None:
+    """A device that reboots (no close_notify) or a port the OS gives another client gets
+    a new handshake (RFC 6347 s4.2.8); a close_notify frees the association at once."""
+    async with psk_site(tmp_path) as site:
+        site.ca.store.psk_add("dev-1", KEY, subject="CN=dev-1", uses=3)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        server = ("127.0.0.1", site.server.port)
+        for _ in range(2):  # the same port twice
+            assert await tinydtls_handshake(server, port, b"dev-1", close_notify=close_notify)
+            await asyncio.sleep(0.1)  # the server reads the close_notify, if any
+            assert site.server.associations == (0 if close_notify else 1)
+
+
+async def test_associations_are_bounded(tmp_path: Path) -> None:
+    """Each source address gets tinydtls state before any cookie: at most max_associations
+    are held, the least recently active evicted first."""
+    deployment = make_deployment(tmp_path)
+    ca = LocalCA.open(deployment.paths.dir)
+    ca.store.psk_add("dev-1", KEY, subject="CN=dev-1")
+    server = await start_coaps_psk_server(
+        ca, ("127.0.0.1", 0), psk_keys=ca.store.psk_usable_key, max_associations=2
+    )
+    try:
+        for _ in range(4):  # four source ports, no close_notify
+            assert await tinydtls_handshake(
+                ("127.0.0.1", server.port), 0, b"dev-1", close_notify=False
+            )
+            assert server.associations <= 2
+        assert server.associations == 2
+        async with EstClient(server.url, psk=("dev-1", KEY), timeout=20) as est:
+            assert await est.cacerts() == [ca.ca_certificate]
     finally:
         await server.close()
         ca.close()
