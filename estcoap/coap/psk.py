@@ -99,7 +99,7 @@ async def start_coaps_psk_server(
     from aiocoap.transports import tinydtls_server as tds
 
     class _Association(tds._AddressDTLS):
-        def _event(self, level, code):  # type: ignore[no-untyped-def]
+        def _event(self, level, code):
             if (level, code) == (tinydtls.LEVEL_WARNING, tinydtls.CODE_CLOSE_NOTIFY):
                 # The client is done (tinydtls reports its close_notify as a warning, which
                 # aiocoap leaves unhandled and so would hold the association until evicted).
@@ -113,7 +113,7 @@ async def start_coaps_psk_server(
         _Address = _Association
         max_sockets = max_associations
 
-        def datagram_received(self, data, sockaddr):  # type: ignore[no-untyped-def]
+        def datagram_received(self, data, sockaddr):
             # aiocoap never evicts (its _maybe_purge_sockets is not called): bound here.
             if sockaddr not in self._connections:
                 self._maybe_purge_sockets()
