@@ -289,3 +289,25 @@ async def test_associations_are_bounded(tmp_path: Path) -> None:
     finally:
         await server.close()
         ca.close()
+
+
+async def test_serverkeygen_over_psk_follows_the_policy(tmp_path: Path) -> None:
+    """skg is allowed to a PSK device when the policy allows it (the default), for its bound
+    subject, spending its key; a policy that keeps key generation on devices refuses it."""
+    async with psk_site(tmp_path) as site:
+        site.ca.store.psk_add("dev-1", KEY, subject="CN=dev-1")
+        async with site.client("dev-1") as est:
+            key, chain = await est.serverkeygen(subject=name("dev-1"))
+        assert chain[0].subject == name("dev-1")
+        assert chain[0].public_key().public_numbers() == key.public_key().public_numbers()
+        assert site.ca.store.psk_get("dev-1").uses_left == 0  # type: ignore[union-attr]
+
+    no_keygen = IssuancePolicy.from_mapping({"serverkeygen": False})
+    async with psk_site(tmp_path / "again", no_keygen) as site:
+        site.ca.store.psk_add("dev-2", KEY, subject="CN=dev-2")
+        async with site.client("dev-2") as est:
+            with pytest.raises(EstClientError) as refused:
+                await est.serverkeygen(subject=name("dev-2"))
+        assert refused.value.status == "4.03"
+        assert "serverkeygen is not granted to psk:dev-2" in refused.value.diagnostic
+        assert site.ca.store.psk_get("dev-2").uses_left == 1  # type: ignore[union-attr]
