@@ -78,11 +78,11 @@ def serve(*args: str | Path) -> Iterator[Served]:
     )  # fmt: skip
     urls: dict[str, str] = {}
     try:
-        for _ in range(3):
+        while "http" not in urls:  # the metrics listener starts last
             line = proc.stdout.readline()  # type: ignore[union-attr]
             assert line.startswith("serving "), line + proc.stderr.read()  # type: ignore[union-attr]
             url = line.rsplit(" ", 1)[1].strip().removesuffix("/metrics")
-            urls[url.split(":", 1)[0]] = url
+            urls["psk" if "PSK DTLS" in line else url.split(":", 1)[0]] = url
         yield Served(urls, proc)
     finally:
         if proc.poll() is None:
@@ -376,3 +376,46 @@ def test_proxy_reports_upstream_latency_errors_and_readiness(site: Site) -> None
                     proc.wait(30)
                 for stream in (proc.stdout, proc.stderr):
                     stream.close()  # type: ignore[union-attr]
+
+
+def test_failed_dtls_handshakes_are_counted_by_reason(site: Site) -> None:
+    """A device whose IDevID comes from a maker the server does not trust: its handshake
+    fails as untrusted; none completes."""
+    stranger = DeviceMaker.create()
+    cert, key = stranger.issue_idevid("stranger")
+    cert_pem, key_pem = site.tmp / "s.pem", site.tmp / "s.key"
+    cert_pem.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_pem.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    key_pem.chmod(0o600)
+    with serve("--ca", site.ca, "--trust-clients", site.maker) as served:
+        refused = subprocess.run(
+            [*CLI, "enroll", served.urls["coaps"], "--trust", site.ca / "ca.pem", "--cert",
+             cert_pem, "--cert-key", key_pem, "--key", site.tmp / "n.key", "--subject",
+             "serialNumber=stranger", "--out", site.tmp / "n.pem", "--timeout", "10"],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert refused.returncode != 0
+        samples = served.scrape()
+    assert value(samples, "estcoap_dtls_handshakes_total", result="failed", reason="untrusted") >= 1
+    assert value(samples, "estcoap_dtls_handshakes_total", result="completed", reason="") == 0
+    assert value(samples, "estcoap_dtls_sessions") == 0
+
+
+def test_psk_enrollments_are_counted_on_the_coaps_front(site: Site) -> None:
+    require("DTLSSocket", "PSK DTLS runs on DTLSSocket (the psk extra)")
+    key_file = site.tmp / "dev.psk"
+    key_file.write_text("a1" * 16 + "\n")
+    ok("psk", "add", site.ca, "dev-1", "--psk-key-file", key_file)
+    with serve("--ca", site.ca, "--coaps-psk", "127.0.0.1:0") as served:
+        ok("enroll", served.urls["psk"], "--psk-identity", "dev-1", "--psk-key-file", key_file,
+           "--key", site.tmp / "dev.key", "--out", site.tmp / "dev.pem")  # fmt: skip
+        samples = served.scrape()
+    labels = dict(front="coaps", operation="simpleenroll", code="2.04")
+    assert value(samples, "estcoap_requests_total", **labels) == 1
+    assert value(samples, "estcoap_certificates_issued_total", kind="new") == 1
