@@ -34,6 +34,7 @@ def build_report(share: Share, settings: dict[str, Any], *, udp: bool) -> dict[s
         "report_version": REPORT_VERSION,
         "settings": settings,
         "devices": tally.devices,
+        "devices_by_scheme": dict(sorted(share.schemes.items())),
         "succeeded": tally.succeeded,
         "failed": dict(sorted(tally.failed.items())),
         "failed_total": sum(tally.failed.values()),

@@ -19,7 +19,7 @@ import multiprocessing
 import os
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -60,6 +60,7 @@ class Share:
     retried: Counter[str] = field(default_factory=Counter)
     keys: Counter[str] = field(default_factory=Counter)
     peak_rss_mib: float = 0.0  # the largest of the processes'
+    schemes: Counter[str] = field(default_factory=Counter)  # devices run over each
 
     def merge(self, other: Share) -> None:
         self.tally.merge(other.tally)
@@ -68,17 +69,20 @@ class Share:
         self.totals.add(other.totals)
         self.retried.update(other.retried)
         self.keys.update(other.keys)
+        self.schemes.update(other.schemes)
 
     def to_dict(self) -> dict[str, Any]:
         return {"tally": self.tally.to_dict(), "wall_time": self.wall_time,
                 "totals": _traffic_dict(self.totals), "retried": dict(self.retried),
-                "keys": dict(self.keys), "peak_rss_mib": self.peak_rss_mib}  # fmt: skip
+                "keys": dict(self.keys), "peak_rss_mib": self.peak_rss_mib,
+                "schemes": dict(self.schemes)}  # fmt: skip
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Share:
         return cls(Tally.from_dict(data["tally"]), data["wall_time"],
                    _traffic_of(data["totals"]), Counter(data["retried"]),
-                   Counter(data["keys"]), data["peak_rss_mib"])  # fmt: skip
+                   Counter(data["keys"]), data["peak_rss_mib"],
+                   Counter(data["schemes"]))  # fmt: skip
 
 
 def _traffic_dict(t: Traffic) -> dict[str, dict[str, int]]:
@@ -134,10 +138,13 @@ async def run_share(
             on_done(outcome.ok)
 
     runs = []
+    schemes: Counter[str] = Counter()
     for scheme, settings in sorted(scenario.fleets.items()):
-        indices = [i for i in mine if scheme_of(i, scenario.weights) == scheme]
-        if not indices:
+        # lazily, as workers take them: a list of 100,000 indices would be memory too
+        count = sum(1 for i in mine if scheme_of(i, scenario.weights) == scheme)
+        if not count:
             continue
+        indices = mine if count == len(mine) else _of_scheme(mine, scenario.weights, scheme)
         weight = scenario.weights[scheme] / 100.0
         plan = Plan(
             indices=indices,
@@ -149,12 +156,13 @@ async def run_share(
             single_certificate=scenario.single_certificate,
         )
         in_flight = max(1, math.ceil(concurrency * weight / shares))
-        fleet_settings = replace(settings, devices=len(indices), concurrency=in_flight)
+        fleet_settings = replace(settings, devices=count, concurrency=in_flight)
         fleet = Fleet(fleet_settings, on_outcome=record, plan=plan, keep_outcomes=False)
         runs.append(fleet)
+        schemes[scheme] = count
     started = time.monotonic()
     results = await asyncio.gather(*(fleet.run() for fleet in runs))
-    out = Share(tally, time.monotonic() - started)
+    out = Share(tally, time.monotonic() - started, schemes=schemes)
     for fleet, result in zip(runs, results, strict=True):
         out.totals.add(result.totals)
         out.retried.update(fleet.retried)
@@ -217,6 +225,10 @@ def run(
     merged.wall_time = time.monotonic() - origin
     merged.peak_rss_mib = max(merged.peak_rss_mib, peak_rss_mib())
     return merged
+
+
+def _of_scheme(indices: range, weights: dict[str, int], scheme: str) -> Iterator[int]:
+    return (i for i in indices if scheme_of(i, weights) == scheme)
 
 
 def _report_progress(

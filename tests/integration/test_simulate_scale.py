@@ -20,15 +20,11 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 
-from tests.integration.test_simulate import (  # noqa: F401 (fixtures)
-    Server,
-    Setup,
-    enrolled,
-    server,
-    setup,
-    simulate,
-)
+from estcoap.ca import init_ca
+from estcoap.idevid import DeviceMaker
+from tests.integration.test_simulate import SERVER, Server, Setup, enrolled, simulate
 
 # A server rooted at /est only (like libEST's CoAP server): /.well-known/est is not there.
 EST_ROOT_SERVER = """
@@ -54,6 +50,40 @@ async def main(ca_dir, maker_pem):
 
 asyncio.run(main(sys.argv[1], sys.argv[2]))
 """
+
+
+@pytest.fixture(name="setup")
+def _setup(tmp_path: Path) -> Setup:
+    init_ca(tmp_path / "ca", ["127.0.0.1", "localhost"])
+    maker = DeviceMaker.create()
+    maker_pem, maker_key = tmp_path / "maker.pem", tmp_path / "maker.key"
+    maker_pem.write_bytes(maker.certificate.public_bytes(serialization.Encoding.PEM))
+    maker_key.write_bytes(maker.private_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()))  # fmt: skip
+    return Setup(tmp_path, tmp_path / "ca", maker_pem, maker_key)
+
+
+def _start(setup: Setup, script_text: str, name: str) -> subprocess.Popen[str]:
+    script = setup.root / name
+    script.write_text(script_text)
+    return subprocess.Popen(
+        [sys.executable, str(script), str(setup.ca_dir), str(setup.maker_pem)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+@pytest.fixture(name="server")
+def _server(setup: Setup) -> Iterator[Server]:
+    """test_simulate's server: a LocalCA behind the coaps and https fronts, in a process."""
+    process = _start(setup, SERVER, "server.py")
+    try:
+        assert process.stdout is not None
+        coaps, https = process.stdout.readline().split()
+        yield Server(process, coaps, https)
+    finally:
+        process.terminate()
+        process.wait(10)
 
 
 def report_of(setup: Setup, *args: str, name: str = "report.json") -> dict:
@@ -94,7 +124,7 @@ def test_keys_dir_is_made_once_0600_and_reused(setup: Setup, server: Server) -> 
 def test_keys_dir_of_another_maker_is_refused(setup: Setup, server: Server) -> None:
     keys = setup.root / "keys"
     keys.mkdir(mode=0o700)
-    (keys / "maker.pem").write_text("-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----\n")
+    (keys / "maker.pem").write_text("another maker's certificate\n")
     done = simulate(server.coaps, *setup.options(), "--devices", "2", "--keys-dir", str(keys))
     assert done.returncode == 1
     assert done.stderr.count("\n") == 1 and "another maker" in done.stderr, done.stderr
@@ -106,6 +136,7 @@ def test_two_processes_merge_into_one_report(setup: Setup, server: Server) -> No
                        "--processes", "2")  # fmt: skip
     ok(report, 21)
     assert report["settings"]["processes"] == 2
+    assert report["devices_by_scheme"] == {"coaps": 21}
     assert sum(row["enrollments"] for row in report["series"]) == 21
     assert report["latency_ms"]["min"] <= report["latency_ms"]["p50"] <= report["latency_ms"]["max"]
     assert report["bytes_per_enrollment"]["up"] > 0 and report["datagrams_total"]["up"] > 0
@@ -170,6 +201,7 @@ def test_a_mix_of_coaps_and_https_devices(setup: Setup, server: Server) -> None:
                        "--mix", "coaps=70,https=30", "--concurrency", "10")  # fmt: skip
     ok(report, 20)
     assert report["settings"]["mix"] == {"coaps": 70, "https": 30}
+    assert report["devices_by_scheme"] == {"coaps": 14, "https": 6}
     # 14 coaps devices sent datagrams (about 8 each way); the https ones count TLS reads.
     assert report["datagrams_total"]["up"] >= 14 * 4
     assert enrolled(setup) == 20
@@ -191,12 +223,7 @@ def test_mix_needs_two_urls_and_weights_of_100(setup: Setup) -> None:
 
 @pytest.fixture
 def est_root_server(setup: Setup) -> Iterator[str]:
-    script = setup.root / "est_root_server.py"
-    script.write_text(EST_ROOT_SERVER)
-    process = subprocess.Popen(
-        [sys.executable, str(script), str(setup.ca_dir), str(setup.maker_pem)],
-        stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    process = _start(setup, EST_ROOT_SERVER, "est_root_server.py")
     try:
         assert process.stdout is not None
         yield process.stdout.readline().split()[0]
@@ -210,8 +237,8 @@ def test_est_root_reaches_a_server_mounted_at_est(setup: Setup, est_root_server:
     # The https front has no custom root (serve --coap-root is coaps only): coaps here.
     parts = urlsplit(est_root_server)
     base = f"{parts.scheme}://{parts.netloc}"
-    report = report_of(setup, base, "--devices", "6", "--est-root", "/est",
-                       "--content-format", "287", "--subject-template", "serialNumber={serial}")  # fmt: skip
+    report = report_of(setup, base, "--devices", "6", "--est-root", "/est", "--content-format",
+                       "287", "--subject-template", "serialNumber={serial}")  # fmt: skip
     ok(report, 6)
     assert report["settings"]["est_root"] == "/est"
     # Without the root and without discovery the devices ask /.well-known/est: not there.
