@@ -86,6 +86,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     sim.add_argument("--timeout", type=positive_seconds, default=60.0, metavar="S",
                      help="per request; DTLS handshakes get 0.9 of it")  # fmt: skip
+    sim.add_argument(
+        "--ack-timeout",
+        type=positive_seconds,
+        default=2.0,
+        metavar="S",
+        help="CoAP's first retransmission timeout (ACK_TIMEOUT, RFC 7252 s4.8), doubled on "
+        "each retry; default 2, the RFC's value",
+    )
     sim.add_argument("--retries", type=non_negative_int, default=2, metavar="N",
                      help="repeat a step that timed out, on a new session")  # fmt: skip
     sim.add_argument("--seed", type=non_negative_int, metavar="N",
@@ -137,6 +145,7 @@ def _settings_json(args: argparse.Namespace, settings: FleetSettings) -> dict[st
         "block_size": args.block_size,
         "reenroll": args.reenroll,
         "timeout_s": args.timeout,
+        "ack_timeout_s": args.ack_timeout,
         "retries": args.retries,
         "seed": args.seed,
         "psk": args.psk,
@@ -215,6 +224,7 @@ def _run_fleet(
             timeout=args.timeout,
             retries=args.retries,
             seed=args.seed,
+            ack_timeout=args.ack_timeout,
             psk_devices=psk_devices,
             reenroll_url=args.reenroll_url,
         )

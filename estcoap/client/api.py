@@ -313,6 +313,8 @@ class EstClient:
     psk: (identity, key) for certificate-less first enrollment over coaps:// with PSK DTLS
     (RFC 7030 s3.3.3; the `psk` extra): the key authenticates both ends, so neither a
     client certificate nor trust anchors are needed (docs/psk.md).
+    ack_timeout: coaps:// with a certificate, the first CoAP retransmission timeout
+    (ACK_TIMEOUT, RFC 7252 s4.8) in seconds; None keeps the RFC's 2 s.
     """
 
     def __init__(
@@ -338,6 +340,7 @@ class EstClient:
         crls: Sequence[str | Path] = (),
         check_revocation: bool = False,
         psk: tuple[str, bytes] | None = None,
+        ack_timeout: float | None = None,
     ) -> None:
         self.endpoint = parse_url(url)
         if psk is not None and self.endpoint.scheme != "coaps":
@@ -372,6 +375,7 @@ class EstClient:
         self.server_name = server_name
         self.block_size = block_size  # coaps: the largest Block1/Block2 size to use
         self.handshake_timeout = handshake_timeout  # coaps: DTLS handshake bound (else timeout)
+        self.ack_timeout = ack_timeout  # coaps: CoAP ACK_TIMEOUT (RFC 7252 s4.8), None = 2 s
         self._transport: ChannelBindingTransport | None = None
         # coaps: ask for the issued certificate alone (287) rather than 281, which every
         # server has (RFC 9148 s4.3); cleared when this server refuses 287.
@@ -427,6 +431,7 @@ class EstClient:
                 server_name=self.server_name,
                 block_size=self.block_size,
                 handshake_timeout=self.handshake_timeout,
+                ack_timeout=self.ack_timeout,
             )
         from .https_transport import HttpsTransport, client_ssl_context
 

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from urllib.parse import urlsplit
 
 from aiocoap import Message
+from aiocoap import error as coap_error
+from aiocoap.numbers import TransportTuning
 from aiocoap.numbers.codes import Code
 from aiocoap.util.linkformat import parse as parse_links
 from cryptography import x509
@@ -35,6 +37,16 @@ class CoapsServerNotTrusted(CoapsTransportError, ServerNotTrusted):
     """The server's certificate failed verification against our trust anchors."""
 
 
+def retransmission_tuning(ack_timeout: float) -> TransportTuning:
+    """RFC 7252 s4.8 transmission parameters with ACK_TIMEOUT set (the RFC lets it be
+    configured; the other parameters, and the doubling back-off, stay as specified)."""
+
+    class Tuning(TransportTuning):
+        ACK_TIMEOUT = ack_timeout
+
+    return Tuning()
+
+
 def _not_trusted(exc: DtlsError) -> bool:
     # OpenSSL's reason when our own check of the server's chain failed; an alert from the
     # server (it refused our certificate) reads differently.
@@ -59,6 +71,7 @@ class CoapsTransport:
         server_name: str | None = None,
         handshake_timeout: float | None = None,
         server_check: ServerCheck | None = None,
+        ack_timeout: float | None = None,
     ):
         parts = urlsplit(url)
         if parts.scheme != "coaps" or not parts.hostname:
@@ -82,6 +95,9 @@ class CoapsTransport:
         # on it (a revocation check): what it raises refuses the association.
         self._server_check = server_check
         self._checked_remote: object = None
+        # CoAP retransmission of our confirmable requests: aiocoap's RFC defaults (2 s)
+        # unless a caller (a simulated fleet on loopback) asks for a shorter first timeout.
+        self._tuning = None if ack_timeout is None else retransmission_tuning(ack_timeout)
         self._context = None  # created lazily: an aiocoap client Context on our DTLS transport
         self.bytes_sent = 0
 
@@ -131,6 +147,10 @@ class CoapsTransport:
             raise CoapsTransportError(
                 f"no answer from {self._origin} in {self._timeout:g} s"
             ) from exc
+        except coap_error.ConRetransmitsExceeded as exc:  # every retransmission went unanswered
+            raise CoapsTransportError(
+                f"no answer from {self._origin} to the request or its retransmissions"
+            ) from exc
         except Exception as exc:  # aiocoap network errors, DTLS refusals
             raise CoapsTransportError(f"{self._origin}: {exc}") from exc
 
@@ -141,7 +161,11 @@ class CoapsTransport:
         return self._root
 
     async def _discover_root(self) -> str:
-        request = Message(code=Code.GET, uri=f"{self._origin}/.well-known/core?rt={EST_ROOT_RT}*")
+        request = Message(
+            code=Code.GET,
+            uri=f"{self._origin}/.well-known/core?rt={EST_ROOT_RT}*",
+            transport_tuning=self._tuning,
+        )
         response = await self._exchange(request)
         if response.code.is_successful():
             for link in parse_links(response.payload.decode("utf-8", "replace")).links:
@@ -160,7 +184,11 @@ class CoapsTransport:
         path = await self.root()
         if label:
             path += f"/{label}"
-        message = Message(code=Code[spec.method], uri=f"{self._origin}{path}/{spec.short_name}")
+        message = Message(
+            code=Code[spec.method],
+            uri=f"{self._origin}{path}/{spec.short_name}",
+            transport_tuning=self._tuning,
+        )
         if accept is not None:
             message.opt.accept = int(accept)
         return message

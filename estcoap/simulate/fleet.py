@@ -54,6 +54,7 @@ class FleetSettings:
     timeout: float = 60.0  # per EST request; 0.9 of it bounds each DTLS handshake
     retries: int = 2  # per step, after a transient failure
     seed: int | None = None
+    ack_timeout: float = 2.0  # CoAP ACK_TIMEOUT (RFC 7252 s4.8), doubled on each retransmission
     # A PSK fleet: one (identity, key) per device, and where sren goes (certificate DTLS).
     psk_devices: Sequence[tuple[str, bytes]] = ()
     reenroll_url: str | None = None
@@ -65,6 +66,8 @@ class FleetSettings:
             raise ValueError("concurrency must be at least 1")
         if self.timeout <= 0:
             raise ValueError("timeout must be positive")
+        if self.ack_timeout <= 0:
+            raise ValueError("ack_timeout must be positive")
         if self.retries < 0:
             raise ValueError("retries must be 0 or more")
         scheme = urlsplit(self.url).scheme
@@ -244,6 +247,7 @@ class Fleet:
             # a little under the request's bound, so a handshake that never completes is
             # reported as such rather than as the request's timeout
             handshake_timeout=s.timeout * HANDSHAKE_SHARE if s.scheme == "coaps" else None,
+            ack_timeout=s.ack_timeout if s.scheme == "coaps" else None,
             single_certificate=self.plan.single_certificate,  # 287 rather than 281
         )
 
