@@ -170,6 +170,8 @@ def _simulate(args: argparse.Namespace) -> int:
         raise UsageError(f"the following arguments are required: {', '.join(missing)}")
     trust = _load_certs(args.trust, "--trust")
     maker = _load_maker(args.maker_cert, args.maker_key)
+    if args.prepare_keys:
+        return simulate_scale.make_keys(args, maker)
     return _run_fleet(args, trust, maker, ())
 
 

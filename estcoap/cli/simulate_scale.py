@@ -21,7 +21,7 @@ from ..simulate.keys import KeysDirError
 from ..simulate.plan import DEFAULT_SUBJECT
 from ..simulate.progress import Progress
 from ..simulate.report import build_report
-from ..simulate.scenarios import RateStep, Scenario, Share, find_rate, run
+from ..simulate.scenarios import RateStep, Scenario, Share, find_rate, prepare_keys, run
 from . import CliError, UsageError, number, positive_int
 
 rate_per_second = number(float, "devices per second > 0", above=0)
@@ -62,6 +62,12 @@ def add_options(sim: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="keep each device's key and IDevID here (made once, 0600) and the "
         "certificate it obtains; later runs reuse them",
+    )
+    group.add_argument(
+        "--prepare-keys",
+        action="store_true",
+        help="make the IDevIDs of --devices devices in --keys-dir (over --processes "
+        "processes) and stop: no server is contacted",
     )
     group.add_argument(
         "--processes",
@@ -163,6 +169,8 @@ def check(args: argparse.Namespace) -> None:
         raise UsageError("a second URL is for --mix coaps=N,https=M")
     if args.mix and not args.second_url:
         raise UsageError("--mix needs two URLs, a coaps:// and an https:// one")
+    if args.prepare_keys and not args.keys_dir:
+        raise UsageError("--prepare-keys needs --keys-dir DIR")
     if args.renew and not args.keys_dir:
         raise UsageError("--renew needs the --keys-dir of an earlier run")
     if args.find_rate and args.rate is None:
@@ -213,6 +221,16 @@ def scenario(args: argparse.Namespace, settings: FleetSettings) -> Scenario:
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+
+
+def make_keys(args: argparse.Namespace, maker: object) -> int:
+    """--prepare-keys: the fleet's IDevIDs made ahead, one line saying how many."""
+    try:
+        made = prepare_keys(args.keys_dir, maker, args.devices, args.processes)
+    except (KeysDirError, RuntimeError) as exc:
+        raise CliError(str(exc)) from None
+    print(f"{args.keys_dir}: {made['generated']} IDevIDs made, {made['present']} already there")
+    return 0
 
 
 def settings_json(args: argparse.Namespace) -> dict[str, Any]:

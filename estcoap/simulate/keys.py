@@ -86,6 +86,9 @@ class KeysDir:
     def _path(self, kind: str, index: int) -> Path:
         return self.root / kind / f"{index // PER_FOLDER:03d}" / f"{index:06d}.pem"
 
+    def has_idevid(self, index: int) -> bool:
+        return self._path("idevid", index).exists()
+
     def idevid(self, index: int) -> Credential:
         """Device `index`'s IDevID, made (and kept) the first time it is asked for."""
         serial = serial_of(self.tag, index)

@@ -271,6 +271,58 @@ def _stop(children: Sequence[tuple[Any, Any]]) -> None:
         child.join(5)
 
 
+# ---- --prepare-keys ----------------------------------------------------------------------
+
+
+def prepare_keys(keys_dir: str, maker: Any, devices: int, processes: int) -> Counter[str]:
+    """Make the IDevIDs of devices 0..devices-1 in keys_dir ahead of a run (those already
+    there are left alone), split over `processes` processes: the CPU a run then spends
+    is the devices' EST exchanges, not their manufacture."""
+    shares = min(processes, devices)
+    if shares == 1:
+        return Counter(_make_keys(keys_dir, maker, range(devices)))
+    ctx = multiprocessing.get_context("fork")  # the maker's key is inherited, not pickled
+    makers = []
+    for share in range(shares):
+        reader, writer = ctx.Pipe(duplex=False)
+        mine = range(share, devices, shares)
+        child = ctx.Process(
+            target=_make_keys_child, args=(keys_dir, maker, mine, writer), daemon=True
+        )
+        child.start()
+        writer.close()
+        makers.append((child, reader))
+    total: Counter[str] = Counter()
+    for child, reader in makers:
+        try:
+            message = reader.recv()
+        except EOFError:
+            message = {"error": f"process {child.pid} ended without a count"}
+        child.join()
+        if "error" in message:
+            _stop(makers)
+            raise RuntimeError(message["error"])
+        total.update(message)
+    return total
+
+
+def _make_keys_child(keys_dir: str, maker: Any, indices: range, writer: Any) -> None:
+    try:
+        writer.send(_make_keys(keys_dir, maker, indices))
+    except BaseException as exc:
+        writer.send({"error": f"process {os.getpid()}: {type(exc).__name__}: {exc}"})
+    finally:
+        writer.close()
+
+
+def _make_keys(keys_dir: str, maker: Any, indices: range) -> dict[str, int]:
+    keys = KeysDir(keys_dir, maker)
+    for index in indices:
+        if not keys.has_idevid(index):
+            keys.idevid(index)
+    return {"generated": keys.generated, "present": len(indices) - keys.generated}
+
+
 # ---- --find-rate -------------------------------------------------------------------------
 
 

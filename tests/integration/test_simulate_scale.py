@@ -121,6 +121,19 @@ def test_keys_dir_is_made_once_0600_and_reused(setup: Setup, server: Server) -> 
 
 
 @pytest.mark.timeout(120)
+def test_keys_made_ahead_in_bulk_are_what_the_run_uses(setup: Setup, server: Server) -> None:
+    keys = setup.root / "keys"
+    made = simulate("coaps://127.0.0.1:1", *setup.options(), "--devices", "8", "--keys-dir",
+                    str(keys), "--prepare-keys", "--processes", "2")  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    assert made.stdout == f"{keys}: 8 IDevIDs made, 0 already there\n"  # no server needed
+    assert len(list((keys / "idevid").rglob("*.pem"))) == 8
+    report = report_of(setup, server.coaps, "--devices", "8", "--keys-dir", str(keys))
+    ok(report, 8)
+    assert report["keys"] == {"generated": 0, "loaded": 8, "saved": 8}
+
+
+@pytest.mark.timeout(120)
 def test_keys_dir_of_another_maker_is_refused(setup: Setup, server: Server) -> None:
     keys = setup.root / "keys"
     keys.mkdir(mode=0o700)
