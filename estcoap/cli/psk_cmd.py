@@ -20,7 +20,7 @@ from ..ca import CaPaths, LocalCA, Store, StoreError
 from ..ca.psk_table import PskError, check_identity, check_key
 from ..codec.names import NameSyntaxError, format_name, parse_name
 from ..pskengine import PskUnavailable, parse_psk_key
-from . import CliError, UsageError, add_ca_dir, add_hidden_alias, ca_dir, ops, positive_int
+from . import CliError, UsageError, add_ca_dir, ca_dir, ops, positive_int
 from .table import print_table
 
 GENERATED_KEY_BYTES = 16
@@ -44,7 +44,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--generate", action="store_true",
         help=f"make a random {GENERATED_KEY_BYTES}-byte key and print it once (hex, on stdout)",
     )  # fmt: skip
-    add_hidden_alias(add, "--key", "psk_key")
+    # --key, as the issue spelt it, is --psk-key (--key names a certificate's key elsewhere)
+    key.add_argument("--key", dest="psk_key", help=argparse.SUPPRESS)
     add.add_argument(
         "--subject", metavar="DN",
         help='the only subject the device may enroll as, e.g. "serialNumber=dev-1,CN=dev-1" '

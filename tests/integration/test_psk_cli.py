@@ -53,6 +53,8 @@ def test_add_list_remove_and_their_exit_statuses(ca_dir: Path) -> None:
     assert key not in listing.stdout and KEY_HEX not in listing.stdout  # keys never listed
     assert "serialNumber=dev-2,CN=dev-2" in listing.stdout and "usable" in listing.stdout
 
+    # --key, as the issue spelt it, is accepted for --psk-key
+    assert estcoap("psk", "add", ca_dir, "dev-3", "--key", KEY_HEX).returncode == 0
     again = estcoap("psk", "add", ca_dir, "dev-2", "--psk-key", KEY_HEX)
     assert again.returncode == 1 and "exists already" in again.stderr
     assert estcoap("psk", "remove", ca_dir, "dev-1").returncode == 0
