@@ -520,6 +520,41 @@ class Store(PskTable):
             rows = self._db.execute(f"SELECT {_ISSUED_COLUMNS} FROM issued ORDER BY id").fetchall()
         return [_issued(r) for r in rows]
 
+    # ---- the console's queries (estcoap.console) --------------------------------
+
+    def issued_search(self, text: str, limit: int = 100) -> list[IssuedRecord]:
+        """Certificates whose subject or requester contains text (any case), or whose
+        serial (hex) starts with it; newest first, at most limit."""
+        inside = f"%{_like_literal(text.strip())}%"
+        prefix = f"{_like_literal(text.strip().lower().removeprefix('0x'))}%"
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {_ISSUED_COLUMNS} FROM issued WHERE subject LIKE ? ESCAPE '\\'"
+                " OR requester LIKE ? ESCAPE '\\' OR serial LIKE ? ESCAPE '\\'"
+                " ORDER BY id DESC LIMIT ?",
+                (inside, inside, prefix, limit),
+            ).fetchall()
+        return [_issued(r) for r in rows]
+
+    def issued_since(self, moment: dt.datetime) -> list[IssuedRecord]:
+        """Certificates recorded at or after moment, oldest first."""
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {_ISSUED_COLUMNS} FROM issued WHERE created >= ? ORDER BY id",
+                (_iso(moment),),
+            ).fetchall()
+        return [_issued(r) for r in rows]
+
+    def expiring_between(self, start: dt.datetime, end: dt.datetime) -> list[IssuedRecord]:
+        """Unrevoked certificates whose notAfter falls in [start, end), soonest first."""
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {_ISSUED_COLUMNS} FROM issued WHERE not_after >= ? AND not_after < ?"
+                " AND serial NOT IN (SELECT serial FROM revoked) ORDER BY not_after",
+                (_iso(start), _iso(end)),
+            ).fetchall()
+        return [_issued(r) for r in rows]
+
     def _one_issued(self, where: str, args: tuple[object, ...]) -> IssuedRecord | None:
         with self._lock:
             row = self._db.execute(
@@ -836,6 +871,11 @@ def _serial_key(serial: str | int) -> str:
     if isinstance(serial, int):
         return serial_hex(serial)
     return serial.strip().lower().removeprefix("0x").lstrip("0") or "0"
+
+
+def _like_literal(text: str) -> str:
+    """text matched literally by LIKE ... ESCAPE '\\' (its % and _ are not wildcards)."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 def _iso(moment: dt.datetime) -> str:

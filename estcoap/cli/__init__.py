@@ -55,6 +55,7 @@ COMMAND_MODULES = (
     "estcoap.cli.simulate_cmd",
     "estcoap.cli.gateway_cmd",
     "estcoap.cli.config_cmd",
+    "estcoap.cli.console_cmd",
 )
 
 # Long-running commands: they log through logsafe (one line per event, repeats collapsed).

@@ -72,6 +72,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_token_options(serve)  # when the CA key is in a PKCS#11 token (docs/hsm.md)
     _add_front_options(serve)
     _add_revocation_options(serve)
+    _add_console_options(serve)
     ops.add_options(serve)
     http_users.add_options(serve, user_help="an HTTP Basic/Digest user")
     serve.add_argument(
@@ -251,7 +252,7 @@ async def start_https_front(
             max_body=args.max_body,
             require_pop=args.require_pop,
             http_auth=schemes,
-            request_hook=ops.front_hook(args, "https"),
+            request_hook=_front_hook(args, "https"),
         )
         servers.append(server)
         ops.watch(args, "https", server)
@@ -275,11 +276,12 @@ async def start_coaps_front(
             labels=args.label,
             short_root=args.coap_root,
             max_body=args.max_body,
-            request_hook=ops.front_hook(args, "coaps"),
+            request_hook=_front_hook(args, "coaps"),
         )
     except ValueError as exc:
         raise CliError(str(exc)) from exc
     ops.watch(args, "coaps", server)
+    _console_watch_dtls(args, server)
     for url in server.urls:
         print(f"serving EST-coaps on {url}", flush=True)
     return [server]
@@ -307,6 +309,9 @@ async def run(args: argparse.Namespace) -> None:
     try:
         # Before the fronts: a client told of a revocation URL can use it at once.
         for started in await start_revocation_publishing(args, service):
+            runtime.after_fronts(started.close)
+        # Before the fronts too: once a front's port is bound the console's is.
+        for started in await start_console_front(args, service):
             runtime.after_fronts(started.close)
         for name, values in wanted:
             binds = [parse_host_port(value, f"--{name.replace('_', '-')}") for value in values]
@@ -516,3 +521,68 @@ def _ocsp_responder(
         )  # fmt: skip
     except ValueError as exc:
         raise CliError(f"{exc} ({paths.ocsp_cert})") from None
+
+
+# ---- the operator console (estcoap.console, docs/console.md) ---------------------------
+
+
+def _add_console_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--console", metavar="HOST:PORT",
+        help="serve the operator console (approvals, certificates, revocation, fleet) here, "
+        "over HTTPS with the server certificate; users: 'estcoap console user add DIR NAME'",
+    )  # fmt: skip
+    parser.add_argument(
+        "--console-plain-http", action="store_true",
+        help="serve the console over plain HTTP (a loopback --console address only: tests)",
+    )  # fmt: skip
+
+
+async def start_console_front(args: argparse.Namespace, service: LocalCA) -> list[Any]:
+    """The console over the service's store; it counts the fronts' requests (args.console_
+    tally, handed to each front by _front_hook) for its fleet page."""
+    args.console_server = None
+    if not getattr(args, "console", None):
+        if getattr(args, "console_plain_http", False):
+            raise UsageError("--console-plain-http needs --console HOST:PORT")
+        return []
+    from ..console import PlainHttpRefused, RequestTally, start_console, users_path
+
+    host, port = parse_host_port(args.console, "--console")
+    tally = args.console_tally = RequestTally()
+    try:
+        server = await start_console(
+            service.store, host, port, users_file=users_path(service.paths.dir),
+            cert_chain=service.paths.server_cert, key=service.paths.server_key,
+            plain_http=args.console_plain_http, tally=tally,
+        )  # fmt: skip
+    except PlainHttpRefused as exc:
+        raise UsageError(f"--console-plain-http: {exc}") from None
+    except OSError as exc:
+        raise listen_error([(host, port)], "tcp", exc) from None
+    args.console_server = server
+    if not users_path(service.paths.dir).exists():
+        print(f"estcoap serve: the console has no users yet: estcoap console user add "
+              f"{service.paths.dir} NAME", file=sys.stderr, flush=True)  # fmt: skip
+    print(f"serving the console on {server.url}", flush=True)
+    return [server]
+
+
+def _front_hook(args: argparse.Namespace, front: str) -> Any:
+    """The metrics' request hook, and the console's tally beside it when --console is on."""
+    hook = ops.front_hook(args, front)
+    tally = getattr(args, "console_tally", None)
+    if tally is None:
+        return hook
+    from ..console import BothHooks
+
+    return BothHooks(hook, tally.front(front))
+
+
+def _console_watch_dtls(args: argparse.Namespace, server: Any) -> None:
+    console = getattr(args, "console_server", None)
+    if console is not None:
+        transport = server.transport
+        console.watch_dtls_sessions(
+            lambda: sum(1 for remote in list(transport.sessions.values()) if remote.established)
+        )
