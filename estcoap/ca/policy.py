@@ -55,9 +55,10 @@ The policy file (TOML; docs/policy.md has a worked example):
     serverkeygen = false
     max_sans = 4
 
-Identities are `device:<identity value>`, `user:<name>` and `ra:<CN of the RA
-certificate>`. Grants add up: an identity matched by several gets the union of what
-they give; `serverkeygen` is allowed when any matching grant that sets it says true
+Identities are `device:<identity value>`, `user:<name>`, `psk:<PSK identity>` and
+`ra:<CN of the RA certificate>`. Grants add up: an identity matched by several gets
+the union of what they give; `serverkeygen` is allowed when any matching grant that
+sets it says true
 (otherwise the top-level default holds); `max_sans` is the largest a matching grant
 sets, never above the top-level bound. Patterns match a whole value, `*` standing for
 one or more characters other than `*` (so a grant never yields a wildcard name); DNS
@@ -544,9 +545,9 @@ def _grant(data: Any, where: str) -> Grant:
     if not identities:
         raise PolicyError(f'{where}: identity is required (e.g. "user:alice", "device:*")')
     for identity in identities:
-        if identity.partition(":")[0] not in ("device", "user", "ra"):
+        if identity.partition(":")[0] not in ("device", "user", "ra", "psk"):
             raise PolicyError(f"{where}: identity {identity!r} must start with device:, "
-                              "user: or ra:")  # fmt: skip
+                              "user:, ra: or psk:")  # fmt: skip
     subject = None
     if "subject" in data:
         if not isinstance(data["subject"], dict):

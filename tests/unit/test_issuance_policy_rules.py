@@ -182,7 +182,7 @@ def test_policy_file_errors_are_one_line(tmp_path: Path) -> None:
         ('mode = "lax"', "mode must be one of enforce, open"),
         ("max_sans = true", "max_sans must be a int"),
         ("[[grant]]\ndns = []", "identity is required"),
-        ('[[grant]]\nidentity = "alice"', "must start with device:, user: or ra:"),
+        ('[[grant]]\nidentity = "alice"', "must start with device:, user:, ra: or psk:"),
         ('[[grant]]\nidentity = "user:a"\nip = ["10.0.0.1/8"]', "ip '10.0.0.1/8'"),
         ('[[grant]]\nidentity = "user:a"\nuri = ["urn:{mac}"]', "unknown placeholder {mac}"),
         ('[[grant]]\nidentity = "user:a"\nsubject = { colour = ["red"] }', "unknown subject"),
