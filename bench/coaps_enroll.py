@@ -372,8 +372,8 @@ class Flow:
         counts its own 12-byte header + body, the first also the 13-byte record header."""
         side = ("client", "server")[direction]
         if int.from_bytes(record[3:5], "big") != 0:
-            self.by_message[f"{side} Finished"] = (
-                self.by_message.get(f"{side} Finished", 0) + len(record)
+            self.by_message[f"{side} Finished"] = self.by_message.get(f"{side} Finished", 0) + len(
+                record
             )
             return
         pos, extra = 13, 13
@@ -872,10 +872,13 @@ if __name__ == "__main__":
         "--profile-out", metavar="PATH", help="cProfile the coaps server and keep the stats here"
     )
     parser.add_argument(
-        "--serve-arg", action="append", default=[], metavar="ARG",
+        "--serve-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
         help="one more argument for `estcoap serve` (repeatable), e.g. --serve-arg=--metrics "
         "--serve-arg=127.0.0.1:0 to measure what the metrics cost",
-    )  # fmt: skip
+    )
     parser.add_argument(
         "--server-chain",
         choices=("full", "leaf"),

@@ -38,8 +38,9 @@ def rss_bytes() -> int:
 # -- client process ---------------------------------------------------------------------
 
 
-async def _handshake(ctx, server: tuple[str, int], local_ip: str) -> tuple[socket.socket,
-                                                                           DtlsAssociation]:
+async def _handshake(
+    ctx, server: tuple[str, int], local_ip: str
+) -> tuple[socket.socket, DtlsAssociation]:
     loop = asyncio.get_running_loop()
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind((local_ip, 0))
@@ -100,6 +101,7 @@ async def _client_main(conn, pki_dir: str, server: tuple[str, int]) -> None:
             conn.send(time.perf_counter() - start)
         elif command == "hold":
             (count,) = args
+
             async def hold_one(sem: asyncio.Semaphore) -> None:
                 async with sem:
                     sock, assoc = await _handshake(ctx, server, next_ip())
@@ -137,6 +139,7 @@ async def ask(conn, *message):
 
 async def wait_sessions(transport, count: int, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
+
     def confirmed(session) -> bool:
         return session.association.openssl_released or not transport.config.compact_sessions
 
@@ -149,14 +152,19 @@ async def wait_sessions(transport, count: int, timeout: float = 60) -> None:
 async def main(args: argparse.Namespace) -> None:
     pki_dir = tempfile.mkdtemp(prefix="dtls-bench-")
     pki = make_pki(Path(pki_dir))
-    config = DtlsServerConfig.from_files(pki.server.cert_path, pki.server.key_path,
-                                         pki.ca.cert_path, max_sessions=max(args.idle) + 100,
-                                         compact_sessions=not args.no_compact)
+    config = DtlsServerConfig.from_files(
+        pki.server.cert_path,
+        pki.server.key_path,
+        pki.ca.cert_path,
+        max_sessions=max(args.idle) + 100,
+        compact_sessions=not args.no_compact,
+    )
     context, transport = await create_server_context(None, [("0.0.0.0", 0)], config)
     server = ("127.0.0.1", transport.bound_addresses[0][1])
     parent, child = mp.Pipe()
-    proc = mp.get_context("spawn").Process(target=client_process,
-                                           args=(child, pki_dir, server), daemon=True)
+    proc = mp.get_context("spawn").Process(
+        target=client_process, args=(child, pki_dir, server), daemon=True
+    )
     proc.start()
     rows: list[tuple[str, str]] = []
     try:
@@ -202,6 +210,9 @@ if __name__ == "__main__":
     parser.add_argument("--handshakes", type=int, default=3000)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--idle", type=int, nargs="+", default=[1000, 10000])
-    parser.add_argument("--no-compact", action="store_true",
-                        help="keep each session's OpenSSL connection (compact_sessions=False)")
+    parser.add_argument(
+        "--no-compact",
+        action="store_true",
+        help="keep each session's OpenSSL connection (compact_sessions=False)",
+    )
     asyncio.run(main(parser.parse_args()))

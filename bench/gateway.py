@@ -195,8 +195,21 @@ def profiled(pid: int, out: Path | None, seconds: float) -> Iterator[None]:
     spy = shutil.which("py-spy")
     if spy is None:
         raise SystemExit("--profile needs py-spy on PATH (pip install py-spy)")
-    args = [spy, "record", "--pid", str(pid), "--rate", "500", "--nonblocking",
-            "--format", "raw", "--duration", str(max(1, int(seconds))), "-o", str(out)]  # fmt: skip
+    args = [
+        spy,
+        "record",
+        "--pid",
+        str(pid),
+        "--rate",
+        "500",
+        "--nonblocking",
+        "--format",
+        "raw",
+        "--duration",
+        str(max(1, int(seconds))),
+        "-o",
+        str(out),
+    ]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         yield
@@ -210,9 +223,13 @@ def pct(values: Sequence[float], q: float) -> float:
 
 
 async def throughput(
-    args: argparse.Namespace, machine: Machine, placement: str,
-    sides: Sequence[Side], fleets: Sequence[Fleet], fresh: bool,
-) -> None:  # fmt: skip
+    args: argparse.Namespace,
+    machine: Machine,
+    placement: str,
+    sides: Sequence[Side],
+    fleets: Sequence[Fleet],
+    fresh: bool,
+) -> None:
     """Alternating windows, each side in turn, `args.rounds` times."""
     for round_ in range(args.rounds):
         for side, fleet in zip(sides, fleets, strict=True):
@@ -271,8 +288,10 @@ def report_throughput(title: str, sides: Sequence[Side], clients: int) -> dict[s
     for side in gateways:
         up = 1e3 / max(side.ms_per_enrollment("upstream"), 1e-6)
         gw = 1e3 / max(side.ms_per_enrollment("gateway"), 1e-6)
-        print(f"    {side.name:26} upstream {up:5.0f}, gateway {gw:5.0f}: "
-              f"{min(up, gw) / direct_cap:4.0%} of direct's {direct_cap:.0f}")  # fmt: skip
+        print(
+            f"    {side.name:26} upstream {up:5.0f}, gateway {gw:5.0f}: "
+            f"{min(up, gw) / direct_cap:4.0%} of direct's {direct_cap:.0f}"
+        )
     return ratios
 
 
@@ -282,8 +301,10 @@ def report_latency(sides: Sequence[Side], count: int) -> dict[str, float]:
     print("                                   p50      p99     mean")
     for side in sides:
         v = side.latencies
-        print(f"    {side.name:26} {pct(v, .5) * 1e3:7.2f}  {pct(v, .99) * 1e3:7.2f}"
-              f"  {statistics.fmean(v) * 1e3:7.2f}")  # fmt: skip
+        print(
+            f"    {side.name:26} {pct(v, 0.5) * 1e3:7.2f}  {pct(v, 0.99) * 1e3:7.2f}"
+            f"  {statistics.fmean(v) * 1e3:7.2f}"
+        )
     direct = sides[0].latencies
     added = {}
     for side in sides[1:]:
@@ -355,11 +376,15 @@ async def run(args: argparse.Namespace, pki: Pki) -> int:
     print("\ntargets (kept sessions, as issue 5 measures them):")
     for name, ratio in ratios.items():
         if "new sessions" not in name:
-            print(f"  throughput >= {TARGET_RATIO:.0%} of direct, {name:26} {ratio:5.0%}  "
-                  f"{met(ratio >= TARGET_RATIO)}")  # fmt: skip
+            print(
+                f"  throughput >= {TARGET_RATIO:.0%} of direct, {name:26} {ratio:5.0%}  "
+                f"{met(ratio >= TARGET_RATIO)}"
+            )
     for name, ms in added.items():
-        print(f"  added p50 <= {TARGET_ADDED_P50_MS:g} ms, {name:33} {ms:5.2f} ms  "
-              f"{met(ms <= TARGET_ADDED_P50_MS)}")  # fmt: skip
+        print(
+            f"  added p50 <= {TARGET_ADDED_P50_MS:g} ms, {name:33} {ms:5.2f} ms  "
+            f"{met(ms <= TARGET_ADDED_P50_MS)}"
+        )
     return 0
 
 
@@ -370,12 +395,23 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5, help="windows per side and placement")
     parser.add_argument("--placement", choices=("shared", "split", "both"), default="both")
     parser.add_argument("--latency-requests", type=int, default=300)
-    parser.add_argument("--fresh-sessions", action="store_true",
-                        help="also measure one new (D)TLS session per enrollment")  # fmt: skip
-    parser.add_argument("--event-loop", choices=("asyncio", "uvloop", "both"), default="both",
-                        help="both: one gateway per loop (uvloop if installed)")  # fmt: skip
-    parser.add_argument("--profile", type=Path, metavar="DIR",
-                        help="py-spy both servers in the first gateway window")  # fmt: skip
+    parser.add_argument(
+        "--fresh-sessions",
+        action="store_true",
+        help="also measure one new (D)TLS session per enrollment",
+    )
+    parser.add_argument(
+        "--event-loop",
+        choices=("asyncio", "uvloop", "both"),
+        default="both",
+        help="both: one gateway per loop (uvloop if installed)",
+    )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="DIR",
+        help="py-spy both servers in the first gateway window",
+    )
     args = parser.parse_args()
     if args.profile:
         args.profile.mkdir(parents=True, exist_ok=True)

@@ -55,10 +55,20 @@ def make_token(root: Path) -> None:
     conf.write_text(f"directories.tokendir = {root / 'tokens'}\nobjectstore.backend = file\n")
     os.environ["SOFTHSM2_CONF"] = str(conf)
     subprocess.run(
-        ["softhsm2-util", "--init-token", "--free", "--label", "bench",
-         "--so-pin", "13579246", "--pin", PIN],
-        check=True, capture_output=True,
-    )  # fmt: skip
+        [
+            "softhsm2-util",
+            "--init-token",
+            "--free",
+            "--label",
+            "bench",
+            "--so-pin",
+            "13579246",
+            "--pin",
+            PIN,
+        ],
+        check=True,
+        capture_output=True,
+    )
 
 
 async def enroll_many(url: str, paths: CaPaths, idevid: tuple[Path, Path], n: int) -> None:
@@ -78,8 +88,18 @@ async def enroll_many(url: str, paths: CaPaths, idevid: tuple[Path, Path], n: in
 def run_server(
     paths: CaPaths, maker_pem: Path, idevid: tuple[Path, Path], n: int
 ) -> tuple[float, float]:
-    argv = [sys.executable, "-m", "estcoap.cli", "serve", "--ca", str(paths.dir),
-            "--coaps", "127.0.0.1:0", "--trust-clients", str(maker_pem)]  # fmt: skip
+    argv = [
+        sys.executable,
+        "-m",
+        "estcoap.cli",
+        "serve",
+        "--ca",
+        str(paths.dir),
+        "--coaps",
+        "127.0.0.1:0",
+        "--trust-clients",
+        str(maker_pem),
+    ]
     env = {**os.environ, PIN_ENV: PIN}
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, env=env)
     try:

@@ -66,9 +66,11 @@ def client_process(args: tuple) -> int:  # type: ignore[type-arg]
         await asyncio.sleep(max(0.0, start_at - time.time()))
         deadline = time.monotonic() + seconds
         await asyncio.gather(
-            *(_worker(url, trust, cert, key, csrs, deadline, keep_alive, counts)
-              for _ in range(clients))
-        )  # fmt: skip
+            *(
+                _worker(url, trust, cert, key, csrs, deadline, keep_alive, counts)
+                for _ in range(clients)
+            )
+        )
         return sum(counts)
 
     return asyncio.run(main())
@@ -101,10 +103,21 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="estcoap-bench-"))
     paths = init_ca(tmp / "ca", ["127.0.0.1"])
     server = subprocess.Popen(
-        [sys.executable, "-m", "estcoap.cli", "serve", "--ca", str(tmp / "ca"),
-         "--https", "127.0.0.1:0", "--user", "bench:bench"],
-        stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "estcoap.cli",
+            "serve",
+            "--ca",
+            str(tmp / "ca"),
+            "--https",
+            "127.0.0.1:0",
+            "--user",
+            "bench:bench",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         line = server.stdout.readline()  # type: ignore[union-attr]
         if not line.startswith(READY):
@@ -121,29 +134,40 @@ def main() -> int:
             (tmp / "client.pem").write_bytes(chain[0].public_bytes(serialization.Encoding.PEM))
             (tmp / "client.key").write_bytes(
                 key.private_bytes(
-                    serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                    serialization.Encoding.PEM,
+                    serialization.PrivateFormat.PKCS8,
                     serialization.NoEncryption(),
                 )
-            )  # fmt: skip
+            )
 
         asyncio.run(first_cert())
         rows = []
         for keep_alive in (True, False):
             total, elapsed, cpu_ms = run_mode(
-                url, paths, tmp / "client.pem", tmp / "client.key",
-                clients=args.clients, procs=args.client_procs, seconds=args.seconds,
-                keep_alive=keep_alive, server_pid=server.pid,
-            )  # fmt: skip
+                url,
+                paths,
+                tmp / "client.pem",
+                tmp / "client.key",
+                clients=args.clients,
+                procs=args.client_procs,
+                seconds=args.seconds,
+                keep_alive=keep_alive,
+                server_pid=server.pid,
+            )
             mode = "keep-alive" if keep_alive else "new TLS conn each"
             rows.append((mode, args.clients, total, elapsed, total / elapsed, cpu_ms))
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(10)
 
-    print(f"EST simpleenroll over HTTPS, {os.cpu_count()} CPUs, client-cert auth, "
-          f"{args.client_procs} client process(es)")  # fmt: skip
-    print(f"{'mode':<20} {'clients':>7} {'enrolls':>8} {'seconds':>8} {'enroll/s':>9} "
-          f"{'server CPU ms/enroll':>21}")  # fmt: skip
+    print(
+        f"EST simpleenroll over HTTPS, {os.cpu_count()} CPUs, client-cert auth, "
+        f"{args.client_procs} client process(es)"
+    )
+    print(
+        f"{'mode':<20} {'clients':>7} {'enrolls':>8} {'seconds':>8} {'enroll/s':>9} "
+        f"{'server CPU ms/enroll':>21}"
+    )
     for mode, clients, total, elapsed, rate, cpu_ms in rows:
         print(f"{mode:<20} {clients:>7} {total:>8} {elapsed:>8.2f} {rate:>9.1f} {cpu_ms:>21.2f}")
     return 0

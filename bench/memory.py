@@ -133,8 +133,11 @@ async def run(args: argparse.Namespace, work: Path) -> None:
     if args.tracemalloc:
         tracemalloc.start()
     baseline = rss_kib()
-    print(f"{args.front}: {args.enrollments} enrollments, {args.clients} clients in "
-          f"{args.client_procs} processes, against {url}", flush=True)  # fmt: skip
+    print(
+        f"{args.front}: {args.enrollments} enrollments, {args.clients} clients in "
+        f"{args.client_procs} processes, against {url}",
+        flush=True,
+    )
     rss_line("before the burst", baseline)
     python_figures("before the burst")
 

@@ -54,10 +54,21 @@ def cpu_seconds(pid: int) -> float:
 
 def start_server(ca_dir: Path, front: str, extra: list[str]) -> tuple[subprocess.Popen[str], str]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "estcoap.cli", "serve", "--ca", str(ca_dir),
-         f"--{front}", "127.0.0.1:0", *extra],
-        stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "estcoap.cli",
+            "serve",
+            "--ca",
+            str(ca_dir),
+            f"--{front}",
+            "127.0.0.1:0",
+            *extra,
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     assert proc.stdout is not None
     line = proc.stdout.readline()
     match = re.search(r"coaps://\S+", line)
@@ -128,10 +139,10 @@ def measure(
     shares = [work[i::procs] for i in range(procs)]
     per_proc = max(1, concurrency // procs)
     workers = [
-        spawn.Process(target=client_process,
-                      args=(url, kind, share, ca_pem, per_proc, go, out))
-        for share in shares if share
-    ]  # fmt: skip
+        spawn.Process(target=client_process, args=(url, kind, share, ca_pem, per_proc, go, out))
+        for share in shares
+        if share
+    ]
     for w in workers:
         w.start()
     time.sleep(2 + len(work) / 200)  # let every client prepare its devices
@@ -165,8 +176,9 @@ def main() -> None:
             for concurrency in args.concurrency:
                 tag = secrets.token_hex(3)
                 if kind == "psk":
-                    work: list = [(f"b-{tag}-{n}", secrets.token_bytes(16))
-                                  for n in range(args.enrollments)]  # fmt: skip
+                    work: list = [
+                        (f"b-{tag}-{n}", secrets.token_bytes(16)) for n in range(args.enrollments)
+                    ]
                     with Store.open(CaPaths.of(paths.dir).store, create=False) as store:
                         for identity, key in work:
                             store.psk_add(identity, key, subject=f"CN={identity}")
@@ -175,21 +187,32 @@ def main() -> None:
                     work = []
                     for n in range(args.enrollments):
                         cert, key = maker.issue_idevid(f"b-{tag}-{n}")
-                        work.append((f"b-{tag}-{n}", cert.public_bytes(PEM), key.private_bytes(
-                            PEM, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption())))  # fmt: skip
+                        work.append(
+                            (
+                                f"b-{tag}-{n}",
+                                cert.public_bytes(PEM),
+                                key.private_bytes(
+                                    PEM,
+                                    serialization.PrivateFormat.PKCS8,
+                                    serialization.NoEncryption(),
+                                ),
+                            )
+                        )
                     proc, url = start_server(
                         paths.dir, "coaps", ["--trust-clients", str(maker_pem)]
                     )
                 try:
-                    done, cpu, wall = measure(url, proc.pid, kind, work, ca_pem, concurrency,
-                                              args.procs)  # fmt: skip
+                    done, cpu, wall = measure(
+                        url, proc.pid, kind, work, ca_pem, concurrency, args.procs
+                    )
                 finally:
                     stop(proc)
                 per = cpu / done * 1000 if done else float("nan")
-                print(f"{kind:5}  {concurrency:11}  {per:17.2f} ms  {done / wall:13.1f}"
-                      f"{'' if done == len(work) else f'  ({len(work) - done} failed)'}",
-                      flush=True)  # fmt: skip
+                print(
+                    f"{kind:5}  {concurrency:11}  {per:17.2f} ms  {done / wall:13.1f}"
+                    f"{'' if done == len(work) else f'  ({len(work) - done} failed)'}",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

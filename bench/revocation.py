@@ -79,20 +79,28 @@ def main() -> None:
         try:
             started = time.perf_counter()
             serials = fill_store(ca, args.entries)
-            print(f"store: {args.entries} revoked certificates written in "
-                  f"{time.perf_counter() - started:.1f} s")  # fmt: skip
+            print(
+                f"store: {args.entries} revoked certificates written in "
+                f"{time.perf_counter() - started:.1f} s"
+            )
 
             started = time.perf_counter()
             revoked = ca.store.revoked_list()
             read = time.perf_counter() - started
             started = time.perf_counter()
-            crl = build_crl(revoked, ca_cert=ca.ca_certificate, ca_key=ca._ca_key,
-                            number=ca.store.next_crl_number())  # fmt: skip
+            crl = build_crl(
+                revoked,
+                ca_cert=ca.ca_certificate,
+                ca_key=ca._ca_key,
+                number=ca.store.next_crl_number(),
+            )
             der = encode(crl, pem=False)
             signed = time.perf_counter() - started
-            print(f"CRL of {len(revoked)} entries: read from the store {read:.2f} s, "
-                  f"built and signed {signed:.2f} s, {len(der) / 1e6:.2f} MB DER "
-                  f"({len(der) / len(revoked):.0f} bytes per entry)")  # fmt: skip
+            print(
+                f"CRL of {len(revoked)} entries: read from the store {read:.2f} s, "
+                f"built and signed {signed:.2f} s, {len(der) / 1e6:.2f} MB DER "
+                f"({len(der) / len(revoked):.0f} bytes per entry)"
+            )
 
             started = time.perf_counter()
             loaded = x509.load_der_x509_crl(der)
@@ -101,14 +109,15 @@ def main() -> None:
             index = {entry.serial_number for entry in loaded}
             indexed = time.perf_counter() - started
             assert len(index) == len(revoked)
-            print(f"load_der_x509_crl {load * 1e3:.1f} ms; its serials into a set "
-                  f"{indexed:.2f} s")  # fmt: skip
+            print(f"load_der_x509_crl {load * 1e3:.1f} ms; its serials into a set {indexed:.2f} s")
 
             hit, miss = serials[len(serials) // 2], secrets.randbits(127)
             in_set = per_call(lambda: hit in index, args.lookups)
             not_in_set = per_call(lambda: miss in index, args.lookups)
-            print(f"lookup in a set of {len(index)}: {in_set * 1e9:.0f} ns (revoked), "
-                  f"{not_in_set * 1e9:.0f} ns (not)")  # fmt: skip
+            print(
+                f"lookup in a set of {len(index)}: {in_set * 1e9:.0f} ns (revoked), "
+                f"{not_in_set * 1e9:.0f} ns (not)"
+            )
 
             started = time.perf_counter()
             assert ca.revocation_of(hit) is not None  # fills its cache of revoked serials
@@ -117,10 +126,12 @@ def main() -> None:
             of_hit = per_call(lambda: ca.revocation_of(hit), calls)
             of_miss = per_call(lambda: ca.revocation_of(miss), calls)
             version = per_call(ca.store.revocation_version, calls)
-            print(f"LocalCA.revocation_of: first call {warm * 1e3:.0f} ms (loads the "
-                  f"{len(index)} serials), then {of_miss * 1e6:.1f} us (not revoked), "
-                  f"{of_hit * 1e6:.1f} us (revoked: the record is read); of which the "
-                  f"revocation version read {version * 1e6:.1f} us")  # fmt: skip
+            print(
+                f"LocalCA.revocation_of: first call {warm * 1e3:.0f} ms (loads the "
+                f"{len(index)} serials), then {of_miss * 1e6:.1f} us (not revoked), "
+                f"{of_hit * 1e6:.1f} us (revoked: the record is read); of which the "
+                f"revocation version read {version * 1e6:.1f} us"
+            )
 
             pair = {hit, 1}
             small = per_call(lambda: hit in pair, args.lookups)

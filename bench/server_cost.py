@@ -71,8 +71,9 @@ def pem(path: Path, data: bytes) -> Path:
 
 
 def private_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())  # fmt: skip
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 def load_key(path: Path) -> ec.EllipticCurvePrivateKey:
@@ -107,7 +108,7 @@ def floor_ms(server_key, ca_key, maker_key, idevid, csr, repeat: int = 300) -> d
     costs = {
         "ecdhe": timed(
             lambda: ec.generate_private_key(ec.SECP256R1()).exchange(ec.ECDH(), peer), repeat
-        ),  # fmt: skip
+        ),
         "server_sign": timed(lambda: server_key.sign(data, ec.ECDSA(hashes.SHA256())), repeat),
         "verify_certificate_verify": timed(
             lambda: client_key.public_key().verify(client_sig, data, ec.ECDSA(hashes.SHA256())),
@@ -118,15 +119,20 @@ def floor_ms(server_key, ca_key, maker_key, idevid, csr, repeat: int = 300) -> d
                 idevid.signature, idevid.tbs_certificate_bytes, ec.ECDSA(hash_of)
             ),
             repeat,
-        ),  # fmt: skip
+        ),
         "verify_csr": timed(lambda: csr.is_signature_valid, repeat),
         "ca_sign": timed(lambda: ca_key.sign(data, ec.ECDSA(hashes.SHA256())), repeat),
     }
     ms = {name: seconds * 1000 for name, seconds in costs.items()}
-    handshake = sum(ms[k] for k in ("ecdhe", "server_sign", "verify_certificate_verify",
-                                    "verify_client_certificate"))  # fmt: skip
-    return {**{k: round(v, 4) for k, v in ms.items()}, "handshake": round(handshake, 4),
-            "enrollment": round(handshake + ms["verify_csr"] + ms["ca_sign"], 4)}  # fmt: skip
+    handshake = sum(
+        ms[k]
+        for k in ("ecdhe", "server_sign", "verify_certificate_verify", "verify_client_certificate")
+    )
+    return {
+        **{k: round(v, 4) for k, v in ms.items()},
+        "handshake": round(handshake, 4),
+        "enrollment": round(handshake + ms["verify_csr"] + ms["ca_sign"], 4),
+    }
 
 
 # ---- the clients -------------------------------------------------------------------------
@@ -168,36 +174,89 @@ def main() -> None:
         key = pem(work / "idevid.key", private_pem(idevid_key))
         device_key = pem(work / "device.key", private_pem(ec.generate_private_key(ec.SECP256R1())))
         csr_der = work / "csr.der"
-        subprocess.run(["openssl", "req", "-new", "-key", str(device_key), "-subj",
-                        f"/serialNumber={SERIAL}/CN={SERIAL}", "-outform", "DER",
-                        "-out", str(csr_der)], check=True)  # fmt: skip
+        subprocess.run(
+            [
+                "openssl",
+                "req",
+                "-new",
+                "-key",
+                str(device_key),
+                "-subj",
+                f"/serialNumber={SERIAL}/CN={SERIAL}",
+                "-outform",
+                "DER",
+                "-out",
+                str(csr_der),
+            ],
+            check=True,
+        )
         csr_b64 = work / "csr.b64"
         subprocess.run(["openssl", "base64", "-in", str(csr_der), "-out", str(csr_b64)], check=True)
         coaps, https = free_port(socket.SOCK_DGRAM), free_port(socket.SOCK_STREAM)
         server = subprocess.Popen(
-            [sys.executable, "-m", "estcoap.cli", "serve", "--ca", str(work / "ca"),
-             "--coaps", f"127.0.0.1:{coaps}", "--https", f"127.0.0.1:{https}",
-             "--trust-clients", str(maker_pem)],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=ENV, text=True,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "estcoap.cli",
+                "serve",
+                "--ca",
+                str(work / "ca"),
+                "--coaps",
+                f"127.0.0.1:{coaps}",
+                "--https",
+                f"127.0.0.1:{https}",
+                "--trust-clients",
+                str(maker_pem),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=ENV,
+            text=True,
+        )
         assert server.stdout is not None
         for _ in range(2):  # "serving EST over HTTPS on ...", "serving EST-coaps on ..."
             line = server.stdout.readline()
             if not line.startswith("serving"):
                 raise SystemExit(f"serve did not start: {line.strip()}")
         base = f"coaps://127.0.0.1:{coaps}/.well-known/est"
-        coap = ["coap-client-openssl", "-B", "30", "-c", str(cert), "-j", str(key),
-                "-R", str(paths.ca_cert)]  # fmt: skip
-        curl = ["curl", "-sS", "--fail", "--curves", "prime256v1", "--cacert", str(paths.ca_cert),
-                "--cert", str(cert), "--key", str(key)]  # fmt: skip
+        coap = [
+            "coap-client-openssl",
+            "-B",
+            "30",
+            "-c",
+            str(cert),
+            "-j",
+            str(key),
+            "-R",
+            str(paths.ca_cert),
+        ]
+        curl = [
+            "curl",
+            "-sS",
+            "--fail",
+            "--curves",
+            "prime256v1",
+            "--cacert",
+            str(paths.ca_cert),
+            "--cert",
+            str(cert),
+            "--key",
+            str(key),
+        ]
         web = f"https://127.0.0.1:{https}/.well-known/est"
         cases = {
             "coaps crts": coap + [f"{base}/crts"],
             "coaps sen": coap + ["-m", "post", "-t", "286", "-f", str(csr_der), f"{base}/sen"],
             "https cacerts": curl + [f"{web}/cacerts"],
-            "https simpleenroll": curl + ["-H", "Content-Type: application/pkcs10",
-                                          "--data-binary", f"@{csr_b64}", f"{web}/simpleenroll"],
-        }  # fmt: skip
+            "https simpleenroll": curl
+            + [
+                "-H",
+                "Content-Type: application/pkcs10",
+                "--data-binary",
+                f"@{csr_b64}",
+                f"{web}/simpleenroll",
+            ],
+        }
         rows = []
         try:
             deadline = time.monotonic() + 60
@@ -207,19 +266,31 @@ def main() -> None:
                 time.sleep(0.5)
             for command in cases.values():  # warm: every code path loaded once
                 subprocess.run(command, capture_output=True, timeout=60)
-            floor = floor_ms(load_key(paths.server_key), load_key(paths.ca_key),
-                             maker.private_key, idevid,
-                             x509.load_der_x509_csr(csr_der.read_bytes()))  # fmt: skip
+            floor = floor_ms(
+                load_key(paths.server_key),
+                load_key(paths.ca_key),
+                maker.private_key,
+                idevid,
+                x509.load_der_x509_csr(csr_der.read_bytes()),
+            )
             for name, command in cases.items():
                 enrollment = "sen" in name or "enroll" in name
                 ms, failed = drive(server.pid, command, args.requests, lambda out: len(out) > 100)
                 least = floor["enrollment" if enrollment else "handshake"]
-                row = {"case": name, "requests": args.requests, "failed": failed,
-                       "server_cpu_ms": round(ms, 3), "floor_ms": round(least, 3),
-                       "ratio": round(ms / least, 2)}  # fmt: skip
+                row = {
+                    "case": name,
+                    "requests": args.requests,
+                    "failed": failed,
+                    "server_cpu_ms": round(ms, 3),
+                    "floor_ms": round(least, 3),
+                    "ratio": round(ms / least, 2),
+                }
                 rows.append(row)
-                print(f"{name:20} server {ms:7.3f} ms/request   floor {least:6.3f} ms   "
-                      f"ratio {ms / least:5.2f}   failed {failed}", flush=True)  # fmt: skip
+                print(
+                    f"{name:20} server {ms:7.3f} ms/request   floor {least:6.3f} ms   "
+                    f"ratio {ms / least:5.2f}   failed {failed}",
+                    flush=True,
+                )
             print("floor parts (ms):", json.dumps(floor))
         finally:
             server.terminate()

@@ -71,8 +71,19 @@ class Sampler(threading.Thread):
 
 
 def simulate(url: str, opts: list[str], devices: int, extra: list[str], out: Path) -> dict:
-    cmd = [sys.executable, "-m", "estcoap.cli", "simulate", url, *opts,
-           "--devices", str(devices), *extra, "--json", str(out)]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "estcoap.cli",
+        "simulate",
+        url,
+        *opts,
+        "--devices",
+        str(devices),
+        *extra,
+        "--json",
+        str(out),
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, env=ENV)
     if done.returncode != 0 or not out.exists():
         raise SystemExit(f"simulate failed ({done.returncode}): {done.stderr.strip()}")
@@ -98,21 +109,44 @@ def main() -> None:
         init_ca(work / "ca", ["127.0.0.1"])
         maker = DeviceMaker.create()
         (work / "maker.pem").write_bytes(maker.certificate.public_bytes(serialization.Encoding.PEM))
-        (work / "maker.key").write_bytes(maker.private_key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption()))  # fmt: skip
+        (work / "maker.key").write_bytes(
+            maker.private_key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
         coaps, https = free_port(socket.SOCK_DGRAM), free_port(socket.SOCK_STREAM)
         server = subprocess.Popen(
-            [sys.executable, "-m", "estcoap.cli", "serve", "--ca", str(work / "ca"),
-             "--coaps", f"127.0.0.1:{coaps}", "--https", f"127.0.0.1:{https}",
-             "--trust-clients", str(work / "maker.pem")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "estcoap.cli",
+                "serve",
+                "--ca",
+                str(work / "ca"),
+                "--coaps",
+                f"127.0.0.1:{coaps}",
+                "--https",
+                f"127.0.0.1:{https}",
+                "--trust-clients",
+                str(work / "maker.pem"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=ENV,
+        )
         url = (
             f"coaps://127.0.0.1:{coaps}" if args.scheme == "coaps" else f"https://127.0.0.1:{https}"
         )
-        opts = ["--trust", str(work / "ca" / "ca.pem"), "--maker-cert", str(work / "maker.pem"),
-                "--maker-key", str(work / "maker.key")]  # fmt: skip
+        opts = [
+            "--trust",
+            str(work / "ca" / "ca.pem"),
+            "--maker-cert",
+            str(work / "maker.pem"),
+            "--maker-key",
+            str(work / "maker.key"),
+        ]
         extra = ["--concurrency", str(args.concurrency), "--processes", str(args.processes)]
         rows = []
         try:
@@ -156,7 +190,7 @@ def main() -> None:
                     "server_rss_after_mib": round(after, 1),
                     "server_settled_after_s": round(waited, 0),
                     "server_cpu_ms_per_enrollment": round(per_enrollment, 2),
-                }  # fmt: skip
+                }
                 rows.append(row)
                 print(json.dumps(row), flush=True)
         finally:

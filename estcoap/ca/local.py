@@ -258,8 +258,9 @@ class LocalCA:
         algorithm = signature_hash(key)
         if isinstance(key, rsa.RSAPrivateKey):
             assert algorithm is not None and isinstance(public, rsa.RSAPublicKey)
-            public.verify(key.sign(probe, padding.PKCS1v15(), algorithm), probe,
-                          padding.PKCS1v15(), algorithm)  # fmt: skip
+            public.verify(
+                key.sign(probe, padding.PKCS1v15(), algorithm), probe, padding.PKCS1v15(), algorithm
+            )
         elif isinstance(key, ec.EllipticCurvePrivateKey):
             assert algorithm is not None and isinstance(public, ec.EllipticCurvePublicKey)
             public.verify(key.sign(probe, ec.ECDSA(algorithm)), probe, ec.ECDSA(algorithm))
