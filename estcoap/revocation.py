@@ -281,11 +281,16 @@ class RevocationChecker:
                 crl = crl_file.load(self.anchors, now)
             except CrlError as exc:
                 who = crl_file.issuer.rfc4514_string() if crl_file.issuer else "its issuer"
-                log.error("CRL reload refused: %s; refusing the devices of %s until it is "
-                          "fixed", exc, who)  # fmt: skip
+                log.error(
+                    "CRL reload refused: %s; refusing the devices of %s until it is fixed", exc, who
+                )
             else:
-                log.info("CRL reloaded: %s (%d revoked, number %s)", crl_file.path,
-                         len(crl.revoked), crl.number)  # fmt: skip
+                log.info(
+                    "CRL reloaded: %s (%d revoked, number %s)",
+                    crl_file.path,
+                    len(crl.revoked),
+                    crl.number,
+                )
         self.reloads += 1
         self._index()
 

@@ -121,8 +121,10 @@ class Runtime:
         deadline = loop.time() + self.drain_timeout
         for front in self.fronts:
             front.stop_accepting()
-        log.info("stopping: no new connections or handshakes; requests in flight have %g s",
-                 self.drain_timeout)  # fmt: skip
+        log.info(
+            "stopping: no new connections or handshakes; requests in flight have %g s",
+            self.drain_timeout,
+        )
         quiet_since: float | None = None
         while loop.time() < deadline and not self._hurry:
             if any(front.in_flight() for front in self.fronts):
@@ -134,8 +136,11 @@ class Runtime:
             await asyncio.sleep(_POLL)
         left = sum(front.in_flight() for front in self.fronts)
         if left:
-            log.warning("stopping: %d exchanges still in flight after %.1f s are cut off",
-                        left, self.drain_timeout)  # fmt: skip
+            log.warning(
+                "stopping: %d exchanges still in flight after %.1f s are cut off",
+                left,
+                self.drain_timeout,
+            )
         await self.close(max(0.0, deadline - loop.time()))
 
     async def close(self, timeout: float = 0.0) -> None:

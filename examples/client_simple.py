@@ -50,8 +50,10 @@ async def main() -> int:
     Path(f"{args.out}-chain.pem").write_bytes(
         b"".join(c.public_bytes(pem) for c in result.chain + result.ca_certificates)
     )
-    print(f"enrolled {result.certificate.subject.rfc4514_string()}"
-          f" (serial {result.certificate.serial_number:x})")  # fmt: skip
+    print(
+        f"enrolled {result.certificate.subject.rfc4514_string()}"
+        f" (serial {result.certificate.serial_number:x})"
+    )
     return 0
 
 

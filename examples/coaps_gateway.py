@@ -22,8 +22,15 @@ from estcoap.gateway import UpstreamSettings, open_upstream, start_gateway
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    for option in ("--upstream", "--upstream-trust", "--ra-cert", "--ra-key", "--server-cert",
-                   "--server-key", "--trust-clients"):  # fmt: skip
+    for option in (
+        "--upstream",
+        "--upstream-trust",
+        "--ra-cert",
+        "--ra-key",
+        "--server-cert",
+        "--server-key",
+        "--trust-clients",
+    ):
         parser.add_argument(option, required=True)
     parser.add_argument("--coaps", default="127.0.0.1:5684")
     args = parser.parse_args()

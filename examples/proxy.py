@@ -20,8 +20,15 @@ from estcoap.gateway import UpstreamSettings, open_upstream, start_proxy
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    for option in ("--upstream", "--upstream-trust", "--ra-cert", "--ra-key", "--server-cert",
-                   "--server-key", "--trust-clients"):  # fmt: skip
+    for option in (
+        "--upstream",
+        "--upstream-trust",
+        "--ra-cert",
+        "--ra-key",
+        "--server-cert",
+        "--server-key",
+        "--trust-clients",
+    ):
         parser.add_argument(option, required=True)
     parser.add_argument("--https", default="127.0.0.1:9443")
     args = parser.parse_args()

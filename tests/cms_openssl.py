@@ -29,18 +29,46 @@ def openssl_open_key(
             serialization.Encoding.PEM,
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
-        )  # fmt: skip
+        )
     )
-    _openssl(workdir, "cms", "-decrypt", "-inform", "DER", "-in", "env.der", "-recip",
-             "rcpt.pem", "-inkey", "rcpt.key", "-binary", "-out", "signed-data.der")  # fmt: skip
+    _openssl(
+        workdir,
+        "cms",
+        "-decrypt",
+        "-inform",
+        "DER",
+        "-in",
+        "env.der",
+        "-recip",
+        "rcpt.pem",
+        "-inkey",
+        "rcpt.key",
+        "-binary",
+        "-out",
+        "signed-data.der",
+    )
     # CMS envelopes the SignedData itself (content type id-signedData); openssl's verify
     # reads a ContentInfo, so wrap it as one.
     signed_data = (workdir / "signed-data.der").read_bytes()
     (workdir / "signed.der").write_bytes(
         der.sequence([der.oid(keypackage.ID_SIGNED_DATA), der.context(0, signed_data)])
     )
-    _openssl(workdir, "cms", "-verify", "-inform", "DER", "-in", "signed.der", "-CAfile",
-             str(ca_file), "-purpose", "any", "-binary", "-out", "package.der")  # fmt: skip
+    _openssl(
+        workdir,
+        "cms",
+        "-verify",
+        "-inform",
+        "DER",
+        "-in",
+        "signed.der",
+        "-CAfile",
+        str(ca_file),
+        "-purpose",
+        "any",
+        "-binary",
+        "-out",
+        "package.der",
+    )
     # An AsymmetricKeyPackage holding one OneAsymmetricKey.
     (pkcs8,) = der.read_one((workdir / "package.der").read_bytes()).children()
     return pkcs8.raw

@@ -27,8 +27,13 @@ def _name(cn: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
 
 
-def _write(directory: Path, stem: str, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey,
-           chain: tuple[x509.Certificate, ...] = ()) -> Identity:
+def _write(
+    directory: Path,
+    stem: str,
+    cert: x509.Certificate,
+    key: ec.EllipticCurvePrivateKey,
+    chain: tuple[x509.Certificate, ...] = (),
+) -> Identity:
     cert_path = directory / f"{stem}.pem"
     key_path = directory / f"{stem}.key"
     cert_path.write_bytes(
@@ -113,8 +118,9 @@ def make_pki(directory: Path) -> Pki:
     other = make_ca(directory, "other-ca", "Untrusted CA")
     return Pki(
         ca=ca,
-        server=make_leaf(directory, ca, "server", "server", dns=("localhost",),
-                         ips=("127.0.0.1", "::1")),
+        server=make_leaf(
+            directory, ca, "server", "server", dns=("localhost",), ips=("127.0.0.1", "::1")
+        ),
         client=make_leaf(directory, ca, "client", "device-1"),
         other_ca=other,
         untrusted_client=make_leaf(directory, other, "untrusted-client", "intruder"),

@@ -96,8 +96,7 @@ DEFAULT_MAX_SUBJECT_ATTRIBUTES = 16
 
 _SAN_KINDS = ("dns", "ip", "uri", "email", "other_name")
 _GRANT_KEYS = {"identity", "subject", "serverkeygen", "max_sans", *_SAN_KINDS}
-_TOP_KEYS = {"mode", "provisioners", "serverkeygen", "max_sans", "max_subject_attributes",
-             "grant"}  # fmt: skip
+_TOP_KEYS = {"mode", "provisioners", "serverkeygen", "max_sans", "max_subject_attributes", "grant"}
 _PLACEHOLDERS = ("identity", "serialNumber", "CN")
 _PLACEHOLDER_RE = re.compile(r"\{([^{}]*)\}")
 # A DNS name as a certificate may carry it: LDH labels (and _), no wildcard, no empty label.
@@ -188,8 +187,14 @@ _TEXT_STAR = "[^*]+"
 _DNS_STAR = "[A-Za-z0-9_.-]+"
 
 
-def _matches(value: str, patterns: Iterable[str], values: Mapping[str, str], *,
-             star: str = _TEXT_STAR, fold: bool = False) -> bool:  # fmt: skip
+def _matches(
+    value: str,
+    patterns: Iterable[str],
+    values: Mapping[str, str],
+    *,
+    star: str = _TEXT_STAR,
+    fold: bool = False,
+) -> bool:
     for pattern in patterns:
         regex = _pattern_regex(pattern, values, star)
         if regex is not None and re.fullmatch(regex, value, re.IGNORECASE if fold else 0):
@@ -377,12 +382,15 @@ class IssuancePolicy:
         if self.is_open or limits_only:
             return
         if requester is None:
-            raise Forbidden("no identity to issue for: the client certificate names no "
-                            "serialNumber or CN")  # fmt: skip
+            raise Forbidden(
+                "no identity to issue for: the client certificate names no serialNumber or CN"
+            )
         grants = [g for g in self.grants if g.applies_to(requester)]
         if serverkeygen and not self._serverkeygen_allowed(grants):
-            raise Forbidden(f"serverkeygen is not granted to {requester.name}; "
-                            "generate the key on the device and use simpleenroll")  # fmt: skip
+            raise Forbidden(
+                f"serverkeygen is not granted to {requester.name}; "
+                "generate the key on the device and use simpleenroll"
+            )
         values = requester.placeholders()
         if requester.is_device:
             self._check_device_subject(requester, subject, grants, values)
@@ -399,21 +407,27 @@ class IssuancePolicy:
     ) -> None:
         attributes = list(subject)
         if len(attributes) > self.max_subject_attributes:
-            raise Forbidden(f"subject has {len(attributes)} attributes; at most "
-                            f"{self.max_subject_attributes} are allowed")  # fmt: skip
+            raise Forbidden(
+                f"subject has {len(attributes)} attributes; at most "
+                f"{self.max_subject_attributes} are allowed"
+            )
         if len(names) > self.max_sans:
             raise Forbidden(
                 f"CSR asks for {len(names)} subjectAltNames; at most {self.max_sans} are allowed"
             )
         for attribute in attributes:
             if isinstance(attribute.value, str) and has_control_characters(attribute.value):
-                raise Forbidden(f"subject {attribute_name(attribute.oid)} holds a control "
-                                "character (NUL, C0/C1, DEL); names must be printable")  # fmt: skip
+                raise Forbidden(
+                    f"subject {attribute_name(attribute.oid)} holds a control "
+                    "character (NUL, C0/C1, DEL); names must be printable"
+                )
         for name in names:
             for text in _san_texts(name):
                 if has_control_characters(text):
-                    raise Forbidden(f"subjectAltName {_san_label(name)} holds a control "
-                                    "character (NUL, C0/C1, DEL)")  # fmt: skip
+                    raise Forbidden(
+                        f"subjectAltName {_san_label(name)} holds a control "
+                        "character (NUL, C0/C1, DEL)"
+                    )
         if ca_subject is not None and attributes and subject == ca_subject:
             raise Forbidden("subject is the CA's own name; ask for a name of your own")
 
@@ -465,8 +479,10 @@ class IssuancePolicy:
         for attribute in subject:
             if not any(g.allows_attribute(attribute, values) for g in grants):
                 allowed = _listing(g.describe_subject() for g in grants)
-                raise Forbidden(f"subject attribute {_attribute_text(attribute)} is not "
-                                f"granted to {requester.name} (allowed: {allowed})")  # fmt: skip
+                raise Forbidden(
+                    f"subject attribute {_attribute_text(attribute)} is not "
+                    f"granted to {requester.name} (allowed: {allowed})"
+                )
 
     def _check_sans(
         self,
@@ -480,13 +496,17 @@ class IssuancePolicy:
         bounds = [g.max_sans for g in grants if g.max_sans is not None]
         bound = min(max(bounds), self.max_sans) if bounds else self.max_sans
         if len(names) > bound:
-            raise Forbidden(f"CSR asks for {len(names)} subjectAltNames; {requester.name} "
-                            f"may have at most {bound}")  # fmt: skip
+            raise Forbidden(
+                f"CSR asks for {len(names)} subjectAltNames; {requester.name} "
+                f"may have at most {bound}"
+            )
         for name in names:
             if not any(g.allows_san(name, values) for g in grants):
                 allowed = _listing(g.describe_sans() for g in grants)
-                raise Forbidden(f"subjectAltName {_san_label(name)} is not granted to "
-                                f"{requester.name} (allowed: {allowed})")  # fmt: skip
+                raise Forbidden(
+                    f"subjectAltName {_san_label(name)} is not granted to "
+                    f"{requester.name} (allowed: {allowed})"
+                )
 
     def template_subject(self, requester: Requester | None) -> x509.Name | None:
         """The subject a device must use (its identity), for the CSR attributes template."""
@@ -513,8 +533,9 @@ def _check_psk_subject(requester: Requester, subject: x509.Name) -> None:
 def _no_unknown_keys(data: Mapping[str, Any], known: set[str], where: str) -> None:
     unknown = sorted(set(data) - known)
     if unknown:
-        raise PolicyError(f"{where}: unknown key(s) {', '.join(unknown)} "
-                          f"(known: {', '.join(sorted(known))})")  # fmt: skip
+        raise PolicyError(
+            f"{where}: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})"
+        )
 
 
 def _typed(data: Mapping[str, Any], key: str, kind: type, default: Any, where: str) -> Any:
@@ -546,8 +567,9 @@ def _grant(data: Any, where: str) -> Grant:
         raise PolicyError(f'{where}: identity is required (e.g. "user:alice", "device:*")')
     for identity in identities:
         if identity.partition(":")[0] not in ("device", "user", "ra", "psk"):
-            raise PolicyError(f"{where}: identity {identity!r} must start with device:, "
-                              "user:, ra: or psk:")  # fmt: skip
+            raise PolicyError(
+                f"{where}: identity {identity!r} must start with device:, user:, ra: or psk:"
+            )
     subject = None
     if "subject" in data:
         if not isinstance(data["subject"], dict):

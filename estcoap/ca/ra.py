@@ -74,6 +74,4 @@ def issue_ra(
 def write_ra(identity: RaIdentity, cert_path: str | Path, key_path: str | Path) -> None:
     """The certificate (then the CA's, as a chain) and the key (mode 0600, never overwritten)."""
     write_secret(key_path, private_key_pem(identity.key), overwrite=False)
-    Path(cert_path).write_bytes(
-        certificates_pem((identity.certificate, identity.ca_certificate))
-    )
+    Path(cert_path).write_bytes(certificates_pem((identity.certificate, identity.ca_certificate)))

@@ -49,18 +49,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="server name or IP address for the server certificate (repeatable)",
     )
     init.add_argument("--key-type", choices=KEY_TYPES, default="ec-p256", help="the CA's key")
-    init.add_argument("--validity-days", type=validity_days, default=3650, metavar="N",
-                      help="the CA certificate's lifetime")  # fmt: skip
+    init.add_argument(
+        "--validity-days",
+        type=validity_days,
+        default=3650,
+        metavar="N",
+        help="the CA certificate's lifetime",
+    )
     init.add_argument("--name", default="estcoap CA", help="the CA's common name")
     init.add_argument(
-        "--ocsp-responder", action="store_true",
+        "--ocsp-responder",
+        action="store_true",
         help="also a delegated OCSP responder certificate (as 'ca issue-ocsp')",
-    )  # fmt: skip
+    )
     init.add_argument(
-        "--key-uri", metavar="URI",
+        "--key-uri",
+        metavar="URI",
         help="generate the CA key in a PKCS#11 token (RFC 7512, e.g. "
-             "'pkcs11:token=estca;object=ca-key'); writes key.uri, no ca.key (docs/hsm.md)",
-    )  # fmt: skip
+        "'pkcs11:token=estca;object=ca-key'); writes key.uri, no ca.key (docs/hsm.md)",
+    )
     add_token_options(init)
     init.set_defaults(func=_init)
 
@@ -72,11 +79,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ra.add_argument("--out-key", required=True, metavar="KEY", help="where to write the key")
     ra.add_argument("--name", default="estcoap RA", help="the RA's common name")
     ra.add_argument(
-        "--hostname", action="append", default=[], metavar="NAME",
+        "--hostname",
+        action="append",
+        default=[],
+        metavar="NAME",
         help="also a server certificate for this name or address (repeatable)",
-    )  # fmt: skip
-    ra.add_argument("--validity-days", type=validity_days, default=365, metavar="N",
-                    help="the RA certificate's lifetime")  # fmt: skip
+    )
+    ra.add_argument(
+        "--validity-days",
+        type=validity_days,
+        default=365,
+        metavar="N",
+        help="the RA certificate's lifetime",
+    )
     add_token_options(ra)
     ra.set_defaults(func=_issue_ra)
 
@@ -87,9 +102,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         listing = sub.add_parser(name, help=help_text)
         add_ca_dir(listing)
         listing.add_argument(
-            "--status", choices=("valid", "expired", "revoked"),
+            "--status",
+            choices=("valid", "expired", "revoked"),
             help="only the certificates with this status",
-        )  # fmt: skip
+        )
         listing.set_defaults(func=_list)
 
     revoke = sub.add_parser(
@@ -106,31 +122,41 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     revoke.add_argument("serial", nargs="?", metavar="SERIAL", help="hex, as 'ca list' lists it")
     revoke.add_argument("--cert", metavar="FILE", help="the certificate (PEM or DER) instead")
     revoke.add_argument(
-        "--reason", type=revocation_reason, default="unspecified",
-        metavar="REASON", help=f"why: {', '.join(REASON_NAMES)}",
-    )  # fmt: skip
+        "--reason",
+        type=revocation_reason,
+        default="unspecified",
+        metavar="REASON",
+        help=f"why: {', '.join(REASON_NAMES)}",
+    )
     revoke.add_argument(
-        "--invalidity-date", type=iso_datetime, metavar="ISO8601",
+        "--invalidity-date",
+        type=iso_datetime,
+        metavar="ISO8601",
         help="when the key was, or may have been, compromised (e.g. 2025-03-01T12:00Z; "
         "without a zone: UTC)",
-    )  # fmt: skip
+    )
     revoke.set_defaults(func=_revoke)
 
     crl = sub.add_parser("crl", help="write a CRL signed by the CA (X.509 v2, RFC 5280)")
     crl.add_argument("dir", metavar="DIR", help="the CA directory")
     crl.add_argument("--out", required=True, metavar="FILE", help="where to write it")
     crl.add_argument(
-        "--format", choices=("pem", "der"),
+        "--format",
+        choices=("pem", "der"),
         help="default: der for a FILE ending in .der or .crl, else pem",
-    )  # fmt: skip
+    )
     crl.add_argument(
-        "--next-update", type=duration, default="7d", metavar="DURATION",
+        "--next-update",
+        type=duration,
+        default="7d",
+        metavar="DURATION",
         help="how long it is valid: 7d, 12h, 30m, 2w (at most 366d)",
-    )  # fmt: skip
+    )
     crl.add_argument(
-        "--label", metavar="NAME",
+        "--label",
+        metavar="NAME",
         help="only the certificates issued under this CA label (default: all of them)",
-    )  # fmt: skip
+    )
     add_token_options(crl)
     crl.set_defaults(func=_crl)
 
@@ -142,10 +168,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ocsp.add_argument("dir", metavar="DIR", help="the CA directory")
     ocsp.add_argument("--name", default="estcoap OCSP responder", help="its common name")
     ocsp.add_argument(
-        "--validity-days", type=validity_days, default=OCSP_RESPONDER_DAYS, metavar="N",
+        "--validity-days",
+        type=validity_days,
+        default=OCSP_RESPONDER_DAYS,
+        metavar="N",
         help="its lifetime: short, since clients do not check its revocation "
         "(id-pkix-ocsp-nocheck); issue a new one before it ends",
-    )  # fmt: skip
+    )
     add_token_options(ocsp)
     ocsp.set_defaults(func=_issue_ocsp)
 
@@ -166,15 +195,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     export.set_defaults(func=_export)
 
     audit = sub.add_parser(
-        "audit", help="the audit trail: every issuance, revocation, approval and denial, "
+        "audit",
+        help="the audit trail: every issuance, revocation, approval and denial, "
         "with who asked, who decided and when",
-    )  # fmt: skip
+    )
     audit.add_argument("dir", metavar="DIR", help="the CA directory")
     audit.add_argument(
-        "--since", type=_since, metavar="WHEN",
+        "--since",
+        type=_since,
+        metavar="WHEN",
         help="only what happened since: an ISO 8601 time (2026-03-01, 2026-03-01T12:00Z) "
         "or a duration back from now (7d, 12h, 30m)",
-    )  # fmt: skip
+    )
     audit.add_argument("--json", action="store_true", help="one JSON object per line")
     audit.set_defaults(func=_audit)
 
@@ -189,11 +221,13 @@ def require_writable_store(directory: str | Path) -> None:
         return  # Store.open says there is no CA here
     for path in (store, Path(f"{store}-wal"), Path(f"{store}-shm")):
         if path.exists() and not os.access(path, os.W_OK):
-            raise CliError(f"the CA store {path} is read-only: the CA could not record "
-                           "what it issues")  # fmt: skip
+            raise CliError(
+                f"the CA store {path} is read-only: the CA could not record what it issues"
+            )
     if not os.access(store.parent, os.W_OK | os.X_OK):
-        raise CliError(f"the CA directory {store.parent} is read-only: the store keeps its "
-                       "journal there")  # fmt: skip
+        raise CliError(
+            f"the CA directory {store.parent} is read-only: the store keeps its journal there"
+        )
 
 
 def _open_store(directory: str) -> Store:
@@ -423,8 +457,16 @@ def _audit(args: argparse.Namespace) -> int:
     print_table(
         ("when", "event", "serial", "request", "subject", "asked by", "decided by", "detail"),
         [
-            (r.at, r.event, r.serial or "-", str(r.request_id or "-"), r.subject,
-             r.requested_by, r.decided_by, r.detail)  # fmt: skip
+            (
+                r.at,
+                r.event,
+                r.serial or "-",
+                str(r.request_id or "-"),
+                r.subject,
+                r.requested_by,
+                r.decided_by,
+                r.detail,
+            )
             for r in records
         ],
     )
@@ -452,9 +494,11 @@ def _revoke(args: argparse.Namespace) -> int:
     with _open_store(args.dir) as store:
         try:
             record = store.revoke(
-                serial, reason=args.reason, invalidity_date=args.invalidity_date,
+                serial,
+                reason=args.reason,
+                invalidity_date=args.invalidity_date,
                 revoked_by=_who(),
-            )  # fmt: skip
+            )
         except UnknownCertificate as exc:
             raise NoSuchCertificate(f"{exc}; nothing was revoked") from None
         except AlreadyRevoked as exc:
@@ -464,8 +508,10 @@ def _revoke(args: argparse.Namespace) -> int:
         issued = store.find_issued(serial)
     subject = issued.subject if issued is not None else "?"
     print(f"revoked certificate {record.serial} ({subject}): {record.reason}")
-    print("  the CRL that serve publishes and its OCSP answers say so within seconds; "
-          "a CRL file made before ('ca crl') does not")  # fmt: skip
+    print(
+        "  the CRL that serve publishes and its OCSP answers say so within seconds; "
+        "a CRL file made before ('ca crl') does not"
+    )
     return 0
 
 

@@ -57,24 +57,31 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     enroll = _command(subparsers, "enroll", "get a certificate for a key (simpleenroll)", _enroll)
     enroll.add_argument(
-        "--key", required=True, metavar="KEYFILE",
+        "--key",
+        required=True,
+        metavar="KEYFILE",
         help="the private key; a P-256 key is created (mode 0600) when the file does not exist",
-    )  # fmt: skip
+    )
     enroll.add_argument("--subject", help=_SUBJECT_HELP)
     enroll.add_argument(
-        "--san", action="append", default=[], metavar="TYPE:VALUE",
+        "--san",
+        action="append",
+        default=[],
+        metavar="TYPE:VALUE",
         help="DNS:name, IP:addr, URI:uri or EMAIL:addr (repeatable)",
-    )  # fmt: skip
+    )
     enroll.add_argument("--out", required=True, metavar="CERT")
     enroll.add_argument("--pop", action="store_true", help="link the CSR to the TLS channel")
 
     reenroll = _command(subparsers, "reenroll", "renew or rekey (simplereenroll)", _reenroll)
     reenroll.add_argument("--out", required=True, metavar="CERT")
     reenroll.add_argument(
-        "--key", dest="new_key", metavar="KEYFILE",
+        "--key",
+        dest="new_key",
+        metavar="KEYFILE",
         help="rekey: the new certificate's key (created when missing); default: renew the "
         "--client-key's",
-    )  # fmt: skip
+    )
     add_hidden_alias(reenroll, "--new-key", "new_key")
     reenroll.add_argument("--pop", action="store_true")
 
@@ -85,13 +92,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     skg.add_argument("--out-key", required=True, metavar="KEY")
     skg.add_argument("--pop", action="store_true")
     skg.add_argument(
-        "--encrypted", action="store_true",
+        "--encrypted",
+        action="store_true",
         help="ask for the key enveloped for this request's own key (RFC 7030 s4.4.1.2)",
-    )  # fmt: skip
+    )
     skg.add_argument(
-        "--shared-key", metavar="KEY_ID_HEX:KEY_HEX",
+        "--shared-key",
+        metavar="KEY_ID_HEX:KEY_HEX",
         help="ask for the key enveloped with a key shared with the server (RFC 7030 s4.4.1.1)",
-    )  # fmt: skip
+    )
 
 
 def _command(subparsers, name: str, help_text: str, func) -> argparse.ArgumentParser:
@@ -103,28 +112,49 @@ def _command(subparsers, name: str, help_text: str, func) -> argparse.ArgumentPa
     )
     p.add_argument("--fingerprint", metavar="HEX", help="pinned SHA-256 of the CA certificate")
     p.add_argument("--user", metavar="NAME:PASSWORD", help="HTTP Basic/Digest credentials")
-    p.add_argument("--client-cert", metavar="PEM",
-                   help="our client certificate (chain), to authenticate with")  # fmt: skip
+    p.add_argument(
+        "--client-cert", metavar="PEM", help="our client certificate (chain), to authenticate with"
+    )
     p.add_argument("--client-key", metavar="KEY", help="its private key")
     add_hidden_alias(p, "--cert", "client_cert")  # the former names (estcoap.cli's naming rule)
     add_hidden_alias(p, "--cert-key", "client_key")
-    p.add_argument("--psk-identity", metavar="ID",
-                   help="coaps:// with PSK DTLS instead of a certificate: this PSK identity "
-                   "(docs/psk.md; needs the psk extra)")  # fmt: skip
+    p.add_argument(
+        "--psk-identity",
+        metavar="ID",
+        help="coaps:// with PSK DTLS instead of a certificate: this PSK identity "
+        "(docs/psk.md; needs the psk extra)",
+    )
     p.add_argument("--psk-key", metavar="HEX", help="its pre-shared key, in hex")
     p.add_argument("--psk-key-file", metavar="FILE", help="read the pre-shared key (hex) from FILE")
     p.add_argument("--der", action="store_true", help="write DER instead of PEM")
-    p.add_argument("--crl", action="append", default=[], metavar="FILE",
-                   help="a CRL (PEM or DER) of a --trust CA: refuse a server whose certificate "
-                   "it lists, before sending anything (repeatable)")  # fmt: skip
-    p.add_argument("--check-revocation", action="store_true",
-                   help="refuse a revoked server certificate: fetch its CRL distribution point "
-                   "or ask its OCSP responder, before sending anything")  # fmt: skip
-    p.add_argument("--timeout", type=positive_seconds, default=30.0, metavar="SECONDS",
-                   help="per request, and for the TLS or DTLS handshake")  # fmt: skip
-    p.add_argument("--max-pending-wait", type=non_negative_seconds, default=300.0,
-                   metavar="SECONDS", help="how long to keep asking while the server says "
-                   "'pending' (0: ask once)")  # fmt: skip
+    p.add_argument(
+        "--crl",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="a CRL (PEM or DER) of a --trust CA: refuse a server whose certificate "
+        "it lists, before sending anything (repeatable)",
+    )
+    p.add_argument(
+        "--check-revocation",
+        action="store_true",
+        help="refuse a revoked server certificate: fetch its CRL distribution point "
+        "or ask its OCSP responder, before sending anything",
+    )
+    p.add_argument(
+        "--timeout",
+        type=positive_seconds,
+        default=30.0,
+        metavar="SECONDS",
+        help="per request, and for the TLS or DTLS handshake",
+    )
+    p.add_argument(
+        "--max-pending-wait",
+        type=non_negative_seconds,
+        default=300.0,
+        metavar="SECONDS",
+        help="how long to keep asking while the server says 'pending' (0: ask once)",
+    )
     p.set_defaults(func=lambda args: _run(name, func, args))
     return p
 
@@ -276,9 +306,11 @@ def _certs_bytes(certs: Sequence[x509.Certificate], der: bool) -> bytes:
 def _inputs(args: argparse.Namespace, key: str | None = None) -> dict[str, str | None]:
     """The files a client command reads, by the option that names them."""
     return {
-        "--key": key, "--trust": args.trust, "--client-cert": args.client_cert,
+        "--key": key,
+        "--trust": args.trust,
+        "--client-cert": args.client_cert,
         "--client-key": args.client_key,
-    }  # fmt: skip
+    }
 
 
 def _check_outputs(outputs: dict[str, str], inputs: dict[str, str | None]) -> None:
@@ -378,9 +410,11 @@ async def _cacerts(args: argparse.Namespace) -> int:
 
 def _describe(item: CsrAttrItem) -> str:
     name = getattr(item.oid, "_name", "") or ""
-    label = f"{item.oid.dotted_string} ({name})" if name and name != "Unknown OID" else (
-        item.oid.dotted_string
-    )  # fmt: skip
+    label = (
+        f"{item.oid.dotted_string} ({name})"
+        if name and name != "Unknown OID"
+        else (item.oid.dotted_string)
+    )
     if isinstance(item, CsrAttribute):
         values = ", ".join(v.hex() for v in item.values)
         return f"attribute {label}: {values}"
@@ -418,8 +452,9 @@ async def _enroll(args: argparse.Namespace) -> int:
         subject = await _subject_or_template(est, subject)
         chain = await est.enroll(key=key, subject=subject, sans=sans, pop=args.pop)
     _save([("issued certificate", args.out, _certs_bytes(chain, args.der), False)])
-    print(f"wrote {format_name(chain[0].subject)} (serial {chain[0].serial_number:x}) "
-          f"to {args.out}")  # fmt: skip
+    print(
+        f"wrote {format_name(chain[0].subject)} (serial {chain[0].serial_number:x}) to {args.out}"
+    )
     return 0
 
 
@@ -433,8 +468,10 @@ async def _reenroll(args: argparse.Namespace) -> int:
         chain = await est.reenroll(key=new_key, pop=args.pop)
     _save([("issued certificate", args.out, _certs_bytes(chain, args.der), False)])
     kind = "rekeyed" if new_key is not None else "renewed"
-    print(f"{kind} {chain[0].subject.rfc4514_string()} (serial {chain[0].serial_number:x}) "
-          f"into {args.out}")  # fmt: skip
+    print(
+        f"{kind} {chain[0].subject.rfc4514_string()} (serial {chain[0].serial_number:x}) "
+        f"into {args.out}"
+    )
     return 0
 
 
@@ -465,9 +502,11 @@ async def _skg(args: argparse.Namespace) -> int:
             encrypted=args.encrypted,
             shared_key=shared_key,
         )
-    _save([
-        ("server-generated key", args.out_key, _key_bytes(key, args.der), True),
-        ("issued certificate", args.out, _certs_bytes(chain, args.der), False),
-    ])  # fmt: skip
+    _save(
+        [
+            ("server-generated key", args.out_key, _key_bytes(key, args.der), True),
+            ("issued certificate", args.out, _certs_bytes(chain, args.der), False),
+        ]
+    )
     print(f"wrote {format_name(chain[0].subject)} to {args.out} and its key to {args.out_key}")
     return 0

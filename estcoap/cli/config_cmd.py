@@ -17,8 +17,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     example = sub.add_parser(
         "example", help="print a commented config file with every key and its default"
     )
-    example.add_argument("for_command", choices=CONFIG_COMMANDS, metavar="COMMAND",
-                         help=f"one of {', '.join(CONFIG_COMMANDS)}")  # fmt: skip
+    example.add_argument(
+        "for_command",
+        choices=CONFIG_COMMANDS,
+        metavar="COMMAND",
+        help=f"one of {', '.join(CONFIG_COMMANDS)}",
+    )
     example.set_defaults(func=_example)
 
 

@@ -39,15 +39,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     gw.add_argument("--short-root", metavar="PATH", help="also serve and advertise e.g. /est")
     gw.add_argument(
-        "--coaps-psk", metavar="HOST:PORT",
+        "--coaps-psk",
+        metavar="HOST:PORT",
         help="also serve devices that have a pre-shared key instead of a certificate, over "
         "PSK DTLS here (needs --psk-file and the psk extra; docs/psk.md)",
-    )  # fmt: skip
+    )
     gw.add_argument(
-        "--psk-file", metavar="FILE",
+        "--psk-file",
+        metavar="FILE",
         help="the PSK devices, one a line: IDENTITY KEYHEX SUBJECT (mode 0600; spent keys "
         "are recorded in FILE.spent)",
-    )  # fmt: skip
+    )
     _add_common(gw)
     gw.set_defaults(func=_gateway)
 
@@ -62,52 +64,88 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
     up = parser.add_argument_group("upstream (the RFC 7030 EST server)")
-    up.add_argument("--upstream", required=True, metavar="URL",
-                    help="e.g. https://est.example:8443/.well-known/est")  # fmt: skip
     up.add_argument(
-        "--upstream-trust", action="append", default=[], metavar="PEM",
+        "--upstream",
+        required=True,
+        metavar="URL",
+        help="e.g. https://est.example:8443/.well-known/est",
+    )
+    up.add_argument(
+        "--upstream-trust",
+        action="append",
+        default=[],
+        metavar="PEM",
         help="trust anchors for the upstream's TLS certificate (default: the system's)",
-    )  # fmt: skip
+    )
     up.add_argument("--ra-cert", metavar="PEM", help="our RA certificate chain (id-kp-cmcRA)")
     up.add_argument("--ra-key", metavar="KEY", help="its private key")
-    up.add_argument("--upstream-user", metavar="NAME:PASSWORD",
-                    help="HTTP Basic/Digest credentials for the upstream; visible to every "
-                    f"local user: prefer {UPSTREAM_USER_ENV}=NAME:PASSWORD")  # fmt: skip
     up.add_argument(
-        "--upstream-user-file", metavar="FILE",
+        "--upstream-user",
+        metavar="NAME:PASSWORD",
+        help="HTTP Basic/Digest credentials for the upstream; visible to every "
+        f"local user: prefer {UPSTREAM_USER_ENV}=NAME:PASSWORD",
+    )
+    up.add_argument(
+        "--upstream-user-file",
+        metavar="FILE",
         help="a file whose first line is NAME:PASSWORD for the upstream (keep it 0600; the "
         "config file can then be committed)",
-    )  # fmt: skip
-    up.add_argument("--upstream-timeout", type=positive_seconds, default=10.0, metavar="SECONDS",
-                    help="per request; a slower upstream gives the device 5.04 / 504")  # fmt: skip
-    up.add_argument("--upstream-connections", type=positive_int, default=8, metavar="N",
-                    help="keep-alive connections to the upstream at most")  # fmt: skip
+    )
+    up.add_argument(
+        "--upstream-timeout",
+        type=positive_seconds,
+        default=10.0,
+        metavar="SECONDS",
+        help="per request; a slower upstream gives the device 5.04 / 504",
+    )
+    up.add_argument(
+        "--upstream-connections",
+        type=positive_int,
+        default=8,
+        metavar="N",
+        help="keep-alive connections to the upstream at most",
+    )
     ops.add_options(parser)
     parser.add_argument(
-        "--event-loop", choices=("auto", "asyncio", "uvloop"), default="auto",
+        "--event-loop",
+        choices=("auto", "asyncio", "uvloop"),
+        default="auto",
         help="auto: uvloop when installed (pip install 'estcoap[fast]'), else asyncio's",
-    )  # fmt: skip
+    )
     up.add_argument(
-        "--label", action="append", default=[], metavar="NAME[=UPSTREAM]",
+        "--label",
+        action="append",
+        default=[],
+        metavar="NAME[=UPSTREAM]",
         help="serve label NAME, forwarded as UPSTREAM (default the same; empty = no label)",
-    )  # fmt: skip
+    )
     dev = parser.add_argument_group("devices")
-    dev.add_argument("--server-cert", required=True, metavar="PEM",
-                     help="our server certificate chain")  # fmt: skip
+    dev.add_argument(
+        "--server-cert", required=True, metavar="PEM", help="our server certificate chain"
+    )
     dev.add_argument("--server-key", required=True, metavar="KEY", help="its private key")
     dev.add_argument(
-        "--trust-clients", action="append", default=[], metavar="PEM",
+        "--trust-clients",
+        action="append",
+        default=[],
+        metavar="PEM",
         help="CAs whose device certificates may enroll, e.g. IDevID makers (repeatable); "
         "the upstream CA is added for re-enrollment",
-    )  # fmt: skip
+    )
     dev.add_argument(
-        "--crl", action="append", default=[], metavar="FILE",
+        "--crl",
+        action="append",
+        default=[],
+        metavar="FILE",
         help="a CRL (PEM or DER) of a --trust-clients CA or of the upstream CA: devices whose "
         "certificate it lists are refused 4.03/403 (repeatable; reloaded when the file "
         "changes; a stale or badly signed one refuses that CA's devices, docs/revocation.md)",
-    )  # fmt: skip
-    dev.add_argument("--require-pop", action="store_true",
-                     help="require tls-unique proof-of-possession from devices")  # fmt: skip
+    )
+    dev.add_argument(
+        "--require-pop",
+        action="store_true",
+        help="require tls-unique proof-of-possession from devices",
+    )
 
 
 # ---- building the pieces ---------------------------------------------------------
@@ -168,9 +206,10 @@ def upstream_credentials(args: argparse.Namespace) -> tuple[str | None, str | No
     user, sep, password = credentials.partition(":")
     if not sep or not user or not password:
         origin = (
-            "--upstream-user" if args.upstream_user
+            "--upstream-user"
+            if args.upstream_user
             else args.upstream_user_file or UPSTREAM_USER_ENV
-        )  # fmt: skip
+        )
         error = UsageError if args.upstream_user else CliError
         raise error(f"{origin} expects NAME:PASSWORD")
     return user, password
@@ -295,8 +334,9 @@ async def _start_psk(args: argparse.Namespace, running: Any) -> None:
     except OSError as exc:
         await running.close()
         raise listen_error([bind], "udp", exc) from None
-    print(f"gateway: serving EST-coaps with PSK DTLS on {server.url} -> {args.upstream}",
-          flush=True)  # fmt: skip
+    print(
+        f"gateway: serving EST-coaps with PSK DTLS on {server.url} -> {args.upstream}", flush=True
+    )
 
 
 async def _start_proxy(args: argparse.Namespace) -> Any:
@@ -310,9 +350,15 @@ async def _start_proxy(args: argparse.Namespace) -> Any:
     await attach_crls(upstream, args)
     try:
         running = await start_proxy(
-            upstream, host, port, cert_chain=args.server_cert, key=args.server_key, users=users,
-            http_auth=schemes, request_hook=ops.front_hook(args, "proxy"),
-        )  # fmt: skip
+            upstream,
+            host,
+            port,
+            cert_chain=args.server_cert,
+            key=args.server_key,
+            users=users,
+            http_auth=schemes,
+            request_hook=ops.front_hook(args, "proxy"),
+        )
     except OSError as exc:
         await upstream.transport.close()
         raise listen_error([(host, port)], "tcp", exc) from None
@@ -358,9 +404,10 @@ def _reloadable(runtime: Runtime, args: argparse.Namespace, upstream: Any) -> No
     learnt at start), the CRLs and, for the proxy, the users."""
     runtime.reloadable(
         "trust anchors",
-        reload_items.trust_anchors(args.trust_clients, upstream, runtime.fronts,
-                                   lambda: list(upstream.upstream_cas)),
-    )  # fmt: skip
+        reload_items.trust_anchors(
+            args.trust_clients, upstream, runtime.fronts, lambda: list(upstream.upstream_cas)
+        ),
+    )
     runtime.reloadable("CRLs", reload_items.crls(lambda: upstream.revocation))
     if args.command == "proxy":
         fronts = runtime.fronts

@@ -32,28 +32,35 @@ USERS_ENV = "ESTCOAP_USERS"
 
 def add_options(parser: argparse.ArgumentParser, *, user_help: str) -> None:
     parser.add_argument(
-        "--user", action="append", default=[], metavar="NAME:PASSWORD",
+        "--user",
+        action="append",
+        default=[],
+        metavar="NAME:PASSWORD",
         help=f"{user_help} (repeatable). The password is visible to every local user: prefer "
         f"--users-file or {USERS_ENV} (one NAME:PASSWORD per line)",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--users-file", metavar="FILE",
+        "--users-file",
+        metavar="FILE",
         help="users with hashed passwords, made with `estcoap users add FILE NAME`",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--http-auth", metavar="SCHEMES", default=",".join(DEFAULT_SCHEMES),
+        "--http-auth",
+        metavar="SCHEMES",
+        default=",".join(DEFAULT_SCHEMES),
         help=f"HTTP auth schemes to offer, in order, from {', '.join(SCHEMES)} "
         "(default: %(default)s). libEST clients read only the first challenge and know only "
         "MD5: give them digest-md5,basic",
-    )  # fmt: skip
+    )
 
 
 def warn_password_argument(command: str, option: str, instead: str) -> None:
     print(
         f"estcoap {command}: warning: {option} puts a password on the command line, where "
         f"every local user can read it; use {instead} instead",
-        file=sys.stderr, flush=True,
-    )  # fmt: skip
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def load_users(args: argparse.Namespace, command: str) -> list[User]:

@@ -26,8 +26,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     maker.set_defaults(func=_maker)
 
     issue = sub.add_parser("issue", help="issue one device's IDevID (subject serialNumber)")
-    issue.add_argument("--maker-cert", required=True, metavar="PEM",
-                       help="the device maker's certificate (idevid maker)")  # fmt: skip
+    issue.add_argument(
+        "--maker-cert",
+        required=True,
+        metavar="PEM",
+        help="the device maker's certificate (idevid maker)",
+    )
     issue.add_argument("--maker-key", required=True, metavar="KEY", help="its private key")
     issue.add_argument("--serial", required=True, help="the device's serial number")
     issue.add_argument("--out-cert", required=True, metavar="PEM", help="the IDevID")
@@ -51,8 +55,10 @@ def _maker(args: argparse.Namespace) -> int:
     maker = DeviceMaker.create(args.name)
     write_secret(args.out_key, private_key_pem(maker.private_key), overwrite=False)
     Path(args.out_cert).write_bytes(certificates_pem([maker.certificate]))
-    print(f"device maker {maker.certificate.subject.rfc4514_string()}: "
-          f"{args.out_cert}, key {args.out_key} (mode 0600)")  # fmt: skip
+    print(
+        f"device maker {maker.certificate.subject.rfc4514_string()}: "
+        f"{args.out_cert}, key {args.out_key} (mode 0600)"
+    )
     return 0
 
 

@@ -16,10 +16,11 @@ from . import CliError
 
 def add_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--metrics", metavar="HOST:PORT",
+        "--metrics",
+        metavar="HOST:PORT",
         help="serve Prometheus metrics (/metrics) and health (/healthz, /readyz) over plain "
         "HTTP here; bind it where only the monitoring reaches (docs/operations.md)",
-    )  # fmt: skip
+    )
 
 
 def begin(args: argparse.Namespace) -> Any:

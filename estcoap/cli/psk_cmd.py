@@ -41,25 +41,30 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     key.add_argument("--psk-key", metavar="HEX", help="the key, 16 to 32 bytes in hex")
     key.add_argument("--psk-key-file", metavar="FILE", help="read the key (hex) from FILE")
     key.add_argument(
-        "--generate", action="store_true",
+        "--generate",
+        action="store_true",
         help=f"make a random {GENERATED_KEY_BYTES}-byte key and print it once (hex, on stdout)",
-    )  # fmt: skip
+    )
     # --key, as the issue spelt it, is --psk-key (--key names a certificate's key elsewhere)
     key.add_argument("--key", dest="psk_key", help=argparse.SUPPRESS)
     add.add_argument(
-        "--subject", metavar="DN",
+        "--subject",
+        metavar="DN",
         help='the only subject the device may enroll as, e.g. "serialNumber=dev-1,CN=dev-1" '
         "(default: CN=IDENTITY)",
-    )  # fmt: skip
+    )
     add.add_argument(
-        "--uses", type=positive_int, default=1,
+        "--uses",
+        type=positive_int,
+        default=1,
         help="certificates the key may be spent on (1: a one-time bootstrap key)",
-    )  # fmt: skip
+    )
     add.add_argument(
-        "--expires", metavar="WHEN",
+        "--expires",
+        metavar="WHEN",
         help="after this the key is refused: a duration (30d, 12h, 90m, 2w) or an ISO 8601 "
         "time (default: never)",
-    )  # fmt: skip
+    )
     add.set_defaults(func=_add)
 
     listing = sub.add_parser("list", help="show the PSK identities (never their keys)")
@@ -131,9 +136,12 @@ def _add(args: argparse.Namespace) -> int:
     with _open(ca_dir(args)) as store:
         try:
             record = store.psk_add(
-                args.identity, key, subject=format_name(subject), uses=args.uses,
+                args.identity,
+                key,
+                subject=format_name(subject),
+                uses=args.uses,
                 expires=expires,
-            )  # fmt: skip
+            )
         except PskError as exc:
             raise CliError(str(exc)) from None
     if args.generate:

@@ -51,41 +51,74 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     sim.add_argument("url", metavar="URL", help="coaps://HOST:PORT[/path] or https://HOST:PORT")
     sim.add_argument("--trust", required=True, metavar="PEM", help="the server's trust anchors")
-    sim.add_argument("--maker-cert", metavar="PEM",
-                     help="the device maker's CA certificate: it issues each device's IDevID "
-                     "(required; made by 'estcoap idevid maker')")  # fmt: skip
+    sim.add_argument(
+        "--maker-cert",
+        metavar="PEM",
+        help="the device maker's CA certificate: it issues each device's IDevID "
+        "(required; made by 'estcoap idevid maker')",
+    )
     sim.add_argument("--maker-key", metavar="KEY", help="its private key (required)")
     add_hidden_alias(sim, "--idevid-ca", "maker_cert")
     add_hidden_alias(sim, "--idevid-ca-key", "maker_key")
-    sim.add_argument("--devices", type=positive_int, default=100, metavar="N",
-                     help="virtual devices to provision")  # fmt: skip
-    sim.add_argument("--concurrency", type=positive_int, metavar="C",
-                     help="devices in flight at once (default 50; with --rate 1000)")  # fmt: skip
-    sim.add_argument("--loss", type=probability, default=0.0, metavar="P",
-                     help="drop each datagram with probability P, each direction")  # fmt: skip
-    sim.add_argument("--duplicate", type=probability, default=0.0, metavar="P",
-                     help="send each datagram twice with probability P")  # fmt: skip
     sim.add_argument(
-        "--reorder", type=probability, default=0.0, metavar="P",
+        "--devices",
+        type=positive_int,
+        default=100,
+        metavar="N",
+        help="virtual devices to provision",
+    )
+    sim.add_argument(
+        "--concurrency",
+        type=positive_int,
+        metavar="C",
+        help="devices in flight at once (default 50; with --rate 1000)",
+    )
+    sim.add_argument(
+        "--loss",
+        type=probability,
+        default=0.0,
+        metavar="P",
+        help="drop each datagram with probability P, each direction",
+    )
+    sim.add_argument(
+        "--duplicate",
+        type=probability,
+        default=0.0,
+        metavar="P",
+        help="send each datagram twice with probability P",
+    )
+    sim.add_argument(
+        "--reorder",
+        type=probability,
+        default=0.0,
+        metavar="P",
         help="hold a datagram until the next one passes it (at most 50 ms)",
-    )  # fmt: skip
-    sim.add_argument("--delay", type=delay_ms, default=0.0, metavar="MS",
-                     help="added one-way delay")  # fmt: skip
+    )
+    sim.add_argument(
+        "--delay", type=delay_ms, default=0.0, metavar="MS", help="added one-way delay"
+    )
     sim.add_argument("--block-size", type=_block_size, metavar="B", help="CoAP block size")
     sim.add_argument("--reenroll", action="store_true", help="also run sren on each device")
     sim.add_argument(
-        "--psk", action="store_true",
+        "--psk",
+        action="store_true",
         help="a PSK fleet: no IDevIDs; each device gets its own one-time key, added to the CA "
         "store of --ca before the run (and removed after), and enrolls at URL over PSK DTLS "
         "(serve --coaps-psk; docs/psk.md)",
-    )  # fmt: skip
+    )
     sim.add_argument("--ca", metavar="DIR", help="with --psk: the CA directory of the server")
     sim.add_argument(
-        "--reenroll-url", metavar="URL",
+        "--reenroll-url",
+        metavar="URL",
         help="with --psk --reenroll: the server's certificate DTLS URL (coaps://), for sren",
-    )  # fmt: skip
-    sim.add_argument("--timeout", type=positive_seconds, default=60.0, metavar="S",
-                     help="per request; DTLS handshakes get 0.9 of it")  # fmt: skip
+    )
+    sim.add_argument(
+        "--timeout",
+        type=positive_seconds,
+        default=60.0,
+        metavar="S",
+        help="per request; DTLS handshakes get 0.9 of it",
+    )
     sim.add_argument(
         "--ack-timeout",
         type=positive_seconds,
@@ -94,10 +127,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="CoAP's first retransmission timeout (ACK_TIMEOUT, RFC 7252 s4.8), doubled on "
         "each retry; default 2, the RFC's value",
     )
-    sim.add_argument("--retries", type=non_negative_int, default=2, metavar="N",
-                     help="repeat a step that timed out, on a new session")  # fmt: skip
-    sim.add_argument("--seed", type=non_negative_int, metavar="N",
-                     help="seed the impairment's random numbers")  # fmt: skip
+    sim.add_argument(
+        "--retries",
+        type=non_negative_int,
+        default=2,
+        metavar="N",
+        help="repeat a step that timed out, on a new session",
+    )
+    sim.add_argument(
+        "--seed", type=non_negative_int, metavar="N", help="seed the impairment's random numbers"
+    )
     sim.add_argument("--json", metavar="FILE", help="write the report here")
     sim.add_argument("--plot", metavar="FILE", help="draw latency and throughput (matplotlib)")
     simulate_scale.add_options(sim)
@@ -164,8 +203,9 @@ def _simulate(args: argparse.Namespace) -> int:
     simulate_scale.check(args)
     if args.psk:
         return _simulate_psk(args)
-    missing = [o for o, v in (("--maker-cert", args.maker_cert), ("--maker-key", args.maker_key))
-               if not v]  # fmt: skip
+    missing = [
+        o for o, v in (("--maker-cert", args.maker_cert), ("--maker-key", args.maker_key)) if not v
+    ]
     if missing:  # not required=True: the former spellings may give them
         raise UsageError(f"the following arguments are required: {', '.join(missing)}")
     trust = _load_certs(args.trust, "--trust")
@@ -198,8 +238,9 @@ def _simulate_psk(args: argparse.Namespace) -> int:
     expires = dt.datetime.now(dt.UTC) + dt.timedelta(days=1)
     try:
         for identity, key in devices:
-            store.psk_add(identity, key, subject=f"serialNumber={identity},CN={identity}",
-                          expires=expires)  # fmt: skip
+            store.psk_add(
+                identity, key, subject=f"serialNumber={identity},CN={identity}", expires=expires
+            )
         return _run_fleet(args, trust, None, devices)
     finally:
         for identity, _ in devices:  # spent or not, they were for this run only

@@ -14,15 +14,18 @@ from ..ca.signer import PinSource
 
 def add_token_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--pin-file", type=Path, metavar="FILE",
+        "--pin-file",
+        type=Path,
+        metavar="FILE",
         help=f"the token's user PIN (first line) when the CA key is in a token; "
-             f"else ${PIN_ENV}, else a prompt",
-    )  # fmt: skip
+        f"else ${PIN_ENV}, else a prompt",
+    )
     parser.add_argument(
-        "--pkcs11-module", metavar="PATH",
+        "--pkcs11-module",
+        metavar="PATH",
         help=f"the PKCS#11 library (e.g. /usr/lib/softhsm/libsofthsm2.so); "
-             f"else the key URI's module-path, else ${MODULE_ENV}",
-    )  # fmt: skip
+        f"else the key URI's module-path, else ${MODULE_ENV}",
+    )
 
 
 def pin_source(args: argparse.Namespace) -> PinSource:

@@ -127,9 +127,11 @@ def load_private_key(source: str | Path | PrivateKey) -> PrivateKey:
     except UnsupportedAlgorithm:
         raise CredentialError(f"{path}: a key of a type we cannot use") from None
     except ValueError:
-        what = "the PEM private key in it is damaged or cut short" if pem else (
-            "not a private key (neither PEM nor DER)"
-        )  # fmt: skip
+        what = (
+            "the PEM private key in it is damaged or cut short"
+            if pem
+            else ("not a private key (neither PEM nor DER)")
+        )
         raise CredentialError(f"{path}: {what}") from None
     if not isinstance(key, PrivateKey | ed448.Ed448PrivateKey):
         raise CredentialError(f"{path}: a {type(key).__name__} cannot sign for EST")
@@ -246,8 +248,9 @@ def _ask_for_sealed_key(
         try:
             recipient = keypackage.Recipient.of_public_key(key.public_key())
         except CodecError as exc:
-            raise EstClientError("serverkeygen: this key cannot receive an encrypted key",
-                                 diagnostic=str(exc)) from exc  # fmt: skip
+            raise EstClientError(
+                "serverkeygen: this key cannot receive an encrypted key", diagnostic=str(exc)
+            ) from exc
         named = keypackage.asymmetric_decrypt_key_id_attribute(recipient.key_id)
     attributes = [named, keypackage.smime_capabilities_attribute(_CONTENT_CIPHERS)]
     return add_attributes(csr, key, attributes)
@@ -498,9 +501,10 @@ class EstClient:
             if not match:
                 got = ", ".join(fingerprint(c) for c in certs)
                 raise EstClientError(
-                    "bootstrap refused", diagnostic=f"no CA certificate has the pinned "
+                    "bootstrap refused",
+                    diagnostic=f"no CA certificate has the pinned "
                     f"SHA-256 fingerprint {self.pinned_fingerprint} (got {got})",
-                )  # fmt: skip
+                )
         roots = [c for c in certs if c.subject == c.issuer]
         self.bootstrap_fingerprint = fingerprint((roots or certs)[-1])
         self.trust = certs
@@ -787,9 +791,7 @@ class EstClient:
             )
         return opened.pkcs8
 
-    def _may_sign_keys(
-        self, signer: x509.Certificate, carried: Sequence[x509.Certificate]
-    ) -> bool:
+    def _may_sign_keys(self, signer: x509.Certificate, carried: Sequence[x509.Certificate]) -> bool:
         """The CA itself (one of our anchors), or a CA or registration authority that
         chains to them: not any end entity of the same PKI."""
         anchors = self.trust or self.ca_certificates

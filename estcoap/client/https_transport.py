@@ -130,9 +130,15 @@ class _Digest:
         nc = f"{self.nc:08x}"
         cnonce = secrets.token_hex(8)
         response = digest_response(
-            self.algorithm, self.ha1, method=method, uri=uri,
-            nonce=self.nonce, nc=nc, cnonce=cnonce, qop="auth",
-        )  # fmt: skip
+            self.algorithm,
+            self.ha1,
+            method=method,
+            uri=uri,
+            nonce=self.nonce,
+            nc=nc,
+            cnonce=cnonce,
+            qop="auth",
+        )
         parts = [
             f"username={quote(self.user)}",
             f"realm={quote(self.realm)}",
@@ -214,9 +220,12 @@ class HttpsTransport:
         try:
             async with asyncio.timeout(self.timeout):
                 _, self._protocol = await loop.create_connection(
-                    _HttpProtocol, self.host, self.port, ssl=self.ssl_context,
+                    _HttpProtocol,
+                    self.host,
+                    self.port,
+                    ssl=self.ssl_context,
                     server_hostname=self.server_name,
-                )  # fmt: skip
+                )
         except ssl.SSLCertVerificationError as exc:
             reason = exc.verify_message
             raise HttpsServerNotTrusted(f"server certificate not trusted: {reason}") from exc

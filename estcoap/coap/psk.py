@@ -141,9 +141,12 @@ async def start_coaps_psk_server(
 
     async def create(mman):
         made = await _Interface.create_server(
-            bind, mman, log=context.log, loop=context.loop,
+            bind,
+            mman,
+            log=context.log,
+            loop=context.loop,
             server_credentials=_Credentials(psk_keys),
-        )  # fmt: skip
+        )
         interface.append(made)
         return made
 

@@ -48,15 +48,34 @@ def prf_sha256(secret: bytes, label: bytes, seed: bytes, length: int) -> bytes:
 
 
 class AeadRecordLayer:
-    __slots__ = ("_seal", "_open", "_tag_len", "_write_salt", "_read_salt", "_epoch",
-                 "_write_seq", "_top", "_bits")
+    __slots__ = (
+        "_seal",
+        "_open",
+        "_tag_len",
+        "_write_salt",
+        "_read_salt",
+        "_epoch",
+        "_write_seq",
+        "_top",
+        "_bits",
+    )
 
-    def __init__(self, cipher: str, master_secret: bytes, client_random: bytes,
-                 server_random: bytes, *, is_server: bool, epoch: int, next_write_seq: int,
-                 highest_read_seq: int) -> None:
+    def __init__(
+        self,
+        cipher: str,
+        master_secret: bytes,
+        client_random: bytes,
+        server_random: bytes,
+        *,
+        is_server: bool,
+        epoch: int,
+        next_write_seq: int,
+        highest_read_seq: int,
+    ) -> None:
         key_len, self._tag_len, aead = _SUITES[cipher]
-        block = prf_sha256(master_secret, b"key expansion", server_random + client_random,
-                           2 * key_len + 8)
+        block = prf_sha256(
+            master_secret, b"key expansion", server_random + client_random, 2 * key_len + 8
+        )
         client_key, server_key = block[:key_len], block[key_len : 2 * key_len]
         client_salt, server_salt = block[2 * key_len : 2 * key_len + 4], block[-4:]
         write_key, read_key = (server_key, client_key) if is_server else (client_key, server_key)
@@ -73,20 +92,32 @@ class AeadRecordLayer:
 
     @staticmethod
     def _aad(epoch: int, seq: int, content_type: int, length: int) -> bytes:
-        return struct.pack("!HHIBHH", epoch, seq >> 32, seq & 0xFFFFFFFF, content_type,
-                           DTLS_1_2, length)
+        return struct.pack(
+            "!HHIBHH", epoch, seq >> 32, seq & 0xFFFFFFFF, content_type, DTLS_1_2, length
+        )
 
     def protect(self, content_type: int, plaintext: bytes) -> bytes:
         seq = self._write_seq
         self._write_seq += 1
         explicit = struct.pack("!HHI", self._epoch, seq >> 32, seq & 0xFFFFFFFF)
         sealed = self._seal.encrypt(
-            self._write_salt + explicit, plaintext,
+            self._write_salt + explicit,
+            plaintext,
             self._aad(self._epoch, seq, content_type, len(plaintext)),
         )
         body = explicit + sealed
-        return struct.pack("!BHHHIH", content_type, DTLS_1_2, self._epoch, seq >> 32,
-                           seq & 0xFFFFFFFF, len(body)) + body
+        return (
+            struct.pack(
+                "!BHHHIH",
+                content_type,
+                DTLS_1_2,
+                self._epoch,
+                seq >> 32,
+                seq & 0xFFFFFFFF,
+                len(body),
+            )
+            + body
+        )
 
     def _fresh(self, seq: int) -> bool:
         if seq > self._top:
@@ -124,7 +155,8 @@ class AeadRecordLayer:
         nonce_end = HEADER_LEN + _EXPLICIT_NONCE_LEN
         try:
             plaintext = self._open.decrypt(
-                self._read_salt + record[HEADER_LEN:nonce_end], record[nonce_end:],
+                self._read_salt + record[HEADER_LEN:nonce_end],
+                record[nonce_end:],
                 self._aad(epoch, seq, content_type, plain_len),
             )
         except InvalidTag:

@@ -34,9 +34,7 @@ class RecordHeader:
 
     @classmethod
     def parse(cls, data: bytes, offset: int = 0) -> RecordHeader:
-        ctype, version, epoch, seq_hi, seq_lo, length = struct.unpack_from(
-            "!BHHHIH", data, offset
-        )
+        ctype, version, epoch, seq_hi, seq_lo, length = struct.unpack_from("!BHHHIH", data, offset)
         return cls(ctype, version, epoch, (seq_hi << 32) | seq_lo, length)
 
 
@@ -89,8 +87,9 @@ def _join(first: bytes, second: bytes) -> bytes:
     return first[:11] + length.to_bytes(2, "big") + first[HEADER_LEN:] + second[HEADER_LEN:]
 
 
-def pack_records(records: list[bytes], limit: int, *, coalesce_handshake: bool = False
-                 ) -> list[bytes]:
+def pack_records(
+    records: list[bytes], limit: int, *, coalesce_handshake: bool = False
+) -> list[bytes]:
     """Pack whole records, in order, into datagrams of <= limit bytes.
 
     A single record larger than the limit travels alone (the IP layer fragments it).

@@ -97,17 +97,23 @@ class _Endpoint(asyncio.DatagramProtocol):
 
 
 class ServerRemote(DtlsRemote):
-    def __init__(self, endpoint: _Endpoint, peer: tuple, association: DtlsAssociation,
-                 client_random: bytes) -> None:
-        super().__init__(association, peer, lambda: endpoint.hostinfo,
-                         lambda data: endpoint.sendto(data, peer))
+    def __init__(
+        self, endpoint: _Endpoint, peer: tuple, association: DtlsAssociation, client_random: bytes
+    ) -> None:
+        super().__init__(
+            association, peer, lambda: endpoint.hostinfo, lambda data: endpoint.sendto(data, peer)
+        )
         self.endpoint = endpoint
         self.client_random = client_random
 
 
 class DtlsServerTransport(interfaces.MessageInterface):
-    def __init__(self, mman: interfaces.MessageManager, config: DtlsServerConfig,
-                 loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self,
+        mman: interfaces.MessageManager,
+        config: DtlsServerConfig,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
         self._mman = mman
         self.config = config
         self._loop = loop
@@ -129,8 +135,12 @@ class DtlsServerTransport(interfaces.MessageInterface):
         return cookie == conn.get_app_data()
 
     @classmethod
-    async def create(cls, mman: interfaces.MessageManager, binds: Sequence[tuple[str, int]],
-                     config: DtlsServerConfig) -> DtlsServerTransport:
+    async def create(
+        cls,
+        mman: interfaces.MessageManager,
+        binds: Sequence[tuple[str, int]],
+        config: DtlsServerConfig,
+    ) -> DtlsServerTransport:
         loop = asyncio.get_running_loop()
         self = cls(mman, config, loop)
         try:
@@ -192,12 +202,16 @@ class DtlsServerTransport(interfaces.MessageInterface):
         if len(self.sessions) >= self.config.max_sessions:
             self.refused_handshakes += 1
             self.on_handshake(False, "other")
-            log.warning("session table full (%d); ignoring ClientHello from %s",
-                        len(self.sessions), peer)
+            log.warning(
+                "session table full (%d); ignoring ClientHello from %s", len(self.sessions), peer
+            )
             return
         try:
             association, events = DtlsAssociation.accept(
-                self._ctx, data, hello.cookie, datagram_limit=self.config.datagram_limit,
+                self._ctx,
+                data,
+                hello.cookie,
+                datagram_limit=self.config.datagram_limit,
                 compact=self.config.compact_sessions,
             )
         except HandshakeFailed as exc:
@@ -216,8 +230,7 @@ class DtlsServerTransport(interfaces.MessageInterface):
             elif isinstance(event, HandshakeComplete):
                 self.handshakes_completed += 1
                 self.on_handshake(True, "")
-                log.debug("handshake with %s complete (%s)", remote.peer,
-                          remote.association.cipher)
+                log.debug("handshake with %s complete (%s)", remote.peer, remote.association.cipher)
             elif isinstance(event, Closed):
                 if event.error is not None and remote.association.tls_unique is None:
                     self.refused_handshakes += 1
@@ -373,8 +386,9 @@ def undecodable_answer(
     return None
 
 
-async def start_server(context: aiocoap.Context, binds: Sequence[tuple[str, int]],
-                       config: DtlsServerConfig) -> DtlsServerTransport:
+async def start_server(
+    context: aiocoap.Context, binds: Sequence[tuple[str, int]], config: DtlsServerConfig
+) -> DtlsServerTransport:
     """Attach a coaps:// listener to an aiocoap Context; its serversite gets the requests.
 
     The context may be any aiocoap.Context, e.g. `aiocoap.Context(serversite=site)` for a
@@ -393,9 +407,9 @@ async def start_server(context: aiocoap.Context, binds: Sequence[tuple[str, int]
     return transport
 
 
-async def create_server_context(site: object, binds: Sequence[tuple[str, int]],
-                                config: DtlsServerConfig
-                                ) -> tuple[aiocoap.Context, DtlsServerTransport]:
+async def create_server_context(
+    site: object, binds: Sequence[tuple[str, int]], config: DtlsServerConfig
+) -> tuple[aiocoap.Context, DtlsServerTransport]:
     """A Context serving `site` over certificate DTLS only."""
     context = aiocoap.Context(loop=asyncio.get_running_loop(), serversite=site)
     transport = await start_server(context, binds, config)

@@ -175,8 +175,9 @@ def psk_device_of(devices: PskDevices | None, peer: svc.Peer) -> PskDevice:
     assert peer.psk_identity is not None
     device = devices.device(peer.psk_identity) if devices is not None else None
     if device is None:
-        raise svc.Forbidden(f"PSK identity {peer.psk_identity!r} is spent or unknown: "
-                            "enroll with a new key")  # fmt: skip
+        raise svc.Forbidden(
+            f"PSK identity {peer.psk_identity!r} is spent or unknown: enroll with a new key"
+        )
     return device
 
 
@@ -225,7 +226,8 @@ def with_bound_subject(csrattrs_der: bytes | None, device: PskDevice) -> bytes:
     given = requested_template(items)
     template = replace(given, subject=bound) if given is not None else CsrTemplate(bound)
     kept = [
-        item for item in items
+        item
+        for item in items
         if not (isinstance(item, CsrAttribute) and item.oid == OID_CERT_REQ_INFO_TEMPLATE)
-    ]  # fmt: skip
+    ]
     return encode_csrattrs([*kept, template_attribute(template)])

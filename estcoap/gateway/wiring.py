@@ -170,9 +170,12 @@ async def start_psk_front(
     upstream = gateway.upstream
     upstream.psk_devices = devices
     gateway.psk_server = await start_coaps_psk_server(
-        upstream, bind, psk_keys=devices.key, labels=tuple(upstream.labels),
+        upstream,
+        bind,
+        psk_keys=devices.key,
+        labels=tuple(upstream.labels),
         short_root=short_root,
-    )  # fmt: skip
+    )
     return gateway.psk_server
 
 

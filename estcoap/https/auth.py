@@ -116,8 +116,10 @@ class HttpAuthenticator:
         # Digest: nonce -> nc values seen, to refuse replays while the nonce lives.
         self._seen_nc: OrderedDict[str, set[int]] = OrderedDict()
         # Digest for a name without a user hashes this instead, at the same cost.
-        self._dummy_ha1 = {a: hashlib.new(h, secrets.token_bytes(16)).hexdigest()
-                           for a, h in DIGEST_ALGORITHMS.items()}  # fmt: skip
+        self._dummy_ha1 = {
+            a: hashlib.new(h, secrets.token_bytes(16)).hexdigest()
+            for a, h in DIGEST_ALGORITHMS.items()
+        }
         self.passwords = PasswordChecker(
             users, workers=password_workers, max_backlog=password_backlog
         )
@@ -233,15 +235,18 @@ class HttpAuthenticator:
         source_wait = self.by_source.wait(attempt.where)
         user_wait = 0.0 if attempt.trusted else self.by_user.wait(attempt.who)
         if source_wait or user_wait:
-            limit, whose = (self.by_source, "from this address") if source_wait else (
-                self.by_user, "for this user name"
-            )  # fmt: skip
+            limit, whose = (
+                (self.by_source, "from this address")
+                if source_wait
+                else (self.by_user, "for this user name")
+            )
             limit.refuse()
             seconds = retry_after(max(source_wait, user_wait))
             raise AuthTryLater(
-                429, f"too many failed authentication attempts {whose}; retry in {seconds} s",
+                429,
+                f"too many failed authentication attempts {whose}; retry in {seconds} s",
                 seconds,
-            )  # fmt: skip
+            )
         self.by_source.take(attempt.where)
         if not attempt.trusted:
             self.by_user.take(attempt.who)

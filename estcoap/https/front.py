@@ -134,8 +134,13 @@ class HttpsFront:
             return responses.error(exc, challenges)
         except Exception as exc:
             # One line (a peer may trigger this at will); the traceback when debugging.
-            log.error("request %s %r failed: %s: %s", request.method, request.path,
-                      type(exc).__name__, exc)  # fmt: skip
+            log.error(
+                "request %s %r failed: %s: %s",
+                request.method,
+                request.path,
+                type(exc).__name__,
+                exc,
+            )
             log.debug("request %s %r failed", request.method, request.path, exc_info=True)
             return responses.text(500, "internal server error")
 
@@ -217,6 +222,7 @@ class _Seen:
     """Who the request authenticated as, once it has (the request log's identity)."""
 
     peer: Peer | None = None
+
 
 # The front serving an app: app[FRONT].auth has the authentication counters.
 FRONT = web.AppKey("estcoap_https_front", HttpsFront)

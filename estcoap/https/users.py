@@ -105,9 +105,15 @@ def dummy_scrypt_hash(like: str | None = None) -> str:
             n, r, p = (int(f) for f in fields[1:4])
     salt, digest = secrets.token_bytes(16), secrets.token_bytes(32)
     return "$".join(
-        ["scrypt", str(n), str(r), str(p), base64.b64encode(salt).decode(),
-         base64.b64encode(digest).decode()]
-    )  # fmt: skip
+        [
+            "scrypt",
+            str(n),
+            str(r),
+            str(p),
+            base64.b64encode(salt).decode(),
+            base64.b64encode(digest).decode(),
+        ]
+    )
 
 
 def scrypt_verify(stored: str, password: str) -> bool:

@@ -49,31 +49,43 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter(
-            "estcoap_requests", "EST requests answered, by front, operation and response code",
-            ["front", "operation", "code"], registry=r,
-        )  # fmt: skip
+            "estcoap_requests",
+            "EST requests answered, by front, operation and response code",
+            ["front", "operation", "code"],
+            registry=r,
+        )
         self.request_duration = Histogram(
             "estcoap_request_duration_seconds",
             "Time from a whole request to its answer, by front and operation",
-            ["front", "operation"], buckets=LATENCY_BUCKETS, registry=r,
-        )  # fmt: skip
+            ["front", "operation"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.handshakes = Counter(
-            "estcoap_dtls_handshakes", "DTLS handshakes, completed or failed (by reason)",
-            ["result", "reason"], registry=r,
-        )  # fmt: skip
+            "estcoap_dtls_handshakes",
+            "DTLS handshakes, completed or failed (by reason)",
+            ["result", "reason"],
+            registry=r,
+        )
         self.issued_total = Counter(
-            "estcoap_certificates_issued", "Certificates this process issued, by kind",
-            ["kind"], registry=r,
-        )  # fmt: skip
+            "estcoap_certificates_issued",
+            "Certificates this process issued, by kind",
+            ["kind"],
+            registry=r,
+        )
         self.upstream_duration = Histogram(
             "estcoap_upstream_request_duration_seconds",
             "Time of the gateway's or proxy's calls to its upstream EST server",
-            ["operation"], buckets=LATENCY_BUCKETS, registry=r,
-        )  # fmt: skip
+            ["operation"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.upstream_errors = Counter(
-            "estcoap_upstream_errors", "Upstream calls that failed: timeout, unavailable, status",
-            ["operation", "reason"], registry=r,
-        )  # fmt: skip
+            "estcoap_upstream_errors",
+            "Upstream calls that failed: timeout, unavailable, status",
+            ["operation", "reason"],
+            registry=r,
+        )
         for kind in ISSUE_KINDS:  # present at 0 from the start, so rate() sees the first one
             self.issued_total.labels(kind)
         self.handshakes.labels("completed", "")

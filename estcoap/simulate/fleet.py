@@ -34,9 +34,15 @@ from .relay import Impairment, TcpRelay, Traffic, UdpRelay
 DEFAULT_PORTS = {"coaps": 5684, "https": 443}
 # Failures a device retries (on a fresh session): the network's doing, not the server's "no".
 TRANSIENT = frozenset(
-    {"timeout", "dtls-handshake-timeout", "connection-closed", "connection-refused",
-     "cannot-connect", "transport-error"}
-)  # fmt: skip
+    {
+        "timeout",
+        "dtls-handshake-timeout",
+        "connection-closed",
+        "connection-refused",
+        "cannot-connect",
+        "transport-error",
+    }
+)
 HANDSHAKE_SHARE = 0.9  # of --timeout, for the DTLS handshake
 RETRY_PAUSE = 0.5  # seconds between a failed step and its retry
 
@@ -288,11 +294,15 @@ class Fleet:
                 await self._step(est, est.cacerts, tally)
                 attrs = await self._step(est, est.csrattrs, tally)
                 key = generate_key(requested_key(attrs))  # type: ignore[arg-type]
-                chain = await self._step(est, lambda: est.enroll(
-                    key=key,
-                    subject=f"serialNumber={identity},CN={identity}",  # its key's subject
-                    signature_hash=requested_signature_hash(attrs),  # type: ignore[arg-type]
-                ), tally)  # fmt: skip
+                chain = await self._step(
+                    est,
+                    lambda: est.enroll(
+                        key=key,
+                        subject=f"serialNumber={identity},CN={identity}",  # its key's subject
+                        signature_hash=requested_signature_hash(attrs),  # type: ignore[arg-type]
+                    ),
+                    tally,
+                )
             if self._sren_relay is not None:
                 sren_link = await self._sren_relay.open_link()
                 sren_url = self._link_url(sren_link.address, self._sren_path)
@@ -334,12 +344,16 @@ class Fleet:
                 await self._step(est, est.cacerts, tally)
                 attrs = await self._step(est, est.csrattrs, tally)
                 key = generate_key(requested_key(attrs))  # type: ignore[arg-type]
-                chain = await self._step(est, lambda: est.enroll(
-                    key=key,
-                    subject=subject_for(self.plan.subject, serial),  # its IDevID identity
-                    pop=wants_challenge_password(attrs),  # type: ignore[arg-type]
-                    signature_hash=requested_signature_hash(attrs),  # type: ignore[arg-type]
-                ), tally)  # fmt: skip
+                chain = await self._step(
+                    est,
+                    lambda: est.enroll(
+                        key=key,
+                        subject=subject_for(self.plan.subject, serial),  # its IDevID identity
+                        pop=wants_challenge_password(attrs),  # type: ignore[arg-type]
+                        signature_hash=requested_signature_hash(attrs),  # type: ignore[arg-type]
+                    ),
+                    tally,
+                )
             if self.settings.reenroll:
                 # sren on a new session authenticated by the certificate just issued
                 async with self._client(url, chain, key) as est:  # type: ignore[arg-type]
@@ -352,10 +366,15 @@ class Fleet:
         self.retried.update(tally)
         await link.close()
         return DeviceOutcome(
-            index, ok, reason, detail, began - start, finished - began, link.traffic,
+            index,
+            ok,
+            reason,
+            detail,
+            began - start,
+            finished - began,
+            link.traffic,
             tally.total(),
-        )  # fmt: skip
-
+        )
 
     async def _renewing_device(
         self, relay: UdpRelay | TcpRelay, index: int, start: float
@@ -382,9 +401,15 @@ class Fleet:
         self.retried.update(tally)
         await link.close()
         return DeviceOutcome(
-            index, ok, reason, detail, began - start, finished - began, link.traffic,
+            index,
+            ok,
+            reason,
+            detail,
+            began - start,
+            finished - began,
+            link.traffic,
             tally.total(),
-        )  # fmt: skip
+        )
 
 
 def _one_line(exc: BaseException) -> str:

@@ -79,15 +79,24 @@ class Histogram:
         }
 
     def to_dict(self) -> dict[str, Any]:
-        return {"buckets": {str(k): v for k, v in self.buckets.items()}, "count": self.count,
-                "total": self.total, "low": self.low if self.count else None,
-                "high": self.high}  # fmt: skip
+        return {
+            "buckets": {str(k): v for k, v in self.buckets.items()},
+            "count": self.count,
+            "total": self.total,
+            "low": self.low if self.count else None,
+            "high": self.high,
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Histogram:
         low = data["low"]
-        return cls(Counter({int(k): v for k, v in data["buckets"].items()}), data["count"],
-                   data["total"], math.inf if low is None else low, data["high"])  # fmt: skip
+        return cls(
+            Counter({int(k): v for k, v in data["buckets"].items()}),
+            data["count"],
+            data["total"],
+            math.inf if low is None else low,
+            data["high"],
+        )
 
 
 # Traffic of the devices that succeeded, summed: the report's per-enrollment means.
@@ -134,9 +143,14 @@ class Tally:
         second = max(0, int(finished - self.origin))
         self.seconds.setdefault(second, Histogram()).add(ms)
         t = outcome.traffic
-        self.traffic.update({"up_bytes": t.up.bytes, "down_bytes": t.down.bytes,
-                             "up_datagrams": t.up.datagrams,
-                             "down_datagrams": t.down.datagrams})  # fmt: skip
+        self.traffic.update(
+            {
+                "up_bytes": t.up.bytes,
+                "down_bytes": t.down.bytes,
+                "up_datagrams": t.up.datagrams,
+                "down_datagrams": t.down.datagrams,
+            }
+        )
 
     def merge(self, other: Tally) -> None:
         self.devices += other.devices
@@ -164,13 +178,15 @@ class Tally:
                 if second in self.seconds:
                     merged.merge(self.seconds[second])
             p99 = merged.percentile(99)
-            rows.append({
-                "t": begin,
-                "enrollments": merged.count,
-                "per_second": round(merged.count / interval, 3),
-                "p99_ms": None if p99 is None else round(p99, 1),
-                "started": sum(self.started.get(s, 0) for s in range(begin, begin + interval)),
-            })  # fmt: skip
+            rows.append(
+                {
+                    "t": begin,
+                    "enrollments": merged.count,
+                    "per_second": round(merged.count / interval, 3),
+                    "p99_ms": None if p99 is None else round(p99, 1),
+                    "started": sum(self.started.get(s, 0) for s in range(begin, begin + interval)),
+                }
+            )
         return rows
 
     def to_dict(self) -> dict[str, Any]:

@@ -72,17 +72,27 @@ class Share:
         self.schemes.update(other.schemes)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"tally": self.tally.to_dict(), "wall_time": self.wall_time,
-                "totals": _traffic_dict(self.totals), "retried": dict(self.retried),
-                "keys": dict(self.keys), "peak_rss_mib": self.peak_rss_mib,
-                "schemes": dict(self.schemes)}  # fmt: skip
+        return {
+            "tally": self.tally.to_dict(),
+            "wall_time": self.wall_time,
+            "totals": _traffic_dict(self.totals),
+            "retried": dict(self.retried),
+            "keys": dict(self.keys),
+            "peak_rss_mib": self.peak_rss_mib,
+            "schemes": dict(self.schemes),
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Share:
-        return cls(Tally.from_dict(data["tally"]), data["wall_time"],
-                   _traffic_of(data["totals"]), Counter(data["retried"]),
-                   Counter(data["keys"]), data["peak_rss_mib"],
-                   Counter(data["schemes"]))  # fmt: skip
+        return cls(
+            Tally.from_dict(data["tally"]),
+            data["wall_time"],
+            _traffic_of(data["totals"]),
+            Counter(data["retried"]),
+            Counter(data["keys"]),
+            data["peak_rss_mib"],
+            Counter(data["schemes"]),
+        )
 
 
 def _traffic_dict(t: Traffic) -> dict[str, dict[str, int]]:
@@ -185,8 +195,17 @@ def run(
     origin = time.monotonic()
     shares = min(scenario.processes, devices)
     if shares == 1:
-        alone = run_share(scenario, 0, 1, devices, concurrency, origin=origin, rate=rate,
-                          first_index=first_index, on_done=on_done)  # fmt: skip
+        alone = run_share(
+            scenario,
+            0,
+            1,
+            devices,
+            concurrency,
+            origin=origin,
+            rate=rate,
+            first_index=first_index,
+            on_done=on_done,
+        )
         return asyncio.run(alone)
     # fork: the children inherit the parsed settings (certificates, keys, a PSK list)
     # as they are; only the small merged figures travel back, through a pipe each.
@@ -195,8 +214,19 @@ def run(
     children = []
     for share in range(shares):
         reader, writer = ctx.Pipe(duplex=False)
-        args = (scenario, share, shares, devices, concurrency, origin, rate, first_index,
-                writer, done, failed)  # fmt: skip
+        args = (
+            scenario,
+            share,
+            shares,
+            devices,
+            concurrency,
+            origin,
+            rate,
+            first_index,
+            writer,
+            done,
+            failed,
+        )
         child = ctx.Process(target=_child, args=args, daemon=True)
         child.start()
         writer.close()
@@ -243,9 +273,18 @@ def _report_progress(
 
 
 def _child(
-    scenario: Scenario, share: int, shares: int, devices: int, concurrency: int, origin: float,
-    rate: float | None, first_index: int, writer: Any, done: Any, failed: Any,
-) -> None:  # fmt: skip
+    scenario: Scenario,
+    share: int,
+    shares: int,
+    devices: int,
+    concurrency: int,
+    origin: float,
+    rate: float | None,
+    first_index: int,
+    writer: Any,
+    done: Any,
+    failed: Any,
+) -> None:
     def count(ok: bool) -> None:
         with done.get_lock():
             done.value += 1
@@ -254,9 +293,19 @@ def _child(
                 failed.value += 1
 
     try:
-        result = asyncio.run(run_share(scenario, share, shares, devices, concurrency,
-                                       origin=origin, rate=rate, first_index=first_index,
-                                       on_done=count))  # fmt: skip
+        result = asyncio.run(
+            run_share(
+                scenario,
+                share,
+                shares,
+                devices,
+                concurrency,
+                origin=origin,
+                rate=rate,
+                first_index=first_index,
+                on_done=count,
+            )
+        )
         writer.send(result.to_dict())
     except BaseException as exc:  # the parent says what went wrong, in one line
         writer.send({"error": f"process {os.getpid()}: {type(exc).__name__}: {exc}"})
@@ -336,12 +385,18 @@ class RateStep:
 
     def to_dict(self) -> dict[str, Any]:
         t = self.share.tally
-        return {"rate": round(self.rate, 2), "devices": t.devices, "succeeded": t.succeeded,
-                "failed": sum(t.failed.values()), "p99_ms": self.p99_ms,
-                "start_lateness_p99_ms": self.late_p99_ms,
-                "enrollments_per_second": round(t.succeeded / self.share.wall_time, 2)
-                if self.share.wall_time > 0 else 0.0,
-                "sustained": self.sustained}  # fmt: skip
+        return {
+            "rate": round(self.rate, 2),
+            "devices": t.devices,
+            "succeeded": t.succeeded,
+            "failed": sum(t.failed.values()),
+            "p99_ms": self.p99_ms,
+            "start_lateness_p99_ms": self.late_p99_ms,
+            "enrollments_per_second": round(t.succeeded / self.share.wall_time, 2)
+            if self.share.wall_time > 0
+            else 0.0,
+            "sustained": self.sustained,
+        }
 
 
 def find_rate(
@@ -376,8 +431,13 @@ def find_rate(
             and p99 <= p99_max_ms
             and (late or 0.0) <= p99_max_ms
         )
-        step = RateStep(rate, share, None if p99 is None else round(p99, 1),
-                        None if late is None else round(late, 1), sustained)  # fmt: skip
+        step = RateStep(
+            rate,
+            share,
+            None if p99 is None else round(p99, 1),
+            None if late is None else round(late, 1),
+            sustained,
+        )
         steps.append(step)
         if on_step is not None:
             on_step(step)

@@ -18,8 +18,11 @@ def test_demo_keeps_its_files_and_says_where(tmp_path: Path) -> None:
     env = dict(os.environ, TMPDIR=str(tmp_path))  # where its default directory goes
     done = subprocess.run(
         [sys.executable, "-m", "estcoap.cli", "demo"],
-        capture_output=True, text=True, timeout=100, env=env,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=100,
+        env=env,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     said = [line for line in done.stdout.splitlines() if line.startswith("files     kept in ")]
     assert len(said) == 1, done.stdout

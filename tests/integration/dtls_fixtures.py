@@ -50,8 +50,9 @@ class Echo(resource.Resource):
 
 def make_site() -> resource.Site:
     site = resource.Site()
-    site.add_resource([".well-known", "core"],
-                      resource.WKCResource(site.get_resources_as_linkheader))
+    site.add_resource(
+        [".well-known", "core"], resource.WKCResource(site.get_resources_as_linkheader)
+    )
     site.add_resource(["peer"], Peer())
     site.add_resource(["big"], Big())
     site.add_resource(["echo"], Echo())
@@ -59,20 +60,24 @@ def make_site() -> resource.Site:
 
 
 def server_config(pki: Pki, **options: object) -> DtlsServerConfig:
-    return DtlsServerConfig.from_files(pki.server.cert_path, pki.server.key_path,
-                                       pki.ca.cert_path, **options)
+    return DtlsServerConfig.from_files(
+        pki.server.cert_path, pki.server.key_path, pki.ca.cert_path, **options
+    )
 
 
-def client_config(pki: Pki, identity: Identity | None = None, **options: object
-                  ) -> DtlsClientConfig:
+def client_config(
+    pki: Pki, identity: Identity | None = None, **options: object
+) -> DtlsClientConfig:
     identity = identity or pki.client
-    return DtlsClientConfig.from_files(pki.ca.cert_path, identity.cert_path,
-                                       identity.key_path, **options)
+    return DtlsClientConfig.from_files(
+        pki.ca.cert_path, identity.cert_path, identity.key_path, **options
+    )
 
 
 @contextlib.asynccontextmanager
-async def running_server(config: DtlsServerConfig, host: str = "127.0.0.1"
-                         ) -> AsyncIterator[tuple[DtlsServerTransport, int]]:
+async def running_server(
+    config: DtlsServerConfig, host: str = "127.0.0.1"
+) -> AsyncIterator[tuple[DtlsServerTransport, int]]:
     context, transport = await create_server_context(make_site(), [(host, 0)], config)
     try:
         yield transport, transport.bound_addresses[0][1]
@@ -142,8 +147,7 @@ class RawClient(asyncio.DatagramProtocol):
     async def handshake(self, timeout: float = 5.0) -> None:
         from estcoap.dtls.association import DtlsAssociation, State
 
-        self.association = DtlsAssociation.connect(self.ctx, self.server[0],
-                                                   datagram_limit=1232)
+        self.association = DtlsAssociation.connect(self.ctx, self.server[0], datagram_limit=1232)
         self.flush()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout

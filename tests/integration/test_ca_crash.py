@@ -148,6 +148,7 @@ def test_two_processes_issue_into_one_store_without_duplicates(ca_dir):
 def test_failure_after_signing_records_nothing_and_returns_nothing(ca_dir, monkeypatch):
     ca = LocalCA.open(ca_dir)
     try:
+
         def fail_before_commit(self, cur, serial):
             raise OSError("disk went away")  # after the INSERT, before COMMIT
 

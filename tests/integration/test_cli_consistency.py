@@ -31,9 +31,13 @@ CLI = [sys.executable, "-m", "estcoap.cli"]
 
 def run(*args: str | Path, input: str | None = None, cwd: Path | None = None):  # type: ignore[no-untyped-def]
     return subprocess.run(
-        [*CLI, *map(str, args)], capture_output=True, text=True, timeout=90, input=input,
+        [*CLI, *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        input=input,
         cwd=cwd,
-    )  # fmt: skip
+    )
 
 
 def ok(*args: str | Path, input: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -68,10 +72,11 @@ def _other_key(path: Path) -> Path:
     key = ec.generate_private_key(ec.SECP256R1())
     path.write_bytes(
         key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         )
-    )  # fmt: skip
+    )
     return path
 
 
@@ -211,40 +216,80 @@ def test_users_add_checks_its_path_before_the_password(tmp_path: Path) -> None:
 
 
 def test_option_value_errors_exit_2(ca: Path) -> None:
-    one_line(run("serve", "--ca", ca, "--https", "127.0.0.1:0", "--user", "alice"), 2,
-             "--user expects NAME:PASSWORD")  # fmt: skip
+    one_line(
+        run("serve", "--ca", ca, "--https", "127.0.0.1:0", "--user", "alice"),
+        2,
+        "--user expects NAME:PASSWORD",
+    )
     enroll = ["enroll", "https://127.0.0.1:1", "--key", "k", "--subject", "CN=x", "--out", "o"]
     one_line(run(*enroll, "--user", "alice"), 2, "--user needs NAME:PASSWORD")
     one_line(run("serve", "--ca", ca, "--https", "nowhere"), 2, "--https: expected HOST:PORT")
-    one_line(run("serve", "--ca", ca, "--https", "127.0.0.1:0", "--max-body", "0"), 2,
-             "argument --max-body: expected a positive integer")  # fmt: skip
-    one_line(run("ca", "init", ca.parent / "new", "--hostname", "x", "--validity-days", "0"), 2,
-             "argument --validity-days")  # fmt: skip
-    one_line(run("pending", "approve", ca, "x"), 2, "invalid int value: 'x'",
-             "see 'estcoap pending approve --help'")  # fmt: skip
+    one_line(
+        run("serve", "--ca", ca, "--https", "127.0.0.1:0", "--max-body", "0"),
+        2,
+        "argument --max-body: expected a positive integer",
+    )
+    one_line(
+        run("ca", "init", ca.parent / "new", "--hostname", "x", "--validity-days", "0"),
+        2,
+        "argument --validity-days",
+    )
+    one_line(
+        run("pending", "approve", ca, "x"),
+        2,
+        "invalid int value: 'x'",
+        "see 'estcoap pending approve --help'",
+    )
     assert not (ca.parent / "new").exists()
 
 
 def test_option_values_found_after_parsing_exit_2_too(ca: Path, tmp_path: Path) -> None:
     """Refused by the command rather than by argparse, still a wrong command line."""
     one_line(run("serve", "--ca", ca), 2, "give at least one front")
-    one_line(run("serve", "--ca", ca, "--https", "127.0.0.1:0", "--http-auth", "ntlm"), 2,
-             "--http-auth: unknown HTTP auth scheme")  # fmt: skip
-    server = ["--server-cert", ca / "server.pem", "--server-key", ca / "server.key",
-              "--trust-clients", ca / "ca.pem"]  # fmt: skip
+    one_line(
+        run("serve", "--ca", ca, "--https", "127.0.0.1:0", "--http-auth", "ntlm"),
+        2,
+        "--http-auth: unknown HTTP auth scheme",
+    )
+    server = [
+        "--server-cert",
+        ca / "server.pem",
+        "--server-key",
+        ca / "server.key",
+        "--trust-clients",
+        ca / "ca.pem",
+    ]
     for command, front in (("gateway", "--coaps"), ("proxy", "--https")):
-        one_line(run(command, front, "127.0.0.1:0", *server, "--upstream",
-                     "http://127.0.0.1:9/.well-known/est"), 2,
-                 "--upstream: the upstream must be an https:// URL")  # fmt: skip
+        one_line(
+            run(
+                command,
+                front,
+                "127.0.0.1:0",
+                *server,
+                "--upstream",
+                "http://127.0.0.1:9/.well-known/est",
+            ),
+            2,
+            "--upstream: the upstream must be an https:// URL",
+        )
     client = ["--key", tmp_path / "k", "--out", tmp_path / "o.pem"]
     for url in ("http://127.0.0.1:9", "coap://127.0.0.1:9"):
         one_line(run("enroll", url, "--subject", "CN=x", *client), 2, url)
-    one_line(run("enroll", "https://127.0.0.1:9", "--subject", "device-1", *client), 2,
-             "--subject: bad subject 'device-1'")  # fmt: skip
-    one_line(run("cacerts", "https://127.0.0.1:9", "--bootstrap", "--fingerprint", "zz"), 2,
-             "--fingerprint 'zz' is not a SHA-256 fingerprint")  # fmt: skip
-    one_line(run("cacerts", "https://127.0.0.1:9", "--client-cert", ca / "server.pem"), 2,
-             "--client-cert and --client-key go together")  # fmt: skip
+    one_line(
+        run("enroll", "https://127.0.0.1:9", "--subject", "device-1", *client),
+        2,
+        "--subject: bad subject 'device-1'",
+    )
+    one_line(
+        run("cacerts", "https://127.0.0.1:9", "--bootstrap", "--fingerprint", "zz"),
+        2,
+        "--fingerprint 'zz' is not a SHA-256 fingerprint",
+    )
+    one_line(
+        run("cacerts", "https://127.0.0.1:9", "--client-cert", ca / "server.pem"),
+        2,
+        "--client-cert and --client-key go together",
+    )
     assert not (tmp_path / "k").exists()
 
 
@@ -300,17 +345,35 @@ def _taken_ports() -> Iterator[tuple[int, int]]:
 
 def test_address_in_use_names_the_address(ca: Path, tmp_path: Path) -> None:
     server = ["--server-cert", ca / "server.pem", "--server-key", ca / "server.key"]
-    upstream = ["--upstream", "https://127.0.0.1:9/.well-known/est", "--log-level", "error",
-                "--trust-clients", ca / "ca.pem"]  # fmt: skip
+    upstream = [
+        "--upstream",
+        "https://127.0.0.1:9/.well-known/est",
+        "--log-level",
+        "error",
+        "--trust-clients",
+        ca / "ca.pem",
+    ]
     with _taken_ports() as (udp, tcp):
-        one_line(run("serve", "--ca", ca, "--coaps", f"127.0.0.1:{udp}"), 1,
-                 f"cannot listen on 127.0.0.1:{udp} (udp): address in use")  # fmt: skip
-        one_line(run("serve", "--ca", ca, "--https", f"127.0.0.1:{tcp}"), 1,
-                 f"cannot listen on 127.0.0.1:{tcp} (tcp): address in use")  # fmt: skip
-        one_line(run("gateway", "--coaps", f"127.0.0.1:{udp}", *server, *upstream), 1,
-                 f"gateway: cannot listen on 127.0.0.1:{udp} (udp): address in use")  # fmt: skip
-        one_line(run("proxy", "--https", f"127.0.0.1:{tcp}", *server, *upstream), 1,
-                 f"proxy: cannot listen on 127.0.0.1:{tcp} (tcp): address in use")  # fmt: skip
+        one_line(
+            run("serve", "--ca", ca, "--coaps", f"127.0.0.1:{udp}"),
+            1,
+            f"cannot listen on 127.0.0.1:{udp} (udp): address in use",
+        )
+        one_line(
+            run("serve", "--ca", ca, "--https", f"127.0.0.1:{tcp}"),
+            1,
+            f"cannot listen on 127.0.0.1:{tcp} (tcp): address in use",
+        )
+        one_line(
+            run("gateway", "--coaps", f"127.0.0.1:{udp}", *server, *upstream),
+            1,
+            f"gateway: cannot listen on 127.0.0.1:{udp} (udp): address in use",
+        )
+        one_line(
+            run("proxy", "--https", f"127.0.0.1:{tcp}", *server, *upstream),
+            1,
+            f"proxy: cannot listen on 127.0.0.1:{tcp} (tcp): address in use",
+        )
 
 
 # ---- server-side credentials ----------------------------------------------------------
@@ -324,28 +387,50 @@ def test_server_side_files_are_checked_in_one_line(ca: Path, tmp_path: Path) -> 
     upstream = ["--upstream", "https://127.0.0.1:9/.well-known/est", "--log-level", "error"]
     for command, front in (("gateway", "--coaps"), ("proxy", "--https")):
         base = [command, front, "127.0.0.1:0", *upstream, "--trust-clients", ca / "ca.pem"]
-        one_line(run(*base, "--server-cert", cert, "--server-key", other), 1,
-                 f"the key in {other} does not belong to the certificate in {cert}")  # fmt: skip
-        one_line(run(*base, "--server-cert", junk, "--server-key", key), 1,
-                 f"--server-cert {junk}: ", "damaged")  # fmt: skip
-        one_line(run(*base, "--server-cert", cert, "--server-key", junk), 1,
-                 f"--server-key {junk}: ")  # fmt: skip
+        one_line(
+            run(*base, "--server-cert", cert, "--server-key", other),
+            1,
+            f"the key in {other} does not belong to the certificate in {cert}",
+        )
+        one_line(
+            run(*base, "--server-cert", junk, "--server-key", key),
+            1,
+            f"--server-cert {junk}: ",
+            "damaged",
+        )
+        one_line(
+            run(*base, "--server-cert", cert, "--server-key", junk), 1, f"--server-key {junk}: "
+        )
         ok_pair = ["--server-cert", cert, "--server-key", key]
         one_line(run(*base, *ok_pair, "--upstream-trust", junk), 1, f"--upstream-trust {junk}: ")
         one_line(run(*base, *ok_pair, "--ra-cert", junk, "--ra-key", key), 1, f"--ra-cert {junk}")
         one_line(run(*base, *ok_pair, "--ra-cert", cert, "--ra-key", junk), 1, f"--ra-key {junk}")
-        one_line(run(*base, *ok_pair, "--ra-cert", cert, "--ra-key", other), 1,
-                 f"the key in {other} does not belong to the certificate in {cert}")  # fmt: skip
+        one_line(
+            run(*base, *ok_pair, "--ra-cert", cert, "--ra-key", other),
+            1,
+            f"the key in {other} does not belong to the certificate in {cert}",
+        )
         one_line(run(*base, *ok_pair, "--ra-cert", cert), 2, "--ra-cert and --ra-key go together")
 
 
 def test_gateway_without_trust_clients_names_the_flag(ca: Path) -> None:
     line = one_line(
-        run("gateway", "--coaps", "127.0.0.1:0", "--upstream", "https://127.0.0.1:9/",
-            "--server-cert", ca / "server.pem", "--server-key", ca / "server.key",
-            "--log-level", "error"),
-        1, "give --trust-clients PEM",
-    )  # fmt: skip
+        run(
+            "gateway",
+            "--coaps",
+            "127.0.0.1:0",
+            "--upstream",
+            "https://127.0.0.1:9/",
+            "--server-cert",
+            ca / "server.pem",
+            "--server-key",
+            ca / "server.key",
+            "--log-level",
+            "error",
+        ),
+        1,
+        "give --trust-clients PEM",
+    )
     assert "trust_clients" not in line
 
 
@@ -355,12 +440,18 @@ def test_idevid_issue_checks_the_maker_and_outputs_first(tmp_path: Path) -> None
     other = _other_key(tmp_path / "other.key")
     issue = ["idevid", "issue", "--maker-cert", maker, "--serial", "SN1"]
     outputs = ["--out-cert", tmp_path / "d.pem", "--out-key", tmp_path / "d.key"]
-    one_line(run(*issue, "--maker-key", other, *outputs), 1,
-             f"the key in {other} does not belong to the certificate in {maker}")  # fmt: skip
+    one_line(
+        run(*issue, "--maker-key", other, *outputs),
+        1,
+        f"the key in {other} does not belong to the certificate in {maker}",
+    )
     one_line(run(*issue, "--maker-key", tmp_path / "none.key", *outputs), 1, "--maker-key")
     lost = tmp_path / "missing" / "d.pem"
-    one_line(run(*issue, "--maker-key", maker_key, "--out-cert", lost, "--out-key",
-                 tmp_path / "d.key"), 1, str(lost.parent))  # fmt: skip
+    one_line(
+        run(*issue, "--maker-key", maker_key, "--out-cert", lost, "--out-key", tmp_path / "d.key"),
+        1,
+        str(lost.parent),
+    )
     assert not (tmp_path / "d.key").exists()  # no key left without its certificate
 
 
@@ -390,14 +481,31 @@ def test_read_only_store_refused_at_start(tmp_path: Path) -> None:
     ca = tmp_path / "ca"
     ok("ca", "init", ca, "--hostname", "127.0.0.1")
     with _read_only(ca / "est.sqlite3"):
-        one_line(run("serve", "--ca", ca, "--https", "127.0.0.1:0"), 1,
-                 f"the CA store {ca / 'est.sqlite3'} is read-only")  # fmt: skip
-        one_line(run("ca", "issue-ra", ca, "--out-cert", tmp_path / "ra.pem", "--out-key",
-                     tmp_path / "ra.key"), 1, "is read-only")  # fmt: skip
+        one_line(
+            run("serve", "--ca", ca, "--https", "127.0.0.1:0"),
+            1,
+            f"the CA store {ca / 'est.sqlite3'} is read-only",
+        )
+        one_line(
+            run(
+                "ca",
+                "issue-ra",
+                ca,
+                "--out-cert",
+                tmp_path / "ra.pem",
+                "--out-key",
+                tmp_path / "ra.key",
+            ),
+            1,
+            "is read-only",
+        )
     assert not (tmp_path / "ra.key").exists() and not (tmp_path / "ra.pem").exists()
     with _read_only(ca):
-        one_line(run("serve", "--ca", ca, "--coaps", "127.0.0.1:0"), 1,
-                 f"the CA directory {ca} is read-only")  # fmt: skip
+        one_line(
+            run("serve", "--ca", ca, "--coaps", "127.0.0.1:0"),
+            1,
+            f"the CA directory {ca} is read-only",
+        )
 
 
 # ---- simulate: a run where every device fails -----------------------------------------
@@ -413,23 +521,46 @@ def test_simulate_all_failed_is_visible(ca: Path, tmp_path: Path) -> None:
         ["--maker-cert", maker, "--maker-key", maker_key],
         ["--idevid-ca", maker, "--idevid-ca-key", maker_key],  # the former names still work
     ):
-        done = run("simulate", f"https://127.0.0.1:{port}", "--trust", ca / "ca.pem",
-                   *maker_options, "--devices", "3", "--retries", "0")  # fmt: skip
+        done = run(
+            "simulate",
+            f"https://127.0.0.1:{port}",
+            "--trust",
+            ca / "ca.pem",
+            *maker_options,
+            "--devices",
+            "3",
+            "--retries",
+            "0",
+        )
         line = one_line(done, 1, "estcoap simulate: all 3 devices failed")
         assert done.stdout.splitlines()[0].startswith("0/3 devices provisioned: all 3 devices")
         assert "p50" not in done.stdout  # no latency figures made of zeros
         assert "\n" not in line
     # The JSON report (a terminal or not) says "no figure", never a zero that reads as one.
     report_path = tmp_path / "report.json"
-    done = run("simulate", f"https://127.0.0.1:{port}", "--trust", ca / "ca.pem",
-               "--maker-cert", maker, "--maker-key", maker_key, "--devices", "2",
-               "--retries", "0", "--json", report_path)  # fmt: skip
+    done = run(
+        "simulate",
+        f"https://127.0.0.1:{port}",
+        "--trust",
+        ca / "ca.pem",
+        "--maker-cert",
+        maker,
+        "--maker-key",
+        maker_key,
+        "--devices",
+        "2",
+        "--retries",
+        "0",
+        "--json",
+        report_path,
+    )
     one_line(done, 1, "estcoap simulate: all 2 devices failed")
     report = json.loads(report_path.read_text())
     assert report["succeeded"] == 0 and report["failed_total"] == 2
     assert report["latency_ms"] == dict.fromkeys(("p50", "p95", "p99", "max", "min", "mean"))
     assert report["bytes_per_enrollment"] == {"up": None, "down": None, "total": None}
     assert report["retransmissions"]["per_enrollment"] is None
-    no_key = run("simulate", f"https://127.0.0.1:{port}", "--trust", ca / "ca.pem",
-                 "--maker-cert", maker)  # fmt: skip
+    no_key = run(
+        "simulate", f"https://127.0.0.1:{port}", "--trust", ca / "ca.pem", "--maker-cert", maker
+    )
     one_line(no_key, 2, "the following arguments are required: --maker-key")

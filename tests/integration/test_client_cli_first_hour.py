@@ -62,8 +62,10 @@ def test_bad_arguments_refused_before_a_key_file_is_written(tmp_path: Path) -> N
     for url in ("http://127.0.0.1:8443", "coap://127.0.0.1:5683"):
         line = one_line_error(
             est("enroll", url, "--key", key, "--subject", "CN=x", "--out", tmp_path / "x.pem"),
-            "estcoap enroll:", url, status=2,
-        )  # fmt: skip
+            "estcoap enroll:",
+            url,
+            status=2,
+        )
         assert "https://" in line and "coaps://" in line
         assert not key.exists()
     for extra, needle in (
@@ -75,14 +77,27 @@ def test_bad_arguments_refused_before_a_key_file_is_written(tmp_path: Path) -> N
     ):
         one_line_error(
             est("enroll", "https://127.0.0.1:9", "--key", key, *extra, "--out", tmp_path / "x"),
-            "estcoap enroll:", needle, status=2,
-        )  # fmt: skip
+            "estcoap enroll:",
+            needle,
+            status=2,
+        )
         assert not key.exists()
     one_line_error(
-        est("serverkeygen", "https://127.0.0.1:9", "--subject", "CN=x", "--shared-key", "zz",
-            "--out", tmp_path / "s.pem", "--out-key", tmp_path / "s.key"),
-        "--shared-key wants KEY_ID_HEX:KEY_HEX", status=2,
-    )  # fmt: skip
+        est(
+            "serverkeygen",
+            "https://127.0.0.1:9",
+            "--subject",
+            "CN=x",
+            "--shared-key",
+            "zz",
+            "--out",
+            tmp_path / "s.pem",
+            "--out-key",
+            tmp_path / "s.key",
+        ),
+        "--shared-key wants KEY_ID_HEX:KEY_HEX",
+        status=2,
+    )
 
 
 def test_outputs_checked_before_any_request(pki: dict[str, Path], tmp_path: Path) -> None:
@@ -92,25 +107,61 @@ def test_outputs_checked_before_any_request(pki: dict[str, Path], tmp_path: Path
         auth = ("--trust", pki["trust"], "--user", "alice:pw")
         before = issued(pki["ca"])
         one_line_error(
-            est("enroll", https, *auth, "--key", key, "--subject", "CN=x",
-                "--out", "/nonexistent/x.pem"),
-            "--out", "/nonexistent/x.pem", "does not exist",
-        )  # fmt: skip
+            est(
+                "enroll",
+                https,
+                *auth,
+                "--key",
+                key,
+                "--subject",
+                "CN=x",
+                "--out",
+                "/nonexistent/x.pem",
+            ),
+            "--out",
+            "/nonexistent/x.pem",
+            "does not exist",
+        )
         assert not key.exists()  # not even the key: nothing happened
         one_line_error(
-            est("serverkeygen", https, *auth, "--subject", "CN=x", "--out", tmp_path / "s.pem",
-                "--out-key", "/nonexistent/s.key"),
-            "--out-key", "/nonexistent/s.key",
-        )  # fmt: skip
+            est(
+                "serverkeygen",
+                https,
+                *auth,
+                "--subject",
+                "CN=x",
+                "--out",
+                tmp_path / "s.pem",
+                "--out-key",
+                "/nonexistent/s.key",
+            ),
+            "--out-key",
+            "/nonexistent/s.key",
+        )
         one_line_error(
             est("enroll", https, *auth, "--key", key, "--subject", "CN=x", "--out", key),
-            f"--out {key} is the same file as --key {key}", status=2,
-        )  # fmt: skip
+            f"--out {key} is the same file as --key {key}",
+            status=2,
+        )
         one_line_error(
-            est("enroll", https, *auth, "--key", key, "--subject", "CN=x", "--out",
-                pki["idevid"], "--cert", pki["idevid"], "--cert-key", pki["idevid_key"]),
-            f"--out {pki['idevid']} is the same file as --client-cert {pki['idevid']}", status=2,
-        )  # fmt: skip
+            est(
+                "enroll",
+                https,
+                *auth,
+                "--key",
+                key,
+                "--subject",
+                "CN=x",
+                "--out",
+                pki["idevid"],
+                "--cert",
+                pki["idevid"],
+                "--cert-key",
+                pki["idevid_key"],
+            ),
+            f"--out {pki['idevid']} is the same file as --client-cert {pki['idevid']}",
+            status=2,
+        )
         one_line_error(
             est("enroll", https, *auth, "--key", key, "--subject", "CN=x", "--out", tmp_path),
             "is a directory",
@@ -145,19 +196,46 @@ def test_certificate_saved_when_its_path_fails_after_issuance(
     out, work = tmp_path / "out", tmp_path / "work"
     out.mkdir()
     work.mkdir()
-    with serve("--ca", pki["ca"], "--user", "alice:pw", "--approval", "manual",
-               "--retry-after", "1") as urls:  # fmt: skip
+    with serve(
+        "--ca", pki["ca"], "--user", "alice:pw", "--approval", "manual", "--retry-after", "1"
+    ) as urls:
         auth = ["--trust", str(pki["trust"]), "--user", "alice:pw"]
         enroll = subprocess.Popen(
-            [*CLI, "enroll", urls["https"], *auth, "--key", "dev.key", "--subject", "CN=kept",
-             "--out", str(out / "dev.pem")],
-            cwd=work, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
+            [
+                *CLI,
+                "enroll",
+                urls["https"],
+                *auth,
+                "--key",
+                "dev.key",
+                "--subject",
+                "CN=kept",
+                "--out",
+                str(out / "dev.pem"),
+            ],
+            cwd=work,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         skg = subprocess.Popen(
-            [*CLI, "serverkeygen", urls["https"], *auth, "--subject", "CN=kept-skg",
-             "--out", str(out / "skg.pem"), "--out-key", str(out / "skg.key")],
-            cwd=work, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
+            [
+                *CLI,
+                "serverkeygen",
+                urls["https"],
+                *auth,
+                "--subject",
+                "CN=kept-skg",
+                "--out",
+                str(out / "skg.pem"),
+                "--out-key",
+                str(out / "skg.key"),
+            ],
+            cwd=work,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         try:
             ids = _wait_for_pending(pki["ca"], 2)
             out.rmdir()
@@ -211,35 +289,55 @@ def test_bad_credentials_are_named(pki: dict[str, Path], tmp_path: Path) -> None
                 (("cacerts", url, "--trust", garbage, *me), f"--trust {garbage}: not a certif"),
                 (("cacerts", url, "--trust", empty, *me), f"--trust {empty}: the file is empty"),
                 (("cacerts", url, "--trust", cut, *me), f"--trust {cut}: a PEM certificate"),
-                ((*base, "--client-cert", pki["idevid_key"], "--client-key", pki["idevid_key"]),
-                 f"--client-cert {pki['idevid_key']}: no certificate in it (it holds a PEM "
-                 "PRIVATE KEY)"),
-                ((*base, "--client-cert", pki["idevid"], "--client-key", cut_key),
-                 f"--client-key {cut_key}: the PEM private key in it is damaged"),
+                (
+                    (*base, "--client-cert", pki["idevid_key"], "--client-key", pki["idevid_key"]),
+                    f"--client-cert {pki['idevid_key']}: no certificate in it (it holds a PEM "
+                    "PRIVATE KEY)",
+                ),
+                (
+                    (*base, "--client-cert", pki["idevid"], "--client-key", cut_key),
+                    f"--client-key {cut_key}: the PEM private key in it is damaged",
+                ),
                 # the former spellings still work; the message names the option as it is now
-                ((*base, "--cert", pki["idevid"], "--cert-key", tmp_path / "none.key"),
-                 f"--client-key {tmp_path / 'none.key'}: cannot read it"),
-                ((*base, "--client-cert", pki["idevid"], "--client-key", pki["other_key"]),
-                 f"the key in {pki['other_key']} does not belong to the certificate in "
-                 f"{pki['idevid']}"),
-            ]  # fmt: skip
+                (
+                    (*base, "--cert", pki["idevid"], "--cert-key", tmp_path / "none.key"),
+                    f"--client-key {tmp_path / 'none.key'}: cannot read it",
+                ),
+                (
+                    (*base, "--client-cert", pki["idevid"], "--client-key", pki["other_key"]),
+                    f"the key in {pki['other_key']} does not belong to the certificate in "
+                    f"{pki['idevid']}",
+                ),
+            ]
             for args, needle in cases:
                 line = one_line_error(est(*args), "estcoap cacerts: ", needle)
                 assert "ParseError" not in line and "_ssl.c" not in line
         enroll_key = one_line_error(
-            est("enroll", urls["https"], "--trust", pki["trust"], "--key", garbage,
-                "--subject", "CN=x", "--out", tmp_path / "x.pem"),
+            est(
+                "enroll",
+                urls["https"],
+                "--trust",
+                pki["trust"],
+                "--key",
+                garbage,
+                "--subject",
+                "CN=x",
+                "--out",
+                tmp_path / "x.pem",
+            ),
             f"--key {garbage}: not a private key",
-        )  # fmt: skip
+        )
         assert "Could not deserialize" not in enroll_key
         one_line_error(
             est("cacerts", urls["https"], "--bootstrap", "--fingerprint", "zz"),
-            "--fingerprint 'zz' is not a SHA-256 fingerprint", status=2,
-        )  # fmt: skip
+            "--fingerprint 'zz' is not a SHA-256 fingerprint",
+            status=2,
+        )
         one_line_error(
             est("cacerts", urls["https"], "--bootstrap", "--fingerprint", "ab" * 31),
-            "is not a SHA-256 fingerprint", status=2,
-        )  # fmt: skip
+            "is not a SHA-256 fingerprint",
+            status=2,
+        )
 
 
 def test_untrusted_server_says_what_to_do(pki: dict[str, Path], tmp_path: Path) -> None:
@@ -256,8 +354,14 @@ def test_untrusted_server_says_what_to_do(pki: dict[str, Path], tmp_path: Path) 
 def test_silent_coaps_server_honours_timeout_and_says_what_to_check(
     pki: dict[str, Path],
 ) -> None:
-    me = ("--trust", pki["trust"], "--client-cert", pki["idevid"],
-          "--client-key", pki["idevid_key"])  # fmt: skip
+    me = (
+        "--trust",
+        pki["trust"],
+        "--client-cert",
+        pki["idevid"],
+        "--client-key",
+        pki["idevid_key"],
+    )
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
         silent.bind(("127.0.0.1", 0))  # takes datagrams, never answers
         port = silent.getsockname()[1]

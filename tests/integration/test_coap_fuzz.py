@@ -102,8 +102,16 @@ class Fuzzer:
             # No-Response (258) is left out: with it a server rightly sends no response.
             return [(rng.choice(ELECTIVE_POOL), rng.randbytes(rng.randint(0, 8)))]
         if pick == 2:
-            return [(ACCEPT, uint(rng.choice([0, 40, 60, 62, 280, 281, 284, 285, 286, 287,
-                                               rng.randrange(70000)])))]  # fmt: skip
+            return [
+                (
+                    ACCEPT,
+                    uint(
+                        rng.choice(
+                            [0, 40, 60, 62, 280, 281, 284, 285, 286, 287, rng.randrange(70000)]
+                        )
+                    ),
+                )
+            ]
         if pick == 3:
             return [(CONTENT_FORMAT, uint(rng.choice([0, 286, 281, rng.randrange(70000)])))]
         if pick == 4:

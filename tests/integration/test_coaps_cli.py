@@ -92,9 +92,16 @@ def test_device_enrolls_and_renews_over_coaps(tmp_path: Path) -> None:
     shared = tmp_path / "shared.keys"
     shared.write_text("# key id, key\n0a0b " + "11" * 16 + "\n")
     with serve(
-        "--ca", ca, "--trust-clients", maker_pem, "--coap-root", "/est", "--durable-commits",
-        "--shared-keys", shared,
-    ) as urls:  # fmt: skip
+        "--ca",
+        ca,
+        "--trust-clients",
+        maker_pem,
+        "--coap-root",
+        "/est",
+        "--durable-commits",
+        "--shared-keys",
+        shared,
+    ) as urls:
         coaps = urls["coaps"]
         origin = coaps.removesuffix("/.well-known/est")
         identity = ("--trust", trust, "--cert", cert, "--cert-key", key)
@@ -107,45 +114,114 @@ def test_device_enrolls_and_renews_over_coaps(tmp_path: Path) -> None:
         assert (tmp_path / "cas2.pem").read_bytes()[:1] == b"\x30"
 
         device_key, device_pem = tmp_path / "device.key", tmp_path / "device.pem"
-        ok("enroll", coaps, *identity, "--key", device_key, "--subject", f"{me},CN=cli-device",
-           "--out", device_pem)  # fmt: skip
+        ok(
+            "enroll",
+            coaps,
+            *identity,
+            "--key",
+            device_key,
+            "--subject",
+            f"{me},CN=cli-device",
+            "--out",
+            device_pem,
+        )
         issued = x509.load_pem_x509_certificate(device_pem.read_bytes())
         assert format_name(issued.subject) == "serialNumber=cli-device,CN=cli-device"
         assert (device_key.stat().st_mode & 0o777) == 0o600
 
         renewed_pem = tmp_path / "renewed.pem"
-        ok("reenroll", coaps, "--trust", trust, "--cert", device_pem, "--cert-key", device_key,
-           "--out", renewed_pem)  # fmt: skip
+        ok(
+            "reenroll",
+            coaps,
+            "--trust",
+            trust,
+            "--cert",
+            device_pem,
+            "--cert-key",
+            device_key,
+            "--out",
+            renewed_pem,
+        )
         renewed = x509.load_pem_x509_certificate(renewed_pem.read_bytes())
         assert renewed.subject == issued.subject
         assert renewed.serial_number != issued.serial_number
 
-        ok("serverkeygen", coaps, *identity, "--subject", f"{me},CN=skg",
-           "--out", tmp_path / "s.pem", "--out-key", tmp_path / "s.key")  # fmt: skip
+        ok(
+            "serverkeygen",
+            coaps,
+            *identity,
+            "--subject",
+            f"{me},CN=skg",
+            "--out",
+            tmp_path / "s.pem",
+            "--out-key",
+            tmp_path / "s.key",
+        )
         # the key enveloped for the request's own key (RFC 7030 s4.4.1.2), opened by the CLI
-        ok("serverkeygen", coaps, *identity, "--subject", f"{me},CN=skg2",
-           "--out", tmp_path / "e.pem", "--out-key", tmp_path / "e.key", "--encrypted")  # fmt: skip
+        ok(
+            "serverkeygen",
+            coaps,
+            *identity,
+            "--subject",
+            f"{me},CN=skg2",
+            "--out",
+            tmp_path / "e.pem",
+            "--out-key",
+            tmp_path / "e.key",
+            "--encrypted",
+        )
         sealed_cert = x509.load_pem_x509_certificate((tmp_path / "e.pem").read_bytes())
         sealed_key = serialization.load_pem_private_key((tmp_path / "e.key").read_bytes(), None)
         assert sealed_cert.public_key() == sealed_key.public_key()
         # ... or with the key shared in advance (RFC 7030 s4.4.1.1)
-        ok("serverkeygen", coaps, *identity, "--subject", f"{me},CN=skg3",
-           "--out", tmp_path / "k.pem", "--out-key", tmp_path / "k.key",
-           "--shared-key", "0a0b:" + "11" * 16)  # fmt: skip
+        ok(
+            "serverkeygen",
+            coaps,
+            *identity,
+            "--subject",
+            f"{me},CN=skg3",
+            "--out",
+            tmp_path / "k.pem",
+            "--out-key",
+            tmp_path / "k.key",
+            "--shared-key",
+            "0a0b:" + "11" * 16,
+        )
         one_line_error(
-            est("serverkeygen", coaps, *identity, "--subject", f"{me},CN=skg4", "--out",
-                tmp_path / "z.pem", "--out-key", tmp_path / "z.key",
-                "--shared-key", "0a0c:" + "11" * 16),
-            "serverkeygen", "4.00",
-        )  # fmt: skip
+            est(
+                "serverkeygen",
+                coaps,
+                *identity,
+                "--subject",
+                f"{me},CN=skg4",
+                "--out",
+                tmp_path / "z.pem",
+                "--out-key",
+                tmp_path / "z.key",
+                "--shared-key",
+                "0a0c:" + "11" * 16,
+            ),
+            "serverkeygen",
+            "4.00",
+        )
 
         # an IDevID cannot re-enroll (it was not issued by this CA): one line with the code
         one_line_error(
             est("reenroll", coaps, *identity, "--out", tmp_path / "x.pem"), "reenroll", "4.03"
         )
         # the same CA also answers over HTTPS: the certificate issued over CoAPs renews there
-        ok("reenroll", urls["https"], "--trust", trust, "--cert", renewed_pem,
-           "--cert-key", device_key, "--out", tmp_path / "https-renewed.pem")  # fmt: skip
+        ok(
+            "reenroll",
+            urls["https"],
+            "--trust",
+            trust,
+            "--cert",
+            renewed_pem,
+            "--cert-key",
+            device_key,
+            "--out",
+            tmp_path / "https-renewed.pem",
+        )
 
 
 def test_one_line_errors(tmp_path: Path) -> None:
@@ -156,8 +232,16 @@ def test_one_line_errors(tmp_path: Path) -> None:
     assert done.stderr.splitlines() == [
         "estcoap serve: --coaps: expected HOST:PORT, got 'nonsense'"
     ]
-    done = est("cacerts", "coaps://127.0.0.1:9", "--trust", ca / "ca.pem", "--out",
-               tmp_path / "x.pem", "--timeout", "1")  # fmt: skip
+    done = est(
+        "cacerts",
+        "coaps://127.0.0.1:9",
+        "--trust",
+        ca / "ca.pem",
+        "--out",
+        tmp_path / "x.pem",
+        "--timeout",
+        "1",
+    )
     one_line_error(done, "cacerts")
 
 
@@ -178,10 +262,22 @@ def test_coaps_on_ipv4_and_ipv6_at_once(tmp_path: Path) -> None:
     idevid, idevid_key = maker.issue_idevid("dual-stack")
     cert, key = _pem(tmp_path / "idevid.pem", idevid), _key(tmp_path / "idevid.key", idevid_key)
     proc = subprocess.Popen(
-        [*CLI, "serve", "--ca", str(ca), "--trust-clients", str(maker_pem),
-         "--coaps", "127.0.0.1:0", "--coaps", "[::1]:0"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [
+            *CLI,
+            "serve",
+            "--ca",
+            str(ca),
+            "--trust-clients",
+            str(maker_pem),
+            "--coaps",
+            "127.0.0.1:0",
+            "--coaps",
+            "[::1]:0",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     me = "serialNumber=dual-stack"
     try:
         urls = []
@@ -191,9 +287,22 @@ def test_coaps_on_ipv4_and_ipv6_at_once(tmp_path: Path) -> None:
             urls.append(line.rsplit(" ", 1)[1].strip())
         assert urls[0].startswith("coaps://127.0.0.1:") and urls[1].startswith("coaps://[::1]:")
         for index, url in enumerate(urls):
-            ok("enroll", url, "--trust", ca / "ca.pem", "--cert", cert, "--cert-key", key,
-               "--key", tmp_path / f"k{index}.key", "--subject", f"{me},CN=dual-{index}",
-               "--out", tmp_path / f"c{index}.pem")  # fmt: skip
+            ok(
+                "enroll",
+                url,
+                "--trust",
+                ca / "ca.pem",
+                "--cert",
+                cert,
+                "--cert-key",
+                key,
+                "--key",
+                tmp_path / f"k{index}.key",
+                "--subject",
+                f"{me},CN=dual-{index}",
+                "--out",
+                tmp_path / f"c{index}.pem",
+            )
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(10)
@@ -206,21 +315,57 @@ def test_readme_walkthrough_with_cli_made_idevids(tmp_path: Path) -> None:
     ok("ca", "init", ca, "--hostname", "127.0.0.1")
     ok("idevid", "maker", "--out-cert", maker, "--out-key", maker_key)
     assert (maker_key.stat().st_mode & 0o777) == 0o600
-    ok("idevid", "issue", "--maker-cert", maker, "--maker-key", maker_key,
-       "--serial", "SN-0001", "--out-cert", idevid, "--out-key", idevid_key)  # fmt: skip
+    ok(
+        "idevid",
+        "issue",
+        "--maker-cert",
+        maker,
+        "--maker-key",
+        maker_key,
+        "--serial",
+        "SN-0001",
+        "--out-cert",
+        idevid,
+        "--out-key",
+        idevid_key,
+    )
     one_line_error(
         est("idevid", "maker", "--out-cert", maker, "--out-key", tmp_path / "other.key"),
         "not overwriting",
     )
     one_line_error(
-        est("idevid", "issue", "--maker-cert", maker, "--maker-key", ca / "ca.key",
-            "--serial", "x", "--out-cert", tmp_path / "x.pem", "--out-key", tmp_path / "x.key"),
+        est(
+            "idevid",
+            "issue",
+            "--maker-cert",
+            maker,
+            "--maker-key",
+            ca / "ca.key",
+            "--serial",
+            "x",
+            "--out-cert",
+            tmp_path / "x.pem",
+            "--out-key",
+            tmp_path / "x.key",
+        ),
         "does not belong",
-    )  # fmt: skip
+    )
     with serve("--ca", ca, "--trust-clients", maker) as urls:
-        ok("enroll", urls["coaps"], "--trust", ca / "ca.pem", "--cert", idevid,
-           "--cert-key", idevid_key, "--key", tmp_path / "device.key",
-           "--subject", "serialNumber=SN-0001,CN=SN-0001",
-           "--out", tmp_path / "device.pem")  # fmt: skip
+        ok(
+            "enroll",
+            urls["coaps"],
+            "--trust",
+            ca / "ca.pem",
+            "--cert",
+            idevid,
+            "--cert-key",
+            idevid_key,
+            "--key",
+            tmp_path / "device.key",
+            "--subject",
+            "serialNumber=SN-0001,CN=SN-0001",
+            "--out",
+            tmp_path / "device.pem",
+        )
     issued = x509.load_pem_x509_certificate((tmp_path / "device.pem").read_bytes())
     assert format_name(issued.subject) == "serialNumber=SN-0001,CN=SN-0001"

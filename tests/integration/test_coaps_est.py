@@ -176,19 +176,26 @@ async def test_formats_281_287_and_skg_skc(deployment: Deployment) -> None:
             ).response
             sen = await ctx.request(
                 aiocoap.Message(
-                    code=Code.POST, uri=f"{base}/sen", payload=csr_for(device, "f1"),
-                    content_format=286, accept=287,
+                    code=Code.POST,
+                    uri=f"{base}/sen",
+                    payload=csr_for(device, "f1"),
+                    content_format=286,
+                    accept=287,
                 )
             ).response
             skg = await ctx.request(
                 aiocoap.Message(
-                    code=Code.POST, uri=f"{base}/skg", payload=csr_for(device, "f2"),
+                    code=Code.POST,
+                    uri=f"{base}/skg",
+                    payload=csr_for(device, "f2"),
                     content_format=286,
                 )
             ).response
             skc = await ctx.request(
                 aiocoap.Message(
-                    code=Code.POST, uri=f"{base}/skc", payload=csr_for(device, "f3"),
+                    code=Code.POST,
+                    uri=f"{base}/skc",
+                    payload=csr_for(device, "f3"),
                     content_format=286,
                 )
             ).response
@@ -224,27 +231,52 @@ async def test_error_codes(deployment: Deployment) -> None:
         try:
             good = csr_for(device)
             cases = {
-                "bad CSR": (await send(code=Code.POST, uri=f"{base}/sen", payload=b"\x30\x03abc",
-                                       content_format=286), Code.BAD_REQUEST),
-                "wrong CF": (await send(code=Code.POST, uri=f"{base}/sen", payload=good,
-                                        content_format=0), Code.UNSUPPORTED_CONTENT_FORMAT),
-                "no CF": (await send(code=Code.POST, uri=f"{base}/sen", payload=good),
-                          Code.UNSUPPORTED_CONTENT_FORMAT),
-                "bad Accept": (await send(code=Code.GET, uri=f"{base}/crts", accept=62),
-                               Code.NOT_ACCEPTABLE),
-                "method": (await send(code=Code.PUT, uri=f"{base}/sen", payload=good,
-                                      content_format=286), Code.METHOD_NOT_ALLOWED),
-                "unknown label": (await send(code=Code.GET, uri=f"{base}/nolabel/crts"),
-                                  Code.NOT_FOUND),
+                "bad CSR": (
+                    await send(
+                        code=Code.POST,
+                        uri=f"{base}/sen",
+                        payload=b"\x30\x03abc",
+                        content_format=286,
+                    ),
+                    Code.BAD_REQUEST,
+                ),
+                "wrong CF": (
+                    await send(code=Code.POST, uri=f"{base}/sen", payload=good, content_format=0),
+                    Code.UNSUPPORTED_CONTENT_FORMAT,
+                ),
+                "no CF": (
+                    await send(code=Code.POST, uri=f"{base}/sen", payload=good),
+                    Code.UNSUPPORTED_CONTENT_FORMAT,
+                ),
+                "bad Accept": (
+                    await send(code=Code.GET, uri=f"{base}/crts", accept=62),
+                    Code.NOT_ACCEPTABLE,
+                ),
+                "method": (
+                    await send(code=Code.PUT, uri=f"{base}/sen", payload=good, content_format=286),
+                    Code.METHOD_NOT_ALLOWED,
+                ),
+                "unknown label": (
+                    await send(code=Code.GET, uri=f"{base}/nolabel/crts"),
+                    Code.NOT_FOUND,
+                ),
                 "known label": (await send(code=Code.GET, uri=f"{base}/fleet/crts"), Code.CONTENT),
-                "sren with an IDevID": (await send(code=Code.POST, uri=f"{base}/sren",
-                                                   payload=good, content_format=286),
-                                        Code.FORBIDDEN),
-                "PoP mismatch": (await send(code=Code.POST, uri=f"{base}/sen",
-                                            payload=csr_for(device, challenge=base64.b64encode(
-                                                b"\x00" * 12)), content_format=286),
-                                 Code.UNAUTHORIZED),
-            }  # fmt: skip
+                "sren with an IDevID": (
+                    await send(
+                        code=Code.POST, uri=f"{base}/sren", payload=good, content_format=286
+                    ),
+                    Code.FORBIDDEN,
+                ),
+                "PoP mismatch": (
+                    await send(
+                        code=Code.POST,
+                        uri=f"{base}/sen",
+                        payload=csr_for(device, challenge=base64.b64encode(b"\x00" * 12)),
+                        content_format=286,
+                    ),
+                    Code.UNAUTHORIZED,
+                ),
+            }
             # Block1 over the cap: 4.13 with Size1 (aiocoap sends the blocks for us).
             too_big = await send(
                 code=Code.POST, uri=f"{base}/sen", payload=b"\x30" * 8192, content_format=286
@@ -291,9 +323,11 @@ async def test_pending_503_max_age_then_approval(deployment: Deployment) -> None
         ctx = await raw_context(run, device)
         csr = csr_for(device, "waiting")
         request = dict(
-            code=Code.POST, uri=f"{run.origin}/.well-known/est/sen", payload=csr,
+            code=Code.POST,
+            uri=f"{run.origin}/.well-known/est/sen",
+            payload=csr,
             content_format=286,
-        )  # fmt: skip
+        )
         try:
             first = await ctx.request(aiocoap.Message(**request)).response  # type: ignore[arg-type]
             assert first.code == Code.SERVICE_UNAVAILABLE

@@ -84,8 +84,9 @@ async def test_client_checks_server_name(pki) -> None:
 
 
 async def test_client_rejects_untrusted_server(pki) -> None:
-    config = DtlsClientConfig.from_files(pki.other_ca.cert_path, pki.client.cert_path,
-                                         pki.client.key_path)
+    config = DtlsClientConfig.from_files(
+        pki.other_ca.cert_path, pki.client.cert_path, pki.client.key_path
+    )
     async with running_server(server_config(pki)) as (_, port):
         async with client(config) as ctx:
             with pytest.raises(HandshakeFailed, match="verify failed"):

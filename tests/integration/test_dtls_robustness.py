@@ -67,8 +67,9 @@ async def test_garbage_and_hello_flood_create_no_state(pki) -> None:
         session_id_at = 13 + 12 + 2 + 32
         cookie_at = session_id_at + 1 + record[session_id_at]
         assert record[cookie_at] == 0
-        forged.append(bytes(record[:cookie_at]) + b"\x10" + os.urandom(16)
-                      + bytes(record[cookie_at + 1:]))
+        forged.append(
+            bytes(record[:cookie_at]) + b"\x10" + os.urandom(16) + bytes(record[cookie_at + 1 :])
+        )
     async with running_server(server_config(pki)) as (server, port):
         socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(20)]
         try:
@@ -109,8 +110,13 @@ async def test_bad_records_from_an_established_peer_are_ignored(pki) -> None:
             (record,) = split_records(b"".join(raw.association.datagrams_to_send()))
             tampered = bytearray(record)
             tampered[-1] ^= 0xFF  # bad AEAD tag
-            for bad in (record[:20], record[:-3], bytes(tampered), os.urandom(64),
-                        record[:13] + os.urandom(len(record) - 13)):
+            for bad in (
+                record[:20],
+                record[:-3],
+                bytes(tampered),
+                os.urandom(64),
+                record[:13] + os.urandom(len(record) - 13),
+            ):
                 raw.send_raw(bad)
             for bad in garbage_datagrams():
                 raw.send_raw(bad)
@@ -139,7 +145,7 @@ async def test_reconnect_from_same_address_and_port_replaces_session(pki) -> Non
         await first.open()
         local_port = first.local[1]
         await first.handshake()
-        old = (await first.request(aiocoap.Message(code=aiocoap.GET, uri_path=["peer"])))
+        old = await first.request(aiocoap.Message(code=aiocoap.GET, uri_path=["peer"]))
         old_session = next(iter(server.sessions.values()))
         first.close()  # the device reboots: no close_notify
         await asyncio.sleep(0.05)  # the socket closes on the next loop iteration
@@ -230,13 +236,13 @@ async def test_twenty_percent_loss_each_way(pki) -> None:
             async with client(client_config(pki, handshake_timeout=20)) as ctx:
                 base = f"coaps://127.0.0.1:{relay_port}"
                 tuning = QuickRetransmit()
-                get = aiocoap.Message(code=aiocoap.GET, uri=base + "/big",
-                                      transport_tuning=tuning)
+                get = aiocoap.Message(code=aiocoap.GET, uri=base + "/big", transport_tuning=tuning)
                 response = await ctx.request(get).response
                 assert response.payload == BIG
                 body = BIG[:3000]
-                post = aiocoap.Message(code=aiocoap.POST, uri=base + "/echo", payload=body,
-                                       transport_tuning=tuning)
+                post = aiocoap.Message(
+                    code=aiocoap.POST, uri=base + "/echo", payload=body, transport_tuning=tuning
+                )
                 response = await ctx.request(post).response
                 assert response.code == aiocoap.CHANGED
                 assert response.payload.startswith(b"3000 ")

@@ -145,8 +145,9 @@ async def test_only_the_ca_or_an_ra_may_sign_a_key_package(ca_dir) -> None:
                 sealed = keypackage.seal_key(
                     pkcs8, signer_certificate=signer, signer_key=signer_key, recipient=recipient
                 )
-                parts = KeygenParts(ContentFormat.PKCS7_SERVER_KEYGEN, sealed,
-                                    ContentFormat.PKIX_CERT, b"")  # fmt: skip
+                parts = KeygenParts(
+                    ContentFormat.PKCS7_SERVER_KEYGEN, sealed, ContentFormat.PKIX_CERT, b""
+                )
                 if accepted:
                     assert est._received_key(parts, transport_key) == pkcs8
                 else:

@@ -36,11 +36,22 @@ def test_custom_ca_server_with_both_clients(tmp_path: Path) -> None:
     (tmp_path / "maker.pem").write_bytes(maker.certificate.public_bytes(serialization.Encoding.PEM))
     cert, key = _write(tmp_path, "idevid", *maker.issue_idevid("example-1"))
     server = subprocess.Popen(
-        [sys.executable, EXAMPLES / "server.py", "--ca-dir", tmp_path / "myca",
-         "--trust-clients", tmp_path / "maker.pem", "--coaps", "127.0.0.1:0",
-         "--https", "127.0.0.1:0"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            EXAMPLES / "server.py",
+            "--ca-dir",
+            tmp_path / "myca",
+            "--trust-clients",
+            tmp_path / "maker.pem",
+            "--coaps",
+            "127.0.0.1:0",
+            "--https",
+            "127.0.0.1:0",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         line = server.stdout.readline()  # type: ignore[union-attr]
         assert line.startswith("serving "), line + server.stderr.read()  # type: ignore[union-attr]
@@ -48,20 +59,45 @@ def test_custom_ca_server_with_both_clients(tmp_path: Path) -> None:
         trust = tmp_path / "myca" / "ca.pem"
         for url, out in ((coaps_url, "dev-coaps"), (https_url, "dev-https")):
             done = subprocess.run(
-                [sys.executable, EXAMPLES / "client_simple.py", url, "--trust", trust,
-                 "--client-cert", cert, "--client-key", key, "--subject", f"CN={out}",
-                 "--out", tmp_path / out],
-                capture_output=True, text=True, timeout=60,
-            )  # fmt: skip
+                [
+                    sys.executable,
+                    EXAMPLES / "client_simple.py",
+                    url,
+                    "--trust",
+                    trust,
+                    "--client-cert",
+                    cert,
+                    "--client-key",
+                    key,
+                    "--subject",
+                    f"CN={out}",
+                    "--out",
+                    tmp_path / out,
+                ],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
             assert done.returncode == 0, done.stdout + done.stderr
             issued = x509.load_pem_x509_certificate((tmp_path / f"{out}.pem").read_bytes())
             assert issued.subject.rfc4514_string() == f"CN={out}"
             assert issued.issuer.rfc4514_string() == "CN=My CA"
         done = subprocess.run(
-            [sys.executable, EXAMPLES / "client.py", coaps_url, "--trust", trust,
-             "--client-cert", cert, "--client-key", key],
-            capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
+            [
+                sys.executable,
+                EXAMPLES / "client.py",
+                coaps_url,
+                "--trust",
+                trust,
+                "--client-cert",
+                cert,
+                "--client-key",
+                key,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert done.returncode == 0, done.stdout + done.stderr
         for step in ("cacerts:", "csrattrs:", "enroll:", "serverkeygen:", "(renew)", "(rekey)"):
             assert step in done.stdout, done.stdout
@@ -82,10 +118,23 @@ def _start(argv: list, ready: str) -> tuple[subprocess.Popen, str]:  # type: ign
 def test_gateway_and_proxy_examples_in_front_of_an_https_server(tmp_path: Path) -> None:
     cli = [sys.executable, "-m", "estcoap.cli"]
     ca = tmp_path / "ca"
-    subprocess.run([*cli, "ca", "init", ca, "--hostname", "127.0.0.1"], check=True,
-                   capture_output=True)  # fmt: skip
-    subprocess.run([*cli, "ca", "issue-ra", ca, "--out-cert", tmp_path / "ra.pem",
-                    "--out-key", tmp_path / "ra.key"], check=True, capture_output=True)  # fmt: skip
+    subprocess.run(
+        [*cli, "ca", "init", ca, "--hostname", "127.0.0.1"], check=True, capture_output=True
+    )
+    subprocess.run(
+        [
+            *cli,
+            "ca",
+            "issue-ra",
+            ca,
+            "--out-cert",
+            tmp_path / "ra.pem",
+            "--out-key",
+            tmp_path / "ra.key",
+        ],
+        check=True,
+        capture_output=True,
+    )
     maker = DeviceMaker.create()
     maker_pem = tmp_path / "maker.pem"
     maker_pem.write_bytes(maker.certificate.public_bytes(serialization.Encoding.PEM))
@@ -98,10 +147,22 @@ def test_gateway_and_proxy_examples_in_front_of_an_https_server(tmp_path: Path) 
         )
         procs.append(upstream)
         upstream_url = line.rsplit(" ", 1)[1].strip()
-        common = ["--upstream", upstream_url, "--upstream-trust", ca / "ca.pem",
-                  "--ra-cert", tmp_path / "ra.pem", "--ra-key", tmp_path / "ra.key",
-                  "--server-cert", ca / "server.pem", "--server-key", ca / "server.key",
-                  "--trust-clients", maker_pem]  # fmt: skip
+        common = [
+            "--upstream",
+            upstream_url,
+            "--upstream-trust",
+            ca / "ca.pem",
+            "--ra-cert",
+            tmp_path / "ra.pem",
+            "--ra-key",
+            tmp_path / "ra.key",
+            "--server-cert",
+            ca / "server.pem",
+            "--server-key",
+            ca / "server.key",
+            "--trust-clients",
+            maker_pem,
+        ]
         gateway, line = _start(
             [sys.executable, EXAMPLES / "coaps_gateway.py", *common, "--coaps", "127.0.0.1:0"],
             "gateway ",
@@ -114,11 +175,25 @@ def test_gateway_and_proxy_examples_in_front_of_an_https_server(tmp_path: Path) 
         # The upstream issues to an IDevID device only a subject with its serial number.
         for url, out in ((line.split()[1], "via-gateway"), (proxy_line.split()[1], "via-proxy")):
             done = subprocess.run(
-                [sys.executable, EXAMPLES / "client_simple.py", url, "--trust", ca / "ca.pem",
-                 "--client-cert", cert, "--client-key", key,
-                 "--subject", f"CN={out},serialNumber=behind-gateway", "--out", tmp_path / out],
-                capture_output=True, text=True, timeout=60,
-            )  # fmt: skip
+                [
+                    sys.executable,
+                    EXAMPLES / "client_simple.py",
+                    url,
+                    "--trust",
+                    ca / "ca.pem",
+                    "--client-cert",
+                    cert,
+                    "--client-key",
+                    key,
+                    "--subject",
+                    f"CN={out},serialNumber=behind-gateway",
+                    "--out",
+                    tmp_path / out,
+                ],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
             assert done.returncode == 0, done.stdout + done.stderr
             issued = x509.load_pem_x509_certificate((tmp_path / f"{out}.pem").read_bytes())
             subject = {a.oid: a.value for a in issued.subject}

@@ -238,9 +238,7 @@ async def test_slow_upstream_gives_504_and_no_answer_is_replayed(deployment: Dep
 
         upstream.script["simpleenroll"] = slow_then_normal
         slow_csr, _ = new_csr("CN=slow")
-        async with running_gateway(
-            deployment, upstream.url, timeout=0.8, connections=1
-        ) as gateway:
+        async with running_gateway(deployment, upstream.url, timeout=0.8, connections=1) as gateway:
             device = await _device(deployment, gateway, "a")
             other = await _device(deployment, gateway, "b")
             try:
@@ -473,11 +471,17 @@ async def test_pkcs8_answer_media_type_is_mapped(deployment: Deployment) -> None
                 serialization.NoEncryption(),
             )
             text = (
-                b"--xyz\r\nContent-Type: " + CERTS_ONLY.encode() + b"\r\n\r\n"
-                + base64.b64encode(pkcs7.encode_certs_only([cert])) + b"\r\n"
-                + b"--xyz\r\nContent-Type: " + HTTP_PKCS8.encode() + b"\r\n\r\n"
-                + base64.b64encode(key_der) + b"\r\n--xyz--\r\n"
-            )  # fmt: skip
+                b"--xyz\r\nContent-Type: "
+                + CERTS_ONLY.encode()
+                + b"\r\n\r\n"
+                + base64.b64encode(pkcs7.encode_certs_only([cert]))
+                + b"\r\n"
+                + b"--xyz\r\nContent-Type: "
+                + HTTP_PKCS8.encode()
+                + b"\r\n\r\n"
+                + base64.b64encode(key_der)
+                + b"\r\n--xyz--\r\n"
+            )
             return web.Response(
                 body=text, headers={"Content-Type": "multipart/mixed; boundary=xyz"}
             )
@@ -513,10 +517,13 @@ async def test_proxy_maps_timeouts_and_statuses_to_http(deployment: Deployment) 
         ca_cert = x509.load_pem_x509_certificate(deployment.paths.ca_cert.read_bytes())
         service = open_upstream(UpstreamSettings(url=upstream.url, trust=[ca_cert], timeout=0.5))
         proxy = await start_proxy(
-            service, "127.0.0.1", 0,
-            cert_chain=deployment.paths.server_cert, key=deployment.paths.server_key,
+            service,
+            "127.0.0.1",
+            0,
+            cert_chain=deployment.paths.server_cert,
+            key=deployment.paths.server_key,
             users=[user_from_arg("alice:secret")],
-        )  # fmt: skip
+        )
         ctx = ssl.create_default_context(cafile=str(deployment.paths.ca_cert))
         body = base64.encodebytes(new_csr()[0])
         token = base64.b64encode(b"alice:secret").decode()

@@ -74,10 +74,20 @@ def token(tmp_path_factory: pytest.TempPathFactory) -> Path:
     conf.write_text(f"directories.tokendir = {root / 'tokens'}\nobjectstore.backend = file\n")
     os.environ["SOFTHSM2_CONF"] = str(conf)
     subprocess.run(
-        [str(SOFTHSM_UTIL), "--init-token", "--free", "--label", TOKEN,
-         "--so-pin", SO_PIN, "--pin", PIN],
-        check=True, capture_output=True,
-    )  # fmt: skip
+        [
+            str(SOFTHSM_UTIL),
+            "--init-token",
+            "--free",
+            "--label",
+            TOKEN,
+            "--so-pin",
+            SO_PIN,
+            "--pin",
+            PIN,
+        ],
+        check=True,
+        capture_output=True,
+    )
     return root
 
 
@@ -212,8 +222,9 @@ def test_crl_and_ocsp_signed_in_the_token(tmp_path: Path, pin: str) -> None:
     crl_pem.write_bytes(crl.public_bytes(serialization.Encoding.PEM))
     done = subprocess.run(
         [str(OPENSSL), "crl", "-in", str(crl_pem), "-CAfile", str(paths.ca_cert), "-noout"],
-        capture_output=True, text=True,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0 and "verify OK" in done.stderr + done.stdout, done.stderr
     with Store.open(paths.store) as store:
         responder = OcspResponder(ca_cert, ca_key, store_lookup(store))  # type: ignore[arg-type]
@@ -352,9 +363,13 @@ def est(*args: str | Path, pin_env: str | None = None) -> subprocess.CompletedPr
     if pin_env is not None:
         env[PIN_ENV] = pin_env
     return subprocess.run(
-        [*CLI, *map(str, args)], capture_output=True, text=True, timeout=60, env=env,
+        [*CLI, *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
         stdin=subprocess.DEVNULL,
-    )  # fmt: skip
+    )
 
 
 def test_cli_init_crl_and_what_it_refuses(tmp_path: Path, token: Path) -> None:
@@ -362,25 +377,50 @@ def test_cli_init_crl_and_what_it_refuses(tmp_path: Path, token: Path) -> None:
     pin_file.write_text(PIN + "\n")
     ca = tmp_path / "ca"
     uri = f"pkcs11:token={TOKEN};object=ca-cli"
-    done = est("ca", "init", ca, "--hostname", "localhost", "--key-uri", uri,
-               "--pkcs11-module", MODULE, "--pin-file", pin_file)  # fmt: skip
+    done = est(
+        "ca",
+        "init",
+        ca,
+        "--hostname",
+        "localhost",
+        "--key-uri",
+        uri,
+        "--pkcs11-module",
+        MODULE,
+        "--pin-file",
+        pin_file,
+    )
     assert done.returncode == 0, done.stderr
     assert f"{uri}?module-path={MODULE} (in the token)" in done.stdout
     assert PIN not in done.stdout + done.stderr
     assert sorted(p.name for p in ca.iterdir()) == [
-        "ca.pem", "est.sqlite3", "key.uri", "server.key", "server.pem"
-    ]  # fmt: skip
+        "ca.pem",
+        "est.sqlite3",
+        "key.uri",
+        "server.key",
+        "server.pem",
+    ]
 
     crl = tmp_path / "ca.crl.pem"
     done = est("ca", "crl", ca, "--out", crl, pin_env=PIN)  # the PIN from the environment
     assert done.returncode == 0, done.stderr
     verified = subprocess.run(
         [str(OPENSSL), "crl", "-in", str(crl), "-CAfile", str(ca / "ca.pem"), "-noout"],
-        capture_output=True, text=True,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+    )
     assert "verify OK" in verified.stderr + verified.stdout
-    done = est("ca", "issue-ra", ca, "--out-cert", tmp_path / "ra.pem", "--out-key",
-               tmp_path / "ra.key", "--pin-file", pin_file)  # fmt: skip
+    done = est(
+        "ca",
+        "issue-ra",
+        ca,
+        "--out-cert",
+        tmp_path / "ra.pem",
+        "--out-key",
+        tmp_path / "ra.key",
+        "--pin-file",
+        pin_file,
+    )
     assert done.returncode == 0, done.stderr
     ra = x509.load_pem_x509_certificate((tmp_path / "ra.pem").read_bytes())
     openssl_verify(ca / "ca.pem", ra, tmp_path)
@@ -388,13 +428,53 @@ def test_cli_init_crl_and_what_it_refuses(tmp_path: Path, token: Path) -> None:
     refusals = [
         (est("ca", "crl", ca, "--out", tmp_path / "x.pem"), "needs its user PIN"),
         (est("ca", "crl", ca, "--out", tmp_path / "x.pem", pin_env="000000"), "wrong PIN"),
-        (est("ca", "init", tmp_path / "b", "--hostname", "h", "--key-uri",
-             f"{uri}?pin-value={PIN}", "--pkcs11-module", MODULE), "pin-value is refused"),
-        (est("ca", "init", tmp_path / "c", "--hostname", "h", "--key-uri", uri, "--key-type",
-             "rsa-2048", "--pkcs11-module", MODULE, "--pin-file", pin_file), "not rsa-2048"),
-        (est("ca", "init", tmp_path / "d", "--hostname", "h", "--key-uri",
-             f"pkcs11:token={TOKEN};object=ca-d", "--pin-file", pin_file), "which PKCS#11 library"),
-    ]  # fmt: skip
+        (
+            est(
+                "ca",
+                "init",
+                tmp_path / "b",
+                "--hostname",
+                "h",
+                "--key-uri",
+                f"{uri}?pin-value={PIN}",
+                "--pkcs11-module",
+                MODULE,
+            ),
+            "pin-value is refused",
+        ),
+        (
+            est(
+                "ca",
+                "init",
+                tmp_path / "c",
+                "--hostname",
+                "h",
+                "--key-uri",
+                uri,
+                "--key-type",
+                "rsa-2048",
+                "--pkcs11-module",
+                MODULE,
+                "--pin-file",
+                pin_file,
+            ),
+            "not rsa-2048",
+        ),
+        (
+            est(
+                "ca",
+                "init",
+                tmp_path / "d",
+                "--hostname",
+                "h",
+                "--key-uri",
+                f"pkcs11:token={TOKEN};object=ca-d",
+                "--pin-file",
+                pin_file,
+            ),
+            "which PKCS#11 library",
+        ),
+    ]
     for done, why in refusals:
         assert done.returncode != 0 and why in done.stderr, done.stderr
         assert "Traceback" not in done.stderr

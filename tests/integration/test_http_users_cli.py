@@ -30,9 +30,11 @@ def _serve(
 ) -> tuple[str, subprocess.Popen[str]]:
     proc = subprocess.Popen(
         [*CLI, "serve", "--ca", str(ca), "--https", "127.0.0.1:0", *args],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
         env={**os.environ, **(env or {})},
-    )  # fmt: skip
+    )
     line = proc.stdout.readline()  # type: ignore[union-attr]
     if not line.startswith(READY):
         proc.kill()

@@ -61,7 +61,7 @@ async def test_basic_auth(ca_dir) -> None:
         token = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
         async with aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(ssl=client_ssl(env.paths))
-        ) as session:  # fmt: skip
+        ) as session:
             headers = {**PKCS10, "Authorization": f"Basic {token}"}
             body = b64.encode(_csr("CN=basic"))
             async with session.post(f"{env.url}/simpleenroll", data=body, headers=headers) as r:
@@ -81,7 +81,7 @@ async def test_digest_auth_both_algorithms_and_replay(ca_dir, algorithm: str) ->
         uri = url[url.index("/.well-known") :]
         async with aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(ssl=client_ssl(env.paths))
-        ) as session:  # fmt: skip
+        ) as session:
             challenge = await _challenge(session, url, algorithm)
             headers = {**PKCS10, "Authorization": _digest_header(challenge, "POST", uri)}
             async with session.post(url, data=b64.encode(_csr("CN=dig")), headers=headers) as r:
@@ -100,15 +100,18 @@ async def test_estclient_uses_digest_sha256_and_survives_stale_nonce(ca_dir, clo
         url = f"{env.url}/simpleenroll"
         async with aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(ssl=client_ssl(env.paths))
-        ) as session:  # fmt: skip
+        ) as session:
             old = await _challenge(session, url, "SHA-256")
             clock.advance(2.2)  # the nonce expires
             uri = url[url.index("/.well-known") :]
             headers = {**PKCS10, "Authorization": _digest_header(old, "POST", uri)}
             async with session.post(url, data=b64.encode(_csr("CN=x")), headers=headers) as r:
                 assert r.status == 401
-                assert all("stale=true" in c for c in r.headers.getall("WWW-Authenticate")
-                           if c.startswith("Digest"))  # fmt: skip
+                assert all(
+                    "stale=true" in c
+                    for c in r.headers.getall("WWW-Authenticate")
+                    if c.startswith("Digest")
+                )
 
         async with EstClient(env.url, trust=env.paths.ca_cert, user=USER, password=PASSWORD) as est:
             await est.csrattrs()  # learns a nonce
@@ -134,9 +137,13 @@ async def test_users_file_basic_and_digest(ca_dir, tmp_path) -> None:
         from estcoap.https import start_https_server
 
         server = await start_https_server(
-            env.ca, "127.0.0.1", 0, cert_chain=env.paths.server_cert,
-            key=env.paths.server_key, users=users,
-        )  # fmt: skip
+            env.ca,
+            "127.0.0.1",
+            0,
+            cert_chain=env.paths.server_cert,
+            key=env.paths.server_key,
+            users=users,
+        )
         try:
             async with EstClient(
                 server.url, trust=env.paths.ca_cert, user="bob", password="n3w"
@@ -146,7 +153,7 @@ async def test_users_file_basic_and_digest(ca_dir, tmp_path) -> None:
             token = base64.b64encode(b"carol:other").decode()
             async with aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(ssl=client_ssl(env.paths))
-            ) as session:  # fmt: skip
+            ) as session:
                 headers = {**PKCS10, "Authorization": f"Basic {token}"}
                 body = b64.encode(_csr("CN=carol-dev"))
                 async with session.post(

@@ -79,9 +79,14 @@ def users_fixture(tmp_path: Path) -> list[users_module.User]:
 @contextlib.asynccontextmanager
 async def _https(ca, paths, users, **options: object) -> AsyncIterator[HttpsServer]:  # type: ignore[no-untyped-def]
     server = await start_https_server(
-        ca, "127.0.0.1", 0, cert_chain=paths.server_cert, key=paths.server_key, users=users,
+        ca,
+        "127.0.0.1",
+        0,
+        cert_chain=paths.server_cert,
+        key=paths.server_key,
+        users=users,
         **options,  # type: ignore[arg-type]
-    )  # fmt: skip
+    )
     try:
         yield server
     finally:
@@ -116,16 +121,21 @@ async def test_wrong_password_flood_does_not_stall_coaps_or_https_enrollment(
         try:
             while auth.passwords.kdf_runs < 8:  # the flood is on before the devices start
                 await asyncio.sleep(0.05)
-            subject = x509.Name([
-                x509.NameAttribute(NameOID.SERIAL_NUMBER, "dev-0001"),
-                x509.NameAttribute(NameOID.COMMON_NAME, "dev-0001"),
-            ])  # fmt: skip
+            subject = x509.Name(
+                [
+                    x509.NameAttribute(NameOID.SERIAL_NUMBER, "dev-0001"),
+                    x509.NameAttribute(NameOID.COMMON_NAME, "dev-0001"),
+                ]
+            )
             async with coaps.client(device, timeout=10.0) as est:
                 provisioned = await est.provision(subject)
             async with EstClient(
-                https.url, trust=deployment.paths.ca_cert, user=ALICE, password=ALICE_PW,
+                https.url,
+                trust=deployment.paths.ca_cert,
+                user=ALICE,
+                password=ALICE_PW,
                 timeout=10.0,
-            ) as est:  # fmt: skip
+            ) as est:
                 chain = await est.enroll(key=generate_key(), subject="CN=during-flood")
         finally:
             stop.set()
@@ -142,9 +152,13 @@ async def test_event_loop_answers_while_password_checks_run(deployment, users) -
     while checks are still outstanding: the loop is not the one running them."""
     async with (
         running_coaps(deployment) as coaps,
-        _https(coaps.ca, deployment.paths, users, auth_options={
-            "limits": NO_LIMITS, "password_workers": 1, "password_backlog": 64}) as https,
-    ):  # fmt: skip
+        _https(
+            coaps.ca,
+            deployment.paths,
+            users,
+            auth_options={"limits": NO_LIMITS, "password_workers": 1, "password_backlog": 64},
+        ) as https,
+    ):
         auth = _auth(https)
         async with _session(deployment.paths.ca_cert, "127.0.0.2") as session:
             guesses = [
@@ -165,9 +179,13 @@ async def test_event_loop_answers_while_password_checks_run(deployment, users) -
 async def test_backlog_full_is_refused_503_with_retry_after(deployment, users) -> None:
     async with (
         running_coaps(deployment) as coaps,
-        _https(coaps.ca, deployment.paths, users, auth_options={
-            "limits": NO_LIMITS, "password_workers": 1, "password_backlog": 2}) as https,
-    ):  # fmt: skip
+        _https(
+            coaps.ca,
+            deployment.paths,
+            users,
+            auth_options={"limits": NO_LIMITS, "password_workers": 1, "password_backlog": 2},
+        ) as https,
+    ):
         auth = _auth(https)
         async with _session(deployment.paths.ca_cert, "127.0.0.2") as session:
 
@@ -222,11 +240,21 @@ async def test_unknown_and_known_names_each_cost_one_scrypt_and_answer_alike(
         answers = []
         for name in (ALICE, "nobody"):
             ha1 = digest_ha1("SHA-256", name, auth.realm, "wrong")
-            response = digest_response("SHA-256", ha1, method="GET", uri="/x", nonce=nonce,
-                                       nc="00000001", cnonce="c", qop="auth")  # fmt: skip
-            header = (f'Digest username="{name}", realm="{auth.realm}", uri="/x", '
-                      f'algorithm=SHA-256, nonce="{nonce}", nc=00000001, cnonce="c", qop=auth, '
-                      f'response="{response}"')  # fmt: skip
+            response = digest_response(
+                "SHA-256",
+                ha1,
+                method="GET",
+                uri="/x",
+                nonce=nonce,
+                nc="00000001",
+                cnonce="c",
+                qop="auth",
+            )
+            header = (
+                f'Digest username="{name}", realm="{auth.realm}", uri="/x", '
+                f'algorithm=SHA-256, nonce="{nonce}", nc=00000001, cnonce="c", qop=auth, '
+                f'response="{response}"'
+            )
             answers.append((await auth.authenticate(header, "GET", "/x", "127.0.0.1")).reason)
         assert answers == ["wrong user name or password"] * 2
     finally:
@@ -317,9 +345,10 @@ async def test_md5_digest_only_when_configured_and_then_first(deployment, users)
                 assert r.status == 401 and "not offered" in await r.text()
 
         libest = {"http_auth": ("digest-md5", "basic")}
-        async with _https(coaps.ca, deployment.paths, users, **libest) as https, _session(
-            trust
-        ) as s:  # fmt: skip
+        async with (
+            _https(coaps.ca, deployment.paths, users, **libest) as https,
+            _session(trust) as s,
+        ):
             resp = await _get(s, https.url)
             offered = resp.headers.getall("WWW-Authenticate")
             assert [c.split()[0] for c in offered] == ["Digest", "Basic"]
@@ -333,11 +362,21 @@ async def test_md5_digest_only_when_configured_and_then_first(deployment, users)
 def _digest_md5(challenge: str, uri: str) -> str:
     p = parse_challenges([challenge])[0].params
     ha1 = digest_ha1("MD5", ALICE, p["realm"], ALICE_PW)
-    response = digest_response("MD5", ha1, method="GET", uri=uri, nonce=p["nonce"],
-                               nc="00000001", cnonce="0a4f113b", qop="auth")  # fmt: skip
-    return (f'Digest username="{ALICE}", realm="{p["realm"]}", nonce="{p["nonce"]}", '
-            f'uri="{uri}", algorithm=MD5, qop=auth, nc=00000001, cnonce="0a4f113b", '
-            f'response="{response}", opaque="{p["opaque"]}"')  # fmt: skip
+    response = digest_response(
+        "MD5",
+        ha1,
+        method="GET",
+        uri=uri,
+        nonce=p["nonce"],
+        nc="00000001",
+        cnonce="0a4f113b",
+        qop="auth",
+    )
+    return (
+        f'Digest username="{ALICE}", realm="{p["realm"]}", nonce="{p["nonce"]}", '
+        f'uri="{uri}", algorithm=MD5, qop=auth, nc=00000001, cnonce="0a4f113b", '
+        f'response="{response}", opaque="{p["opaque"]}"'
+    )
 
 
 # ---- TLS 1.2 cipher suites --------------------------------------------------------------
@@ -351,11 +390,19 @@ async def test_tls12_offers_only_aead_suites(deployment, users) -> None:
 
             async def s_client(cipher: str) -> tuple[int, str]:
                 proc = await asyncio.create_subprocess_exec(
-                    "openssl", "s_client", "-connect", connect, "-tls1_2", "-cipher", cipher,
-                    "-CAfile", str(deployment.paths.ca_cert),
-                    stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+                    "openssl",
+                    "s_client",
+                    "-connect",
+                    connect,
+                    "-tls1_2",
+                    "-cipher",
+                    cipher,
+                    "-CAfile",
+                    str(deployment.paths.ca_cert),
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=asyncio.subprocess.PIPE,
                     stderr=asyncio.subprocess.STDOUT,
-                )  # fmt: skip
+                )
                 out, _ = await asyncio.wait_for(proc.communicate(), 30)
                 return proc.returncode or 0, out.decode(errors="replace")
 
@@ -379,9 +426,10 @@ async def test_certificate_only_server_never_sends_401_without_a_challenge(deplo
             csr = build_csr(generate_key(), x509.Name.from_rfc4514_string("CN=anon"))
             async with _session(deployment.paths.ca_cert) as s:
                 async with s.post(
-                    f"{https.url}/simpleenroll", data=b64.encode(csr),
+                    f"{https.url}/simpleenroll",
+                    data=b64.encode(csr),
                     headers={"Content-Type": "application/pkcs10"},
-                ) as resp:  # fmt: skip
+                ) as resp:
                     text = await resp.text()
                     assert resp.status == 403 and "WWW-Authenticate" not in resp.headers
                     assert "client certificate" in text

@@ -85,17 +85,25 @@ def _cases() -> dict[str, Case]:
             "POST", "simpleenroll", 401, "authentication", good, auth=None, check="WWW-Authenticate"
         ),
         "wrong password": Case(
-            "POST", "simpleenroll", 401, "password", good,
-            auth=basic(USER, "wrong"), check="WWW-Authenticate",
-        ),  # fmt: skip
+            "POST",
+            "simpleenroll",
+            401,
+            "password",
+            good,
+            auth=basic(USER, "wrong"),
+            check="WWW-Authenticate",
+        ),
         "oversized body": Case("POST", "simpleenroll", 413, "exceeds", b"A" * (MAX_BODY + 10)),
         "oversized chunked body": Case(
             "POST", "simpleenroll", 413, "exceeds", lambda: _chunks(MAX_BODY * 4)
         ),
         "PoP mismatch": Case(
-            "POST", "simpleenroll", 403, "proof-of-possession",
+            "POST",
+            "simpleenroll",
+            403,
+            "proof-of-possession",
             b64.encode(_csr(challenge_password=base64.b64encode(b"\x01" * 12))),
-        ),  # fmt: skip
+        ),
     }
 
 
@@ -116,7 +124,7 @@ async def test_bad_input(ca_dir, name: str) -> None:
         connector = aiohttp.TCPConnector(ssl=client_ssl(env.paths, tls12=True))
         async with aiohttp.ClientSession(
             connector=connector, skip_auto_headers=case.skip
-        ) as session:  # fmt: skip
+        ) as session:
             body = case.body() if callable(case.body) else case.body
             headers = dict(case.headers)
             if case.auth:
@@ -139,7 +147,7 @@ async def test_401_offers_digest_sha256_then_basic_and_no_md5(ca_dir) -> None:
     async with running(ca_dir) as env:
         async with aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(ssl=client_ssl(env.paths))
-        ) as session:  # fmt: skip
+        ) as session:
             url = f"{env.url}/simpleenroll"
             async with session.post(url, data=b64.encode(_csr()), headers=PKCS10) as resp:
                 assert resp.status == 401
@@ -160,17 +168,16 @@ async def test_reenroll_with_another_subject_is_forbidden(ca_dir, tmp_path) -> N
         cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
         key_path.write_bytes(
             key.private_bytes(
-                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
                 serialization.NoEncryption(),
             )
-        )  # fmt: skip
+        )
         ctx = client_ssl(env.paths)
         ctx.load_cert_chain(cert_path, key_path)
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx)) as session:
             body = b64.encode(build_csr(key, x509.Name.from_rfc4514_string("CN=someone-else")))
-            async with session.post(
-                f"{env.url}/simplereenroll", data=body, headers=PKCS10
-            ) as resp:  # fmt: skip
+            async with session.post(f"{env.url}/simplereenroll", data=body, headers=PKCS10) as resp:
                 assert resp.status == 403
                 assert "mismatch" in (await resp.text())
         await _still_serving(env)
@@ -180,7 +187,7 @@ async def test_unknown_path_outside_est_is_404(ca_dir) -> None:
     async with running(ca_dir) as env:
         async with aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(ssl=client_ssl(env.paths))
-        ) as session:  # fmt: skip
+        ) as session:
             base = env.url[: -len(EST_WELL_KNOWN)]
             async with session.get(f"{base}/.well-known/est/a/b/c") as resp:
                 assert resp.status == 404

@@ -83,25 +83,68 @@ def test_client_commands_end_to_end(ca: Path, tmp_path: Path, monkeypatch) -> No
 
         auth = ["--trust", "boot.pem", "--user", "alice:pw"]
         sans = ["--san", "DNS:dev1.example", "--san", "IP:192.0.2.7"]
-        ok("enroll", url, *auth, "--key", "dev.key", "--subject", "CN=dev1,O=Acme", *sans,
-           "--out", "dev.pem", "--pop")  # fmt: skip
+        ok(
+            "enroll",
+            url,
+            *auth,
+            "--key",
+            "dev.key",
+            "--subject",
+            "CN=dev1,O=Acme",
+            *sans,
+            "--out",
+            "dev.pem",
+            "--pop",
+        )
         assert Path("dev.key").stat().st_mode & 0o777 == 0o600
         cert = _cert(Path("dev.pem"))
         assert cert.subject.rfc4514_string() == "CN=dev1,O=Acme"
         key = serialization.load_pem_private_key(Path("dev.key").read_bytes(), None)
         assert cert.public_key() == key.public_key()
 
-        ok("reenroll", url, "--trust", "boot.pem", "--client-cert", "dev.pem", "--client-key",
-           "dev.key", "--out", "renewed.pem")  # fmt: skip
+        ok(
+            "reenroll",
+            url,
+            "--trust",
+            "boot.pem",
+            "--client-cert",
+            "dev.pem",
+            "--client-key",
+            "dev.key",
+            "--out",
+            "renewed.pem",
+        )
         renewed = _cert(Path("renewed.pem"))
         assert renewed.public_key() == cert.public_key() and renewed.subject == cert.subject
         # The renewed certificate, the newest of its chain, is the one that renews again.
-        ok("reenroll", url, "--trust", "boot.pem", "--client-cert", "renewed.pem",
-           "--client-key", "dev.key", "--out", "rekeyed.pem", "--key", "new.key")  # fmt: skip
+        ok(
+            "reenroll",
+            url,
+            "--trust",
+            "boot.pem",
+            "--client-cert",
+            "renewed.pem",
+            "--client-key",
+            "dev.key",
+            "--out",
+            "rekeyed.pem",
+            "--key",
+            "new.key",
+        )
         assert _cert(Path("rekeyed.pem")).public_key() != cert.public_key()
 
-        ok("serverkeygen", url, *auth, "--subject", "CN=skg", "--out", "skg.der",
-           "--out-key", "skg.key", "--der")  # fmt: skip
+        ok(
+            "serverkeygen",
+            url,
+            *auth,
+            "--subject",
+            "CN=skg",
+            "--out",
+            "skg.der",
+            "--out-key",
+            "skg.key",
+            "--der",
+        )
         skg = x509.load_der_x509_certificate(Path("skg.der").read_bytes())
         skg_key = serialization.load_der_private_key(Path("skg.key").read_bytes(), None)
         assert skg.public_key() == skg_key.public_key()
@@ -113,33 +156,76 @@ def test_one_line_errors(ca: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPat
     with serve("--ca", ca, "--user", "alice:pw") as (url, proc):
         trust = ["--trust", ca / "ca.pem"]
         line = one_line_error(
-            est("enroll", url, *trust, "--user", "alice:wrong", "--key", "k", "--subject", "CN=x",
-                "--out", "x.pem"),
+            est(
+                "enroll",
+                url,
+                *trust,
+                "--user",
+                "alice:wrong",
+                "--key",
+                "k",
+                "--subject",
+                "CN=x",
+                "--out",
+                "x.pem",
+            ),
             "estcoap enroll: simpleenroll refused: 401",
-        )  # fmt: skip
+        )
         assert "password" in line
         one_line_error(
             est("enroll", url, *trust, "--key", "k", "--subject", "CN=x", "--out", "x.pem"),
             "estcoap enroll: simpleenroll refused: 401",
         )
         one_line_error(
-            est("enroll", url, *trust, "--user", "alice:pw", "--key", "k", "--subject", "nonsense",
-                "--out", "x.pem"),
-            "estcoap enroll: --subject: bad subject 'nonsense': expected ATTRIBUTE=VALUE", status=2,
-        )  # fmt: skip
+            est(
+                "enroll",
+                url,
+                *trust,
+                "--user",
+                "alice:pw",
+                "--key",
+                "k",
+                "--subject",
+                "nonsense",
+                "--out",
+                "x.pem",
+            ),
+            "estcoap enroll: --subject: bad subject 'nonsense': expected ATTRIBUTE=VALUE",
+            status=2,
+        )
         dev = ["--key", "k", "--subject", "CN=dev", "--out", "dev.pem"]
         ok("enroll", url, *trust, "--user", "alice:pw", *dev)
         no_cert = est("reenroll", url, *trust, "--out", "o.pem")
         one_line_error(
             no_cert, "estcoap reenroll: reenroll needs --client-cert and --client-key", status=2
         )
-        ok("enroll", url, *trust, "--user", "alice:pw", "--key", "k3", "--subject", "CN=3",
-           "--out", "3.pem")  # fmt: skip
+        ok(
+            "enroll",
+            url,
+            *trust,
+            "--user",
+            "alice:pw",
+            "--key",
+            "k3",
+            "--subject",
+            "CN=3",
+            "--out",
+            "3.pem",
+        )
         line = one_line_error(  # a certificate with somebody else's key
-            est("reenroll", url, *trust, "--client-cert", "dev.pem", "--client-key", "k3",
-                "--out", "o.pem"),
+            est(
+                "reenroll",
+                url,
+                *trust,
+                "--client-cert",
+                "dev.pem",
+                "--client-key",
+                "k3",
+                "--out",
+                "o.pem",
+            ),
             "estcoap reenroll:",
-        )  # fmt: skip
+        )
         assert "the key in k3 does not belong to the certificate in dev.pem" in line
         other = tmp_path / "other"
         ok("ca", "init", other, "--hostname", "127.0.0.1")
@@ -159,12 +245,24 @@ def test_serve_users_file_and_signals(ca: Path, tmp_path: Path, monkeypatch) -> 
     with serve("--ca", ca, "--users-file", "users.txt", "--approval", "auto") as (url, proc):
         trust = ["--trust", ca / "ca.pem"]
         for user in ("bob:pw2", "carol:pw3"):
-            ok("enroll", url, *trust, "--user", user, "--key", "k", "--subject", "CN=u",
-               "--out", "u.pem")  # fmt: skip
+            ok(
+                "enroll",
+                url,
+                *trust,
+                "--user",
+                user,
+                "--key",
+                "k",
+                "--subject",
+                "CN=u",
+                "--out",
+                "u.pem",
+            )
         proc.send_signal(signal.SIGINT)
         assert proc.wait(10) == 0
         assert "Traceback" not in proc.stderr.read()  # type: ignore[union-attr]
 
-    one_line_error(est("serve", "--ca", tmp_path / "nope", "--https", "127.0.0.1:0"),
-                   "estcoap serve:")  # fmt: skip
+    one_line_error(
+        est("serve", "--ca", tmp_path / "nope", "--https", "127.0.0.1:0"), "estcoap serve:"
+    )
     one_line_error(est("serve", "--ca", ca), "estcoap serve: give at least one front", status=2)

@@ -48,8 +48,16 @@ FUZZ_SOURCE = (
 
 pytestmark = pytest.mark.timeout(max(120, FUZZ_SECONDS * 1.5 + 60))
 
-OPERATIONS = ["cacerts", "csrattrs", "simpleenroll", "simplereenroll", "serverkeygen",
-              "fullcmc", "nosuch", ""]  # fmt: skip
+OPERATIONS = [
+    "cacerts",
+    "csrattrs",
+    "simpleenroll",
+    "simplereenroll",
+    "serverkeygen",
+    "fullcmc",
+    "nosuch",
+    "",
+]
 # Weighted towards the methods EST uses, so that most requests reach the front's checks.
 METHODS = ["POST"] * 6 + ["GET"] * 3 + ["PUT", "DELETE", "HEAD", "OPTIONS", "PATCH", "CONNECT"]
 
@@ -66,8 +74,12 @@ class Fuzzer:
         method = rng.choice(METHODS if rng.random() < 0.95 else ["G\xffT", "get", "P@ST"])
         body = self.body()
         headers: list[tuple[bytes, bytes]] = [(b"Host", b"127.0.0.1")]
-        for maker, odds in ((self.auth, 0.7), (self.content_type, 0.7), (self.expect, 0.3),
-                            (self.junk, 0.2)):  # fmt: skip
+        for maker, odds in (
+            (self.auth, 0.7),
+            (self.content_type, 0.7),
+            (self.expect, 0.3),
+            (self.junk, 0.2),
+        ):
             if rng.random() < odds:
                 headers += maker()
         framing = rng.random()
@@ -170,9 +182,16 @@ class Fuzzer:
 
     def content_type(self) -> list[tuple[bytes, bytes]]:
         value = self.rng.choice(
-            [b"application/pkcs10", b"application/pkcs10", b"application/pkcs10; x=\xff",
-             b"text/plain", b"\xff\xfe", b"", b"application/pkcs10, application/pkcs10"]
-        )  # fmt: skip
+            [
+                b"application/pkcs10",
+                b"application/pkcs10",
+                b"application/pkcs10; x=\xff",
+                b"text/plain",
+                b"\xff\xfe",
+                b"",
+                b"application/pkcs10, application/pkcs10",
+            ]
+        )
         return [(b"Content-Type", value)]
 
     def expect(self) -> list[tuple[bytes, bytes]]:

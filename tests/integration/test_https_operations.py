@@ -103,9 +103,13 @@ async def test_manual_approval_pending_then_identical_request_succeeds(ca_dir) -
     async with running(ca_dir, approval="manual", retry_after=1) as env:
         waits: list[int] = []
         async with EstClient(
-            env.url, trust=env.paths.ca_cert, user=USER, password=PASSWORD,
-            on_pending=waits.append, max_pending_wait=30,
-        ) as est:  # fmt: skip
+            env.url,
+            trust=env.paths.ca_cert,
+            user=USER,
+            password=PASSWORD,
+            on_pending=waits.append,
+            max_pending_wait=30,
+        ) as est:
             task = asyncio.create_task(est.enroll(key=generate_key(), subject="CN=waiting"))
             # The client repeats the request after each Retry-After (1 s): two pending
             # answers mean one identical repeat while the request was still pending.
@@ -122,9 +126,13 @@ async def test_manual_approval_pending_then_identical_request_succeeds(ca_dir) -
 async def test_pending_wait_is_bounded(ca_dir) -> None:
     async with running(ca_dir, approval="manual", retry_after=1) as env:
         async with EstClient(
-            env.url, trust=env.paths.ca_cert, user=USER, password=PASSWORD,
-            max_pending_wait=30, max_pending_attempts=2,
-        ) as est:  # fmt: skip
+            env.url,
+            trust=env.paths.ca_cert,
+            user=USER,
+            password=PASSWORD,
+            max_pending_wait=30,
+            max_pending_attempts=2,
+        ) as est:
             with pytest.raises(EstPendingTimeout, match="still pending"):
                 await est.enroll(key=generate_key(), subject="CN=never")
 

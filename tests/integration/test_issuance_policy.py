@@ -60,13 +60,20 @@ async def serving(
     )
     paths = deployment.paths
     coaps = await start_coaps_server(
-        ca, [("127.0.0.1", 0)], cert_chain=paths.server_cert, key=paths.server_key,
+        ca,
+        [("127.0.0.1", 0)],
+        cert_chain=paths.server_cert,
+        key=paths.server_key,
         trust_anchors=ca.client_trust_anchors(),
-    )  # fmt: skip
+    )
     https = await start_https_server(
-        ca, "127.0.0.1", 0, cert_chain=paths.server_cert, key=paths.server_key,
+        ca,
+        "127.0.0.1",
+        0,
+        cert_chain=paths.server_cert,
+        key=paths.server_key,
         users=[user_from_arg(f"{USER}:{PASSWORD}")],
-    )  # fmt: skip
+    )
     try:
         yield ca, coaps.url, https.url
     finally:
@@ -91,10 +98,12 @@ def ca_name(deployment: Deployment) -> str:
 
 
 def nul_name() -> x509.Name:
-    return x509.Name([
-        x509.NameAttribute(NameOID.SERIAL_NUMBER, SERIAL),
-        x509.NameAttribute(NameOID.COMMON_NAME, "device-0001\x00.evil"),
-    ])  # fmt: skip
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.SERIAL_NUMBER, SERIAL),
+            x509.NameAttribute(NameOID.COMMON_NAME, "device-0001\x00.evil"),
+        ]
+    )
 
 
 MINE = f"serialNumber={SERIAL}"
@@ -102,17 +111,27 @@ MANY_SANS = [x509.IPAddress(ipaddress.ip_address(0x0A000000 + i)) for i in range
 # (subject, SANs, what the 4.03/403 diagnostic says): the attacks of issue 11, item 1.
 DEVICE_ATTACKS = [
     ("CN=device-0002", [], f"subject must carry {MINE} (the identity of your IDevID)"),
-    ("serialNumber=device-0002", [], f"must carry {MINE} (the identity of your IDevID) and no "
-     "other serialNumber; it carries device-0002"),
+    (
+        "serialNumber=device-0002",
+        [],
+        f"must carry {MINE} (the identity of your IDevID) and no "
+        "other serialNumber; it carries device-0002",
+    ),
     ("CA", [], "subject is the CA's own name"),
     (nul_name(), [], "subject CN holds a control character"),
-    (MINE, [x509.DNSName("*.example.com")], "subjectAltName DNS:*.example.com is not granted "
-     f"to device:{SERIAL} (allowed: none)"),
+    (
+        MINE,
+        [x509.DNSName("*.example.com")],
+        f"subjectAltName DNS:*.example.com is not granted to device:{SERIAL} (allowed: none)",
+    ),
     (MINE, [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))], "IP:127.0.0.1 is not granted"),
-    (MINE, [x509.UniformResourceIdentifier("urn:dev:device-0002")],
-     "URI:urn:dev:device-0002 is not granted"),
+    (
+        MINE,
+        [x509.UniformResourceIdentifier("urn:dev:device-0002")],
+        "URI:urn:dev:device-0002 is not granted",
+    ),
     (MINE, MANY_SANS, "CSR asks for 2500 subjectAltNames; at most 32 are allowed"),
-]  # fmt: skip
+]
 
 
 def subject_of(deployment: Deployment, subject: str | x509.Name) -> x509.Name:
@@ -192,18 +211,34 @@ async def test_a_user_is_held_to_its_grants(deployment: Deployment, tmp_path: Pa
             )
             assert chain[0].subject == parse_name("CN=sensor-7,O=Acme")
             outside = [
-                ("CN=device-0002", [], "subject attribute CN=device-0002 is not granted to "
-                 "user:alice (allowed: CN=sensor-*, O=Acme)"),
-                ("CN=sensor-8", [x509.DNSName("*.factory.example")],
-                 "DNS:*.factory.example is not granted"),
-                ("CN=sensor-8", [x509.DNSName("www.example.com")],
-                 "DNS:www.example.com is not granted to user:alice (allowed: "
-                 "DNS:*.factory.example)"),
-                ("CN=sensor-8", [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))],
-                 "IP:127.0.0.1 is not granted"),
-                ("CN=sensor-8", [x509.DNSName(f"s{i}.factory.example") for i in range(3)],
-                 "user:alice may have at most 2"),
-            ]  # fmt: skip
+                (
+                    "CN=device-0002",
+                    [],
+                    "subject attribute CN=device-0002 is not granted to "
+                    "user:alice (allowed: CN=sensor-*, O=Acme)",
+                ),
+                (
+                    "CN=sensor-8",
+                    [x509.DNSName("*.factory.example")],
+                    "DNS:*.factory.example is not granted",
+                ),
+                (
+                    "CN=sensor-8",
+                    [x509.DNSName("www.example.com")],
+                    "DNS:www.example.com is not granted to user:alice (allowed: "
+                    "DNS:*.factory.example)",
+                ),
+                (
+                    "CN=sensor-8",
+                    [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))],
+                    "IP:127.0.0.1 is not granted",
+                ),
+                (
+                    "CN=sensor-8",
+                    [x509.DNSName(f"s{i}.factory.example") for i in range(3)],
+                    "user:alice may have at most 2",
+                ),
+            ]
             for subject, sans, diagnostic in outside:
                 with pytest.raises(EstClientError) as caught:
                     await est.enroll(key=key, subject=subject, sans=sans)
@@ -217,8 +252,9 @@ async def test_a_user_without_grants_is_a_provisioner_within_the_limits(
     async with serving(deployment) as (_, _, https_url):
         async with user_client(deployment, https_url) as est:
             key = ec.generate_private_key(ec.SECP256R1())
-            chain = await est.enroll(key=key, subject="CN=device-0002",
-                                     sans=[x509.DNSName("device-0002.example")])  # fmt: skip
+            chain = await est.enroll(
+                key=key, subject="CN=device-0002", sans=[x509.DNSName("device-0002.example")]
+            )
             assert chain[0].subject == parse_name("CN=device-0002")
             for subject, sans, diagnostic in [
                 (nul_name(), [], "control character"),
@@ -246,20 +282,29 @@ async def test_open_mode_issues_as_before_and_warns(
                 assert requested_template(await est.csrattrs()) is None
                 # even open: no NUL, bounded SANs
                 with pytest.raises(EstClientError, match="control character"):
-                    await est.enroll(key=ec.generate_private_key(ec.SECP256R1()),
-                                     subject=nul_name())  # fmt: skip
-    assert any("issuance policy OPEN" in r.getMessage() for r in caplog.records
-               if r.levelno == logging.WARNING)  # fmt: skip
+                    await est.enroll(
+                        key=ec.generate_private_key(ec.SECP256R1()), subject=nul_name()
+                    )
+    assert any(
+        "issuance policy OPEN" in r.getMessage()
+        for r in caplog.records
+        if r.levelno == logging.WARNING
+    )
 
 
 def test_serve_policy_open_warns_on_stderr_and_a_bad_file_is_one_line(tmp_path: Path) -> None:
     cli = [sys.executable, "-m", "estcoap.cli"]
-    subprocess.run([*cli, "ca", "init", str(tmp_path / "ca"), "--hostname", "127.0.0.1"],
-                   check=True, capture_output=True)  # fmt: skip
+    subprocess.run(
+        [*cli, "ca", "init", str(tmp_path / "ca"), "--hostname", "127.0.0.1"],
+        check=True,
+        capture_output=True,
+    )
     proc = subprocess.Popen(
         [*cli, "serve", "--ca", str(tmp_path / "ca"), "--https", "127.0.0.1:0", "--policy", "open"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         line = proc.stderr.readline()  # type: ignore[union-attr]
         assert line.startswith("estcoap serve: WARNING: issuance policy OPEN"), line
@@ -270,8 +315,10 @@ def test_serve_policy_open_warns_on_stderr_and_a_bad_file_is_one_line(tmp_path: 
     bad.write_text('[[grant]]\nidentity = "user:bob"\ndns = ["x"]\nsubjet = {}\n')
     done = subprocess.run(
         [*cli, "serve", "--ca", str(tmp_path / "ca"), "--https", "127.0.0.1:0", "--policy", bad],
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 1
     assert done.stderr.strip().splitlines() == [
         f"estcoap serve: {bad}: grant 1: unknown key(s) subjet (known: dns, email, identity, ip, "
@@ -289,19 +336,23 @@ async def test_the_gateway_names_the_device_and_the_ca_holds_it_to_it(
     ca_cert = x509.load_pem_x509_certificate(deployment.paths.ca_cert.read_bytes())
     async with serving(deployment) as (ca, _, https_url):
         upstream = open_upstream(
-            UpstreamSettings(url=https_url, trust=[ca_cert], ra_chain=[ra.certificate, ca_cert],
-                             ra_key=ra.key),
+            UpstreamSettings(
+                url=https_url, trust=[ca_cert], ra_chain=[ra.certificate, ca_cert], ra_key=ra.key
+            ),
             trust_clients=[deployment.maker.certificate],
-        )  # fmt: skip
+        )
         gateway = await start_gateway(
-            upstream, [("127.0.0.1", 0)], cert_chain=deployment.paths.server_cert,
+            upstream,
+            [("127.0.0.1", 0)],
+            cert_chain=deployment.paths.server_cert,
             key=deployment.paths.server_key,
-        )  # fmt: skip
+        )
         try:
             async with device_client(deployment, device, gateway.url) as est:
                 with pytest.raises(EstClientError) as caught:
-                    await est.enroll(key=ec.generate_private_key(ec.SECP256R1()),
-                                     subject="CN=device-0002")  # fmt: skip
+                    await est.enroll(
+                        key=ec.generate_private_key(ec.SECP256R1()), subject="CN=device-0002"
+                    )
                 assert caught.value.status == "4.03"
                 assert (
                     f"subject must carry {MINE} (the identity of the device the RA vouches "
@@ -313,12 +364,15 @@ async def test_the_gateway_names_the_device_and_the_ca_holds_it_to_it(
             # a device that is no RA cannot name another device in EST-Requester
             async with device_client(deployment, device, https_url) as est:
                 transport = await est.transport()
-                csr = build_csr(ec.generate_private_key(ec.SECP256R1()),
-                                parse_name("serialNumber=device-0002"))  # fmt: skip
+                csr = build_csr(
+                    ec.generate_private_key(ec.SECP256R1()), parse_name("serialNumber=device-0002")
+                )
                 reply = await transport.call(  # type: ignore[call-arg]
-                    spec_for(Operation.SIMPLEENROLL), None, csr,
+                    spec_for(Operation.SIMPLEENROLL),
+                    None,
+                    csr,
                     headers={REQUESTER_HEADER: "serialNumber=device-0002"},
-                )  # fmt: skip
+                )
             assert reply.status == "403"
             assert f"subject must carry {MINE} (the identity of your IDevID)" in reply.diagnostic
             record = next(r for r in ca.store.issued_list() if r.certificate == result.certificate)

@@ -72,10 +72,21 @@ def serve(*args: str | Path) -> Iterator[Served]:
     """`estcoap serve --https --coaps --metrics` on free ports; stderr (the log) is read
     when it has stopped (Served.proc.stderr)."""
     proc = subprocess.Popen(
-        [*CLI, "serve", "--https", "127.0.0.1:0", "--coaps", "127.0.0.1:0",
-         "--metrics", "127.0.0.1:0", *map(str, args)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [
+            *CLI,
+            "serve",
+            "--https",
+            "127.0.0.1:0",
+            "--coaps",
+            "127.0.0.1:0",
+            "--metrics",
+            "127.0.0.1:0",
+            *map(str, args),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     urls: dict[str, str] = {}
     try:
         while "http" not in urls:  # the metrics listener starts last
@@ -106,8 +117,7 @@ class Site:
 
     @property
     def device(self) -> tuple[str | Path, ...]:
-        return ("--trust", self.ca / "ca.pem", "--cert", self.idevid, "--cert-key",
-                self.idevid_key)  # fmt: skip
+        return ("--trust", self.ca / "ca.pem", "--cert", self.idevid, "--cert-key", self.idevid_key)
 
 
 @pytest.fixture
@@ -119,28 +129,61 @@ def site(tmp_path: Path) -> Site:
     maker_pem, idevid_pem, idevid_key = (tmp_path / n for n in ("maker.pem", "id.pem", "id.key"))
     maker_pem.write_bytes(maker.certificate.public_bytes(serialization.Encoding.PEM))
     idevid_pem.write_bytes(idevid.public_bytes(serialization.Encoding.PEM))
-    idevid_key.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                             serialization.PrivateFormat.PKCS8,
-                                             serialization.NoEncryption()))  # fmt: skip
+    idevid_key.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
     idevid_key.chmod(0o600)
     return Site(ca, maker_pem, idevid_pem, idevid_key, tmp_path)
 
 
 def test_metrics_move_with_enrollments_over_coaps_and_https(site: Site) -> None:
     me = "serialNumber=ops-device"
-    with serve("--ca", site.ca, "--trust-clients", site.maker, "--user", f"alice:{PASSWORD}",
-               "--http-auth", "basic") as served:  # fmt: skip
+    with serve(
+        "--ca",
+        site.ca,
+        "--trust-clients",
+        site.maker,
+        "--user",
+        f"alice:{PASSWORD}",
+        "--http-auth",
+        "basic",
+    ) as served:
         before = served.scrape()
         assert value(before, "estcoap_certificates_issued_total", kind="new") == 0
-        ok("enroll", served.urls["coaps"], *site.device, "--key", site.tmp / "d1.key",
-           "--subject", f"{me},CN=one", "--out", site.tmp / "d1.pem")  # fmt: skip
-        ok("enroll", served.urls["https"], "--trust", site.ca / "ca.pem", "--user",
-           f"alice:{PASSWORD}", "--key", site.tmp / "u.key", "--subject", "CN=alice-box",
-           "--out", site.tmp / "u.pem")  # fmt: skip
+        ok(
+            "enroll",
+            served.urls["coaps"],
+            *site.device,
+            "--key",
+            site.tmp / "d1.key",
+            "--subject",
+            f"{me},CN=one",
+            "--out",
+            site.tmp / "d1.pem",
+        )
+        ok(
+            "enroll",
+            served.urls["https"],
+            "--trust",
+            site.ca / "ca.pem",
+            "--user",
+            f"alice:{PASSWORD}",
+            "--key",
+            site.tmp / "u.key",
+            "--subject",
+            "CN=alice-box",
+            "--out",
+            site.tmp / "u.pem",
+        )
         wrong = ["--user", "alice:wrong", "--key", site.tmp / "x.key", "--subject", "CN=x"]
         wrong += ["--trust", site.ca / "ca.pem", "--out", site.tmp / "x.pem"]
-        subprocess.run([*CLI, "enroll", served.urls["https"], *wrong], capture_output=True,
-                       timeout=60)  # fmt: skip
+        subprocess.run(
+            [*CLI, "enroll", served.urls["https"], *wrong], capture_output=True, timeout=60
+        )
         after = served.scrape()
         status, text = served.get("/metrics")
 
@@ -165,8 +208,9 @@ def test_metrics_move_with_enrollments_over_coaps_and_https(site: Site) -> None:
     assert b"127.0.0.1" not in text and b"ops-device" not in text and b"alice" not in text
 
     promtool = require("promtool", "promtool checks the exposition (Debian: prometheus)")
-    checked = subprocess.run([str(promtool), "check", "metrics"], input=text,
-                             capture_output=True, timeout=60)  # fmt: skip
+    checked = subprocess.run(
+        [str(promtool), "check", "metrics"], input=text, capture_output=True, timeout=60
+    )
     assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
@@ -194,42 +238,134 @@ def test_request_log_lines_and_no_secret_in_any_log(site: Site) -> None:
     shared = site.tmp / "shared.keys"
     shared.write_text(f"0a0b {SHARED_KEY}\n")
     t = site.tmp
-    with serve("--ca", site.ca, "--trust-clients", site.maker, "--shared-keys", shared,
-               "--user", f"alice:{PASSWORD}", "--log-level", "debug") as served:  # fmt: skip
+    with serve(
+        "--ca",
+        site.ca,
+        "--trust-clients",
+        site.maker,
+        "--shared-keys",
+        shared,
+        "--user",
+        f"alice:{PASSWORD}",
+        "--log-level",
+        "debug",
+    ) as served:
         coaps, https = served.urls["coaps"], served.urls["https"]
-        ok("enroll", coaps, *site.device, "--key", t / "d1.key", "--subject", f"{me},CN=a",
-           "--pop", "--out", t / "d1.pem")  # fmt: skip
-        ok("serverkeygen", coaps, *site.device, "--subject", f"{me},CN=b",
-           "--out", t / "k.pem", "--out-key", t / "k.key")  # fmt: skip
-        ok("serverkeygen", coaps, *site.device, "--subject", f"{me},CN=c",
-           "--out", t / "s.pem", "--out-key", t / "s.key",
-           "--shared-key", f"0a0b:{SHARED_KEY}")  # fmt: skip
-        ok("enroll", https, "--trust", site.ca / "ca.pem", "--user", f"alice:{PASSWORD}",
-           "--key", t / "digest.key", "--subject", "CN=digest-box", "--pop",
-           "--out", t / "digest.pem")  # the client takes Digest when offered  # fmt: skip
+        ok(
+            "enroll",
+            coaps,
+            *site.device,
+            "--key",
+            t / "d1.key",
+            "--subject",
+            f"{me},CN=a",
+            "--pop",
+            "--out",
+            t / "d1.pem",
+        )
+        ok(
+            "serverkeygen",
+            coaps,
+            *site.device,
+            "--subject",
+            f"{me},CN=b",
+            "--out",
+            t / "k.pem",
+            "--out-key",
+            t / "k.key",
+        )
+        ok(
+            "serverkeygen",
+            coaps,
+            *site.device,
+            "--subject",
+            f"{me},CN=c",
+            "--out",
+            t / "s.pem",
+            "--out-key",
+            t / "s.key",
+            "--shared-key",
+            f"0a0b:{SHARED_KEY}",
+        )
+        ok(
+            "enroll",
+            https,
+            "--trust",
+            site.ca / "ca.pem",
+            "--user",
+            f"alice:{PASSWORD}",
+            "--key",
+            t / "digest.key",
+            "--subject",
+            "CN=digest-box",
+            "--pop",
+            "--out",
+            t / "digest.pem",
+        )  # the client takes Digest when offered
         log = _stopped(served)
-    with serve("--ca", site.ca, "--user", f"alice:{PASSWORD}", "--http-auth", "basic",
-               "--log-level", "debug") as served:  # fmt: skip
+    with serve(
+        "--ca",
+        site.ca,
+        "--user",
+        f"alice:{PASSWORD}",
+        "--http-auth",
+        "basic",
+        "--log-level",
+        "debug",
+    ) as served:
         https = served.urls["https"]
-        ok("enroll", https, "--trust", site.ca / "ca.pem", "--user", f"alice:{PASSWORD}",
-           "--key", t / "basic.key", "--subject", "CN=basic-box", "--pop",
-           "--out", t / "basic.pem")  # fmt: skip
-        subprocess.run([*CLI, "cacerts", https, "--trust", site.ca / "ca.pem", "--user",
-                        f"alice:{PASSWORD}x", "--out", t / "c.pem"], capture_output=True,
-                       timeout=60)  # fmt: skip
+        ok(
+            "enroll",
+            https,
+            "--trust",
+            site.ca / "ca.pem",
+            "--user",
+            f"alice:{PASSWORD}",
+            "--key",
+            t / "basic.key",
+            "--subject",
+            "CN=basic-box",
+            "--pop",
+            "--out",
+            t / "basic.pem",
+        )
+        subprocess.run(
+            [
+                *CLI,
+                "cacerts",
+                https,
+                "--trust",
+                site.ca / "ca.pem",
+                "--user",
+                f"alice:{PASSWORD}x",
+                "--out",
+                t / "c.pem",
+            ],
+            capture_output=True,
+            timeout=60,
+        )
         log += _stopped(served)
 
     assert " DEBUG " in log  # the level that logs the most
     lines = [line for line in log.splitlines() if " estcoap.requests: " in line]
-    assert any(re.search(r"coaps \S+ cert:\S*ops-device\S* simpleenroll label=- 2\.04 [\d.]+ ms",
-                         line) for line in lines), lines  # fmt: skip
+    assert any(
+        re.search(r"coaps \S+ cert:\S*ops-device\S* simpleenroll label=- 2\.04 [\d.]+ ms", line)
+        for line in lines
+    ), lines
     assert sum("https 127.0.0.1 user:alice simpleenroll label=- 200" in line for line in lines) == 2
     assert any(" serverkeygen " in line and " 2.04 " in line for line in lines)
     basic = base64.b64encode(f"alice:{PASSWORD}".encode()).decode()
     secrets = [PASSWORD, basic, SHARED_KEY, "Authorization", "BEGIN PRIVATE KEY", "response="]
-    for key_file in (t / "d1.key", t / "k.key", t / "s.key", t / "basic.key", t / "digest.key",
-                     site.idevid_key,
-                     site.ca / "ca.key", site.ca / "server.key"):  # fmt: skip
+    for key_file in (
+        t / "d1.key",
+        t / "k.key",
+        t / "s.key",
+        t / "basic.key",
+        t / "digest.key",
+        site.idevid_key,
+        site.ca / "ca.key",
+        site.ca / "server.key",
+    ):
         body = "".join(key_file.read_text().splitlines()[1:-1])
         secrets += [body[i : i + 40] for i in range(0, len(body) - 40, 40)]
     for secret in secrets:
@@ -247,8 +383,14 @@ def _stopped(served: Served) -> str:
 
 def test_json_log_format_is_one_object_per_line(site: Site) -> None:
     with serve("--ca", site.ca, "--log-level", "info", "--log-format", "json") as served:
-        ok("cacerts", served.urls["https"], "--trust", site.ca / "ca.pem", "--out",
-           site.tmp / "c.pem")  # fmt: skip
+        ok(
+            "cacerts",
+            served.urls["https"],
+            "--trust",
+            site.ca / "ca.pem",
+            "--out",
+            site.tmp / "c.pem",
+        )
         served.proc.send_signal(signal.SIGTERM)
         served.proc.wait(30)
         log = served.proc.stderr.read()  # type: ignore[union-attr]
@@ -266,8 +408,17 @@ def test_ca_audit_lists_issuance_approval_denial_and_revocation(site: Site) -> N
     from estcoap.ca import CaPaths, Store
 
     with serve("--ca", site.ca, "--trust-clients", site.maker) as served:
-        ok("enroll", served.urls["coaps"], *site.device, "--key", site.tmp / "d.key",
-           "--subject", "serialNumber=ops-device", "--out", site.tmp / "d.pem")  # fmt: skip
+        ok(
+            "enroll",
+            served.urls["coaps"],
+            *site.device,
+            "--key",
+            site.tmp / "d.key",
+            "--subject",
+            "serialNumber=ops-device",
+            "--out",
+            site.tmp / "d.pem",
+        )
     with Store.open(CaPaths.of(site.ca).store, create=False) as store:
         ids = [
             store.submit_pending(
@@ -277,7 +428,7 @@ def test_ca_audit_lists_issuance_approval_denial_and_revocation(site: Site) -> N
                 csr_sha256=name,
                 subject=f"CN={name}",
                 requester=f"user:{name}",
-            ).id  # fmt: skip
+            ).id
             for name in ("kept", "refused")
         ]
     ok("pending", "approve", site.ca, str(ids[0]))
@@ -289,8 +440,11 @@ def test_ca_audit_lists_issuance_approval_denial_and_revocation(site: Site) -> N
     issued = [row for row in rows if row["event"] == "issued"]
     operator = by_event["revoked"]["decided_by"]
     assert operator.startswith("cli:")
-    assert issued[-1]["requested_by"].startswith("cert:") and "ops-device" in issued[-1][
-        "requested_by"] and issued[-1]["decided_by"] == "auto"  # fmt: skip
+    assert (
+        issued[-1]["requested_by"].startswith("cert:")
+        and "ops-device" in issued[-1]["requested_by"]
+        and issued[-1]["decided_by"] == "auto"
+    )
     assert by_event["approved"]["request_id"] == ids[0]
     assert by_event["approved"]["requested_by"] == "user:kept"
     assert by_event["approved"]["decided_by"] == operator
@@ -304,8 +458,12 @@ def test_ca_audit_lists_issuance_approval_denial_and_revocation(site: Site) -> N
     table = ok("ca", "audit", site.ca, "--since", "1h").stdout.splitlines()
     assert table[0].split()[:3] == ["when", "event", "serial"] and len(table) == len(rows) + 1
     assert ok("ca", "audit", site.ca, "--since", "2999-01-01", "--json").stdout == ""
-    done = subprocess.run([*CLI, "ca", "audit", site.ca, "--since", "soon"],
-                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    done = subprocess.run(
+        [*CLI, "ca", "audit", site.ca, "--since", "soon"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1
 
 
@@ -325,46 +483,116 @@ def test_proxy_reports_upstream_latency_errors_and_readiness(site: Site) -> None
     ok("ca", "issue-ra", site.ca, "--out-cert", ra_cert, "--out-key", ra_key)
     upstream = subprocess.Popen(
         [*CLI, "serve", "--ca", site.ca, "--https", "127.0.0.1:0"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     proxy = None
     try:
         upstream_url = _line(upstream, "serving EST over HTTPS")
         proxy = subprocess.Popen(
-            [*CLI, "proxy", "--https", "127.0.0.1:0", "--metrics", "127.0.0.1:0",
-             "--upstream", upstream_url, "--upstream-trust", site.ca / "ca.pem",
-             "--ra-cert", ra_cert, "--ra-key", ra_key, "--server-cert", site.ca / "server.pem",
-             "--server-key", site.ca / "server.key", "--user", f"bob:{PASSWORD}",
-             "--upstream-timeout", "5"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
-        served = Served({"https": _line(proxy, "proxy: serving"),
-                         "http": _line(proxy, "serving metrics")}, proxy)  # fmt: skip
+            [
+                *CLI,
+                "proxy",
+                "--https",
+                "127.0.0.1:0",
+                "--metrics",
+                "127.0.0.1:0",
+                "--upstream",
+                upstream_url,
+                "--upstream-trust",
+                site.ca / "ca.pem",
+                "--ra-cert",
+                ra_cert,
+                "--ra-key",
+                ra_key,
+                "--server-cert",
+                site.ca / "server.pem",
+                "--server-key",
+                site.ca / "server.key",
+                "--user",
+                f"bob:{PASSWORD}",
+                "--upstream-timeout",
+                "5",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        served = Served(
+            {"https": _line(proxy, "proxy: serving"), "http": _line(proxy, "serving metrics")},
+            proxy,
+        )
         user = ["--trust", site.ca / "ca.pem", "--user", f"bob:{PASSWORD}"]
-        ok("enroll", served.urls["https"], *user, "--key", site.tmp / "p.key", "--subject",
-           "CN=proxied", "--out", site.tmp / "p.pem")  # fmt: skip
+        ok(
+            "enroll",
+            served.urls["https"],
+            *user,
+            "--key",
+            site.tmp / "p.key",
+            "--subject",
+            "CN=proxied",
+            "--out",
+            site.tmp / "p.pem",
+        )
         status, body = served.get("/readyz")
         assert status == 200 and json.loads(body)["checks"] == {"upstream": "ok"}, body
         during = served.scrape()
-        assert value(during, "estcoap_requests_total", front="proxy", operation="simpleenroll",
-                     code="200") == 1  # fmt: skip
-        assert value(during, "estcoap_upstream_request_duration_seconds_count",
-                     operation="simpleenroll") == 1  # fmt: skip
+        assert (
+            value(
+                during,
+                "estcoap_requests_total",
+                front="proxy",
+                operation="simpleenroll",
+                code="200",
+            )
+            == 1
+        )
+        assert (
+            value(
+                during, "estcoap_upstream_request_duration_seconds_count", operation="simpleenroll"
+            )
+            == 1
+        )
         assert value(during, "estcoap_certificate_expiry_seconds", certificate="ra") > 0
         assert value(during, "estcoap_certificate_expiry_seconds", certificate="server") > 0
 
         upstream.send_signal(signal.SIGTERM)
         upstream.wait(30)
-        failed = subprocess.run([*CLI, "enroll", served.urls["https"], *user, "--key",
-                                 site.tmp / "q.key", "--subject", "CN=lost", "--out",
-                                 site.tmp / "q.pem"], capture_output=True, text=True,
-                                timeout=60)  # fmt: skip
+        failed = subprocess.run(
+            [
+                *CLI,
+                "enroll",
+                served.urls["https"],
+                *user,
+                "--key",
+                site.tmp / "q.key",
+                "--subject",
+                "CN=lost",
+                "--out",
+                site.tmp / "q.pem",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert failed.returncode != 0 and "502" in failed.stderr, failed.stderr
         after = served.scrape()
-        assert value(after, "estcoap_upstream_errors_total", operation="simpleenroll",
-                     reason="unavailable") == 1  # fmt: skip
-        assert value(after, "estcoap_requests_total", front="proxy", operation="simpleenroll",
-                     code="502") == 1  # fmt: skip
+        assert (
+            value(
+                after,
+                "estcoap_upstream_errors_total",
+                operation="simpleenroll",
+                reason="unavailable",
+            )
+            == 1
+        )
+        assert (
+            value(
+                after, "estcoap_requests_total", front="proxy", operation="simpleenroll", code="502"
+            )
+            == 1
+        )
         status, body = served.get("/readyz")
         assert status == 503, body
         assert json.loads(body)["checks"]["upstream"].startswith("upstream unreachable")
@@ -395,11 +623,29 @@ def test_failed_dtls_handshakes_are_counted_by_reason(site: Site) -> None:
     key_pem.chmod(0o600)
     with serve("--ca", site.ca, "--trust-clients", site.maker) as served:
         refused = subprocess.run(
-            [*CLI, "enroll", served.urls["coaps"], "--trust", site.ca / "ca.pem", "--cert",
-             cert_pem, "--cert-key", key_pem, "--key", site.tmp / "n.key", "--subject",
-             "serialNumber=stranger", "--out", site.tmp / "n.pem", "--timeout", "10"],
-            capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
+            [
+                *CLI,
+                "enroll",
+                served.urls["coaps"],
+                "--trust",
+                site.ca / "ca.pem",
+                "--cert",
+                cert_pem,
+                "--cert-key",
+                key_pem,
+                "--key",
+                site.tmp / "n.key",
+                "--subject",
+                "serialNumber=stranger",
+                "--out",
+                site.tmp / "n.pem",
+                "--timeout",
+                "10",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert refused.returncode != 0
         samples = served.scrape()
     assert value(samples, "estcoap_dtls_handshakes_total", result="failed", reason="untrusted") >= 1
@@ -413,8 +659,18 @@ def test_psk_enrollments_are_counted_on_the_coaps_front(site: Site) -> None:
     key_file.write_text("a1" * 16 + "\n")
     ok("psk", "add", site.ca, "dev-1", "--psk-key-file", key_file)
     with serve("--ca", site.ca, "--coaps-psk", "127.0.0.1:0") as served:
-        ok("enroll", served.urls["psk"], "--psk-identity", "dev-1", "--psk-key-file", key_file,
-           "--key", site.tmp / "dev.key", "--out", site.tmp / "dev.pem")  # fmt: skip
+        ok(
+            "enroll",
+            served.urls["psk"],
+            "--psk-identity",
+            "dev-1",
+            "--psk-key-file",
+            key_file,
+            "--key",
+            site.tmp / "dev.key",
+            "--out",
+            site.tmp / "dev.pem",
+        )
         samples = served.scrape()
     labels = dict(front="coaps", operation="simpleenroll", code="2.04")
     assert value(samples, "estcoap_requests_total", **labels) == 1

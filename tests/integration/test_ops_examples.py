@@ -18,8 +18,9 @@ UNIT = ROOT / "examples" / "systemd" / "estcoap.service"
 
 def promtool(*args: str | Path, cwd: Path = PROMETHEUS) -> subprocess.CompletedProcess[str]:
     tool = require("promtool", "checks the Prometheus examples (Debian package prometheus)")
-    return subprocess.run([str(tool), *map(str, args)], capture_output=True, text=True,
-                          timeout=60, cwd=cwd)  # fmt: skip
+    return subprocess.run(
+        [str(tool), *map(str, args)], capture_output=True, text=True, timeout=60, cwd=cwd
+    )
 
 
 def test_scrape_config_and_rules_pass_promtool() -> None:

@@ -135,14 +135,23 @@ async def test_a_renewed_certificate_cannot_renew_again_over_coaps(tmp_path: Pat
 
 def _serve(ca_dir: Path, *extra: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "estcoap.cli", "serve", "--ca", str(ca_dir),
-         "--https", "127.0.0.1:0", *extra],
+        [
+            sys.executable,
+            "-m",
+            "estcoap.cli",
+            "serve",
+            "--ca",
+            str(ca_dir),
+            "--https",
+            "127.0.0.1:0",
+            *extra,
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         # The most permissive umask: the store's modes must not depend on it.
         preexec_fn=lambda: os.umask(0),
-    )  # fmt: skip
+    )
 
 
 def _mode(path: Path) -> int:
@@ -199,15 +208,25 @@ def test_serve_refuses_secrets_others_can_read(ca_dir: Path, which: str) -> None
 
 
 async def test_serve_applies_its_pending_cap(ca_dir: Path) -> None:
-    server = _serve(ca_dir, "--approval", "manual", "--users-file", str(_users_file(ca_dir)),
-                    "--max-pending-per-requester", "2")  # fmt: skip
+    server = _serve(
+        ca_dir,
+        "--approval",
+        "manual",
+        "--users-file",
+        str(_users_file(ca_dir)),
+        "--max-pending-per-requester",
+        "2",
+    )
     try:
         assert server.stdout is not None
         url = server.stdout.readline().split(" on ", 1)[1].strip()
         async with EstClient(
-            url, trust=CaPaths.of(ca_dir).ca_cert, user="alice", password=USERS["alice"],
+            url,
+            trust=CaPaths.of(ca_dir).ca_cert,
+            user="alice",
+            password=USERS["alice"],
             max_pending_attempts=0,
-        ) as est:  # fmt: skip
+        ) as est:
             for i in range(2):
                 with pytest.raises(EstClientError, match="still pending"):
                     await est.enroll(key=ec.generate_private_key(ec.SECP256R1()), subject=f"CN={i}")

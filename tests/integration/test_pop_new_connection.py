@@ -74,15 +74,19 @@ class ClosingServer:
         self.proofs.append(proven)
         if not proven:
             text = b"proof-of-possession failed\n"
-            writer.write(b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"est\"\r\n"
-                         b"Content-Length: %d\r\n\r\n%s" % (len(text), text))  # fmt: skip
+            writer.write(
+                b'HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm="est"\r\n'
+                b"Content-Length: %d\r\n\r\n%s" % (len(text), text)
+            )
         else:
             cert = self.issuer.issue(csr_der)
             der = pkcs7.encode_certs_only([cert, self.issuer.ca_certificate])
             payload = b64.encode(der)
             kind = MEDIA_TYPES[ContentFormat.PKCS7_CERTS_ONLY].encode()
-            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n%s"
-                         % (kind, len(payload), payload))  # fmt: skip
+            writer.write(
+                b"HTTP/1.1 200 OK\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n%s"
+                % (kind, len(payload), payload)
+            )
         await writer.drain()
 
 
@@ -129,11 +133,25 @@ async def test_cli_enroll_with_pop_against_a_server_that_closes_after_401(
     out, key = tmp_path / "dev.pem", tmp_path / "dev.key"
     async with closing_server(deployment) as server:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "estcoap.cli", "enroll", server.url, "--pop",
-            "--user", "alice:pw", "--trust", str(deployment.paths.ca_cert),
-            "--key", str(key), "--subject", "CN=cli-pop", "--out", str(out),
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        )  # fmt: skip
+            sys.executable,
+            "-m",
+            "estcoap.cli",
+            "enroll",
+            server.url,
+            "--pop",
+            "--user",
+            "alice:pw",
+            "--trust",
+            str(deployment.paths.ca_cert),
+            "--key",
+            str(key),
+            "--subject",
+            "CN=cli-pop",
+            "--out",
+            str(out),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
         stdout, stderr = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode == 0, stderr.decode()
     assert server.proofs == [True] and server.connections == 2

@@ -67,10 +67,12 @@ async def test_a_bootstrap_key_enrolls_once_for_its_subject(tmp_path: Path) -> N
         site.ca.store.psk_add("dev-1", KEY, subject="serialNumber=sn-1,CN=dev-1")
         async with site.client("dev-1") as est:
             provisioned = await est.provision()  # the subject from the CSR template
-        bound = x509.Name([
-            x509.NameAttribute(NameOID.COMMON_NAME, "dev-1"),
-            x509.NameAttribute(NameOID.SERIAL_NUMBER, "sn-1"),
-        ])  # fmt: skip
+        bound = x509.Name(
+            [
+                x509.NameAttribute(NameOID.COMMON_NAME, "dev-1"),
+                x509.NameAttribute(NameOID.SERIAL_NUMBER, "sn-1"),
+            ]
+        )
         assert provisioned.certificate.subject == bound
         assert provisioned.certificate.issuer == site.ca.ca_certificate.subject
         assert provisioned.ca_certificates == [site.ca.ca_certificate]

@@ -26,13 +26,18 @@ WITHOUT_DTLSSOCKET = (
 )
 
 
-def estcoap(*args: str | Path, timeout: float = 120, without_dtlssocket: bool = False,
-            ) -> subprocess.CompletedProcess[str]:  # fmt: skip
+def estcoap(
+    *args: str | Path,
+    timeout: float = 120,
+    without_dtlssocket: bool = False,
+) -> subprocess.CompletedProcess[str]:
     command = ["-c", WITHOUT_DTLSSOCKET] if without_dtlssocket else ["-m", "estcoap.cli"]
     return subprocess.run(
         [sys.executable, *command, *map(str, args)],
-        capture_output=True, text=True, timeout=timeout,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def test_add_list_remove_and_their_exit_statuses(ca_dir: Path) -> None:
@@ -44,8 +49,16 @@ def test_add_list_remove_and_their_exit_statuses(ca_dir: Path) -> None:
     with Store.open(CaPaths.of(ca_dir).store, create=False) as store:
         assert store.psk_usable_key("dev-1") == bytes.fromhex(key)
 
-    bound = estcoap("psk", "add", ca_dir, "dev-2", "--psk-key", KEY_HEX,
-                    "--subject", "serialNumber=dev-2,CN=dev-2")  # fmt: skip
+    bound = estcoap(
+        "psk",
+        "add",
+        ca_dir,
+        "dev-2",
+        "--psk-key",
+        KEY_HEX,
+        "--subject",
+        "serialNumber=dev-2,CN=dev-2",
+    )
     assert bound.returncode == 0 and KEY_HEX not in bound.stdout + bound.stderr
 
     listing = estcoap("psk", "list", ca_dir)
@@ -88,11 +101,23 @@ def test_a_wrong_add_is_one_line_exit_2_and_adds_nothing(
 def psk_server(ca_dir: Path) -> Iterator[tuple[str, str]]:
     """serve --coaps (certificate DTLS) and --coaps-psk: (certificate URL, PSK URL)."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "estcoap.cli", "serve", "--ca", str(ca_dir),
-         "--coaps", "127.0.0.1:0", "--coaps-psk", "127.0.0.1:0"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "estcoap.cli",
+            "serve",
+            "--ca",
+            str(ca_dir),
+            "--coaps",
+            "127.0.0.1:0",
+            "--coaps-psk",
+            "127.0.0.1:0",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )  # fmt: skip
+    )
     try:
         assert process.stdout is not None
         cert_url = process.stdout.readline().split()[-1]
@@ -112,18 +137,35 @@ def test_a_device_enrolls_with_its_key_file_then_renews(
     key_file.write_text(KEY_HEX + "\n")
     assert estcoap("psk", "add", ca_dir, "dev-1", "--psk-key-file", key_file).returncode == 0
     enroll = [
-        "enroll", psk_url, "--psk-identity", "dev-1", "--psk-key-file", key_file,
-        "--key", tmp_path / "dev.key", "--out", tmp_path / "dev.pem",
-    ]  # fmt: skip
+        "enroll",
+        psk_url,
+        "--psk-identity",
+        "dev-1",
+        "--psk-key-file",
+        key_file,
+        "--key",
+        tmp_path / "dev.key",
+        "--out",
+        tmp_path / "dev.pem",
+    ]
     first = estcoap(*enroll)
     assert first.returncode == 0, first.stderr
     assert "wrote CN=dev-1" in first.stdout
     second = estcoap(*enroll[:-1], tmp_path / "again.pem", "--timeout", "10")
     assert second.returncode == 1
     assert "PSK DTLS handshake refused for identity 'dev-1'" in second.stderr
-    renewed = estcoap("reenroll", cert_url, "--trust", CaPaths.of(ca_dir).ca_cert,
-                      "--client-cert", tmp_path / "dev.pem", "--client-key", tmp_path / "dev.key",
-                      "--out", tmp_path / "renewed.pem")  # fmt: skip
+    renewed = estcoap(
+        "reenroll",
+        cert_url,
+        "--trust",
+        CaPaths.of(ca_dir).ca_cert,
+        "--client-cert",
+        tmp_path / "dev.pem",
+        "--client-key",
+        tmp_path / "dev.key",
+        "--out",
+        tmp_path / "renewed.pem",
+    )
     assert renewed.returncode == 0, renewed.stderr
 
 
@@ -145,10 +187,23 @@ def test_wrong_client_psk_options_are_one_line_exit_2(args: list[str], message: 
 def test_a_psk_fleet_enrolls_and_renews(ca_dir: Path, psk_server: tuple[str, str]) -> None:
     cert_url, psk_url = psk_server
     run = estcoap(
-        "simulate", psk_url.removesuffix("/.well-known/est"), "--trust",
-        CaPaths.of(ca_dir).ca_cert, "--psk", "--ca", ca_dir, "--devices", "12",
-        "--concurrency", "4", "--reenroll", "--reenroll-url", cert_url, "--timeout", "20",
-    )  # fmt: skip
+        "simulate",
+        psk_url.removesuffix("/.well-known/est"),
+        "--trust",
+        CaPaths.of(ca_dir).ca_cert,
+        "--psk",
+        "--ca",
+        ca_dir,
+        "--devices",
+        "12",
+        "--concurrency",
+        "4",
+        "--reenroll",
+        "--reenroll-url",
+        cert_url,
+        "--timeout",
+        "20",
+    )
     assert run.returncode == 0, run.stderr
     assert "12/12 devices provisioned" in run.stdout
     with Store.open(CaPaths.of(ca_dir).store, create=False) as store:

@@ -65,9 +65,10 @@ async def gateway_with_psk(root: Path) -> AsyncIterator[Running]:
     ra = issue_ra(paths.dir, name="factory gateway")
     ca_cert = x509.load_pem_x509_certificate(paths.ca_cert.read_bytes())
     upstream = open_upstream(
-        UpstreamSettings(url=https.url, trust=[ca_cert], ra_chain=[ra.certificate, ca_cert],
-                         ra_key=ra.key),
-    )  # fmt: skip
+        UpstreamSettings(
+            url=https.url, trust=[ca_cert], ra_chain=[ra.certificate, ca_cert], ra_key=ra.key
+        ),
+    )
     gateway = await start_gateway(
         upstream, [("127.0.0.1", 0)], cert_chain=paths.server_cert, key=paths.server_key
     )
@@ -87,8 +88,9 @@ async def test_a_psk_device_enrolls_through_the_gateway_once(tmp_path: Path) -> 
         async with running.client("sensor-1") as est:
             # Another subject: the gateway refuses it before anything goes upstream.
             with pytest.raises(EstClientError) as refused:
-                await est.enroll(key=ec.generate_private_key(ec.SECP256R1()),
-                                 subject=parse_name("CN=sensor two"))  # fmt: skip
+                await est.enroll(
+                    key=ec.generate_private_key(ec.SECP256R1()), subject=parse_name("CN=sensor two")
+                )
             assert refused.value.status == "4.03"
             assert "subject must be serialNumber=sensor-1,CN=sensor one" in (
                 refused.value.diagnostic
@@ -112,10 +114,13 @@ async def test_devices_added_to_the_file_count_without_a_restart(tmp_path: Path)
         async with running.client("sensor-2") as est:
             with pytest.raises(EstClientError, match="handshake refused"):
                 await est.cacerts()
-        write_psk_file(running.psk_file, [
-            f"sensor-1 {KEY_HEX} serialNumber=sensor-1,CN=sensor one",
-            f"sensor-2 {KEY_HEX} serialNumber=sensor-2",
-        ])  # fmt: skip
+        write_psk_file(
+            running.psk_file,
+            [
+                f"sensor-1 {KEY_HEX} serialNumber=sensor-1,CN=sensor one",
+                f"sensor-2 {KEY_HEX} serialNumber=sensor-2",
+            ],
+        )
         os.utime(running.psk_file, ns=(1, 1))  # a new stamp even within one clock tick
         async with running.client("sensor-2") as est:
             provisioned = await est.provision()

@@ -57,8 +57,15 @@ def rows(ca: Path) -> dict[str, str]:
 @pytest.fixture
 def ca(tmp_path: Path) -> Path:
     ok("ca", "init", tmp_path / "ca", "--hostname", "127.0.0.1")
-    ok("ca", "issue-ra", tmp_path / "ca", "--out-cert", tmp_path / "ra.pem",
-       "--out-key", tmp_path / "ra.key")  # fmt: skip
+    ok(
+        "ca",
+        "issue-ra",
+        tmp_path / "ca",
+        "--out-cert",
+        tmp_path / "ra.pem",
+        "--out-key",
+        tmp_path / "ra.key",
+    )
     return tmp_path / "ca"
 
 
@@ -67,8 +74,16 @@ def test_revoke_then_list_show_and_the_refusals(ca: Path, tmp_path: Path) -> Non
     assert set(before.values()) == {"valid"} and len(before) == 2
     server, ra = (line.split()[0] for line in ok("ca", "list", ca).stdout.splitlines()[1:])
 
-    done = ok("ca", "revoke", ca, server, "--reason", "keyCompromise",
-              "--invalidity-date", "2025-03-01T12:00:00Z")  # fmt: skip
+    done = ok(
+        "ca",
+        "revoke",
+        ca,
+        server,
+        "--reason",
+        "keyCompromise",
+        "--invalidity-date",
+        "2025-03-01T12:00:00Z",
+    )
     assert f"revoked certificate {server} (CN=127.0.0.1): keyCompromise" in done.stdout
     assert rows(ca) == {server: "revoked (keyCompromise)", ra: "valid"}
     shown = ok("ca", "show", ca, server).stdout
@@ -79,12 +94,16 @@ def test_revoke_then_list_show_and_the_refusals(ca: Path, tmp_path: Path) -> Non
     assert "revoked (keyCompromise)" in ok("ca", "issued", ca).stdout
 
     kept = revoked_rows(ca)
-    one_line(est("ca", "revoke", ca, server, "--reason", "superseded"), 4,
-             f"certificate {server} is already revoked (keyCompromise")  # fmt: skip
+    one_line(
+        est("ca", "revoke", ca, server, "--reason", "superseded"),
+        4,
+        f"certificate {server} is already revoked (keyCompromise",
+    )
     one_line(est("ca", "revoke", ca, "abcdef"), 3, "no certificate with serial abcdef")
     one_line(est("ca", "revoke", ca, "xyz"), 2, "is not hexadecimal")
-    one_line(est("ca", "revoke", ca, ra, "--reason", "cACompromise"), 2,
-             "cACompromise is not accepted")  # fmt: skip
+    one_line(
+        est("ca", "revoke", ca, ra, "--reason", "cACompromise"), 2, "cACompromise is not accepted"
+    )
     one_line(est("ca", "revoke", ca, ra, "--reason", "certificateHold"), 2, "no holds")
     one_line(est("ca", "revoke", ca, ra, "--reason", "stolen"), 2, "expected one of")
     one_line(est("ca", "revoke", ca, ra, "--invalidity-date", "yesterday"), 2, "ISO 8601")
@@ -105,8 +124,11 @@ def test_revoke_by_certificate_file(ca: Path, tmp_path: Path) -> None:
 
     # A certificate of another CA, even with a serial this one issued: not this CA's.
     ok("ca", "init", tmp_path / "other", "--hostname", "127.0.0.1")
-    one_line(est("ca", "revoke", ca, "--cert", tmp_path / "other" / "server.pem"), 3,
-             "was not issued by this CA")  # fmt: skip
+    one_line(
+        est("ca", "revoke", ca, "--cert", tmp_path / "other" / "server.pem"),
+        3,
+        "was not issued by this CA",
+    )
     one_line(est("ca", "revoke", ca, "--cert", tmp_path / "nowhere.pem"), 1, "nowhere.pem")
     (tmp_path / "junk.pem").write_text("junk")
     one_line(est("ca", "revoke", ca, "--cert", tmp_path / "junk.pem"), 1, "not a PEM or DER")
@@ -132,8 +154,11 @@ def test_crl_files_pem_der_numbered_per_scope(ca: Path, tmp_path: Path) -> None:
     assert first.next_update_utc - first.last_update_utc == dt.timedelta(hours=12, minutes=5)
     assert [e.serial_number for e in second] == [int(server, 16)]
     assert len(labelled) == 0
-    one_line(est("ca", "crl", ca, "--out", tmp_path / "x.pem", "--next-update", "9y"), 2,
-             "expected a duration")  # fmt: skip
+    one_line(
+        est("ca", "crl", ca, "--out", tmp_path / "x.pem", "--next-update", "9y"),
+        2,
+        "expected a duration",
+    )
     one_line(est("ca", "crl", ca, "--out", tmp_path / "no" / "x.pem"), 1, "does not exist")
 
 

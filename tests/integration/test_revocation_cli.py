@@ -53,9 +53,12 @@ def pki_fixture(tmp_path: Path) -> tuple[Pki, DeviceMaker]:
     cert, key = maker.issue_idevid("device-1")
     pki.device_cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     pki.device_key.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                          serialization.NoEncryption())
-    )  # fmt: skip
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
     return pki, maker
 
 
@@ -66,30 +69,48 @@ def revoking_crl(pki: Pki, maker: DeviceMaker) -> Path:
 
 
 def stale_crl(pki: Pki, maker: DeviceMaker) -> Path:
-    crl = make_crl(maker.certificate, maker.private_key,
-                   this_update=NOW - datetime.timedelta(days=8),
-                   next_update=NOW - datetime.timedelta(days=1))  # fmt: skip
+    crl = make_crl(
+        maker.certificate,
+        maker.private_key,
+        this_update=NOW - datetime.timedelta(days=8),
+        next_update=NOW - datetime.timedelta(days=1),
+    )
     return write_crl(pki.root / "stale.crl", crl)
 
 
 def enroll_args(pki: Pki, url: str) -> list[object]:
-    return ["enroll", url, "--trust", pki.ca_pem, "--client-cert", pki.device_cert,
-            "--client-key", pki.device_key, "--key", pki.root / "new.key",
-            "--subject", "serialNumber=device-1", "--out", pki.root / "new.pem"]  # fmt: skip
+    return [
+        "enroll",
+        url,
+        "--trust",
+        pki.ca_pem,
+        "--client-cert",
+        pki.device_cert,
+        "--client-key",
+        pki.device_key,
+        "--key",
+        pki.root / "new.key",
+        "--subject",
+        "serialNumber=device-1",
+        "--out",
+        pki.root / "new.pem",
+    ]
 
 
 def test_serve_refuses_a_stale_crl_at_start(pki) -> None:  # type: ignore[no-untyped-def]
     pki, maker = pki
-    done = run(*upstream_args(pki, "--trust-clients", pki.maker_pem, "--crl",
-                              stale_crl(pki, maker)))  # fmt: skip
+    done = run(
+        *upstream_args(pki, "--trust-clients", pki.maker_pem, "--crl", stale_crl(pki, maker))
+    )
     one_line(done, "--crl", "stale.crl", "stale", "nextUpdate")
 
 
 def test_serve_refuses_revoked_idevid_over_coaps_and_proxy_over_https(pki) -> None:  # type: ignore[no-untyped-def]
     pki, maker = pki
     crl = revoking_crl(pki, maker)
-    args = upstream_args(pki, "--coaps", "127.0.0.1:0", "--trust-clients", pki.maker_pem,
-                         "--crl", crl)  # fmt: skip
+    args = upstream_args(
+        pki, "--coaps", "127.0.0.1:0", "--trust-clients", pki.maker_pem, "--crl", crl
+    )
     with serving(args, r"serving EST-coaps on (coaps://\S+)") as server:
         line = one_line(run(*enroll_args(pki, server.url)), "4.03", "revoked (keyCompromise)")
         assert "serialNumber=device-1" in line
@@ -112,11 +133,20 @@ def test_client_crl_refuses_revoked_server_in_one_line(tmp_path: Path) -> None:
     paths = init_ca(ca_dir, ["127.0.0.1"])
     server_cert = x509.load_pem_x509_certificate(paths.server_cert.read_bytes())
     ca_cert, ca_key = load_ca_key(ca_dir)
-    crl = write_crl(tmp_path / "server.crl",
-                    make_crl(ca_cert, ca_key, [(server_cert, KEY_COMPROMISE)]))  # fmt: skip
+    crl = write_crl(
+        tmp_path / "server.crl", make_crl(ca_cert, ca_key, [(server_cert, KEY_COMPROMISE)])
+    )
     with serving(["serve", "--ca", ca_dir, "--https", "127.0.0.1:0"], UPSTREAM_READY) as server:
-        done = run("cacerts", server.url, "--trust", paths.ca_cert, "--crl", crl,
-                   "--out", tmp_path / "cas.pem")  # fmt: skip
+        done = run(
+            "cacerts",
+            server.url,
+            "--trust",
+            paths.ca_cert,
+            "--crl",
+            crl,
+            "--out",
+            tmp_path / "cas.pem",
+        )
     line = one_line(done, "server certificate", "is revoked (keyCompromise)")
     assert "cacerts" in line
     assert not (tmp_path / "cas.pem").exists()

@@ -53,14 +53,20 @@ class Publisher:
         server = x509.load_pem_x509_certificate(self.paths.server_cert.read_bytes())
         assert asked.serial_number == server.serial_number
         reason = self.revoked.get(server.serial_number)
-        builder = ocsp.OCSPResponseBuilder().add_response(
-            cert=server, issuer=cert, algorithm=hashes.SHA1(),
-            cert_status=ocsp.OCSPCertStatus.REVOKED if reason else ocsp.OCSPCertStatus.GOOD,
-            this_update=NOW - datetime.timedelta(minutes=1),
-            next_update=NOW + datetime.timedelta(days=1),
-            revocation_time=NOW - datetime.timedelta(minutes=1) if reason else None,
-            revocation_reason=reason,
-        ).responder_id(ocsp.OCSPResponderEncoding.HASH, cert)  # fmt: skip
+        builder = (
+            ocsp.OCSPResponseBuilder()
+            .add_response(
+                cert=server,
+                issuer=cert,
+                algorithm=hashes.SHA1(),
+                cert_status=ocsp.OCSPCertStatus.REVOKED if reason else ocsp.OCSPCertStatus.GOOD,
+                this_update=NOW - datetime.timedelta(minutes=1),
+                next_update=NOW + datetime.timedelta(days=1),
+                revocation_time=NOW - datetime.timedelta(minutes=1) if reason else None,
+                revocation_reason=reason,
+            )
+            .responder_id(ocsp.OCSPResponderEncoding.HASH, cert)
+        )
         nonce = asked.extensions.get_extension_for_class(x509.OCSPNonce).value
         response = builder.add_extension(nonce, critical=False).sign(key, hashes.SHA256())
         return web.Response(

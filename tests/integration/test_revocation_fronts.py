@@ -142,12 +142,19 @@ async def test_revoked_in_the_store_refused_on_both_fronts(deployment: Deploymen
         assert refused.value.status == "4.03"
         assert "is revoked (keyCompromise)" in refused.value.diagnostic
         https = await start_https_server(
-            run.ca, "127.0.0.1", 0, cert_chain=deployment.paths.server_cert,
+            run.ca,
+            "127.0.0.1",
+            0,
+            cert_chain=deployment.paths.server_cert,
             key=deployment.paths.server_key,
-        )  # fmt: skip
+        )
         try:
-            async with EstClient(https.url, trust=deployment.paths.ca_cert,
-                                 cert=ldevid.cert_path, key=ldevid.key_path) as est:  # fmt: skip
+            async with EstClient(
+                https.url,
+                trust=deployment.paths.ca_cert,
+                cert=ldevid.cert_path,
+                key=ldevid.key_path,
+            ) as est:
                 with pytest.raises(EstClientError) as refused:
                     await est.reenroll()
         finally:

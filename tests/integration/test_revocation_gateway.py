@@ -43,10 +43,14 @@ async def ca_behind_gateway(deployment: Deployment) -> AsyncIterator[tuple[Local
     )
     ra = issue_ra(paths.dir, name="revocation gateway")
     upstream = open_upstream(
-        UpstreamSettings(url=https.url, trust=[ca.ca_certificate],
-                         ra_chain=[ra.certificate, ca.ca_certificate], ra_key=ra.key),
+        UpstreamSettings(
+            url=https.url,
+            trust=[ca.ca_certificate],
+            ra_chain=[ra.certificate, ca.ca_certificate],
+            ra_key=ra.key,
+        ),
         trust_clients=[deployment.maker.certificate],
-    )  # fmt: skip
+    )
     gateway = await start_gateway(
         upstream, [("127.0.0.1", 0)], cert_chain=paths.server_cert, key=paths.server_key
     )
@@ -59,8 +63,9 @@ async def ca_behind_gateway(deployment: Deployment) -> AsyncIterator[tuple[Local
 
 
 def device_client(deployment: Deployment, device: Device, url: str) -> EstClient:
-    return EstClient(url, trust=deployment.paths.ca_cert, cert=device.cert_path,
-                     key=device.key_path)  # fmt: skip
+    return EstClient(
+        url, trust=deployment.paths.ca_cert, cert=device.cert_path, key=device.key_path
+    )
 
 
 async def test_gateway_refuses_device_in_its_crl(deployment: Deployment) -> None:

@@ -45,10 +45,21 @@ class Served:
 @contextlib.contextmanager
 def serve(*args: str | Path) -> Iterator[Served]:
     proc = subprocess.Popen(
-        [*CLI, "serve", "--https", "127.0.0.1:0", "--coaps", "127.0.0.1:0", "--log-level",
-         "info", *map(str, args)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [
+            *CLI,
+            "serve",
+            "--https",
+            "127.0.0.1:0",
+            "--coaps",
+            "127.0.0.1:0",
+            "--log-level",
+            "info",
+            *map(str, args),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     served = Served(proc, {})
     reader = threading.Thread(
         target=lambda: served.stderr.extend(iter(proc.stderr.readline, "")),  # type: ignore[union-attr]
@@ -71,8 +82,12 @@ def serve(*args: str | Path) -> Iterator[Served]:
 
 def init_ca(tmp_path: Path) -> Path:
     ca = tmp_path / "ca"
-    done = subprocess.run([*CLI, "ca", "init", str(ca), "--hostname", "127.0.0.1"],
-                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    done = subprocess.run(
+        [*CLI, "ca", "init", str(ca), "--hostname", "127.0.0.1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
     return ca
 
@@ -108,8 +123,9 @@ def test_sighup_reloads_trust_anchors_and_keeps_established_sessions(tmp_path: P
 
             trust.write_bytes(pem(old_maker.certificate, new_maker.certificate))
             served.proc.send_signal(signal.SIGHUP)
-            await asyncio.to_thread(wait_until, lambda: served.said("reload: trust anchors"),
-                                    30, "the reload line")  # fmt: skip
+            await asyncio.to_thread(
+                wait_until, lambda: served.said("reload: trust anchors"), 30, "the reload line"
+            )
             assert served.said("reload: trust anchors 1 -> 2 certificates")
 
         # A device of the new maker is accepted in a new handshake ...
@@ -130,8 +146,9 @@ def test_sighup_reloads_trust_anchors_and_keeps_established_sessions(tmp_path: P
             trust.write_bytes(pem(new_maker.certificate))  # the old maker is dropped
             served.stderr.clear()
             served.proc.send_signal(signal.SIGHUP)
-            await asyncio.to_thread(wait_until, lambda: served.said("reload: trust anchors"),
-                                    30, "the reload line")  # fmt: skip
+            await asyncio.to_thread(
+                wait_until, lambda: served.said("reload: trust anchors"), 30, "the reload line"
+            )
             # The same association sends another request after the reload: no new handshake
             # (its tls-unique, from the handshake's Finished, is the same).
             await kept.cacerts()
@@ -141,8 +158,9 @@ def test_sighup_reloads_trust_anchors_and_keeps_established_sessions(tmp_path: P
             trust.write_text("not a certificate\n")
             served.stderr.clear()
             served.proc.send_signal(signal.SIGHUP)
-            await asyncio.to_thread(wait_until, lambda: served.said("reload: trust anchors"),
-                                    30, "the reload error")  # fmt: skip
+            await asyncio.to_thread(
+                wait_until, lambda: served.said("reload: trust anchors"), 30, "the reload error"
+            )
             line = next(s for s in served.stderr if "reload: trust anchors" in s)
             assert "ERROR" in line and "not reloaded, the old ones stay" in line, line
             assert f"{trust}: not a PEM certificate file" in line, line
@@ -182,11 +200,11 @@ def test_sigterm_during_fifty_enrollments_drains_and_exits_0(tmp_path: Path) -> 
 
         tasks = [asyncio.create_task(one(url(i), f"dev-{i}")) for i in range(40)]
         # Some have their certificate, the rest are on their way: stop the server now.
-        await asyncio.to_thread(wait_until, lambda: min(done_by.values()) >= 3, 60,
-                                "3 enrollments over each front")  # fmt: skip
+        await asyncio.to_thread(
+            wait_until, lambda: min(done_by.values()) >= 3, 60, "3 enrollments over each front"
+        )
         served.proc.send_signal(signal.SIGTERM)
-        await asyncio.to_thread(wait_until, lambda: served.said("stopping: no new"), 30,
-                                "the stop")  # fmt: skip
+        await asyncio.to_thread(wait_until, lambda: served.said("stopping: no new"), 30, "the stop")
         # Devices that come now find no listener, or no answer to their ClientHello.
         late = [asyncio.create_task(one(url(i), f"late-{i}")) for i in range(10)]
         # Every device ends, within the drain and its own timeouts: none hangs.
@@ -220,8 +238,10 @@ def test_sigterm_during_fifty_enrollments_drains_and_exits_0(tmp_path: Path) -> 
             assert pending.state in ("pending", "approved", "denied")
     finally:
         store.close()
-    print(f"{len(issued)} issued, {len(failed)} refused cleanly while stopping:",
-          sorted({str(f)[:90] for f in failed}))  # fmt: skip
+    print(
+        f"{len(issued)} issued, {len(failed)} refused cleanly while stopping:",
+        sorted({str(f)[:90] for f in failed}),
+    )
 
 
 def test_proxy_reloads_its_users_on_sighup_and_stops_with_0(tmp_path: Path) -> None:
@@ -234,24 +254,46 @@ def test_proxy_reloads_its_users_on_sighup_and_stops_with_0(tmp_path: Path) -> N
         (["ca", "issue-ra", str(ca), "--out-cert", str(ra_cert), "--out-key", str(ra_key)], None),
         (["users", "add", str(users), "alice"], "first-pw\n"),
     ):
-        done = subprocess.run([*CLI, *args], input=stdin, capture_output=True, text=True,
-                              timeout=60)  # fmt: skip
+        done = subprocess.run(
+            [*CLI, *args], input=stdin, capture_output=True, text=True, timeout=60
+        )
         assert done.returncode == 0, done.stderr
 
     async def enroll_as(url: str, name: str, password: str) -> x509.Certificate:
         key = ec.generate_private_key(ec.SECP256R1())
-        async with EstClient(url, trust=ca / "ca.pem", user=name, password=password,
-                             timeout=10) as client:  # fmt: skip
+        async with EstClient(
+            url, trust=ca / "ca.pem", user=name, password=password, timeout=10
+        ) as client:
             return (await client.enroll(key=key, subject=f"CN={name}"))[0]
 
     with serve("--ca", ca) as upstream:
         proxy = subprocess.Popen(
-            [*CLI, "proxy", "--https", "127.0.0.1:0", "--upstream", upstream.urls["https"],
-             "--upstream-trust", str(ca / "ca.pem"), "--ra-cert", str(ra_cert), "--ra-key",
-             str(ra_key), "--server-cert", str(ca / "server.pem"), "--server-key",
-             str(ca / "server.key"), "--users-file", str(users), "--log-level", "info"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
+            [
+                *CLI,
+                "proxy",
+                "--https",
+                "127.0.0.1:0",
+                "--upstream",
+                upstream.urls["https"],
+                "--upstream-trust",
+                str(ca / "ca.pem"),
+                "--ra-cert",
+                str(ra_cert),
+                "--ra-key",
+                str(ra_key),
+                "--server-cert",
+                str(ca / "server.pem"),
+                "--server-key",
+                str(ca / "server.key"),
+                "--users-file",
+                str(users),
+                "--log-level",
+                "info",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         said: list[str] = []
         reader = threading.Thread(
             target=lambda: said.extend(iter(proxy.stderr.readline, "")),  # type: ignore[union-attr]
@@ -267,9 +309,13 @@ def test_proxy_reloads_its_users_on_sighup_and_stops_with_0(tmp_path: Path) -> N
                 asyncio.run(enroll_as(url, "bob", "bob-pw"))  # no such user yet
 
             for name, password in (("bob", "bob-pw"), ("alice", "second-pw")):
-                done = subprocess.run([*CLI, "users", "add", str(users), name],
-                                      input=password + "\n", capture_output=True, text=True,
-                                      timeout=60)  # fmt: skip
+                done = subprocess.run(
+                    [*CLI, "users", "add", str(users), name],
+                    input=password + "\n",
+                    capture_output=True,
+                    text=True,
+                    timeout=60,
+                )
                 assert done.returncode == 0, done.stderr
             proxy.send_signal(signal.SIGHUP)
             wait_until(lambda: any("reload: users" in s for s in said), 30, "the reload line")
@@ -296,8 +342,10 @@ def test_gateway_takes_a_new_maker_on_sighup_and_stops_with_0(tmp_path: Path) ->
     ra_cert, ra_key = tmp_path / "ra.pem", tmp_path / "ra.key"
     done = subprocess.run(
         [*CLI, "ca", "issue-ra", str(ca), "--out-cert", str(ra_cert), "--out-key", str(ra_key)],
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
     old_maker, new_maker = DeviceMaker.create(), DeviceMaker.create()
     trust = tmp_path / "makers.pem"
@@ -305,12 +353,32 @@ def test_gateway_takes_a_new_maker_on_sighup_and_stops_with_0(tmp_path: Path) ->
 
     with serve("--ca", ca, "--trust-clients", trust) as upstream:
         gateway = subprocess.Popen(
-            [*CLI, "gateway", "--coaps", "127.0.0.1:0", "--upstream", upstream.urls["https"],
-             "--upstream-trust", str(ca / "ca.pem"), "--ra-cert", str(ra_cert), "--ra-key",
-             str(ra_key), "--server-cert", str(ca / "server.pem"), "--server-key",
-             str(ca / "server.key"), "--trust-clients", str(trust), "--log-level", "info"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
+            [
+                *CLI,
+                "gateway",
+                "--coaps",
+                "127.0.0.1:0",
+                "--upstream",
+                upstream.urls["https"],
+                "--upstream-trust",
+                str(ca / "ca.pem"),
+                "--ra-cert",
+                str(ra_cert),
+                "--ra-key",
+                str(ra_key),
+                "--server-cert",
+                str(ca / "server.pem"),
+                "--server-key",
+                str(ca / "server.key"),
+                "--trust-clients",
+                str(trust),
+                "--log-level",
+                "info",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         said: list[str] = []
         reader = threading.Thread(
             target=lambda: said.extend(iter(gateway.stderr.readline, "")),  # type: ignore[union-attr]

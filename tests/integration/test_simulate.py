@@ -59,8 +59,14 @@ class Setup:
     maker_key: Path
 
     def options(self) -> list[str]:
-        return ["--trust", str(self.ca_dir / "ca.pem"), "--idevid-ca", str(self.maker_pem),
-                "--idevid-ca-key", str(self.maker_key)]  # fmt: skip
+        return [
+            "--trust",
+            str(self.ca_dir / "ca.pem"),
+            "--idevid-ca",
+            str(self.maker_pem),
+            "--idevid-ca-key",
+            str(self.maker_key),
+        ]
 
 
 @dataclass
@@ -93,8 +99,9 @@ def server(setup: Setup) -> Iterator[Server]:
     script.write_text(SERVER)
     process = subprocess.Popen(
         [sys.executable, str(script), str(setup.ca_dir), str(setup.maker_pem)],
-        stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert process.stdout is not None
         coaps, https = process.stdout.readline().split()
@@ -109,8 +116,11 @@ def simulate(*args: str, timeout: float = 150) -> subprocess.CompletedProcess[st
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
     return subprocess.run(
         [sys.executable, "-m", "estcoap.cli", "simulate", *args],
-        capture_output=True, text=True, timeout=timeout, env=env,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
 
 
 def enrolled(setup: Setup) -> int:
@@ -128,8 +138,10 @@ def issued_by_simulation(setup: Setup) -> int:
     try:
         listing = subprocess.run(
             [sys.executable, "-m", "estcoap.cli", "ca", "issued", "--ca", str(setup.ca_dir)],
-            capture_output=True, text=True, check=True,
-        ).stdout  # fmt: skip
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
     finally:
         ca.close()
     return sum(1 for line in listing.splitlines() if "CN=sim-" in line)
@@ -143,9 +155,26 @@ def test_fifty_devices_at_twenty_percent_loss_all_succeed(setup: Setup, server: 
     # device. The DTLS handshake keeps OpenSSL's timer (1 s, doubled); a handshake is
     # bounded at 9 s (0.9 of --timeout), about when the server forgets a half-done one
     # (10 s), and then restarted on a new session (--retries) rather than waited out.
-    done = simulate(server.coaps, *setup.options(), "--devices", "50", "--concurrency", "50",
-                    "--loss", "0.2", "--seed", "7", "--ack-timeout", "0.25", "--timeout", "10",
-                    "--retries", "3", "--json", str(report_path))  # fmt: skip
+    done = simulate(
+        server.coaps,
+        *setup.options(),
+        "--devices",
+        "50",
+        "--concurrency",
+        "50",
+        "--loss",
+        "0.2",
+        "--seed",
+        "7",
+        "--ack-timeout",
+        "0.25",
+        "--timeout",
+        "10",
+        "--retries",
+        "3",
+        "--json",
+        str(report_path),
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout == "" and done.stderr == ""  # not a terminal, report file given: quiet
     report = json.loads(report_path.read_text())
@@ -167,9 +196,7 @@ def test_fifty_devices_at_twenty_percent_loss_all_succeed(setup: Setup, server: 
     assert 0 < lat["min"] <= lat["p50"] <= lat["p95"] <= lat["p99"] <= lat["max"]
     assert lat["max"] / 1000 <= report["wall_time_s"]
     assert sum(n for _, n in report["throughput_per_second"]) == 50
-    assert report["enrollments_per_second"] == pytest.approx(
-        50 / report["wall_time_s"], rel=0.01
-    )
+    assert report["enrollments_per_second"] == pytest.approx(50 / report["wall_time_s"], rel=0.01)
     assert report["peak_rss_mib"] > 10
     # a step that timed out 4 times is repeated on a fresh session, as a device would
     assert set(report["device_retries"]["by_reason"]) <= {"timeout", "dtls-handshake-timeout"}
@@ -181,10 +208,29 @@ def test_fifty_devices_at_twenty_percent_loss_all_succeed(setup: Setup, server: 
 def test_duplication_reordering_and_delay_are_applied(setup: Setup, server: Server) -> None:
     require("matplotlib", "the --plot figure needs matplotlib (pip install 'estcoap[plot]')")
     report_path, plot_path = setup.root / "report.json", setup.root / "plot.png"
-    done = simulate(server.coaps, *setup.options(), "--devices", "10", "--concurrency", "10",
-                    "--duplicate", "0.2", "--reorder", "0.2", "--delay", "30", "--reenroll",
-                    "--block-size", "256", "--seed", "3", "--json", str(report_path),
-                    "--plot", str(plot_path))  # fmt: skip
+    done = simulate(
+        server.coaps,
+        *setup.options(),
+        "--devices",
+        "10",
+        "--concurrency",
+        "10",
+        "--duplicate",
+        "0.2",
+        "--reorder",
+        "0.2",
+        "--delay",
+        "30",
+        "--reenroll",
+        "--block-size",
+        "256",
+        "--seed",
+        "3",
+        "--json",
+        str(report_path),
+        "--plot",
+        str(plot_path),
+    )
     assert done.returncode == 0, done.stderr
     report = json.loads(report_path.read_text())
     assert report["succeeded"] == 10, report["failure_examples"]
@@ -202,11 +248,31 @@ def test_server_stopped_mid_run_gives_counted_failures(setup: Setup, server: Ser
     report_path = setup.root / "report.json"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
     run = subprocess.Popen(
-        [sys.executable, "-m", "estcoap.cli", "simulate", server.coaps, *setup.options(),
-         "--devices", "20", "--concurrency", "8", "--delay", "40", "--timeout", "1",
-         "--retries", "1", "--json", str(report_path)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "estcoap.cli",
+            "simulate",
+            server.coaps,
+            *setup.options(),
+            "--devices",
+            "20",
+            "--concurrency",
+            "8",
+            "--delay",
+            "40",
+            "--timeout",
+            "1",
+            "--retries",
+            "1",
+            "--json",
+            str(report_path),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     try:
         # some devices are provisioned, the rest in flight or not started
         wait_until(lambda: enrolled(setup) >= 3, timeout=60, what="three enrollments")
@@ -232,8 +298,17 @@ def test_server_stopped_mid_run_gives_counted_failures(setup: Setup, server: Ser
 @pytest.mark.timeout(120)
 def test_https_fleet_with_reenroll(setup: Setup, server: Server) -> None:
     report_path = setup.root / "report.json"
-    done = simulate(server.https, *setup.options(), "--devices", "20", "--concurrency", "10",
-                    "--reenroll", "--json", str(report_path))  # fmt: skip
+    done = simulate(
+        server.https,
+        *setup.options(),
+        "--devices",
+        "20",
+        "--concurrency",
+        "10",
+        "--reenroll",
+        "--json",
+        str(report_path),
+    )
     assert done.returncode == 0, done.stderr
     report = json.loads(report_path.read_text())
     assert report["succeeded"] == 20, report["failure_examples"]
@@ -265,20 +340,37 @@ def test_malformed_option_gives_one_line(setup: Setup, args: list[str], message:
 
 def test_unusable_inputs_give_one_line(setup: Setup) -> None:
     other = DeviceMaker.create().private_key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
-    )  # fmt: skip
+    )
     (setup.root / "other.key").write_bytes(other)
     cases = [
-        (["coaps://127.0.0.1:5684", "--trust", str(setup.root / "missing.pem"),
-          "--idevid-ca", str(setup.maker_pem), "--idevid-ca-key", str(setup.maker_key)],
-         "--trust"),
-        (["coaps://127.0.0.1:5684", *setup.options()[:4], "--idevid-ca-key",
-          str(setup.root / "other.key")], "does not belong to the certificate in"),
+        (
+            [
+                "coaps://127.0.0.1:5684",
+                "--trust",
+                str(setup.root / "missing.pem"),
+                "--idevid-ca",
+                str(setup.maker_pem),
+                "--idevid-ca-key",
+                str(setup.maker_key),
+            ],
+            "--trust",
+        ),
+        (
+            [
+                "coaps://127.0.0.1:5684",
+                *setup.options()[:4],
+                "--idevid-ca-key",
+                str(setup.root / "other.key"),
+            ],
+            "does not belong to the certificate in",
+        ),
         (["http://127.0.0.1:80", *setup.options()], "not a coaps:// or https:// URL"),
         (["https://127.0.0.1:443", *setup.options(), "--loss", "0.1"], "apply to coaps://"),
         (["coaps://127.0.0.1:5684", *setup.options()[:4]], "the following arguments are"),
-    ]  # fmt: skip
+    ]
     for args, fragment in cases:
         done = simulate(*args, timeout=30)
         assert done.returncode in (1, 2), done

@@ -60,8 +60,9 @@ async def settle(condition, timeout: float = 3.0) -> None:  # type: ignore[no-un
 
 
 def dtls_record(ctype: int, epoch: int, seq: int, body: bytes) -> bytes:
-    return struct.pack("!BHHHIH", ctype, 0xFEFD, epoch, seq >> 32, seq & 0xFFFFFFFF,
-                       len(body)) + body  # fmt: skip
+    return (
+        struct.pack("!BHHHIH", ctype, 0xFEFD, epoch, seq >> 32, seq & 0xFFFFFFFF, len(body)) + body
+    )
 
 
 def test_shape_ignores_record_sequence_numbers() -> None:

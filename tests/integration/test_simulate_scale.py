@@ -58,9 +58,13 @@ def _setup(tmp_path: Path) -> Setup:
     maker = DeviceMaker.create()
     maker_pem, maker_key = tmp_path / "maker.pem", tmp_path / "maker.key"
     maker_pem.write_bytes(maker.certificate.public_bytes(serialization.Encoding.PEM))
-    maker_key.write_bytes(maker.private_key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption()))  # fmt: skip
+    maker_key.write_bytes(
+        maker.private_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
     return Setup(tmp_path, tmp_path / "ca", maker_pem, maker_key)
 
 
@@ -69,8 +73,9 @@ def _start(setup: Setup, script_text: str, name: str) -> subprocess.Popen[str]:
     script.write_text(script_text)
     return subprocess.Popen(
         [sys.executable, str(script), str(setup.ca_dir), str(setup.maker_pem)],
-        stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        stdout=subprocess.PIPE,
+        text=True,
+    )
 
 
 @pytest.fixture(name="server")
@@ -112,8 +117,9 @@ def test_keys_dir_is_made_once_0600_and_reused(setup: Setup, server: Server) -> 
     assert stat.S_IMODE(keys.stat().st_mode) == 0o700
     mtimes = {f: f.stat().st_mtime_ns for f in files}
 
-    second = report_of(setup, server.coaps, "--devices", "12", "--keys-dir", str(keys),
-                       name="second.json")  # fmt: skip
+    second = report_of(
+        setup, server.coaps, "--devices", "12", "--keys-dir", str(keys), name="second.json"
+    )
     ok(second, 12)
     assert second["keys"] == {"generated": 0, "loaded": 12, "saved": 12}
     assert {f: f.stat().st_mtime_ns for f in files} == mtimes  # not one IDevID made again
@@ -123,8 +129,17 @@ def test_keys_dir_is_made_once_0600_and_reused(setup: Setup, server: Server) -> 
 @pytest.mark.timeout(120)
 def test_keys_made_ahead_in_bulk_are_what_the_run_uses(setup: Setup, server: Server) -> None:
     keys = setup.root / "keys"
-    made = simulate("coaps://127.0.0.1:1", *setup.options(), "--devices", "8", "--keys-dir",
-                    str(keys), "--prepare-keys", "--processes", "2")  # fmt: skip
+    made = simulate(
+        "coaps://127.0.0.1:1",
+        *setup.options(),
+        "--devices",
+        "8",
+        "--keys-dir",
+        str(keys),
+        "--prepare-keys",
+        "--processes",
+        "2",
+    )
     assert made.returncode == 0, made.stderr
     assert made.stdout == f"{keys}: 8 IDevIDs made, 0 already there\n"  # no server needed
     assert len(list((keys / "idevid").rglob("*.pem"))) == 8
@@ -145,8 +160,9 @@ def test_keys_dir_of_another_maker_is_refused(setup: Setup, server: Server) -> N
 
 @pytest.mark.timeout(120)
 def test_two_processes_merge_into_one_report(setup: Setup, server: Server) -> None:
-    report = report_of(setup, server.coaps, "--devices", "21", "--concurrency", "6",
-                       "--processes", "2")  # fmt: skip
+    report = report_of(
+        setup, server.coaps, "--devices", "21", "--concurrency", "6", "--processes", "2"
+    )
     ok(report, 21)
     assert report["settings"]["processes"] == 2
     assert report["devices_by_scheme"] == {"coaps": 21}
@@ -163,8 +179,18 @@ def test_renewal_storm_after_a_first_run(setup: Setup, server: Server) -> None:
     before = {p: p.read_bytes() for p in (keys / "ldevid").rglob("*.pem")}
     assert len(before) == 10
 
-    storm = report_of(setup, server.coaps, "--devices", "10", "--concurrency", "10",
-                      "--keys-dir", str(keys), "--renew", name="storm.json")  # fmt: skip
+    storm = report_of(
+        setup,
+        server.coaps,
+        "--devices",
+        "10",
+        "--concurrency",
+        "10",
+        "--keys-dir",
+        str(keys),
+        "--renew",
+        name="storm.json",
+    )
     ok(storm, 10)
     assert storm["settings"]["scenario"] == "renewal-storm"
     assert storm["keys"]["generated"] == 0 and storm["keys"]["saved"] == 10
@@ -173,8 +199,9 @@ def test_renewal_storm_after_a_first_run(setup: Setup, server: Server) -> None:
     assert enrolled(setup) == 10  # sren is recorded as a re-enrollment, not an enroll
 
     # Devices with no LDevID saved (beyond the first run's ten) fail, counted by reason.
-    more = report_of(setup, server.coaps, "--devices", "12", "--keys-dir", str(keys),
-                     "--renew", name="more.json")  # fmt: skip
+    more = report_of(
+        setup, server.coaps, "--devices", "12", "--keys-dir", str(keys), "--renew", name="more.json"
+    )
     assert more["succeeded"] == 10 and more["failed"] == {"no-ldevid": 2}
 
 
@@ -193,15 +220,29 @@ def test_a_steady_rate_starts_devices_on_a_clock(setup: Setup, server: Server) -
 def test_find_rate_steps_up_and_stops_at_the_bound(setup: Setup, server: Server) -> None:
     # A bound no real enrollment meets: the first step is not sustained, and the search
     # stops there with no rate to report.
-    report = report_of(setup, server.coaps, "--find-rate", "--rate", "4", "--step-seconds", "1",
-                       "--p99-max", "1ms")  # fmt: skip
+    report = report_of(
+        setup, server.coaps, "--find-rate", "--rate", "4", "--step-seconds", "1", "--p99-max", "1ms"
+    )
     found = report["find_rate"]
     assert found["highest_sustained_rate"] is None
     assert [step["sustained"] for step in found["steps"]] == [False]
     # A generous bound: steps go up by the growth factor until the time budget ends them.
-    report = report_of(setup, server.coaps, "--find-rate", "--rate", "2", "--step-seconds", "1",
-                       "--p99-max", "20000", "--rate-growth", "2", "--max-time", "4",
-                       name="up.json")  # fmt: skip
+    report = report_of(
+        setup,
+        server.coaps,
+        "--find-rate",
+        "--rate",
+        "2",
+        "--step-seconds",
+        "1",
+        "--p99-max",
+        "20000",
+        "--rate-growth",
+        "2",
+        "--max-time",
+        "4",
+        name="up.json",
+    )
     steps = report["find_rate"]["steps"]
     assert len(steps) >= 2 and steps[1]["rate"] == 2 * steps[0]["rate"]
     assert report["find_rate"]["highest_sustained_rate"] == steps[-1]["rate"]
@@ -210,8 +251,17 @@ def test_find_rate_steps_up_and_stops_at_the_bound(setup: Setup, server: Server)
 
 @pytest.mark.timeout(150)
 def test_a_mix_of_coaps_and_https_devices(setup: Setup, server: Server) -> None:
-    report = report_of(setup, server.coaps, server.https, "--devices", "20",
-                       "--mix", "coaps=70,https=30", "--concurrency", "10")  # fmt: skip
+    report = report_of(
+        setup,
+        server.coaps,
+        server.https,
+        "--devices",
+        "20",
+        "--mix",
+        "coaps=70,https=30",
+        "--concurrency",
+        "10",
+    )
     ok(report, 20)
     assert report["settings"]["mix"] == {"coaps": 70, "https": 30}
     assert report["devices_by_scheme"] == {"coaps": 14, "https": 6}
@@ -250,14 +300,25 @@ def test_est_root_reaches_a_server_mounted_at_est(setup: Setup, est_root_server:
     # The https front has no custom root (serve --coap-root is coaps only): coaps here.
     parts = urlsplit(est_root_server)
     base = f"{parts.scheme}://{parts.netloc}"
-    report = report_of(setup, base, "--devices", "6", "--est-root", "/est", "--content-format",
-                       "287", "--subject-template", "serialNumber={serial}")  # fmt: skip
+    report = report_of(
+        setup,
+        base,
+        "--devices",
+        "6",
+        "--est-root",
+        "/est",
+        "--content-format",
+        "287",
+        "--subject-template",
+        "serialNumber={serial}",
+    )
     ok(report, 6)
     assert report["settings"]["est_root"] == "/est"
     # Without the root and without discovery the devices ask /.well-known/est: not there.
     missing = setup.root / "missing.json"
-    done = simulate(base, *setup.options(), "--devices", "2", "--no-discovery",
-                    "--json", str(missing))  # fmt: skip
+    done = simulate(
+        base, *setup.options(), "--devices", "2", "--no-discovery", "--json", str(missing)
+    )
     assert done.returncode == 1 and "all 2 devices failed" in done.stderr, done.stderr
     assert json.loads(missing.read_text())["failed"] == {"rejected-4.04": 2}
 
@@ -268,10 +329,23 @@ def test_progress_shows_on_a_terminal_only(setup: Setup, server: Server) -> None
     primary, secondary = pty.openpty()
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
     process = subprocess.Popen(
-        [sys.executable, "-m", "estcoap.cli", "simulate", server.coaps, *setup.options(),
-         "--devices", "4", "--timeout", "20"],
-        stdin=secondary, stdout=secondary, stderr=secondary, env=env,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "estcoap.cli",
+            "simulate",
+            server.coaps,
+            *setup.options(),
+            "--devices",
+            "4",
+            "--timeout",
+            "20",
+        ],
+        stdin=secondary,
+        stdout=secondary,
+        stderr=secondary,
+        env=env,
+    )
     os.close(secondary)
     seen = b""
     deadline = time.monotonic() + 90

@@ -142,15 +142,22 @@ PROXY_READY = r"proxy: serving EST over HTTPS on (https://\S+) ->"
 def relay_args(pki: Pki, upstream_url: str, *extra: object) -> list[object]:
     """The options `gateway` and `proxy` share: upstream, RA identity, device trust."""
     return [
-        "--upstream", upstream_url,
-        "--upstream-trust", pki.ca_pem,
-        "--ra-cert", pki.ra_cert,
-        "--ra-key", pki.ra_key,
-        "--server-cert", pki.server_cert,
-        "--server-key", pki.server_key,
-        "--trust-clients", pki.maker_pem,
+        "--upstream",
+        upstream_url,
+        "--upstream-trust",
+        pki.ca_pem,
+        "--ra-cert",
+        pki.ra_cert,
+        "--ra-key",
+        pki.ra_key,
+        "--server-cert",
+        pki.server_cert,
+        "--server-key",
+        pki.server_key,
+        "--trust-clients",
+        pki.maker_pem,
         *extra,
-    ]  # fmt: skip
+    ]
 
 
 def gateway_args(pki: Pki, upstream_url: str, *extra: object) -> list[object]:

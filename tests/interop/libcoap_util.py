@@ -126,9 +126,21 @@ async def coap_client(
     """One coap-client-openssl run with a certificate identity; `args` are extra flags."""
     assert COAP_CLIENT is not None
     rc, out, err = await run_tool(
-        COAP_CLIENT, "-v", "7", "-B", "10", "-c", cert, "-j", key, "-R", trust, *args, url,
+        COAP_CLIENT,
+        "-v",
+        "7",
+        "-B",
+        "10",
+        "-c",
+        cert,
+        "-j",
+        key,
+        "-R",
+        trust,
+        *args,
+        url,
         timeout=timeout,
-    )  # fmt: skip
+    )
     return Exchange(rc, out, err, parse_pdus(out))
 
 
@@ -138,9 +150,19 @@ async def coap_client_psk(
     """One coap-client-openssl run with a pre-shared key (libcoap 4.3.1 takes -k as text)."""
     assert COAP_CLIENT is not None
     rc, out, err = await run_tool(
-        COAP_CLIENT, "-v", "7", "-B", "10", "-u", identity, "-k", key, *args, url,
+        COAP_CLIENT,
+        "-v",
+        "7",
+        "-B",
+        "10",
+        "-u",
+        identity,
+        "-k",
+        key,
+        *args,
+        url,
         timeout=timeout,
-    )  # fmt: skip
+    )
     return Exchange(rc, out, err, parse_pdus(out))
 
 
@@ -161,8 +183,15 @@ async def openssl_csr(
     key_path = key or directory / f"{stem}.key"
     argv: list[str | Path] = [OPENSSL, "req", "-new", "-outform", "DER", "-out", csr_path]
     if key is None:
-        argv += ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-                 "-keyout", key_path]  # fmt: skip
+        argv += [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            key_path,
+        ]
     else:
         argv += ["-key", key]
     if challenge_password is None:

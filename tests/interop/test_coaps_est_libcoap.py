@@ -112,8 +112,9 @@ async def test_crts_with_64_byte_blocks_and_both_formats(
         assert exchange.final.option("Content-Format") == "281"
         certs = pkcs7.load_der_pkcs7_certificates((tmp_path / path).read_bytes())
         assert [c.public_bytes(serialization.Encoding.DER) for c in certs] == [ca_der]
-    rc, out, err = await run_tool(OPENSSL, "pkcs7", "-inform", "DER", "-in", tmp_path / "b64.p7",
-                                  "-print_certs", "-noout")  # fmt: skip
+    rc, out, err = await run_tool(
+        OPENSSL, "pkcs7", "-inform", "DER", "-in", tmp_path / "b64.p7", "-print_certs", "-noout"
+    )
     assert rc == 0 and "subject=CN = estcoap CA" in out, err
 
     expect(single, "2.05")
@@ -151,8 +152,9 @@ async def test_sen_block1_then_sren_with_the_issued_identity(
         assert [p.code for p in sen.responses] == ["2.31"] * (count - 1) + ["2.04"]
 
         # openssl reads the certs-only PKCS#7, and the issued certificate holds the CSR's key.
-        rc, out, err = await run_tool(OPENSSL, "pkcs7", "-inform", "DER", "-in",
-                                      tmp_path / "sen.p7", "-print_certs")  # fmt: skip
+        rc, out, err = await run_tool(
+            OPENSSL, "pkcs7", "-inform", "DER", "-in", tmp_path / "sen.p7", "-print_certs"
+        )
         printed = "subject=serialNumber = sen-dev, CN = libcoap-dev, O = Interop"
         assert rc == 0 and printed in out, err
         issued = issued_for(
@@ -232,8 +234,9 @@ async def test_error_codes_then_still_serving(deployment: Deployment, tmp_path: 
     assert too_large.option("Size1") == "512", cases["4.13"].stdout
     assert "tls-unique" in cases["4.01"].stderr
     expect(after, "2.04")
-    issued_for(pkcs7.load_der_pkcs7_certificates((tmp_path / "after.p7").read_bytes()),
-               good.read_bytes())  # fmt: skip
+    issued_for(
+        pkcs7.load_der_pkcs7_certificates((tmp_path / "after.p7").read_bytes()), good.read_bytes()
+    )
 
 
 async def test_pending_503_max_age_then_approval(deployment: Deployment, tmp_path: Path) -> None:

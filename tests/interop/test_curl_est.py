@@ -58,11 +58,29 @@ async def openssl_csr(
     key = key or tmp / f"{name}.key"
     der, b64 = tmp / f"{name}.csr.der", tmp / f"{name}.csr.b64"
     if not key.exists():
-        await run("openssl", "genpkey", "-algorithm", "EC", "-pkeyopt",
-                  "ec_paramgen_curve:P-256", "-out", key)  # fmt: skip
-    await run("openssl", "req", "-new", "-key", key, "-subj", subject or f"/CN={name}",
-              "-outform", "DER",
-              "-out", der)  # fmt: skip
+        await run(
+            "openssl",
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+            key,
+        )
+    await run(
+        "openssl",
+        "req",
+        "-new",
+        "-key",
+        key,
+        "-subj",
+        subject or f"/CN={name}",
+        "-outform",
+        "DER",
+        "-out",
+        der,
+    )
     await run("openssl", "base64", "-in", der, "-out", b64)
     return b64
 
@@ -80,9 +98,16 @@ async def enroll_with_curl(
     csr = await openssl_csr(tmp, name, key=key, subject=subject)
     out = tmp / f"{name}.b64"
     status, content_type = await curl(
-        out, f"{url}/{op}", "--cacert", cafile, *auth,
-        "-H", "Content-Type: application/pkcs10", "--data-binary", f"@{csr}",
-    )  # fmt: skip
+        out,
+        f"{url}/{op}",
+        "--cacert",
+        cafile,
+        *auth,
+        "-H",
+        "Content-Type: application/pkcs10",
+        "--data-binary",
+        f"@{csr}",
+    )
     assert status == 200, out.read_text()
     assert content_type.startswith("application/pkcs7-mime")
     certs = await pkcs7_certs(tmp, out)
@@ -111,10 +136,18 @@ async def test_curl_simpleenroll_with_password(ca_dir, tmp_path: Path, scheme: s
         assert env.ca.store.find_issued(leaf.serial_number).requester == f"user:{USER}"
         out = tmp_path / "denied.txt"
         status, _ = await curl(
-            out, f"{env.url}/simpleenroll", "--cacert", env.paths.ca_cert, scheme,
-            "--user", f"{USER}:wrong", "-H", "Content-Type: application/pkcs10",
-            "--data-binary", "@" + str(await openssl_csr(tmp_path, "denied")),
-        )  # fmt: skip
+            out,
+            f"{env.url}/simpleenroll",
+            "--cacert",
+            env.paths.ca_cert,
+            scheme,
+            "--user",
+            f"{USER}:wrong",
+            "-H",
+            "Content-Type: application/pkcs10",
+            "--data-binary",
+            "@" + str(await openssl_csr(tmp_path, "denied")),
+        )
         assert status == 401
 
 

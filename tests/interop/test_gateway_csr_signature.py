@@ -56,10 +56,14 @@ def csr_with_bad_signature() -> bytes:
 async def post_csr(pki: Pki, url: str, csr: bytes) -> tuple[int, str]:
     parts = urlsplit(url)
     transport = HttpsTransport(
-        parts.hostname or "", parts.port or 443, root=parts.path,
+        parts.hostname or "",
+        parts.port or 443,
+        root=parts.path,
         ssl_context=client_ssl_context(trust=load_certificates(pki.ca_pem)),
-        user=USER, password=PASSWORD, timeout=20,
-    )  # fmt: skip
+        user=USER,
+        password=PASSWORD,
+        timeout=20,
+    )
     try:
         response = await transport.request(
             "POST", f"{parts.path}/simpleenroll", b64.encode(csr), content_type="application/pkcs10"

@@ -79,9 +79,11 @@ def test_asking_for_uvloop_without_it_is_one_line(pki: Pki, tmp_path: Path) -> N
     (tmp_path / "uvloop.py").write_text("raise ImportError('no uvloop here')\n")
     done = subprocess.run(
         [*ESTCOAP, *map(str, gateway_args(pki, "https://127.0.0.1:9/", "--event-loop", "uvloop"))],
-        capture_output=True, text=True, timeout=30,
+        capture_output=True,
+        text=True,
+        timeout=30,
         env={"PYTHONPATH": f"{tmp_path}:{Path(__file__).resolve().parents[2]}", "PATH": "/usr/bin"},
-    )  # fmt: skip
+    )
     assert done.returncode != 0
     assert "uvloop is not installed" in done.stderr and "Traceback" not in done.stderr
 

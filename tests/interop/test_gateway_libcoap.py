@@ -46,10 +46,20 @@ def coap(
 ) -> subprocess.CompletedProcess[bytes]:
     """One coap-client-openssl request; -v 7 shows the response code and options."""
     argv = [
-        COAP_CLIENT, "-B", "10", "-v", "7",
-        "-c", cert or pki.device_cert, "-j", key or pki.device_key, "-R", pki.ca_pem,
-        *args, url,
-    ]  # fmt: skip
+        COAP_CLIENT,
+        "-B",
+        "10",
+        "-v",
+        "7",
+        "-c",
+        cert or pki.device_cert,
+        "-j",
+        key or pki.device_key,
+        "-R",
+        pki.ca_pem,
+        *args,
+        url,
+    ]
     return subprocess.run([str(a) for a in argv], capture_output=True, timeout=30)
 
 
@@ -114,8 +124,20 @@ def test_sen_with_block1_then_sren_with_the_new_certificate(
 ) -> None:
     key = new_csr(tmp_path / "csr.der", "CN=libcoap-device")
     # 64-byte blocks: the gateway reassembles Block1 before forwarding one POST upstream.
-    sen = coap(pki, f"{gateway_url}/sen", "-m", "post", "-t", "286", "-b", "64",
-               "-f", tmp_path / "csr.der", "-o", tmp_path / "sen.der")  # fmt: skip
+    sen = coap(
+        pki,
+        f"{gateway_url}/sen",
+        "-m",
+        "post",
+        "-t",
+        "286",
+        "-b",
+        "64",
+        "-f",
+        tmp_path / "csr.der",
+        "-o",
+        tmp_path / "sen.der",
+    )
     assert " c:2.04 " in response_line(sen)
     certs = pkcs7.decode_certs_only((tmp_path / "sen.der").read_bytes())
     mine = [c for c in certs if cn_of(c) == "libcoap-device"]
@@ -132,9 +154,22 @@ def test_sen_with_block1_then_sren_with_the_new_certificate(
         )
     )
     new_csr(tmp_path / "rekey.der", "CN=libcoap-device")
-    sren = coap(pki, f"{gateway_url}/sren", "-m", "post", "-t", "286", "-A", "287",
-                "-f", tmp_path / "rekey.der", "-o", tmp_path / "sren.der",
-                cert=ldev_cert, key=ldev_key)  # fmt: skip
+    sren = coap(
+        pki,
+        f"{gateway_url}/sren",
+        "-m",
+        "post",
+        "-t",
+        "286",
+        "-A",
+        "287",
+        "-f",
+        tmp_path / "rekey.der",
+        "-o",
+        tmp_path / "sren.der",
+        cert=ldev_cert,
+        key=ldev_key,
+    )
     assert " c:2.04 " in response_line(sren)
     renewed = x509.load_der_x509_certificate((tmp_path / "sren.der").read_bytes())
     assert renewed.subject == mine[0].subject and renewed.serial_number != mine[0].serial_number
@@ -145,16 +180,27 @@ def test_sen_with_block1_then_sren_with_the_new_certificate(
     assert "reenroll" in row and "rekey" in row and "CN=test RA" in row
 
     # An IDevID cannot re-enroll: it was not issued by the upstream CA.
-    refused = coap(pki, f"{gateway_url}/sren", "-m", "post", "-t", "286",
-                   "-f", tmp_path / "rekey.der")  # fmt: skip
+    refused = coap(
+        pki, f"{gateway_url}/sren", "-m", "post", "-t", "286", "-f", tmp_path / "rekey.der"
+    )
     assert " c:4.03 " in response_line(refused)
 
 
 def test_skg_and_skc(pki: Pki, gateway_url: str, tmp_path: Path) -> None:
     new_csr(tmp_path / "csr.der", "CN=keygen-device")
     for op, cert_format in (("skg", 281), ("skc", 287)):
-        done = coap(pki, f"{gateway_url}/{op}", "-m", "post", "-t", "286",
-                    "-f", tmp_path / "csr.der", "-o", tmp_path / f"{op}.cbor")  # fmt: skip
+        done = coap(
+            pki,
+            f"{gateway_url}/{op}",
+            "-m",
+            "post",
+            "-t",
+            "286",
+            "-f",
+            tmp_path / "csr.der",
+            "-o",
+            tmp_path / f"{op}.cbor",
+        )
         assert " c:2.04 " in response_line(done), op
         items = cbor2.loads((tmp_path / f"{op}.cbor").read_bytes())
         parts = dict(zip(items[::2], items[1::2], strict=True))
@@ -164,9 +210,8 @@ def test_skg_and_skc(pki: Pki, gateway_url: str, tmp_path: Path) -> None:
             cert = x509.load_der_x509_certificate(parts[287])
         else:
             (cert,) = [
-                c for c in pkcs7.decode_certs_only(parts[281])
-                if cn_of(c) == "keygen-device"
-            ]  # fmt: skip
+                c for c in pkcs7.decode_certs_only(parts[281]) if cn_of(c) == "keygen-device"
+            ]
         assert cert.public_key() == private.public_key()
 
 
@@ -176,8 +221,16 @@ def test_pending_then_approval(tmp_path: Path) -> None:
     with serving(upstream_cmd, UPSTREAM_READY) as upstream:
         with serving(gateway_args(pki, upstream.url), GATEWAY_READY) as gateway:
             new_csr(tmp_path / "csr.der", "CN=waits")
-            send = ("-m", "post", "-t", "286", "-f", tmp_path / "csr.der",
-                    "-o", tmp_path / "out.der")  # fmt: skip
+            send = (
+                "-m",
+                "post",
+                "-t",
+                "286",
+                "-f",
+                tmp_path / "csr.der",
+                "-o",
+                tmp_path / "out.der",
+            )
             first = response_line(coap(pki, f"{gateway.url}/sen", *send))
             assert " c:5.03 " in first and "Max-Age:3" in first
             listing = cli("pending", "list", "--ca", pki.ca_dir).stdout
@@ -187,8 +240,7 @@ def test_pending_then_approval(tmp_path: Path) -> None:
             cli("pending", "approve", request_id, "--ca", pki.ca_dir)
             done = response_line(coap(pki, f"{gateway.url}/sen", *send))
     assert " c:2.04 " in done
-    subjects = [cn_of(c) for c in pkcs7.decode_certs_only(
-        (tmp_path / "out.der").read_bytes())]  # fmt: skip
+    subjects = [cn_of(c) for c in pkcs7.decode_certs_only((tmp_path / "out.der").read_bytes())]
     assert "waits" in subjects
 
 
@@ -203,8 +255,9 @@ def test_upstream_down_gives_502_within_a_second(pki: Pki, tmp_path: Path) -> No
     with serving(gateway_args(pki, url), GATEWAY_READY) as gateway:
         new_csr(tmp_path / "csr.der", "CN=nobody-home")
         started = time.monotonic()
-        done = coap(pki, f"{gateway.url}/sen", "-m", "post", "-t", "286",
-                    "-f", tmp_path / "csr.der")  # fmt: skip
+        done = coap(
+            pki, f"{gateway.url}/sen", "-m", "post", "-t", "286", "-f", tmp_path / "csr.der"
+        )
         elapsed = time.monotonic() - started
     line = response_line(done)
     assert " c:5.02 " in line and "upstream unavailable" in line
@@ -224,22 +277,39 @@ def test_skg_with_the_key_enveloped_for_the_csr_key(
         keypackage.smime_capabilities_attribute((keypackage.AES128_CBC,)),
     ]
     (tmp_path / "csr.der").write_bytes(add_attributes(csr, key, attributes))
-    done = coap(pki, f"{gateway_url}/skg", "-m", "post", "-t", "286",
-                "-f", tmp_path / "csr.der", "-o", tmp_path / "skg.cbor")  # fmt: skip
+    done = coap(
+        pki,
+        f"{gateway_url}/skg",
+        "-m",
+        "post",
+        "-t",
+        "286",
+        "-f",
+        tmp_path / "csr.der",
+        "-o",
+        tmp_path / "skg.cbor",
+    )
     assert " c:2.04 " in response_line(done)
     items = cbor2.loads((tmp_path / "skg.cbor").read_bytes())
     parts = dict(zip(items[::2], items[1::2], strict=True))
     assert set(parts) == {280, 281}
     pkcs8 = openssl_open_key(tmp_path, parts[280], key, pki.ca_pem)
     private = serialization.load_der_private_key(pkcs8, password=None)
-    (cert,) = [
-        c for c in pkcs7.decode_certs_only(parts[281])
-        if cn_of(c) == "sealed-device"
-    ]  # fmt: skip
+    (cert,) = [c for c in pkcs7.decode_certs_only(parts[281]) if cn_of(c) == "sealed-device"]
     assert cert.public_key() == private.public_key()
     # skc: the same sealed key part, and the certificate alone (287)
-    done = coap(pki, f"{gateway_url}/skc", "-m", "post", "-t", "286",
-                "-f", tmp_path / "csr.der", "-o", tmp_path / "skc.cbor")  # fmt: skip
+    done = coap(
+        pki,
+        f"{gateway_url}/skc",
+        "-m",
+        "post",
+        "-t",
+        "286",
+        "-f",
+        tmp_path / "csr.der",
+        "-o",
+        tmp_path / "skc.cbor",
+    )
     assert " c:2.04 " in response_line(done)
     items = cbor2.loads((tmp_path / "skc.cbor").read_bytes())
     parts = dict(zip(items[::2], items[1::2], strict=True))

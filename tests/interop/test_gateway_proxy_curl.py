@@ -44,8 +44,10 @@ def curl(url: str, out: Path, *args: object) -> tuple[int, dict[str, str]]:
     headers = out.with_suffix(".headers")
     done = subprocess.run(
         [CURL, "-sS", "-o", out, "-D", headers, *map(str, args), url],
-        capture_output=True, text=True, timeout=30,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert done.returncode == 0, done.stderr
     lines = headers.read_text().splitlines()
     status = int(lines[0].split()[1])
@@ -83,8 +85,9 @@ def test_cacerts_and_csrattrs(pki: Pki, proxy_url: str, tmp_path: Path) -> None:
     status, headers = curl(f"{proxy_url}/cacerts", tmp_path / "cacerts", "--cacert", pki.ca_pem)
     assert status == 200 and headers["content-type"].startswith("application/pkcs7-mime")
     assert subjects((tmp_path / "cacerts").read_bytes()) == ["CN=estcoap CA"]
-    status, headers = curl(f"{proxy_url}/csrattrs", tmp_path / "att", "--cacert", pki.ca_pem,
-                           "-u", USER)  # fmt: skip
+    status, headers = curl(
+        f"{proxy_url}/csrattrs", tmp_path / "att", "--cacert", pki.ca_pem, "-u", USER
+    )
     assert status == 200 and headers["content-type"] == "application/csrattrs"
 
 
@@ -93,9 +96,17 @@ def test_simpleenroll_with_basic_and_with_a_device_certificate(
 ) -> None:
     csr = csr_file(tmp_path / "a.b64", "CN=curl-basic")
     status, headers = curl(
-        f"{proxy_url}/simpleenroll", tmp_path / "a.out", "--cacert", pki.ca_pem, "-u", USER,
-        "-H", "Content-Type: application/pkcs10", "--data-binary", f"@{csr}",
-    )  # fmt: skip
+        f"{proxy_url}/simpleenroll",
+        tmp_path / "a.out",
+        "--cacert",
+        pki.ca_pem,
+        "-u",
+        USER,
+        "-H",
+        "Content-Type: application/pkcs10",
+        "--data-binary",
+        f"@{csr}",
+    )
     assert status == 200, (tmp_path / "a.out").read_text()
     assert headers["content-transfer-encoding"] == "base64"
     body = (tmp_path / "a.out").read_bytes()
@@ -105,10 +116,19 @@ def test_simpleenroll_with_basic_and_with_a_device_certificate(
     # the device is held to its IDevID's identity by the upstream CA (EST-Requester)
     csr = csr_file(tmp_path / "b.b64", "serialNumber=device-1,CN=curl-idevid")
     status, _ = curl(
-        f"{proxy_url}/simpleenroll", tmp_path / "b.out", "--cacert", pki.ca_pem,
-        "--cert", pki.device_cert, "--key", pki.device_key,
-        "-H", "Content-Type: application/pkcs10", "--data-binary", f"@{csr}",
-    )  # fmt: skip
+        f"{proxy_url}/simpleenroll",
+        tmp_path / "b.out",
+        "--cacert",
+        pki.ca_pem,
+        "--cert",
+        pki.device_cert,
+        "--key",
+        pki.device_key,
+        "-H",
+        "Content-Type: application/pkcs10",
+        "--data-binary",
+        f"@{csr}",
+    )
     assert status == 200
     assert "2.5.4.5=device-1,CN=curl-idevid" in subjects((tmp_path / "b.out").read_bytes())
 
@@ -123,15 +143,29 @@ def test_refusals_keep_their_meaning(pki: Pki, proxy_url: str, tmp_path: Path) -
     csr = csr_file(tmp_path / "c.b64", "CN=nobody")
     # No credentials: the proxy itself says 401.
     status, headers = curl(
-        f"{proxy_url}/simpleenroll", tmp_path / "c.out", "--cacert", pki.ca_pem,
-        "-H", "Content-Type: application/pkcs10", "--data-binary", f"@{csr}",
-    )  # fmt: skip
+        f"{proxy_url}/simpleenroll",
+        tmp_path / "c.out",
+        "--cacert",
+        pki.ca_pem,
+        "-H",
+        "Content-Type: application/pkcs10",
+        "--data-binary",
+        f"@{csr}",
+    )
     assert status == 401 and "www-authenticate" in headers
     # Wrong media type: 415.
     status, _ = curl(
-        f"{proxy_url}/simpleenroll", tmp_path / "d.out", "--cacert", pki.ca_pem, "-u", USER,
-        "-H", "Content-Type: text/plain", "--data-binary", f"@{csr}",
-    )  # fmt: skip
+        f"{proxy_url}/simpleenroll",
+        tmp_path / "d.out",
+        "--cacert",
+        pki.ca_pem,
+        "-u",
+        USER,
+        "-H",
+        "Content-Type: text/plain",
+        "--data-binary",
+        f"@{csr}",
+    )
     assert status == 415
     # A CSR the upstream CA refuses (CA:TRUE asked for): its 403 comes through as 403.
     key = ec.generate_private_key(ec.SECP256R1())
@@ -144,18 +178,34 @@ def test_refusals_keep_their_meaning(pki: Pki, proxy_url: str, tmp_path: Path) -
     )
     (tmp_path / "bad.b64").write_bytes(base64.encodebytes(bad))
     status, _ = curl(
-        f"{proxy_url}/simpleenroll", tmp_path / "e.out", "--cacert", pki.ca_pem, "-u", USER,
-        "-H", "Content-Type: application/pkcs10", "--data-binary", f"@{tmp_path / 'bad.b64'}",
-    )  # fmt: skip
+        f"{proxy_url}/simpleenroll",
+        tmp_path / "e.out",
+        "--cacert",
+        pki.ca_pem,
+        "-u",
+        USER,
+        "-H",
+        "Content-Type: application/pkcs10",
+        "--data-binary",
+        f"@{tmp_path / 'bad.b64'}",
+    )
     assert status == 403 and b"upstream 403" in (tmp_path / "e.out").read_bytes()
 
 
 def test_serverkeygen_through_the_proxy(pki: Pki, proxy_url: str, tmp_path: Path) -> None:
     csr = csr_file(tmp_path / "k.b64", "CN=curl-keygen")
     status, headers = curl(
-        f"{proxy_url}/serverkeygen", tmp_path / "k.out", "--cacert", pki.ca_pem, "-u", USER,
-        "-H", "Content-Type: application/pkcs10", "--data-binary", f"@{csr}",
-    )  # fmt: skip
+        f"{proxy_url}/serverkeygen",
+        tmp_path / "k.out",
+        "--cacert",
+        pki.ca_pem,
+        "-u",
+        USER,
+        "-H",
+        "Content-Type: application/pkcs10",
+        "--data-binary",
+        f"@{csr}",
+    )
     assert status == 200 and headers["content-type"].startswith("multipart/mixed")
     parts = dict(decode_multipart_mixed((tmp_path / "k.out").read_bytes(), headers["content-type"]))
     assert "application/pkcs8" in parts
@@ -169,8 +219,16 @@ def test_pending_202_and_upstream_down(tmp_path: Path) -> None:
     with serving(upstream_cmd, UPSTREAM_READY) as upstream:
         with serving(proxy_args(pki, upstream.url, "--user", USER), PROXY_READY) as proxy:
             csr = csr_file(tmp_path / "p.b64", "CN=curl-waits")
-            send = ("--cacert", pki.ca_pem, "-u", USER, "-H", "Content-Type: application/pkcs10",
-                    "--data-binary", f"@{csr}")  # fmt: skip
+            send = (
+                "--cacert",
+                pki.ca_pem,
+                "-u",
+                USER,
+                "-H",
+                "Content-Type: application/pkcs10",
+                "--data-binary",
+                f"@{csr}",
+            )
             status, headers = curl(f"{proxy.url}/simpleenroll", tmp_path / "p.out", *send)
             assert status == 202 and headers["retry-after"] == "5"
             (request_id,) = [

@@ -40,11 +40,18 @@ def free_udp_port() -> int:
 async def start_serve(ca_dir: Path) -> tuple[asyncio.subprocess.Process, str]:
     """`estcoap serve --coaps-psk` in its own process; returns it and its PSK URL."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "estcoap.cli", "serve", "--ca", str(ca_dir),
-        "--coaps-psk", "127.0.0.1:0",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "estcoap.cli",
+        "serve",
+        "--ca",
+        str(ca_dir),
+        "--coaps-psk",
+        "127.0.0.1:0",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )  # fmt: skip
+    )
     assert proc.stdout is not None
     line = await asyncio.wait_for(proc.stdout.readline(), 60)
     text = line.decode()
@@ -60,9 +67,20 @@ async def test_libcoap_client_enrolls_against_serve_coaps_psk(ca_dir: Path, tmp_
         csr, _ = await openssl_csr(tmp_path, "dev", "/CN=libcoap-1")
         out = tmp_path / "issued.p7"
         exchange = await coap_client_psk(
-            f"{url}/sen", "libcoap-1", KEY_TEXT,
-            "-m", "post", "-t", "286", "-A", "281", "-f", csr, "-o", out,
-        )  # fmt: skip
+            f"{url}/sen",
+            "libcoap-1",
+            KEY_TEXT,
+            "-m",
+            "post",
+            "-t",
+            "286",
+            "-A",
+            "281",
+            "-f",
+            csr,
+            "-o",
+            out,
+        )
         assert exchange.code == "2.04", exchange.describe()
         assert exchange.final.option("Content-Format") == "281"
         (issued,) = pkcs7.load_der_pkcs7_certificates(out.read_bytes())
@@ -98,9 +116,16 @@ async def test_libcoap_client_with_another_subject_gets_403(ca_dir: Path, tmp_pa
 async def test_our_psk_client_against_libcoap_server() -> None:
     port = free_udp_port() - 1  # coap-server puts DTLS on -p PORT + 1
     proc = await asyncio.create_subprocess_exec(
-        str(COAP_SERVER), "-A", "127.0.0.1", "-p", str(port), "-k", KEY_TEXT,
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-    )  # fmt: skip
+        str(COAP_SERVER),
+        "-A",
+        "127.0.0.1",
+        "-p",
+        str(port),
+        "-k",
+        KEY_TEXT,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
     url = f"coaps://127.0.0.1:{port + 1}/.well-known/est"
     try:
         # libcoap serves no EST: its 4.04 for /crts is an answer that came over PSK DTLS.

@@ -29,13 +29,29 @@ def deployment_fixture(tmp_path: Path) -> Deployment:
     return make_deployment(tmp_path)
 
 
-async def sen(origin: str, deployment: Deployment, cert: Path, key: Path, csr: Path,
-              op: str = "sen", out: Path | None = None) -> Exchange:  # fmt: skip
+async def sen(
+    origin: str,
+    deployment: Deployment,
+    cert: Path,
+    key: Path,
+    csr: Path,
+    op: str = "sen",
+    out: Path | None = None,
+) -> Exchange:
     extra: list[str | Path] = ["-o", out] if out is not None else []
     return await coap_client(
-        f"{origin}/.well-known/est/{op}", cert, key, deployment.paths.ca_cert,
-        "-m", "post", "-t", "286", "-f", csr, *extra,
-    )  # fmt: skip
+        f"{origin}/.well-known/est/{op}",
+        cert,
+        key,
+        deployment.paths.ca_cert,
+        "-m",
+        "post",
+        "-t",
+        "286",
+        "-f",
+        csr,
+        *extra,
+    )
 
 
 def refused_revoked(exchange: Exchange) -> str:
@@ -54,23 +70,26 @@ async def test_libcoap_device_with_revoked_idevid_or_ldevid_is_refused(
     async with running_coaps(deployment) as run:
         run.ca.revocation.add_crl_files([write_crl(tmp_path / "maker.crl", crl)])
         csr, _ = await openssl_csr(tmp_path, "stolen", "/serialNumber=lib-stolen")
-        line = refused_revoked(await sen(run.origin, deployment, stolen.cert_path,
-                                         stolen.key_path, csr))  # fmt: skip
+        line = refused_revoked(
+            await sen(run.origin, deployment, stolen.cert_path, stolen.key_path, csr)
+        )
         assert "serialNumber=lib-stolen" in line
 
         # the good device enrolls, then its LDevID is revoked in the store: sren refused
         csr, key = await openssl_csr(tmp_path, "good", "/serialNumber=lib-good")
-        done = await sen(run.origin, deployment, good.cert_path, good.key_path, csr,
-                         out=tmp_path / "good.p7")  # fmt: skip
+        done = await sen(
+            run.origin, deployment, good.cert_path, good.key_path, csr, out=tmp_path / "good.p7"
+        )
         assert done.code == "2.04", done.describe()
         issued = next(
-            c for c in pkcs7.load_der_pkcs7_certificates(
-                (tmp_path / "good.p7").read_bytes())
+            c
+            for c in pkcs7.load_der_pkcs7_certificates((tmp_path / "good.p7").read_bytes())
             if c.issuer == run.ca.ca_certificate.subject
-        )  # fmt: skip
+        )
         ldevid = tmp_path / "ldevid.pem"
         ldevid.write_bytes(issued.public_bytes(serialization.Encoding.PEM))
-        run.ca.store.revoke(issued.serial_number, reason=KEY_COMPROMISE, invalidity_date=None,
-                            revoked_by="test")  # fmt: skip
+        run.ca.store.revoke(
+            issued.serial_number, reason=KEY_COMPROMISE, invalidity_date=None, revoked_by="test"
+        )
         renew, _ = await openssl_csr(tmp_path, "renew", "/serialNumber=lib-good", key=key)
         refused_revoked(await sen(run.origin, deployment, ldevid, key, renew, op="sren"))

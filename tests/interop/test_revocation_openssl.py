@@ -44,10 +44,23 @@ def est(*args: str | Path) -> subprocess.CompletedProcess[str]:
 def serve(ca: Path, *args: str) -> Iterator[dict[str, str]]:
     """serve with the CRL and OCSP on one plain HTTP listener; the URLs it printed."""
     proc = subprocess.Popen(
-        [*CLI, "serve", "--ca", str(ca), "--https", "127.0.0.1:0", "--crl-http", "127.0.0.1:0",
-         "--ocsp", "127.0.0.1:0", *args],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [
+            *CLI,
+            "serve",
+            "--ca",
+            str(ca),
+            "--https",
+            "127.0.0.1:0",
+            "--crl-http",
+            "127.0.0.1:0",
+            "--ocsp",
+            "127.0.0.1:0",
+            *args,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         urls = {}
         for line in proc.stdout:  # type: ignore[union-attr]
@@ -69,8 +82,15 @@ def serve(ca: Path, *args: str) -> Iterator[dict[str, str]]:
 def ca(tmp_path: Path) -> Path:
     """A CA with a delegated OCSP responder, an RA certificate (ra.pem) and the server's."""
     est("ca", "init", tmp_path / "ca", "--hostname", "127.0.0.1", "--ocsp-responder")
-    est("ca", "issue-ra", tmp_path / "ca", "--out-cert", tmp_path / "ra.pem",
-        "--out-key", tmp_path / "ra.key")  # fmt: skip
+    est(
+        "ca",
+        "issue-ra",
+        tmp_path / "ca",
+        "--out-cert",
+        tmp_path / "ra.pem",
+        "--out-key",
+        tmp_path / "ra.key",
+    )
     for chain, leaf in (("ra.pem", "leaf.pem"), ("ca/server.pem", "server-leaf.pem")):
         first = x509.load_pem_x509_certificates((tmp_path / chain).read_bytes())[0]
         (tmp_path / leaf).write_bytes(first.public_bytes(Encoding.PEM))
@@ -82,8 +102,7 @@ def serial_of(path: Path) -> str:
 
 
 def verify(ca: Path, crl_pem: Path, cert: Path) -> subprocess.CompletedProcess[str]:
-    return run(OPENSSL, "verify", "-crl_check", "-CAfile", ca / "ca.pem", "-CRLfile", crl_pem,
-               cert)  # fmt: skip
+    return run(OPENSSL, "verify", "-crl_check", "-CAfile", ca / "ca.pem", "-CRLfile", crl_pem, cert)
 
 
 def assert_revoked(done: subprocess.CompletedProcess[str]) -> None:
@@ -116,8 +135,16 @@ def fetch_crl(url: str, tmp_path: Path, name: str) -> Path:
 
 def test_crl_files_written_and_served(ca: Path, tmp_path: Path) -> None:
     leaf, server = tmp_path / "leaf.pem", tmp_path / "server-leaf.pem"
-    est("ca", "revoke", ca, serial_of(leaf), "--reason", "keyCompromise",
-        "--invalidity-date", "2025-03-01T12:00:00Z")  # fmt: skip
+    est(
+        "ca",
+        "revoke",
+        ca,
+        serial_of(leaf),
+        "--reason",
+        "keyCompromise",
+        "--invalidity-date",
+        "2025-03-01T12:00:00Z",
+    )
 
     est("ca", "crl", ca, "--out", tmp_path / "one.pem")
     assert_revoked(verify(ca, tmp_path / "one.pem", leaf))
@@ -147,8 +174,18 @@ def test_crl_files_written_and_served(ca: Path, tmp_path: Path) -> None:
 
 
 def ocsp(ca: Path, url: str, *args: str | Path) -> str:
-    done = run(OPENSSL, "ocsp", "-issuer", ca / "ca.pem", "-url", url, "-CAfile", ca / "ca.pem",
-               "-resp_text", *args)  # fmt: skip
+    done = run(
+        OPENSSL,
+        "ocsp",
+        "-issuer",
+        ca / "ca.pem",
+        "-url",
+        url,
+        "-CAfile",
+        ca / "ca.pem",
+        "-resp_text",
+        *args,
+    )
     output = done.stdout + done.stderr
     assert done.returncode == 0, output
     return output
@@ -176,19 +213,51 @@ def test_ocsp_answers_by_the_delegated_responder_and_by_the_ca(ca: Path, tmp_pat
             assert "0x1234: unknown" in out and "Response verify OK" in out
 
         # GET, the request in the URL (RFC 6960 A.1), fetched with curl.
-        run(OPENSSL, "ocsp", "-issuer", ca / "ca.pem", "-cert", server, "-no_nonce",
-            "-reqout", tmp_path / "req.der", check=True)  # fmt: skip
+        run(
+            OPENSSL,
+            "ocsp",
+            "-issuer",
+            ca / "ca.pem",
+            "-cert",
+            server,
+            "-no_nonce",
+            "-reqout",
+            tmp_path / "req.der",
+            check=True,
+        )
         encoded = base64.b64encode((tmp_path / "req.der").read_bytes()).decode()
         get_url = f"{url.rstrip('/')}/{encoded.replace('+', '%2B').replace('/', '%2F')}"
         run(CURL, "-sS", "-f", "-o", tmp_path / "get.der", get_url, check=True)
-        out = run(OPENSSL, "ocsp", "-respin", tmp_path / "get.der", "-resp_text", "-CAfile",
-                  ca / "ca.pem", "-issuer", ca / "ca.pem", "-cert", server, check=True)  # fmt: skip
+        out = run(
+            OPENSSL,
+            "ocsp",
+            "-respin",
+            tmp_path / "get.der",
+            "-resp_text",
+            "-CAfile",
+            ca / "ca.pem",
+            "-issuer",
+            ca / "ca.pem",
+            "-cert",
+            server,
+            check=True,
+        )
         assert f"{server}: good" in out.stdout
 
         # A malformed POST: malformedRequest, and the responder still answers after it.
-        run(CURL, "-sS", "-f", "-o", tmp_path / "bad.der", "-H",
-            "Content-Type: application/ocsp-request", "--data-binary", "not DER", url,
-            check=True)  # fmt: skip
+        run(
+            CURL,
+            "-sS",
+            "-f",
+            "-o",
+            tmp_path / "bad.der",
+            "-H",
+            "Content-Type: application/ocsp-request",
+            "--data-binary",
+            "not DER",
+            url,
+            check=True,
+        )
         out = run(OPENSSL, "ocsp", "-respin", tmp_path / "bad.der", "-resp_text", "-noverify")
         assert "malformedrequest" in (out.stdout + out.stderr).lower()
         assert f"{server}: good" in ocsp(ca, url, "-cert", server)
@@ -196,8 +265,18 @@ def test_ocsp_answers_by_the_delegated_responder_and_by_the_ca(ca: Path, tmp_pat
         # Another CA's certificate: this responder is not authoritative for it.
         est("ca", "init", tmp_path / "other", "--hostname", "127.0.0.1")
         other = tmp_path / "other"
-        done = run(OPENSSL, "ocsp", "-issuer", other / "ca.pem", "-cert", other / "server.pem",
-                   "-url", url, "-CAfile", other / "ca.pem")  # fmt: skip
+        done = run(
+            OPENSSL,
+            "ocsp",
+            "-issuer",
+            other / "ca.pem",
+            "-cert",
+            other / "server.pem",
+            "-url",
+            url,
+            "-CAfile",
+            other / "ca.pem",
+        )
         assert "unauthorized" in (done.stdout + done.stderr).lower()
 
     with serve(ca, "--ocsp-signer", "ca") as urls:

@@ -27,11 +27,15 @@ def certificate(cn: str) -> x509.Certificate:
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
     now = dt.datetime.now(dt.UTC)
     return (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name)
-        .public_key(key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now).not_valid_after(now + dt.timedelta(days=1))
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + dt.timedelta(days=1))
         .sign(key, hashes.SHA256())
-    )  # fmt: skip
+    )
 
 
 @pytest.fixture
@@ -42,9 +46,14 @@ def store(ca_dir: Path):
 
 def pending(store: Store, cn: str) -> int:
     return store.submit_pending(
-        operation="enroll", label=None, csr_der=b"csr", csr_sha256=cn, subject=f"CN={cn}",
-        requester=f"cert:CN={cn}-idevid", requester_id=cn,
-    ).id  # fmt: skip
+        operation="enroll",
+        label=None,
+        csr_der=b"csr",
+        csr_sha256=cn,
+        subject=f"CN={cn}",
+        requester=f"cert:CN={cn}-idevid",
+        requester_id=cn,
+    ).id
 
 
 def test_every_act_is_recorded_with_who_asked_and_who_decided(store: Store) -> None:
@@ -55,22 +64,39 @@ def test_every_act_is_recorded_with_who_asked_and_who_decided(store: Store) -> N
     approved, denied = pending(store, "manual"), pending(store, "refused")
     store.approve(approved, decided_by="cli:olga")
     store.deny(denied, decided_by="cli:piet")
-    manual = store.record_issued(certificate("manual"), requester="cert:CN=manual-idevid",
-                                 operation="enroll", pending_id=approved)  # fmt: skip
-    store.revoke(auto.serial, reason=x509.ReasonFlags.key_compromise, invalidity_date=None,
-                 revoked_by="cli:olga")  # fmt: skip
+    manual = store.record_issued(
+        certificate("manual"),
+        requester="cert:CN=manual-idevid",
+        operation="enroll",
+        pending_id=approved,
+    )
+    store.revoke(
+        auto.serial,
+        reason=x509.ReasonFlags.key_compromise,
+        invalidity_date=None,
+        revoked_by="cli:olga",
+    )
 
-    trail = [(r.event, r.serial, r.request_id, r.subject, r.requested_by, r.decided_by, r.detail)
-             for r in store.audit_list()[1:]]  # fmt: skip
+    trail = [
+        (r.event, r.serial, r.request_id, r.subject, r.requested_by, r.decided_by, r.detail)
+        for r in store.audit_list()[1:]
+    ]
     assert trail == [
         ("issued", auto.serial, None, "CN=auto", "cert:CN=a", "auto", "enroll new"),
         ("approved", None, approved, "CN=manual", "cert:CN=manual-idevid", "cli:olga", "enroll"),
         ("denied", None, denied, "CN=refused", "cert:CN=refused-idevid", "cli:piet", "enroll"),
         # the issuance behind a manual approval was decided by who approved it
-        ("issued", manual.serial, approved, "CN=manual", "cert:CN=manual-idevid", "cli:olga",
-         "enroll new"),
+        (
+            "issued",
+            manual.serial,
+            approved,
+            "CN=manual",
+            "cert:CN=manual-idevid",
+            "cli:olga",
+            "enroll new",
+        ),
         ("revoked", auto.serial, None, "CN=auto", "cli:olga", "cli:olga", "keyCompromise"),
-    ]  # fmt: skip
+    ]
     for record in store.audit_list():
         moment = dt.datetime.fromisoformat(record.at)
         assert abs(dt.datetime.now(dt.UTC) - moment) < dt.timedelta(minutes=5)
@@ -111,8 +137,9 @@ def test_a_store_of_the_previous_version_upgrades_with_its_history(tmp_path: Pat
         for statement in _statements(step):
             raw.execute(statement)
     raw.execute(f"PRAGMA user_version = {SCHEMA_VERSION - 1}")
-    serial, subject = raw.execute("SELECT serial, subject FROM issued WHERE operation = 'enroll'"
-                                  " ORDER BY id LIMIT 1").fetchone()  # fmt: skip
+    serial, subject = raw.execute(
+        "SELECT serial, subject FROM issued WHERE operation = 'enroll' ORDER BY id LIMIT 1"
+    ).fetchone()
     raw.execute(
         "INSERT INTO revoked (serial, reason, revoked_at, revoked_by, label) VALUES"
         " (?, 'superseded', '2025-01-02T03:04:05+00:00', 'cli:olga', '')",

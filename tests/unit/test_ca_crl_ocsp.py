@@ -54,12 +54,16 @@ def ca(ca_dir: Path):
 def test_crl_lists_revocations_with_reason_and_invalidity_date(ca: LocalCA) -> None:
     stolen, retired, other = (issue(ca, f"dev-{i}") for i in range(3))
     when = dt.datetime(2025, 3, 1, 12, 0, tzinfo=dt.UTC)
-    ca.store.revoke(stolen.serial_number, reason=KEY_COMPROMISE, invalidity_date=when,
-                    revoked_by="t")  # fmt: skip
-    ca.store.revoke(retired.serial_number, reason=x509.ReasonFlags.unspecified,
-                    invalidity_date=None, revoked_by="t")  # fmt: skip
-    crl = build_crl(ca.store.revoked_list(), ca_cert=ca.ca_certificate, ca_key=ca._ca_key,
-                    number=7)  # fmt: skip
+    ca.store.revoke(
+        stolen.serial_number, reason=KEY_COMPROMISE, invalidity_date=when, revoked_by="t"
+    )
+    ca.store.revoke(
+        retired.serial_number,
+        reason=x509.ReasonFlags.unspecified,
+        invalidity_date=None,
+        revoked_by="t",
+    )
+    crl = build_crl(ca.store.revoked_list(), ca_cert=ca.ca_certificate, ca_key=ca._ca_key, number=7)
     assert crl.is_signature_valid(ca.ca_certificate.public_key())  # type: ignore[arg-type]
     assert crl.issuer == ca.ca_certificate.subject
     assert crl_number(crl) == 7
@@ -89,8 +93,9 @@ def test_a_label_crl_lists_that_label_only(ca: LocalCA) -> None:
     mine = issue(ca, "tenant-dev", label="tenant-a")
     theirs = issue(ca, "default-dev")
     for cert in (mine, theirs):
-        ca.store.revoke(cert.serial_number, reason=KEY_COMPROMISE, invalidity_date=None,
-                        revoked_by="t")  # fmt: skip
+        ca.store.revoke(
+            cert.serial_number, reason=KEY_COMPROMISE, invalidity_date=None, revoked_by="t"
+        )
     listed = ca.store.revoked_list("tenant-a")
     crl = build_crl(listed, ca_cert=ca.ca_certificate, ca_key=ca._ca_key, number=1)
     assert [entry.serial_number for entry in crl] == [mine.serial_number]
@@ -113,8 +118,13 @@ def test_bad_durations(text: str) -> None:
 
 def test_current_crl_re_signs_on_revocation_and_at_half_life(ca: LocalCA) -> None:
     now = [dt.datetime.now(dt.UTC)]
-    current = CurrentCrl(ca.store, ca.ca_certificate, ca._ca_key,
-                         next_update=dt.timedelta(hours=2), clock=lambda: now[0])  # fmt: skip
+    current = CurrentCrl(
+        ca.store,
+        ca.ca_certificate,
+        ca._ca_key,
+        next_update=dt.timedelta(hours=2),
+        clock=lambda: now[0],
+    )
     assert current.refresh() is True
     first = current.crl
     assert first is not None and crl_number(first) == 1 and len(first) == 0
@@ -122,8 +132,9 @@ def test_current_crl_re_signs_on_revocation_and_at_half_life(ca: LocalCA) -> Non
     cert = issue(ca, "dev")
     # Revoked by another connection, as `ca revoke` in another process would.
     with Store.open(ca.store.path, create=False) as other:
-        other.revoke(cert.serial_number, reason=KEY_COMPROMISE, invalidity_date=None,
-                     revoked_by="t")  # fmt: skip
+        other.revoke(
+            cert.serial_number, reason=KEY_COMPROMISE, invalidity_date=None, revoked_by="t"
+        )
     assert current.refresh() is True
     assert current.crl is not None and crl_number(current.crl) == 2
     assert x509.load_der_x509_crl(current.der).get_revoked_certificate_by_serial_number(
@@ -172,8 +183,9 @@ def test_revocation_of_sees_revocations_from_another_process(ca: LocalCA) -> Non
     cert = issue(ca, "dev")
     assert ca.revocation_of(cert) is None
     with Store.open(ca.store.path, create=False) as other:
-        other.revoke(cert.serial_number, reason=KEY_COMPROMISE, invalidity_date=None,
-                     revoked_by="cli:op")  # fmt: skip
+        other.revoke(
+            cert.serial_number, reason=KEY_COMPROMISE, invalidity_date=None, revoked_by="cli:op"
+        )
     record = ca.revocation_of(cert)
     assert record is not None and record.reason == "keyCompromise"
     assert record.revoked_by == "cli:op"
@@ -183,8 +195,12 @@ def test_revocation_of_sees_revocations_from_another_process(ca: LocalCA) -> Non
     later = issue(ca, "dev-2")
     assert ca.revocation_of(later) is None
     with Store.open(ca.store.path, create=False) as other:
-        other.revoke(later.serial_number, reason=x509.ReasonFlags.superseded,
-                     invalidity_date=None, revoked_by="cli:op")  # fmt: skip
+        other.revoke(
+            later.serial_number,
+            reason=x509.ReasonFlags.superseded,
+            invalidity_date=None,
+            revoked_by="cli:op",
+        )
     assert ca.revocation_of(later).reason == "superseded"  # type: ignore[union-attr]
     assert ca.revocation_of(cert) == record
 
@@ -192,8 +208,7 @@ def test_revocation_of_sees_revocations_from_another_process(ca: LocalCA) -> Non
 def test_revocation_of_a_foreign_certificate_is_none(ca: LocalCA, ca_dir: Path) -> None:
     """Another issuer's certificate with a serial this CA revoked is not revoked by it."""
     cert = issue(ca, "dev")
-    ca.store.revoke(cert.serial_number, reason=KEY_COMPROMISE, invalidity_date=None,
-                    revoked_by="t")  # fmt: skip
+    ca.store.revoke(cert.serial_number, reason=KEY_COMPROMISE, invalidity_date=None, revoked_by="t")
     key = ec.generate_private_key(ec.SECP256R1())
     maker = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "some maker")])
     foreign = (
@@ -213,8 +228,13 @@ def test_revocation_of_a_foreign_certificate_is_none(ca: LocalCA, ca_dir: Path) 
 # ---- OCSP ------------------------------------------------------------------------------
 
 
-def ocsp_request(cert: x509.Certificate, issuer: x509.Certificate, *, nonce: bytes | None = None,
-                 algorithm: hashes.HashAlgorithm | None = None) -> bytes:  # fmt: skip
+def ocsp_request(
+    cert: x509.Certificate,
+    issuer: x509.Certificate,
+    *,
+    nonce: bytes | None = None,
+    algorithm: hashes.HashAlgorithm | None = None,
+) -> bytes:
     builder = ocsp.OCSPRequestBuilder().add_certificate(cert, issuer, algorithm or hashes.SHA1())
     if nonce is not None:
         builder = builder.add_extension(x509.OCSPNonce(nonce), critical=False)
@@ -232,12 +252,16 @@ def responder(ca: LocalCA) -> OcspResponder:
 
 def test_ocsp_good_revoked_unknown(ca: LocalCA, responder: OcspResponder) -> None:
     good, revoked = issue(ca, "good"), issue(ca, "revoked")
-    ca.store.revoke(revoked.serial_number, reason=KEY_COMPROMISE, invalidity_date=None,
-                    revoked_by="t")  # fmt: skip
+    ca.store.revoke(
+        revoked.serial_number, reason=KEY_COMPROMISE, invalidity_date=None, revoked_by="t"
+    )
     never = sign_end_entity(  # same issuer name and key, but never recorded
         Request(good.subject, ec.generate_private_key(ec.SECP256R1()).public_key(), None),
-        ca_cert=ca.ca_certificate, ca_key=ca._ca_key, serial=random_serial(), validity_days=1,
-    )  # fmt: skip
+        ca_cert=ca.ca_certificate,
+        ca_key=ca._ca_key,
+        serial=random_serial(),
+        validity_days=1,
+    )
 
     reply = answer(responder, ocsp_request(good, ca.ca_certificate))
     assert reply.response_status is ocsp.OCSPResponseStatus.SUCCESSFUL
@@ -271,8 +295,9 @@ def test_ocsp_echoes_the_nonce_and_keeps_the_hash_asked(
     ca: LocalCA, responder: OcspResponder
 ) -> None:  # noqa: E501
     cert = issue(ca, "dev")
-    reply = answer(responder, ocsp_request(cert, ca.ca_certificate, nonce=b"n" * 16,
-                                           algorithm=hashes.SHA256()))  # fmt: skip
+    reply = answer(
+        responder, ocsp_request(cert, ca.ca_certificate, nonce=b"n" * 16, algorithm=hashes.SHA256())
+    )
     assert reply.extensions.get_extension_for_class(x509.OCSPNonce).value.nonce == b"n" * 16
     assert isinstance(reply.hash_algorithm, hashes.SHA256)
     assert reply.certificate_status is ocsp.OCSPCertStatus.GOOD
@@ -329,8 +354,13 @@ def test_delegated_responder_signs_and_is_sent_along(ca: LocalCA, ca_dir: Path) 
     assert ca.store.find_issued(responder_cert.serial_number) is not None
     key = serialization.load_pem_private_key(paths.ocsp_key.read_bytes(), None)
 
-    delegated = OcspResponder(ca.ca_certificate, ca._ca_key, store_lookup(ca.store),
-                              signer_cert=responder_cert, signer_key=key)  # type: ignore[arg-type]  # fmt: skip
+    delegated = OcspResponder(
+        ca.ca_certificate,
+        ca._ca_key,
+        store_lookup(ca.store),
+        signer_cert=responder_cert,
+        signer_key=key,
+    )  # type: ignore[arg-type]
     cert = issue(ca, "dev")
     reply = answer(delegated, ocsp_request(cert, ca.ca_certificate))
     assert reply.certificate_status is ocsp.OCSPCertStatus.GOOD
@@ -344,8 +374,18 @@ def test_delegated_responder_signs_and_is_sent_along(ca: LocalCA, ca_dir: Path) 
 
     with pytest.raises(ValueError, match="OCSPSigning"):
         not_a_responder = ca.store.issued_list()[0].certificate  # the server certificate
-        OcspResponder(ca.ca_certificate, ca._ca_key, lambda s: Status(False),
-                      signer_cert=not_a_responder, signer_key=key)  # type: ignore[arg-type]  # fmt: skip
+        OcspResponder(
+            ca.ca_certificate,
+            ca._ca_key,
+            lambda s: Status(False),
+            signer_cert=not_a_responder,
+            signer_key=key,
+        )  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="does not belong"):
-        OcspResponder(ca.ca_certificate, ca._ca_key, lambda s: Status(False),
-                      signer_cert=responder_cert, signer_key=ca._ca_key)  # fmt: skip
+        OcspResponder(
+            ca.ca_certificate,
+            ca._ca_key,
+            lambda s: Status(False),
+            signer_cert=responder_cert,
+            signer_key=ca._ca_key,
+        )

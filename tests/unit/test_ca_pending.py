@@ -256,8 +256,16 @@ async def test_approve_from_the_command_line_while_the_ca_runs(ca):
     assert isinstance(await ca.enroll(request), Pending)
     (record,) = ca.store.pending_list()
     done = subprocess.run(
-        [sys.executable, "-m", "estcoap.cli", "pending", "approve", str(record.id),
-         "--ca", str(ca.paths.dir)],
+        [
+            sys.executable,
+            "-m",
+            "estcoap.cli",
+            "pending",
+            "approve",
+            str(record.id),
+            "--ca",
+            str(ca.paths.dir),
+        ],
         capture_output=True,
         text=True,
         timeout=60,

@@ -42,23 +42,31 @@ def a_certificate(cn: str = "dev-1") -> x509.Certificate:
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
     now = dt.datetime.now(dt.UTC)
     return (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name)
-        .public_key(key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now).not_valid_after(now + dt.timedelta(days=1))
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + dt.timedelta(days=1))
         .sign(key, hashes.SHA256())
-    )  # fmt: skip
+    )
 
 
 def record(store: Store, cert: x509.Certificate, identity: str) -> None:
-    store.record_issued(cert, requester=f"psk:{identity}", operation="enroll",
-                        psk_identity=identity)  # fmt: skip
+    store.record_issued(
+        cert, requester=f"psk:{identity}", operation="enroll", psk_identity=identity
+    )
 
 
 def test_add_list_remove_and_the_key_is_never_listed(store: Store) -> None:
     added = store.psk_add("dev-1", KEY, subject="CN=dev-1", uses=2)
     assert (added.identity, added.subject, added.uses_left, added.expires) == (
-        "dev-1", "CN=dev-1", 2, None,
-    )  # fmt: skip
+        "dev-1",
+        "CN=dev-1",
+        2,
+        None,
+    )
     assert store.psk_list() == [added]
     assert KEY not in repr(store.psk_list()).encode()
     assert store.psk_usable_key("dev-1") == KEY

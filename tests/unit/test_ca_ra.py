@@ -40,9 +40,7 @@ def ra(ca):
 
 def _device_csr(cn: str = "device-7", key=None, san=None):
     # The device put its own channel's tls-unique in challengePassword.
-    return make_csr(
-        key, name(cn), san=san, challenge=base64.b64encode(DEVICE_CHANNEL)
-    )
+    return make_csr(key, name(cn), san=san, challenge=base64.b64encode(DEVICE_CHANNEL))
 
 
 def _cmcra_certificate(issuer_cn: str, cn: str) -> tuple[x509.Certificate, x509.Certificate]:
@@ -150,8 +148,20 @@ async def test_ra_reenroll_with_a_changed_san_is_forbidden(ca, ra) -> None:
 
 def test_issue_ra_cli_refuses_to_overwrite_and_records(tmp_path, ca) -> None:
     out_cert, out_key = tmp_path / "ra.pem", tmp_path / "ra.key"
-    argv = [sys.executable, "-m", "estcoap.cli", "ca", "issue-ra", str(ca.paths.dir),
-            "--out-cert", str(out_cert), "--out-key", str(out_key), "--hostname", "127.0.0.1"]
+    argv = [
+        sys.executable,
+        "-m",
+        "estcoap.cli",
+        "ca",
+        "issue-ra",
+        str(ca.paths.dir),
+        "--out-cert",
+        str(out_cert),
+        "--out-key",
+        str(out_key),
+        "--hostname",
+        "127.0.0.1",
+    ]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=30)
     assert done.returncode == 0, done.stderr
     chain = x509.load_pem_x509_certificates(out_cert.read_bytes())

@@ -65,8 +65,9 @@ def test_unknown_and_already_revoked_change_nothing(store: Store) -> None:
     with pytest.raises(UnknownCertificate, match="no certificate with serial abc"):
         store.revoke("abc", reason=KEY_COMPROMISE, invalidity_date=None, revoked_by="t")
     assert table(store, "revoked") == []
-    first = store.revoke(serial, reason=x509.ReasonFlags.superseded, invalidity_date=None,
-                         revoked_by="t")  # fmt: skip
+    first = store.revoke(
+        serial, reason=x509.ReasonFlags.superseded, invalidity_date=None, revoked_by="t"
+    )
     before = table(store, "revoked")
     with pytest.raises(AlreadyRevoked, match="already revoked") as refused:
         store.revoke(serial, reason=KEY_COMPROMISE, invalidity_date=None, revoked_by="u")
@@ -93,8 +94,9 @@ def test_reasons_not_for_end_entities_are_refused(store: Store, reason: x509.Rea
 def test_invalidity_date_in_the_future_is_refused(store: Store) -> None:
     later = dt.datetime.now(dt.UTC) + dt.timedelta(days=1)
     with pytest.raises(RevocationRefused, match="future"):
-        store.revoke(server_serial(store), reason=KEY_COMPROMISE, invalidity_date=later,
-                     revoked_by="t")  # fmt: skip
+        store.revoke(
+            server_serial(store), reason=KEY_COMPROMISE, invalidity_date=later, revoked_by="t"
+        )
     assert table(store, "revoked") == []
 
 
@@ -102,8 +104,9 @@ def test_version_is_seen_by_another_connection(store: Store) -> None:
     """`ca revoke` runs in another process: a second connection stands for it."""
     with Store.open(store.path, create=False) as other:
         assert other.revocation_version() == 0
-        store.revoke(server_serial(store), reason=KEY_COMPROMISE, invalidity_date=None,
-                     revoked_by="t")  # fmt: skip
+        store.revoke(
+            server_serial(store), reason=KEY_COMPROMISE, invalidity_date=None, revoked_by="t"
+        )
         assert other.revocation_version() == 1
         assert other.revoked_serials() == {int(server_serial(store), 16)}
 
@@ -156,8 +159,9 @@ def test_a_store_of_the_previous_release_upgrades_in_place(tmp_path: Path) -> No
         tenant = next(r for r in store.issued_list() if r.label == "tenant-a")
         device = next(r for r in store.issued_list() if r.subject == "CN=fixture-device-1")
         store.revoke(tenant.serial, reason=KEY_COMPROMISE, invalidity_date=None, revoked_by="t")
-        store.revoke(device.serial, reason=x509.ReasonFlags.superseded, invalidity_date=None,
-                     revoked_by="t")  # fmt: skip
+        store.revoke(
+            device.serial, reason=x509.ReasonFlags.superseded, invalidity_date=None, revoked_by="t"
+        )
         assert [r.serial for r in store.revoked_list("tenant-a")] == [tenant.serial]
         assert {r.serial for r in store.revoked_list()} == {tenant.serial, device.serial}
         assert store.next_crl_number() == 1

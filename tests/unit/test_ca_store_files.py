@@ -23,8 +23,11 @@ def _mode(path) -> int:
 
 
 def _store_files(store_path):
-    return [store_path, store_path.with_name(store_path.name + "-wal"),
-            store_path.with_name(store_path.name + "-shm")]  # fmt: skip
+    return [
+        store_path,
+        store_path.with_name(store_path.name + "-wal"),
+        store_path.with_name(store_path.name + "-shm"),
+    ]
 
 
 @pytest.fixture
@@ -38,8 +41,14 @@ def open_umask():
 def test_store_files_are_created_private_whatever_the_umask(tmp_path, open_umask):
     path = tmp_path / "est.sqlite3"
     with Store.open(path) as store:
-        store.submit_pending(operation="enroll", label=None, csr_der=b"0", csr_sha256="a",
-                             subject="CN=x", requester="user:x")  # fmt: skip
+        store.submit_pending(
+            operation="enroll",
+            label=None,
+            csr_der=b"0",
+            csr_sha256="a",
+            subject="CN=x",
+            requester="user:x",
+        )
         # While open in WAL mode, all three files exist: SQLite gives -wal and -shm
         # the database file's mode.
         files = _store_files(path)

@@ -51,8 +51,10 @@ def test_a2_sen_request_decodes_and_response_round_trips() -> None:
     certs = svc.Certificates(tuple(pkcs7.decode_certs_only(response)), raw_pkcs7=response)
     message = _certificates(certs, ContentFormat.PKCS7_CERTS_ONLY, Code.CHANGED, whole_set=False)
     assert (message.code, message.opt.content_format, message.payload) == (
-        Code.CHANGED, 281, response,
-    )  # fmt: skip
+        Code.CHANGED,
+        281,
+        response,
+    )
 
 
 def test_a3_skg_response_is_byte_identical() -> None:

@@ -120,9 +120,7 @@ def _party(
 def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Party]:
     folder = tmp_path_factory.mktemp("pki")
     signer = _party(folder, "signer", ec.generate_private_key(ec.SECP256R1()), None, ca=True)
-    rsa_signer = _party(
-        folder, "rsa-signer", rsa.generate_private_key(65537, 2048), None, ca=True
-    )
+    rsa_signer = _party(folder, "rsa-signer", rsa.generate_private_key(65537, 2048), None, ca=True)
     parties = {"signer": signer, "rsa-signer": rsa_signer}
     keys: list[tuple[str, Key]] = [
         ("rsa", rsa.generate_private_key(65537, 2048)),
@@ -150,9 +148,7 @@ def pkcs8() -> bytes:
 
 
 def openssl(*args: str | Path) -> str:
-    done = subprocess.run(
-        ["openssl", *map(str, args)], capture_output=True, text=True, timeout=30
-    )
+    done = subprocess.run(["openssl", *map(str, args)], capture_output=True, text=True, timeout=30)
     assert done.returncode == 0, f"openssl {' '.join(map(str, args))}: {done.stderr}"
     return done.stdout
 
@@ -174,9 +170,19 @@ def openssl_decrypt(tmp_path: Path, sealed: bytes, recipient: Party) -> bytes:
     )
     recip: list[str | Path] = ["-recip", recipient.cert_pem] if has_ski else []
     openssl(
-        "cms", "-decrypt", "-inform", "DER", "-in", tmp_path / "env.der",
-        *recip, "-inkey", recipient.key_pem, "-binary", "-out", tmp_path / "signed.der",
-    )  # fmt: skip
+        "cms",
+        "-decrypt",
+        "-inform",
+        "DER",
+        "-in",
+        tmp_path / "env.der",
+        *recip,
+        "-inkey",
+        recipient.key_pem,
+        "-binary",
+        "-out",
+        tmp_path / "signed.der",
+    )
     return (tmp_path / "signed.der").read_bytes()
 
 
@@ -184,10 +190,20 @@ def openssl_verify(tmp_path: Path, signed_data: bytes, signer: Party) -> bytes:
     """`openssl cms -verify` against the signer as trust anchor: the encapsulated content."""
     (tmp_path / "signed-ci.der").write_bytes(content_info(SIGNED_DATA, signed_data))
     openssl(
-        "cms", "-verify", "-inform", "DER", "-in", tmp_path / "signed-ci.der",
-        "-CAfile", signer.cert_pem, "-purpose", "any",
-        "-binary", "-out", tmp_path / "package.der",
-    )  # fmt: skip
+        "cms",
+        "-verify",
+        "-inform",
+        "DER",
+        "-in",
+        tmp_path / "signed-ci.der",
+        "-CAfile",
+        signer.cert_pem,
+        "-purpose",
+        "any",
+        "-binary",
+        "-out",
+        tmp_path / "package.der",
+    )
     return (tmp_path / "package.der").read_bytes()
 
 
@@ -198,10 +214,24 @@ def openssl_sign(
     (tmp_path / "package.der").write_bytes(content)
     econtent = ["-econtent_type", A_KEY_PACKAGE] if key_package else []
     openssl(
-        "cms", "-sign", "-binary", "-nodetach", "-outform", "DER", *econtent,
-        "-signer", signer.cert_pem, "-inkey", signer.key_pem, "-md", "sha256",
-        "-in", tmp_path / "package.der", "-out", tmp_path / "signed-ci.der",
-    )  # fmt: skip
+        "cms",
+        "-sign",
+        "-binary",
+        "-nodetach",
+        "-outform",
+        "DER",
+        *econtent,
+        "-signer",
+        signer.cert_pem,
+        "-inkey",
+        signer.key_pem,
+        "-md",
+        "sha256",
+        "-in",
+        tmp_path / "package.der",
+        "-out",
+        tmp_path / "signed-ci.der",
+    )
     return tmp_path / "signed-ci.der"
 
 
@@ -210,9 +240,20 @@ def openssl_encrypt(tmp_path: Path, content: Path, recipient: Party, *options: s
     option names another cipher)."""
     cipher = [] if any(option.startswith("-aes") for option in options) else ["-aes128"]
     openssl(
-        "cms", "-encrypt", "-binary", "-outform", "DER", *cipher,
-        "-in", content, "-out", tmp_path / "env.der", "-recip", recipient.cert_pem, *options,
-    )  # fmt: skip
+        "cms",
+        "-encrypt",
+        "-binary",
+        "-outform",
+        "DER",
+        *cipher,
+        "-in",
+        content,
+        "-out",
+        tmp_path / "env.der",
+        "-recip",
+        recipient.cert_pem,
+        *options,
+    )
     return (tmp_path / "env.der").read_bytes()
 
 
@@ -257,16 +298,24 @@ def test_sealed_structure_is_what_rfc_7030_names(
     """openssl's own reading of the envelopes: OAEP-SHA256 for RSA, SHA-256 KDF for EC."""
     signer = pki["signer"]
     as_rsa = print_cms(
-        tmp_path, seal_key(pkcs8, signer_certificate=signer.cert, signer_key=signer.key,
-                           recipient=pki["rsa"].cert)
-    )  # fmt: skip
+        tmp_path,
+        seal_key(
+            pkcs8, signer_certificate=signer.cert, signer_key=signer.key, recipient=pki["rsa"].cert
+        ),
+    )
     assert "contentType: pkcs7-envelopedData" in as_rsa
     assert "rsaesOaep" in as_rsa and "sha256" in as_rsa
     assert "contentType: pkcs7-signedData" in as_rsa  # encryptedContentInfo
     as_ec = print_cms(
-        tmp_path, seal_key(pkcs8, signer_certificate=signer.cert, signer_key=signer.key,
-                           recipient=pki["p384"].cert, content_cipher=AES256_CBC)
-    )  # fmt: skip
+        tmp_path,
+        seal_key(
+            pkcs8,
+            signer_certificate=signer.cert,
+            signer_key=signer.key,
+            recipient=pki["p384"].cert,
+            content_cipher=AES256_CBC,
+        ),
+    )
     assert "dhSinglePass-stdDH-sha256kdf-scheme" in as_ec
     assert "id-aes256-wrap" in as_ec and "aes-256-cbc" in as_ec
     assert "d.originatorKey" in as_ec and "d.rKeyId" in as_ec
@@ -343,14 +392,27 @@ def test_subject_key_identifier(pki: dict[str, Party]) -> None:
 def test_seal_key_refuses_unusable_input(pki: dict[str, Party], pkcs8: bytes) -> None:
     signer = pki["signer"]
     with pytest.raises(KeyPackageError, match="content cipher"):
-        seal_key(pkcs8, signer_certificate=signer.cert, signer_key=signer.key,
-                 recipient=pki["p256"].cert, content_cipher="1.2.840.113549.3.7")  # fmt: skip
+        seal_key(
+            pkcs8,
+            signer_certificate=signer.cert,
+            signer_key=signer.key,
+            recipient=pki["p256"].cert,
+            content_cipher="1.2.840.113549.3.7",
+        )
     with pytest.raises(KeyPackageError, match="does not match"):
-        seal_key(pkcs8, signer_certificate=signer.cert, signer_key=pki["p256"].key,
-                 recipient=pki["p256"].cert)  # fmt: skip
+        seal_key(
+            pkcs8,
+            signer_certificate=signer.cert,
+            signer_key=pki["p256"].key,
+            recipient=pki["p256"].cert,
+        )
     with pytest.raises(KeyPackageError, match="PKCS#8"):
-        seal_key(b"\x04\x00", signer_certificate=signer.cert, signer_key=signer.key,
-                 recipient=pki["p256"].cert)  # fmt: skip
+        seal_key(
+            b"\x04\x00",
+            signer_certificate=signer.cert,
+            signer_key=signer.key,
+            recipient=pki["p256"].cert,
+        )
     ed_key = ed25519.Ed25519PrivateKey.generate()
     now = datetime.datetime.now(datetime.UTC)
     ed_cert = (
@@ -364,15 +426,13 @@ def test_seal_key_refuses_unusable_input(pki: dict[str, Party], pkcs8: bytes) ->
         .sign(signer.key, hashes.SHA256())
     )
     with pytest.raises(KeyPackageError, match="RSA or EC"):
-        seal_key(pkcs8, signer_certificate=signer.cert, signer_key=signer.key,
-                 recipient=ed_cert)  # fmt: skip
+        seal_key(pkcs8, signer_certificate=signer.cert, signer_key=signer.key, recipient=ed_cert)
     with pytest.raises(KeyPackageError, match="RSA or EC"):
         Recipient.of_public_key(ed_key.public_key())
     with pytest.raises(KeyPackageError, match="curve"):
         Recipient.of_public_key(ec.generate_private_key(ec.SECP256K1()).public_key())
     with pytest.raises(KeyPackageError, match="signer key"):
-        seal_key(pkcs8, signer_certificate=ed_cert, signer_key=ed_key,
-                 recipient=pki["p256"].cert)  # fmt: skip
+        seal_key(pkcs8, signer_certificate=ed_cert, signer_key=ed_key, recipient=pki["p256"].cert)
 
 
 @pytest.mark.parametrize("recipient", ["rsa", "p256"])
@@ -390,9 +450,18 @@ def test_seal_for_a_csr_key_without_certificate(
     # openssl, given only the key, finds the RecipientInfo it can open.
     (tmp_path / "env.der").write_bytes(sealed)
     openssl(
-        "cms", "-decrypt", "-inform", "DER", "-in", tmp_path / "env.der",
-        "-inkey", pki[recipient].key_pem, "-binary", "-out", tmp_path / "signed.der",
-    )  # fmt: skip
+        "cms",
+        "-decrypt",
+        "-inform",
+        "DER",
+        "-in",
+        tmp_path / "env.der",
+        "-inkey",
+        pki[recipient].key_pem,
+        "-binary",
+        "-out",
+        tmp_path / "signed.der",
+    )
     signed = (tmp_path / "signed.der").read_bytes()
     assert openssl_verify(tmp_path, signed, pki["signer"]) == der.sequence([pkcs8])
 
@@ -517,9 +586,11 @@ def test_every_corrupted_envelope_header_byte_is_refused(
     (or, for a byte of a name open_key does not check without `recipient`, the same key)."""
     party = pki[recipient]
     sealed = seal_key(
-        pkcs8, signer_certificate=pki["signer"].cert, signer_key=pki["signer"].key,
+        pkcs8,
+        signer_certificate=pki["signer"].cert,
+        signer_key=pki["signer"].key,
         recipient=party.cert,
-    )  # fmt: skip
+    )
     enveloped = der.read_one(der.read_one(sealed).children()[1].content)
     ciphertext = enveloped.children()[2].children()[2].content
     for at in range(len(sealed) - len(ciphertext)):
@@ -641,9 +712,17 @@ def test_openssl_decrypts_kek_sealed_key(
     assert "contentType: pkcs7-signedData" in printed
     (tmp_path / "env.der").write_bytes(sealed)
     openssl(
-        "cms", "-decrypt", "-inform", "DER", "-in", tmp_path / "env.der",
-        *openssl_secret_args(kek), "-binary", "-out", tmp_path / "signed.der",
-    )  # fmt: skip
+        "cms",
+        "-decrypt",
+        "-inform",
+        "DER",
+        "-in",
+        tmp_path / "env.der",
+        *openssl_secret_args(kek),
+        "-binary",
+        "-out",
+        tmp_path / "signed.der",
+    )
     signed = (tmp_path / "signed.der").read_bytes()
     assert openssl_verify(tmp_path, signed, pki["signer"]) == der.sequence([pkcs8])
 
@@ -655,9 +734,18 @@ def test_open_key_reads_openssl_kek_envelopes(
     kek = shared(size)
     signed = openssl_sign(tmp_path, der.sequence([pkcs8]), pki["signer"])
     openssl(
-        "cms", "-encrypt", "-binary", "-outform", "DER", cipher, *openssl_secret_args(kek),
-        "-in", signed, "-out", tmp_path / "env.der",
-    )  # fmt: skip
+        "cms",
+        "-encrypt",
+        "-binary",
+        "-outform",
+        "DER",
+        cipher,
+        *openssl_secret_args(kek),
+        "-in",
+        signed,
+        "-out",
+        tmp_path / "env.der",
+    )
     enveloped = (tmp_path / "env.der").read_bytes()
     assert WRAP_NAMES[size] in print_cms(tmp_path, enveloped)  # openssl picks by KEK length
     opened = open_key(enveloped, shared_key=kek)
@@ -700,9 +788,11 @@ def test_kek_round_trips(pki: dict[str, Party], pkcs8: bytes, size: int, cipher:
 @pytest.fixture(scope="module")
 def sealed_kek(pki: dict[str, Party], pkcs8: bytes) -> bytes:
     return seal_key(
-        pkcs8, signer_certificate=pki["signer"].cert, signer_key=pki["signer"].key,
+        pkcs8,
+        signer_certificate=pki["signer"].cert,
+        signer_key=pki["signer"].key,
         recipient=shared(16),
-    )  # fmt: skip
+    )
 
 
 def test_wrong_shared_key_fails(pki: dict[str, Party], sealed_kek: bytes) -> None:
@@ -717,9 +807,11 @@ def test_wrong_shared_key_fails(pki: dict[str, Party], sealed_kek: bytes) -> Non
     with pytest.raises(KeyPackageError, match="no RecipientInfo"):
         open_key(sealed_kek, recipient_key=pki["p256"].key)
     sealed_rsa = seal_key(
-        b"\x30\x00", signer_certificate=pki["signer"].cert, signer_key=pki["signer"].key,
+        b"\x30\x00",
+        signer_certificate=pki["signer"].cert,
+        signer_key=pki["signer"].key,
         recipient=pki["rsa"].cert,
-    )  # fmt: skip
+    )
     with pytest.raises(KeyPackageError, match="no RecipientInfo"):
         open_key(sealed_rsa, shared_key=kek)
 
@@ -797,11 +889,14 @@ def test_deeply_nested_octet_string_segments_are_refused_not_a_crash() -> None:
     inner = der.octet_string(b"x")
     for _ in range(2000):
         inner = der.tlv(0x24, inner)  # constructed OCTET STRING
-    signed = der.sequence([
-        der.integer(3), der.set_of([]),
-        der.sequence([der.oid(keypackage.ID_CT_KP_AKEY_PACKAGE), der.context(0, inner)]),
-        der.set_of([]),
-    ])  # fmt: skip
+    signed = der.sequence(
+        [
+            der.integer(3),
+            der.set_of([]),
+            der.sequence([der.oid(keypackage.ID_CT_KP_AKEY_PACKAGE), der.context(0, inner)]),
+            der.set_of([]),
+        ]
+    )
     key = shared(16)
     enveloped = enveloped_data(signed, key, keypackage.AES128_CBC)
     with pytest.raises(KeyPackageError, match="nested too deep"):

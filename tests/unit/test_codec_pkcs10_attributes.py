@@ -53,8 +53,10 @@ def test_added_attributes_sit_beside_the_old_ones_and_the_signature_verifies(key
     path.write_bytes(extended)
     done = subprocess.run(
         ["openssl", "req", "-inform", "DER", "-in", str(path), "-verify", "-noout"],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     assert "verify OK" in (done.stdout + done.stderr)
 

@@ -36,7 +36,9 @@ def write(tmp_path: Path, text: str, name: str = "c.toml") -> Path:
 
 
 def test_file_sets_options_and_the_command_line_overrides_it(tmp_path: Path) -> None:
-    path = write(tmp_path, """
+    path = write(
+        tmp_path,
+        """
 ca = "/srv/ca"
 https = ["127.0.0.1:8443", "[::1]:8443"]
 trust_clients = ["maker-a.pem"]
@@ -45,7 +47,8 @@ require_pop = true
 approval = "manual"
 crl_next_update = "12h"
 drain_timeout = 2.5
-""")  # fmt: skip
+""",
+    )
     args = parse_args(["serve", "--config", str(path)])
     assert args.ca == "/srv/ca"
     assert args.https == ["127.0.0.1:8443", "[::1]:8443"]
@@ -54,8 +57,19 @@ drain_timeout = 2.5
     assert args.drain_timeout == 2.5
     assert args.trust_clients == ["maker-a.pem"]
 
-    args = parse_args(["serve", "--config", str(path), "--max-body", "100", "--https",
-                       "127.0.0.1:9443", "--approval", "auto"])  # fmt: skip
+    args = parse_args(
+        [
+            "serve",
+            "--config",
+            str(path),
+            "--max-body",
+            "100",
+            "--https",
+            "127.0.0.1:9443",
+            "--approval",
+            "auto",
+        ]
+    )
     assert args.max_body == 100 and args.approval == "auto"
     assert args.https == ["127.0.0.1:9443"]  # a repeatable option replaces the file's array
     assert args.trust_clients == ["maker-a.pem"]  # not given: the file's
@@ -64,13 +78,16 @@ drain_timeout = 2.5
 
 
 def test_required_options_may_come_from_the_file(tmp_path: Path) -> None:
-    path = write(tmp_path, """
+    path = write(
+        tmp_path,
+        """
 coaps = "127.0.0.1:5684"
 upstream = "https://est.example:8443/.well-known/est"
 server_cert = "gw.pem"
 server_key = "gw.key"
 upstream_timeout = 3
-""")  # fmt: skip
+""",
+    )
     args = parse_args(["gateway", "--config", str(path)])
     assert args.coaps == "127.0.0.1:5684" and args.upstream_timeout == 3.0
     done = est("gateway", "--coaps", "127.0.0.1:0")  # without the file they are required
@@ -103,8 +120,7 @@ def test_a_wrong_key_or_value_is_one_line_naming_key_and_line(
 def test_a_file_that_is_not_toml_or_missing_is_one_line(tmp_path: Path) -> None:
     path = write(tmp_path, "ca = \n")
     one_line(est("serve", "--config", path), 2, str(path), "not valid TOML", "line 1")
-    one_line(est("proxy", "--config", tmp_path / "nope.toml"), 2, "nope.toml",
-             "No such file")  # fmt: skip
+    one_line(est("proxy", "--config", tmp_path / "nope.toml"), 2, "nope.toml", "No such file")
 
 
 def test_every_option_of_every_command_has_a_key() -> None:
@@ -113,9 +129,11 @@ def test_every_option_of_every_command_has_a_key() -> None:
         sub = subcommand(parser, command)
         keys = config.options(sub)
         for action in sub._actions:
-            if action.option_strings and action.help != "==SUPPRESS==" and action.dest not in (
-                "help", "config"
-            ):  # fmt: skip
+            if (
+                action.option_strings
+                and action.help != "==SUPPRESS=="
+                and action.dest not in ("help", "config")
+            ):
                 assert any(a is action for a in keys.values()), (command, action.option_strings)
         assert "config" not in keys and "help" not in keys
 
@@ -144,13 +162,16 @@ def test_config_example_loads_as_it_is(tmp_path: Path, command: str) -> None:
 
 def test_upstream_password_from_a_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     secret = write(tmp_path, "ra-user:s3cret-pw\n", "upstream.secret")
-    path = write(tmp_path, f"""
+    path = write(
+        tmp_path,
+        f"""
 coaps = "127.0.0.1:0"
 upstream = "https://127.0.0.1:1/.well-known/est"
 server_cert = "gw.pem"
 server_key = "gw.key"
 upstream_user_file = "{secret}"
-""")  # fmt: skip
+""",
+    )
     monkeypatch.delenv("ESTCOAP_UPSTREAM_USER", raising=False)
     args = parse_args(["gateway", "--config", str(path)])
     assert upstream_credentials(args) == ("ra-user", "s3cret-pw")

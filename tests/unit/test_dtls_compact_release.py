@@ -40,9 +40,11 @@ def pair_fixture(tmp_path: Path) -> tuple[DtlsAssociation, DtlsAssociation]:
     jar = CookieJar()
     server_ctx = server_context(server_config, lambda conn, cookie: conn.get_app_data() == cookie)
     client = DtlsAssociation.connect(
-        client_context(client_config, check_server_name), "localhost",
-        datagram_limit=1200, compact=True,
-    )  # fmt: skip
+        client_context(client_config, check_server_name),
+        "localhost",
+        datagram_limit=1200,
+        compact=True,
+    )
     server = None
     for _ in range(20):  # the handshake, datagram by datagram
         moved = False

@@ -61,8 +61,11 @@ def _peer(chain) -> svc.Peer:
 
 async def test_certificate_expiring_after_a_cached_verdict_is_refused(maker):
     upstream = _gateway(maker)
-    chain = _device(maker, NOW - datetime.timedelta(hours=1),
-                    datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=1.5))
+    chain = _device(
+        maker,
+        NOW - datetime.timedelta(hours=1),
+        datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=1.5),
+    )
     upstream._authenticate(_peer(chain))  # verified and remembered
     upstream._authenticate(_peer(chain))  # from the cache
     await asyncio.sleep(1.7)

@@ -97,12 +97,16 @@ def test_device_grants_with_placeholders() -> None:
         subject = { CN = ["{serialNumber}"], O = ["Acme"] }
     """)
     subject = parse_name("serialNumber=dev-1,CN=dev-1,O=Acme")
-    rules.check(DEVICE, subject, san(
-        x509.UniformResourceIdentifier("urn:dev:dev-1"),
-        x509.DNSName("DEV-1.devices.example"),
-        x509.IPAddress(ipaddress.ip_address("10.1.2.3")),
-        x509.RFC822Name("ops@devices.example"),
-    ))  # fmt: skip
+    rules.check(
+        DEVICE,
+        subject,
+        san(
+            x509.UniformResourceIdentifier("urn:dev:dev-1"),
+            x509.DNSName("DEV-1.devices.example"),
+            x509.IPAddress(ipaddress.ip_address("10.1.2.3")),
+            x509.RFC822Name("ops@devices.example"),
+        ),
+    )
     for name in [
         x509.UniformResourceIdentifier("urn:dev:dev-2"),
         x509.DNSName("dev-2.devices.example"),
@@ -121,8 +125,9 @@ def test_device_grants_with_placeholders() -> None:
 
 
 def test_a_pattern_never_yields_a_wildcard_name() -> None:
-    rules = policy('[[grant]]\nidentity = "user:alice"\ndns = ["*.factory.example"]\n'
-                   'subject = { "*" = ["*"] }')  # fmt: skip
+    rules = policy(
+        '[[grant]]\nidentity = "user:alice"\ndns = ["*.factory.example"]\nsubject = { "*" = ["*"] }'
+    )
     rules.check(ALICE, parse_name("CN=x"), san(x509.DNSName("a.b.factory.example")))
     for bad in ("*.factory.example", ".factory.example", "a..factory.example"):
         with pytest.raises(Forbidden):
@@ -133,8 +138,11 @@ def test_provisioners_default_and_granted_mode() -> None:
     anything = (parse_name("CN=EST Test CA,O=Elsewhere"), san(x509.DNSName("*.example.com")))
     IssuancePolicy().check(ALICE, *anything)
     IssuancePolicy().check(RA, *anything)
-    with pytest.raises(Forbidden, match="subject attribute .* is not granted to user:alice "
-                       r"\(allowed: none\)"):  # fmt: skip
+    with pytest.raises(
+        Forbidden,
+        match="subject attribute .* is not granted to user:alice "
+        r"\(allowed: none\)",
+    ):
         policy('provisioners = "granted"').check(ALICE, *anything)
     with pytest.raises(Forbidden, match="is not granted to ra:factory gateway"):
         policy('provisioners = "granted"').check(RA, *anything)
@@ -143,8 +151,10 @@ def test_provisioners_default_and_granted_mode() -> None:
 def test_serverkeygen_is_a_grant() -> None:
     subject = parse_name("serialNumber=dev-1")
     IssuancePolicy().check(DEVICE, subject, None, serverkeygen=True)
-    no_devices = policy('[[grant]]\nidentity = "device:*"\nserverkeygen = false\n'
-                        '[[grant]]\nidentity = "device:dev-1"\nserverkeygen = true')  # fmt: skip
+    no_devices = policy(
+        '[[grant]]\nidentity = "device:*"\nserverkeygen = false\n'
+        '[[grant]]\nidentity = "device:dev-1"\nserverkeygen = true'
+    )
     no_devices.check(DEVICE, subject, None, serverkeygen=True)  # the second grant gives it
     with pytest.raises(Forbidden, match="serverkeygen is not granted to device:cam-9"):
         no_devices.check(CN_DEVICE, parse_name("CN=cam-9"), None, serverkeygen=True)
@@ -166,7 +176,7 @@ def test_limits_hold_even_open() -> None:
         (parse_name("CN=x"), san(*[x509.DNSName(f"d{i}.e") for i in range(33)]), "at most 32"),
         (parse_name(",".join(f"OU=u{i}" for i in range(17))), None, "at most 16"),
         (ca, None, "the CA's own name"),
-    ]  # fmt: skip
+    ]
     for subject, names, says in cases:
         with pytest.raises(Forbidden, match=says):
             rules.check(ALICE, subject, names, ca_subject=ca)
