@@ -95,8 +95,11 @@ class FailureLimit:
             log.warning(
                 "HTTP authentication: %s %s locked out after %d failed attempts; "
                 "one more attempt every %.0f s",
-                self.what, key, self.burst, 1 / self.refill_per_second,
-            )  # fmt: skip
+                self.what,
+                key,
+                self.burst,
+                1 / self.refill_per_second,
+            )
 
     def refuse(self) -> None:
         self.refused += 1

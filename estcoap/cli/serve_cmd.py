@@ -76,87 +76,132 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ops.add_options(serve)
     http_users.add_options(serve, user_help="an HTTP Basic/Digest user")
     serve.add_argument(
-        "--trust-clients", action="append", default=[], metavar="PEM",
+        "--trust-clients",
+        action="append",
+        default=[],
+        metavar="PEM",
         help="CA certificates whose client certificates may enroll (repeatable)",
-    )  # fmt: skip
+    )
     serve.add_argument(
-        "--label", action="append", default=[], metavar="NAME",
+        "--label",
+        action="append",
+        default=[],
+        metavar="NAME",
         help="an additional CA label: /.well-known/est/NAME/... (repeatable)",
-    )  # fmt: skip
+    )
     serve.add_argument(
-        "--shared-keys", metavar="FILE",
+        "--shared-keys",
+        metavar="FILE",
         help="keys shared with clients in advance, 'KEY_ID_HEX KEY_HEX' per line: "
         "serverkeygen envelopes the key with the one a CSR names (RFC 7030 s4.4.1.1)",
-    )  # fmt: skip
+    )
     serve.add_argument(
-        "--crl", action="append", default=[], metavar="FILE",
+        "--crl",
+        action="append",
+        default=[],
+        metavar="FILE",
         help="a CRL (PEM or DER) of a --trust-clients CA (a device maker) or of this CA: "
         "the certificates it lists are refused (repeatable; reloaded when the file changes; "
         "a stale or badly signed one refuses that CA's devices, docs/revocation.md)",
-    )  # fmt: skip
-    serve.add_argument("--approval", choices=("auto", "manual"), default="auto",
-                       help="manual: requests wait for 'estcoap pending approve'")  # fmt: skip
+    )
     serve.add_argument(
-        "--policy", metavar="FILE",
+        "--approval",
+        choices=("auto", "manual"),
+        default="auto",
+        help="manual: requests wait for 'estcoap pending approve'",
+    )
+    serve.add_argument(
+        "--policy",
+        metavar="FILE",
         help="the issuance policy (TOML, docs/policy.md): what each device, user and RA may "
         "have issued. Default: a device gets its IDevID's identity, users and RAs any name. "
         "'open': any authenticated client gets any name (a lab only)",
-    )  # fmt: skip
+    )
     serve.add_argument(
-        "--require-pop", action="store_true",
+        "--require-pop",
+        action="store_true",
         help="require tls-unique proof-of-possession (caps HTTPS at TLS 1.2)",
-    )  # fmt: skip
-    serve.add_argument("--max-body", type=positive_int, default=DEFAULT_MAX_BODY,
-                       metavar="BYTES", help="the largest request body accepted")  # fmt: skip
-    serve.add_argument("--retry-after", type=retry_after_seconds, default=RETRY_AFTER_SECONDS,
-                       metavar="SECONDS",
-                       help="manual approval: when a client should ask again")  # fmt: skip
-    serve.add_argument("--validity-days", type=validity_days, default=VALIDITY_DAYS, metavar="N",
-                       help="lifetime of the certificates issued")  # fmt: skip
+    )
     serve.add_argument(
-        "--durable-commits", action="store_true",
+        "--max-body",
+        type=positive_int,
+        default=DEFAULT_MAX_BODY,
+        metavar="BYTES",
+        help="the largest request body accepted",
+    )
+    serve.add_argument(
+        "--retry-after",
+        type=retry_after_seconds,
+        default=RETRY_AFTER_SECONDS,
+        metavar="SECONDS",
+        help="manual approval: when a client should ask again",
+    )
+    serve.add_argument(
+        "--validity-days",
+        type=validity_days,
+        default=VALIDITY_DAYS,
+        metavar="N",
+        help="lifetime of the certificates issued",
+    )
+    serve.add_argument(
+        "--durable-commits",
+        action="store_true",
         help="fsync each issued certificate's record (survives power loss; ~0.4 ms more per "
         "enrollment). Without it a crash of the process loses nothing, an OS crash may lose "
         "the last records",
-    )  # fmt: skip
+    )
     serve.add_argument(
-        "--max-pending-per-requester", type=positive_int, default=MAX_PENDING_PER_REQUESTER,
+        "--max-pending-per-requester",
+        type=positive_int,
+        default=MAX_PENDING_PER_REQUESTER,
         metavar="N",
         help="manual approval: undecided requests one client may have queued (RAs are "
         "exempt); more are refused with 4.03/403",
-    )  # fmt: skip
+    )
     serve.add_argument(
-        "--max-pending", type=positive_int, default=MAX_PENDING, metavar="N",
+        "--max-pending",
+        type=positive_int,
+        default=MAX_PENDING,
+        metavar="N",
         help="manual approval: undecided requests in all",
-    )  # fmt: skip
+    )
     serve.add_argument(
-        "--key-retention", type=key_retention_seconds, default=KEY_RETENTION_SECONDS,
+        "--key-retention",
+        type=key_retention_seconds,
+        default=KEY_RETENTION_SECONDS,
         metavar="SECONDS",
         help="manual approval: how long a delivered server-generated key stays in the store "
         "for a repeated request, then it is erased (0: the first answer is the only one)",
-    )  # fmt: skip
+    )
     serve.set_defaults(func=_serve)
 
 
 def _add_front_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--https", action="append", metavar="HOST:PORT",
+        "--https",
+        action="append",
+        metavar="HOST:PORT",
         help="serve EST over HTTPS here (repeatable)",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--coaps", action="append", metavar="HOST:PORT",
+        "--coaps",
+        action="append",
+        metavar="HOST:PORT",
         help="serve EST-coaps (RFC 9148, DTLS; port 5684) here; repeat for IPv4 and IPv6: "
         "one DTLS transport with a UDP socket per address",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--coaps-psk", action="append", metavar="HOST:PORT",
+        "--coaps-psk",
+        action="append",
+        metavar="HOST:PORT",
         help="also serve EST-coaps over PSK DTLS here, for devices with a pre-shared key "
         "instead of a certificate ('estcoap psk add'; docs/psk.md; needs the psk extra)",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--coap-root", metavar="PATH",
+        "--coap-root",
+        metavar="PATH",
         help="also serve EST-coaps at a shorter root (e.g. /est) and advertise it in discovery",
-    )  # fmt: skip
+    )
 
 
 def parse_host_port(text: str, option: str = "HOST:PORT") -> tuple[str, int]:
@@ -346,9 +391,10 @@ def _reloadable(runtime: Runtime, args: argparse.Namespace, service: LocalCA) ->
     fronts = runtime.fronts
     runtime.reloadable(
         "trust anchors",
-        reload_items.trust_anchors(args.trust_clients, service, fronts,
-                                   lambda: [service.ca_certificate]),
-    )  # fmt: skip
+        reload_items.trust_anchors(
+            args.trust_clients, service, fronts, lambda: [service.ca_certificate]
+        ),
+    )
     runtime.reloadable("CRLs", reload_items.crls(lambda: service.revocation))
     runtime.reloadable(
         "users",
@@ -358,11 +404,15 @@ def _reloadable(runtime: Runtime, args: argparse.Namespace, service: LocalCA) ->
         ),
     )
     if args.shared_keys:
-        runtime.reloadable("shared keys", reload_items.from_file(
-            args.shared_keys, load_shared_keys, service.set_shared_keys))  # fmt: skip
+        runtime.reloadable(
+            "shared keys",
+            reload_items.from_file(args.shared_keys, load_shared_keys, service.set_shared_keys),
+        )
     if args.policy and args.policy != "open":
-        runtime.reloadable("issuance policy", reload_items.from_file(
-            args.policy, IssuancePolicy.load, _set_policy(service)))  # fmt: skip
+        runtime.reloadable(
+            "issuance policy",
+            reload_items.from_file(args.policy, IssuancePolicy.load, _set_policy(service)),
+        )
 
 
 def _set_policy(service: LocalCA) -> Callable[[IssuancePolicy], None]:
@@ -395,37 +445,51 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _add_revocation_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--crl-http", metavar="HOST:PORT",
+        "--crl-http",
+        metavar="HOST:PORT",
         help="serve the CA's current CRL over plain HTTP here (DER, at --crl-path), "
         "re-signed within seconds of each revocation and at half its validity",
-    )  # fmt: skip
-    parser.add_argument("--crl-path", default=DEFAULT_CRL_PATH, metavar="PATH",
-                        help="where --crl-http serves the CRL")  # fmt: skip
+    )
     parser.add_argument(
-        "--crl-next-update", type=duration, default="7d", metavar="DURATION",
+        "--crl-path",
+        default=DEFAULT_CRL_PATH,
+        metavar="PATH",
+        help="where --crl-http serves the CRL",
+    )
+    parser.add_argument(
+        "--crl-next-update",
+        type=duration,
+        default="7d",
+        metavar="DURATION",
         help="the served CRL's validity (7d, 12h, ...)",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--crl-url", type=_http_url, metavar="URL",
+        "--crl-url",
+        type=_http_url,
+        metavar="URL",
         help="certificates issued name this CRL distribution point (e.g. the --crl-http "
         "address and --crl-path as others reach them)",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--ocsp", metavar="HOST:PORT",
+        "--ocsp",
+        metavar="HOST:PORT",
         help="answer OCSP (RFC 6960) over plain HTTP here: POST, or GET with the base64 "
         "request after --ocsp-path; may be the --crl-http address",
-    )  # fmt: skip
-    parser.add_argument("--ocsp-path", default="/", metavar="PATH",
-                        help="where --ocsp answers")  # fmt: skip
+    )
+    parser.add_argument("--ocsp-path", default="/", metavar="PATH", help="where --ocsp answers")
     parser.add_argument(
-        "--ocsp-signer", choices=("auto", "ca", "responder"), default="auto",
+        "--ocsp-signer",
+        choices=("auto", "ca", "responder"),
+        default="auto",
         help="who signs OCSP answers: the CA's key, or the delegated responder of "
         "'ca issue-ocsp' (auto: the responder when the CA directory has one)",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--ocsp-url", type=_http_url, metavar="URL",
+        "--ocsp-url",
+        type=_http_url,
+        metavar="URL",
         help="certificates issued name this OCSP responder (authority information access)",
-    )  # fmt: skip
+    )
 
 
 def _http_url(text: str) -> str:
@@ -469,8 +533,14 @@ async def start_revocation_publishing(args: argparse.Namespace, service: LocalCA
     shared = binds["crl"] == binds["ocsp"]
     apps = []
     if shared:
-        apps.append((binds["crl"], revocation_app(crl=crl, crl_path=args.crl_path, ocsp=ocsp,
-                                                  ocsp_path=args.ocsp_path)))  # fmt: skip
+        apps.append(
+            (
+                binds["crl"],
+                revocation_app(
+                    crl=crl, crl_path=args.crl_path, ocsp=ocsp, ocsp_path=args.ocsp_path
+                ),
+            )
+        )
     else:
         if binds["crl"]:
             apps.append((binds["crl"], revocation_app(crl=crl, crl_path=args.crl_path)))
@@ -487,8 +557,10 @@ async def start_revocation_publishing(args: argparse.Namespace, service: LocalCA
             if crl is not None and bind == binds["crl"]:
                 print(f"serving the CRL on {listener.url(args.crl_path)}", flush=True)
             if ocsp is not None and bind == binds["ocsp"]:
-                print(f"serving OCSP on {listener.url(args.ocsp_path)} (signed by "
-                      f"{ocsp.describe()})", flush=True)  # fmt: skip
+                print(
+                    f"serving OCSP on {listener.url(args.ocsp_path)} (signed by {ocsp.describe()})",
+                    flush=True,
+                )
     except BaseException:
         for thing in reversed(started):
             await thing.close()
@@ -510,15 +582,19 @@ def _ocsp_responder(
             signer_cert = x509.load_pem_x509_certificate(paths.ocsp_cert.read_bytes())
             signer_key = load_pem_private_key(paths.ocsp_key.read_bytes(), password=None)
         except FileNotFoundError as exc:
-            raise CliError(f"{exc.filename}: no OCSP responder (run 'estcoap ca issue-ocsp "
-                           f"{paths.dir}')") from None  # fmt: skip
+            raise CliError(
+                f"{exc.filename}: no OCSP responder (run 'estcoap ca issue-ocsp {paths.dir}')"
+            ) from None
         except ValueError as exc:
             raise CliError(f"the OCSP responder in {paths.dir}: {exc}") from None
     try:
         return OcspResponder(
-            service.ca_certificate, ca_key, store_lookup(service.store),
-            signer_cert=signer_cert, signer_key=signer_key,  # type: ignore[arg-type]
-        )  # fmt: skip
+            service.ca_certificate,
+            ca_key,
+            store_lookup(service.store),
+            signer_cert=signer_cert,
+            signer_key=signer_key,  # type: ignore[arg-type]
+        )
     except ValueError as exc:
         raise CliError(f"{exc} ({paths.ocsp_cert})") from None
 
@@ -528,14 +604,16 @@ def _ocsp_responder(
 
 def _add_console_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--console", metavar="HOST:PORT",
+        "--console",
+        metavar="HOST:PORT",
         help="serve the operator console (approvals, certificates, revocation, fleet) here, "
         "over HTTPS with the server certificate; users: 'estcoap console user add DIR NAME'",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--console-plain-http", action="store_true",
+        "--console-plain-http",
+        action="store_true",
         help="serve the console over plain HTTP (a loopback --console address only: tests)",
-    )  # fmt: skip
+    )
 
 
 async def start_console_front(args: argparse.Namespace, service: LocalCA) -> list[Any]:
@@ -552,18 +630,27 @@ async def start_console_front(args: argparse.Namespace, service: LocalCA) -> lis
     tally = args.console_tally = RequestTally()
     try:
         server = await start_console(
-            service.store, host, port, users_file=users_path(service.paths.dir),
-            cert_chain=service.paths.server_cert, key=service.paths.server_key,
-            plain_http=args.console_plain_http, tally=tally,
-        )  # fmt: skip
+            service.store,
+            host,
+            port,
+            users_file=users_path(service.paths.dir),
+            cert_chain=service.paths.server_cert,
+            key=service.paths.server_key,
+            plain_http=args.console_plain_http,
+            tally=tally,
+        )
     except PlainHttpRefused as exc:
         raise UsageError(f"--console-plain-http: {exc}") from None
     except OSError as exc:
         raise listen_error([(host, port)], "tcp", exc) from None
     args.console_server = server
     if not users_path(service.paths.dir).exists():
-        print(f"estcoap serve: the console has no users yet: estcoap console user add "
-              f"{service.paths.dir} NAME", file=sys.stderr, flush=True)  # fmt: skip
+        print(
+            f"estcoap serve: the console has no users yet: estcoap console user add "
+            f"{service.paths.dir} NAME",
+            file=sys.stderr,
+            flush=True,
+        )
     print(f"serving the console on {server.url}", flush=True)
     return [server]
 

@@ -102,13 +102,15 @@ class Console:
         self.tally = tally
         self.dtls_sessions = dtls_sessions
         self.by_source = FailureLimit(
-            "source", burst=config.limits.source_burst,
+            "source",
+            burst=config.limits.source_burst,
             refill_per_second=config.limits.source_per_second,
-        )  # fmt: skip
+        )
         self.by_user = FailureLimit(
-            "user", burst=config.limits.user_burst,
+            "user",
+            burst=config.limits.user_burst,
             refill_per_second=config.limits.user_per_second,
-        )  # fmt: skip
+        )
         self._checks = 0
         self._users: dict[str, console_users.ConsoleUser] = {}
         self._users_stamp: tuple[float, int] | None = None
@@ -195,8 +197,11 @@ class Console:
             form = await request.post()
             token = form.get("csrf")
             if not session.csrf_ok(token if isinstance(token, str) else None):
-                log.warning("console: %s posted to %s without a valid CSRF token",
-                            session.user, request.path)  # fmt: skip
+                log.warning(
+                    "console: %s posted to %s without a valid CSRF token",
+                    session.user,
+                    request.path,
+                )
                 raise web.HTTPForbidden(text="missing or wrong CSRF token\n")
         request[SESSION] = session
         return await handler(request)
@@ -227,12 +232,16 @@ class Console:
         if wait > 0:
             self.by_source.refuse()
             return web.Response(
-                status=429, headers={"Retry-After": str(retry_after(wait))},
+                status=429,
+                headers={"Retry-After": str(retry_after(wait))},
                 text=f"too many failed sign-ins; try again in {retry_after(wait)} s\n",
-            )  # fmt: skip
+            )
         if self._checks >= MAX_PASSWORD_CHECKS:
-            return web.Response(status=503, headers={"Retry-After": "1"},
-                                text="busy checking passwords; try again\n")  # fmt: skip
+            return web.Response(
+                status=503,
+                headers={"Retry-After": "1"},
+                text="busy checking passwords; try again\n",
+            )
         self.by_source.take(source)
         self.by_user.take(user)
         account = self.users().get(name)
@@ -266,9 +275,14 @@ class Console:
         self, response: web.StreamResponse, name: str, value: str, max_age: int | None = None
     ) -> None:
         response.set_cookie(
-            name, value, path="/", httponly=True, samesite="Strict",
-            secure=self.config.secure, max_age=max_age,
-        )  # fmt: skip
+            name,
+            value,
+            path="/",
+            httponly=True,
+            samesite="Strict",
+            secure=self.config.secure,
+            max_age=max_age,
+        )
 
     async def stylesheet(self, request: web.Request) -> web.Response:
         return web.Response(body=self._css, content_type="text/css")
@@ -286,10 +300,15 @@ class Console:
             sans, key = _csr_summary(record.csr_der)
             age = _age(now - dt.datetime.fromisoformat(record.created))
             buttons = "".join(
-                _action_form(f"/pending/{record.id}/{verb}", session, verb.capitalize(),
-                             css=verb, id_=f"{verb}-{record.id}")
+                _action_form(
+                    f"/pending/{record.id}/{verb}",
+                    session,
+                    verb.capitalize(),
+                    css=verb,
+                    id_=f"{verb}-{record.id}",
+                )
                 for verb in ("approve", "deny")
-            )  # fmt: skip
+            )
             rows.append(
                 _row(
                     str(record.id),
@@ -301,12 +320,13 @@ class Console:
                     escape(record.operation),
                     age,
                     buttons,
-                )  # fmt: skip
+                )
             )
         table = _table(
             ("id", "subject", "SANs", "key", "requester", "label", "operation", "age", ""),
-            rows, empty="No request waits for a decision.",
-        )  # fmt: skip
+            rows,
+            empty="No request waits for a decision.",
+        )
         body = (
             f'<p class="note">A device polling for its request gets the answer at its next '
             f"poll.</p>{table}"
@@ -325,8 +345,13 @@ class Console:
             session.flash = f"!{exc}"
         else:
             session.flash = f"Request {record.id} ({record.subject}) {record.state}."
-            log.info("console: %s %s request %d (%s)", session.user, record.state, record.id,
-                     record.subject)  # fmt: skip
+            log.info(
+                "console: %s %s request %d (%s)",
+                session.user,
+                record.state,
+                record.id,
+                record.subject,
+            )
         raise web.HTTPSeeOther("/pending")
 
     # ---- certificates --------------------------------------------------------------
@@ -340,11 +365,17 @@ class Console:
         )
         revoked = {r.serial for r in self.store.revoked_list()}
         rows = [
-            _row(f'<a class="mono" href="/certificates/{r.serial}">{r.serial}</a>',
-                 _name(r.subject), _name(r.requester), escape(r.operation),
-                 escape(r.created), escape(r.not_after), _status(r, r.serial in revoked))
+            _row(
+                f'<a class="mono" href="/certificates/{r.serial}">{r.serial}</a>',
+                _name(r.subject),
+                _name(r.requester),
+                escape(r.operation),
+                escape(r.created),
+                escape(r.not_after),
+                _status(r, r.serial in revoked),
+            )
             for r in records
-        ]  # fmt: skip
+        ]
         form = (
             '<form method="get" action="/certificates" class="search">'
             f'<input name="q" id="q" value="{escape(query)}" size="40" '
@@ -354,8 +385,9 @@ class Console:
         what = f"matching {escape(query)!s}" if query else "newest first"
         table = _table(
             ("serial", "subject", "requester", "operation", "issued", "not after", "status"),
-            rows, empty="No certificate found.",
-        )  # fmt: skip
+            rows,
+            empty="No certificate found.",
+        )
         body = (
             f'{form}<p class="note">{len(records)} certificates {what} (at most '
             f"{SEARCH_LIMIT}).</p>{table}"
@@ -390,12 +422,16 @@ class Console:
         details = "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in facts)
         revoked = {r.serial for r in self.store.revoked_list()}
         chain_rows = [
-            _row(f'<a class="mono" href="/certificates/{r.serial}">{r.serial}</a>'
-                 + (" (this one)" if r.serial == record.serial else ""),
-                 escape(r.kind), escape(r.created), escape(r.not_after),
-                 _status(r, r.serial in revoked))
+            _row(
+                f'<a class="mono" href="/certificates/{r.serial}">{r.serial}</a>'
+                + (" (this one)" if r.serial == record.serial else ""),
+                escape(r.kind),
+                escape(r.created),
+                escape(r.not_after),
+                _status(r, r.serial in revoked),
+            )
             for r in chain
-        ]  # fmt: skip
+        ]
         body = f'<dl class="detail">{details}</dl>'
         body += "<h2>Renewals of this device</h2>"
         body += _table(("serial", "kind", "issued", "not after", "status"), chain_rows, empty="")
@@ -438,9 +474,12 @@ class Console:
             raise web.HTTPBadRequest(text=f"reason: one of {', '.join(REASONS)}\n")
         try:
             record = await asyncio.to_thread(
-                self.store.revoke, serial, reason=x509.ReasonFlags(reason),
-                invalidity_date=None, revoked_by=f"console:{session.user}",
-            )  # fmt: skip
+                self.store.revoke,
+                serial,
+                reason=x509.ReasonFlags(reason),
+                invalidity_date=None,
+                revoked_by=f"console:{session.user}",
+            )
         except UnknownCertificate as exc:
             raise web.HTTPNotFound(text=f"{exc}\n") from None
         except (AlreadyRevoked, StoreError) as exc:
@@ -472,10 +511,12 @@ class Console:
         operations = sorted(set(figures.issued_day) | set(figures.issued_hour))
         body += "<h2>Certificates issued, by operation (the store)</h2>" + _table(
             ("operation", "last hour", "last day"),
-            [_row(escape(op), str(figures.issued_hour[op]), str(figures.issued_day[op]))
-             for op in operations],
+            [
+                _row(escape(op), str(figures.issued_hour[op]), str(figures.issued_day[op]))
+                for op in operations
+            ],
             empty="None in the last day.",
-        )  # fmt: skip
+        )
         body += "<h2>Requests answered and failed, by front and operation (this process)</h2>"
         if figures.requests_day is None or figures.requests_hour is None:
             body += '<p class="empty">Not counted: this console runs without the fronts.</p>'
@@ -487,10 +528,19 @@ class Console:
                 cells = [str(c[o]) for c in (last_hour, counts) for o in OUTCOMES]
                 rows.append(_row(escape(key[0]), escape(key[1]), *cells))
             body += _table(
-                ("front", "operation", "hour: done", "hour: wait", "hour: failed",
-                 "day: done", "day: wait", "day: failed"),
-                rows, empty="No request since serve started (or in the last day).",
-            )  # fmt: skip
+                (
+                    "front",
+                    "operation",
+                    "hour: done",
+                    "hour: wait",
+                    "hour: failed",
+                    "day: done",
+                    "day: wait",
+                    "day: failed",
+                ),
+                rows,
+                empty="No request since serve started (or in the last day).",
+            )
             body += (
                 '<p class="note">Done: 2.xx / 2xx. Wait: asked to come back (pending or try '
                 "later: CoAP 5.03, HTTP 202/503). Failed: any other 4.xx/5.xx (CoAP) or "
@@ -498,11 +548,17 @@ class Console:
             )
         body += "<h2>Certificates expiring in the next 30 days (not revoked)</h2>" + _table(
             ("serial", "subject", "not after", "requester"),
-            [_row(f'<a class="mono" href="/certificates/{r.serial}">{r.serial}</a>',
-                  _name(r.subject), escape(r.not_after), _name(r.requester))
-             for r in figures.expiring],
+            [
+                _row(
+                    f'<a class="mono" href="/certificates/{r.serial}">{r.serial}</a>',
+                    _name(r.subject),
+                    escape(r.not_after),
+                    _name(r.requester),
+                )
+                for r in figures.expiring
+            ],
             empty="None.",
-        )  # fmt: skip
+        )
         return self._page(request, "Fleet", body)
 
     # ---- layout --------------------------------------------------------------------
@@ -520,9 +576,13 @@ class Console:
             error = flash.startswith("!")
             message = _flash(flash[1:] if error else flash, error=error)
         html = self._layout.substitute(
-            title=escape(title), nav=nav, user=escape(session.user), csrf=escape(session.csrf),
-            flash=message, body=body,
-        )  # fmt: skip
+            title=escape(title),
+            nav=nav,
+            user=escape(session.user),
+            csrf=escape(session.csrf),
+            flash=message,
+            body=body,
+        )
         return web.Response(text=html, content_type="text/html")
 
 
@@ -597,9 +657,10 @@ def _csr_summary(der: bytes) -> tuple[str, str]:
         ext = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         sans = ", ".join(
             f"{type(n).__name__.removesuffix('Name')}:{n.value}"
-            if not isinstance(n, x509.OtherName) else f"otherName:{n.type_id.dotted_string}"
+            if not isinstance(n, x509.OtherName)
+            else f"otherName:{n.type_id.dotted_string}"
             for n in ext
-        )  # fmt: skip
+        )
     except (x509.ExtensionNotFound, ValueError):
         sans = ""
     return sans or "-", _key_type(csr.public_key())

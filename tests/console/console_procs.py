@@ -27,8 +27,11 @@ _READY = r"(serving the console on [\s\S]*serving EST(?:-coaps| over HTTPS) on \
 def add_console_user(ca_dir: Path, name: str = CONSOLE_USER, password: str = CONSOLE_PASSWORD):
     done = subprocess.run(
         [*ESTCOAP, "console", "user", "add", str(ca_dir), name],
-        input=f"{password}\n", capture_output=True, text=True, timeout=30,
-    )  # fmt: skip
+        input=f"{password}\n",
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert done.returncode == 0, done.stderr
     return done
 
@@ -44,9 +47,15 @@ class Serve:
 @contextlib.contextmanager
 def serve_with_console(pki: Pki, *extra: object) -> Iterator[Serve]:
     args: list[object] = [
-        "serve", "--ca", pki.ca_dir, "--console", "127.0.0.1:0",
-        "--trust-clients", pki.maker_pem, *extra,
-    ]  # fmt: skip
+        "serve",
+        "--ca",
+        pki.ca_dir,
+        "--console",
+        "127.0.0.1:0",
+        "--trust-clients",
+        pki.maker_pem,
+        *extra,
+    ]
     with serving(args, _READY, timeout=60) as server:
         text = server.url
         console = re.search(r"serving the console on (\S+)", text)
@@ -54,9 +63,11 @@ def serve_with_console(pki: Pki, *extra: object) -> Iterator[Serve]:
         https = re.search(r"serving EST over HTTPS on (\S+)", text)
         assert console, text
         yield Serve(
-            server.process, console.group(1), coaps.group(1) if coaps else None,
+            server.process,
+            console.group(1),
+            coaps.group(1) if coaps else None,
             https.group(1) if https else None,
-        )  # fmt: skip
+        )
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -78,8 +89,9 @@ class Web:
         self.base = base.rstrip("/")
         self.jar = http.cookiejar.CookieJar()
         handlers: list[urllib.request.BaseHandler] = [
-            urllib.request.HTTPCookieProcessor(self.jar), _NoRedirect(),
-        ]  # fmt: skip
+            urllib.request.HTTPCookieProcessor(self.jar),
+            _NoRedirect(),
+        ]
         if cafile is not None:
             ctx = ssl.create_default_context(cafile=str(cafile))
             handlers.append(urllib.request.HTTPSHandler(context=ctx))

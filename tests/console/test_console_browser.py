@@ -46,8 +46,13 @@ WAIT = 90  # seconds: a busy 2-core machine starts Chromium slowly
 def browser_fixture():  # type: ignore[no-untyped-def]
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                 "--window-size=1280,900"):  # fmt: skip
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--disable-gpu",
+        "--window-size=1280,900",
+    ):
         options.add_argument(flag)
     # The server certificate is the test CA's, which this throwaway profile does not trust.
     options.accept_insecure_certs = True
@@ -102,8 +107,9 @@ def test_approve_a_device_then_revoke_it(browser, tmp_path: Path) -> None:  # ty
             browser.find_element(By.ID, "user").send_keys(CONSOLE_USER)
             browser.find_element(By.ID, "password").send_keys(CONSOLE_PASSWORD)
             browser.find_element(By.ID, "sign-in").click()
-            wait.until(ec_wait.text_to_be_present_in_element((By.TAG_NAME, "h1"),
-                                                             "Pending requests"))  # fmt: skip
+            wait.until(
+                ec_wait.text_to_be_present_in_element((By.TAG_NAME, "h1"), "Pending requests")
+            )
 
             # The device's request shows up; reload until it does (it polls meanwhile).
             def approve_button(driver):  # type: ignore[no-untyped-def]
@@ -119,8 +125,9 @@ def test_approve_a_device_then_revoke_it(browser, tmp_path: Path) -> None:  # ty
             browser.save_screenshot(str(shots / "pending.png"))
             shutil.copyfile(shots / "pending.png", ROOT / "docs" / "console.png")
             button.click()
-            wait.until(ec_wait.text_to_be_present_in_element((By.CSS_SELECTOR, ".flash"),
-                                                             "approved"))  # fmt: skip
+            wait.until(
+                ec_wait.text_to_be_present_in_element((By.CSS_SELECTOR, ".flash"), "approved")
+            )
 
             device.join(WAIT * 2)
             assert not device.is_alive() and "error" not in result, result
@@ -139,8 +146,9 @@ def test_approve_a_device_then_revoke_it(browser, tmp_path: Path) -> None:  # ty
             browser.save_screenshot(str(shots / "certificate.png"))
             Select(browser.find_element(By.ID, "reason")).select_by_value("keyCompromise")
             browser.find_element(By.ID, "revoke").click()
-            wait.until(ec_wait.text_to_be_present_in_element((By.CSS_SELECTOR, ".flash"),
-                                                             "revoked"))  # fmt: skip
+            wait.until(
+                ec_wait.text_to_be_present_in_element((By.CSS_SELECTOR, ".flash"), "revoked")
+            )
             assert browser.find_elements(By.ID, "revoke") == []  # nothing left to revoke
             browser.save_screenshot(str(shots / "revoked.png"))
 
@@ -158,8 +166,9 @@ def test_approve_a_device_then_revoke_it(browser, tmp_path: Path) -> None:  # ty
 
         # The device's re-enrollment with the revoked certificate is refused.
         async def reenroll() -> EstClientError:
-            async with EstClient(serve.coaps, trust=pki.ca_pem, cert=result["chain"],
-                                 key=key) as est:  # fmt: skip
+            async with EstClient(
+                serve.coaps, trust=pki.ca_pem, cert=result["chain"], key=key
+            ) as est:
                 with pytest.raises(EstClientError) as refused:
                     await est.reenroll()
             return refused.value

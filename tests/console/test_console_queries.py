@@ -22,11 +22,15 @@ def _cert(serial: int, cn: str, days: int) -> x509.Certificate:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
     return (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name)
-        .public_key(key.public_key()).serial_number(serial)
-        .not_valid_before(NOW - dt.timedelta(days=1)).not_valid_after(NOW + dt.timedelta(days=days))
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(serial)
+        .not_valid_before(NOW - dt.timedelta(days=1))
+        .not_valid_after(NOW + dt.timedelta(days=days))
         .sign(key, hashes.SHA256())
-    )  # fmt: skip
+    )
 
 
 def test_search_since_and_expiring(tmp_path: Path) -> None:
@@ -43,8 +47,12 @@ def test_search_since_and_expiring(tmp_path: Path) -> None:
         assert store.issued_since(NOW + dt.timedelta(minutes=5)) == []
         soon = store.expiring_between(NOW, NOW + dt.timedelta(days=30))
         assert [r.serial for r in soon] == ["abc1", "abc2"]  # soonest first; pump-7 is later
-        store.revoke("abc1", reason=x509.ReasonFlags.superseded, invalidity_date=None,
-                     revoked_by="console:alice")  # fmt: skip
+        store.revoke(
+            "abc1",
+            reason=x509.ReasonFlags.superseded,
+            invalidity_date=None,
+            revoked_by="console:alice",
+        )
         assert [r.serial for r in store.expiring_between(NOW, NOW + dt.timedelta(days=30))] == [
             "abc2"
         ]
@@ -62,8 +70,11 @@ def test_tally_outcomes_and_window() -> None:
     assert dict(counts[("https", "cacerts")]) == {"done": 1}
     clock[0] += 2 * 3600
     assert tally.since(3600) == {}
-    assert dict(tally.since(24 * 3600)[("coaps", "simpleenroll")]) == {"wait": 2, "done": 1,
-                                                                       "failed": 2}  # fmt: skip
+    assert dict(tally.since(24 * 3600)[("coaps", "simpleenroll")]) == {
+        "wait": 2,
+        "done": 1,
+        "failed": 2,
+    }
     clock[0] += 24 * 3600
     tally.front("coaps").request_done("simplereenroll", "2.04", 0.01)  # prunes the old minutes
     assert list(tally.since(48 * 3600)) == [("coaps", "simplereenroll")]

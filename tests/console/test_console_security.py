@@ -43,8 +43,13 @@ def _pending_request(https_url: str, pki: Pki, subject: str) -> int:
     """An EST user's enrollment left waiting for a decision; its request id."""
 
     async def enroll() -> None:
-        async with EstClient(https_url, trust=pki.ca_pem, user=EST_USER, password=EST_PASSWORD,
-                             max_pending_attempts=0) as est:  # fmt: skip
+        async with EstClient(
+            https_url,
+            trust=pki.ca_pem,
+            user=EST_USER,
+            password=EST_PASSWORD,
+            max_pending_attempts=0,
+        ) as est:
             with pytest.raises(EstPendingTimeout):
                 await est.enroll(key=ec.generate_private_key(ec.SECP256R1()), subject=subject)
 
@@ -80,13 +85,23 @@ def test_nothing_without_a_session(pki: Pki) -> None:
             web = Web(serve.console, pki.ca_pem)
             if cookie:
                 web.jar.set_cookie(_cookie("__Host-estcoap-console", cookie))
-            for path in ("/", "/pending", "/certificates", "/certificates?q=waiting",
-                         f"/certificates/{serial}", "/fleet"):  # fmt: skip
+            for path in (
+                "/",
+                "/pending",
+                "/certificates",
+                "/certificates?q=waiting",
+                f"/certificates/{serial}",
+                "/fleet",
+            ):
                 reply = web.get(path)
                 assert reply.status == 303 and reply.headers["Location"] == "/login", path
                 assert "waiting" not in reply.body
-            for path in (f"/pending/{request_id}/approve", f"/pending/{request_id}/deny",
-                         f"/certificates/{serial}/revoke", "/logout"):  # fmt: skip
+            for path in (
+                f"/pending/{request_id}/approve",
+                f"/pending/{request_id}/deny",
+                f"/certificates/{serial}/revoke",
+                "/logout",
+            ):
                 reply = web.post(path, {"csrf": "x", "reason": "keyCompromise"})
                 assert reply.status == 403, path
         assert _state(pki, request_id) == "pending"
@@ -130,8 +145,9 @@ def test_console_and_est_credentials_open_only_their_own_door(pki: Pki) -> None:
     with _serve_https(pki) as serve:
 
         async def est_as_console_user() -> EstClientError:
-            async with EstClient(serve.https, trust=pki.ca_pem, user=CONSOLE_USER,
-                                 password=CONSOLE_PASSWORD) as est:  # fmt: skip
+            async with EstClient(
+                serve.https, trust=pki.ca_pem, user=CONSOLE_USER, password=CONSOLE_PASSWORD
+            ) as est:
                 with pytest.raises(EstClientError) as refused:
                     await est.enroll(key=ec.generate_private_key(ec.SECP256R1()), subject="CN=x")
             return refused.value
@@ -156,8 +172,14 @@ async def test_sessions_expire_when_idle_and_after_the_absolute_limit(pki: Pki) 
     now = [1000.0]
     sessions = Sessions(idle=60, absolute=300, clock=lambda: now[0])
     with Store.open(CaPaths.of(pki.ca_dir).store, create=False) as store:
-        server = await start_console(store, "127.0.0.1", 0, users_file=users_path(pki.ca_dir),
-                                     plain_http=True, sessions=sessions)  # fmt: skip
+        server = await start_console(
+            store,
+            "127.0.0.1",
+            0,
+            users_file=users_path(pki.ca_dir),
+            plain_http=True,
+            sessions=sessions,
+        )
         try:
             web = Web(server.url, None)
             assert (await asyncio.to_thread(web.sign_in)).status == 303
@@ -178,8 +200,9 @@ async def test_sessions_expire_when_idle_and_after_the_absolute_limit(pki: Pki) 
 async def test_failed_sign_ins_are_throttled(pki: Pki) -> None:
     limits = AuthLimits(source_burst=3, source_per_second=1 / 600, user_burst=50)
     with Store.open(CaPaths.of(pki.ca_dir).store, create=False) as store:
-        server = await start_console(store, "127.0.0.1", 0, users_file=users_path(pki.ca_dir),
-                                     plain_http=True, limits=limits)  # fmt: skip
+        server = await start_console(
+            store, "127.0.0.1", 0, users_file=users_path(pki.ca_dir), plain_http=True, limits=limits
+        )
         try:
             web = Web(server.url, None)
             for _ in range(3):
@@ -196,10 +219,21 @@ async def test_plain_http_only_on_loopback(pki: Pki, tmp_path: Path) -> None:
         with pytest.raises(PlainHttpRefused):
             await start_console(store, "0.0.0.0", 0, users_file=tmp_path / "u", plain_http=True)
     done = subprocess.run(
-        [*ESTCOAP, "serve", "--ca", pki.ca_dir, "--https", "127.0.0.1:0",
-         "--console", "0.0.0.0:0", "--console-plain-http"],
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        [
+            *ESTCOAP,
+            "serve",
+            "--ca",
+            pki.ca_dir,
+            "--https",
+            "127.0.0.1:0",
+            "--console",
+            "0.0.0.0:0",
+            "--console-plain-http",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 2, done.stdout + done.stderr
     (line,) = done.stderr.strip().splitlines()
     assert "loopback" in line and "Traceback" not in done.stderr
@@ -212,11 +246,17 @@ def test_console_users_file(pki: Pki) -> None:
     run = [*ESTCOAP, "console", "user"]
     listed = subprocess.run([*run, "list", pki.ca_dir], capture_output=True, text=True, timeout=30)
     assert CONSOLE_USER in listed.stdout.split()
-    short = subprocess.run([*run, "add", pki.ca_dir, "bob"], input="short\n",
-                           capture_output=True, text=True, timeout=30)  # fmt: skip
+    short = subprocess.run(
+        [*run, "add", pki.ca_dir, "bob"],
+        input="short\n",
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert short.returncode == 1 and "too short" in short.stderr
-    gone = subprocess.run([*run, "remove", pki.ca_dir, "nobody"], capture_output=True,
-                          text=True, timeout=30)  # fmt: skip
+    gone = subprocess.run(
+        [*run, "remove", pki.ca_dir, "nobody"], capture_output=True, text=True, timeout=30
+    )
     assert gone.returncode == 1 and "no console user" in gone.stderr
     os.chmod(path, 0o644)
     exposed = subprocess.run([*run, "list", pki.ca_dir], capture_output=True, text=True, timeout=30)
@@ -227,6 +267,20 @@ def _cookie(name: str, value: str):  # type: ignore[no-untyped-def]
     import http.cookiejar
 
     return http.cookiejar.Cookie(
-        0, name, value, None, False, "127.0.0.1", False, False, "/", True, True, None, False,
-        None, None, {},
-    )  # fmt: skip
+        0,
+        name,
+        value,
+        None,
+        False,
+        "127.0.0.1",
+        False,
+        False,
+        "/",
+        True,
+        True,
+        None,
+        False,
+        None,
+        None,
+        {},
+    )
