@@ -86,6 +86,17 @@ def _device_enrolls(pki: Pki, url: str, key: ec.EllipticCurvePrivateKey, result:
         result["error"] = exc
 
 
+def _hold_session(pki: Pki, url: str, held: threading.Event, release: threading.Event) -> None:
+    async def hold() -> None:
+        async with EstClient(url, trust=pki.ca_pem, cert=pki.device_cert,
+                             key=pki.device_key) as est:  # fmt: skip
+            await est.cacerts()
+            held.set()
+            await asyncio.to_thread(release.wait, WAIT)
+
+    asyncio.run(hold())
+
+
 def test_approve_a_device_then_revoke_it(browser, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     pki = make_pki(tmp_path / "pki")
     add_console_user(pki.ca_dir)
@@ -152,8 +163,23 @@ def test_approve_a_device_then_revoke_it(browser, tmp_path: Path) -> None:  # ty
             assert browser.find_elements(By.ID, "revoke") == []  # nothing left to revoke
             browser.save_screenshot(str(shots / "revoked.png"))
 
-            browser.get(serve.console + "fleet")
-            wait.until(ec_wait.presence_of_element_located((By.CSS_SELECTOR, "svg.chart")))
+            # A device holding a DTLS session while the operator looks at the fleet.
+            held, release = threading.Event(), threading.Event()
+            holder = threading.Thread(target=_hold_session, args=(pki, serve.coaps, held, release))
+            holder.start()
+            try:
+                assert held.wait(WAIT), "no DTLS session"
+                browser.get(serve.console + "fleet")
+                wait.until(ec_wait.presence_of_element_located((By.CSS_SELECTOR, "svg.chart")))
+                cards = {
+                    c.text.split("\n")[1]: c.text.split("\n")[0]
+                    for c in browser.find_elements(By.CSS_SELECTOR, ".card")
+                }
+            finally:
+                release.set()
+                holder.join(WAIT)
+            assert int(cards["live DTLS sessions"]) >= 1, cards
+            assert cards["pending requests"] == "0", cards
             rows = [r.text for r in browser.find_elements(By.CSS_SELECTOR, "tbody tr")]
             # The device's polls: answered "wait" at least once, then done; none failed.
             (polls,) = [r.split() for r in rows if r.startswith("coaps simpleenroll")]

@@ -3,6 +3,7 @@ and its chart, on a real SQLite store."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from pathlib import Path
 
@@ -12,8 +13,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from estcoap.ca import Store
+from estcoap.console import start_console
 from estcoap.console.fleet import bar_chart
 from estcoap.console.tally import RequestTally
+from tests.console.console_procs import Web, add_console_user
 
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
 
@@ -85,3 +88,29 @@ def test_chart_is_svg_with_one_bar_per_hour() -> None:
     assert svg.startswith("<svg") and svg.endswith("</svg>")
     assert svg.count('<rect class="bar"') == 24
     assert "issued &lt;per&gt; hour" in svg and "<script" not in svg
+
+
+async def test_a_certificate_page_shows_the_devices_renewals_in_order(tmp_path: Path) -> None:
+    (tmp_path / "ca").mkdir()
+    add_console_user(tmp_path / "ca")
+    with Store.open(tmp_path / "ca" / "est.sqlite3") as store:
+        store.record_issued(_cert(0x10, "other", 90), requester="user:x", operation="enroll")
+        previous = None
+        for serial in (0xA1, 0xA2, 0xA3):
+            store.record_issued(
+                _cert(serial, "dev", 90), requester="cert:CN=dev", renewed_from=previous,
+                operation="enroll" if previous is None else "reenroll",
+                kind="new" if previous is None else "renew",
+            )  # fmt: skip
+            previous = format(serial, "x")
+        server = await start_console(store, "127.0.0.1", 0, plain_http=True,
+                                     users_file=tmp_path / "ca" / "console-users")  # fmt: skip
+        try:
+            web = Web(server.url, None)
+            await asyncio.to_thread(web.sign_in)
+            page = (await asyncio.to_thread(web.get, "/certificates/a2")).body
+        finally:
+            await server.close()
+    chain = page.split("Renewals of this device")[1]
+    assert chain.index(">a1<") < chain.index(">a2<") < chain.index(">a3<")
+    assert ">10<" not in chain and "(this one)" in chain
