@@ -124,8 +124,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=positive_seconds,
         default=2.0,
         metavar="S",
-        help="CoAP's first retransmission timeout (ACK_TIMEOUT, RFC 7252 s4.8), doubled on "
-        "each retry; default 2, the RFC's value",
+        help="CoAP's first retransmission timeout (ACK_TIMEOUT, RFC 7252 s4.8, whose value "
+        "is the default), doubled on each retry",
     )
     sim.add_argument(
         "--retries",
