@@ -2,7 +2,8 @@
 
 Enrollments are the store's issued rows by their recording time (every process sharing
 the store counts). Requests and failures are this process's answers by front
-(tally.RequestTally); without a tally (a console started on its own) they are left out.
+(tally.RequestTally, read on the event loop that counts into it and handed in); without
+a tally (a console started on its own) they are left out. The store is read in a thread.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from dataclasses import dataclass
 from html import escape
 
 from ..ca.store import IssuedRecord, Store
-from .tally import RequestTally
 
 HOUR = 3600
 DAY = 24 * HOUR
@@ -33,9 +33,10 @@ class Fleet:
     dtls_sessions: int | None  # None: no CoAPs front in this process
 
 
-def gather(
+def read_store(
     store: Store,
-    tally: RequestTally | None,
+    requests_hour: dict[tuple[str, str], Counter[str]] | None,
+    requests_day: dict[tuple[str, str], Counter[str]] | None,
     dtls_sessions: int | None,
     now: dt.datetime | None = None,
 ) -> Fleet:
@@ -53,8 +54,8 @@ def gather(
         issued_hour=hour,
         issued_day=Counter(r.operation for r in day),
         per_hour=per_hour,
-        requests_hour=tally.since(HOUR) if tally else None,
-        requests_day=tally.since(DAY) if tally else None,
+        requests_hour=requests_hour,
+        requests_day=requests_day,
         expiring=store.expiring_between(now, now + EXPIRY_WINDOW),
         pending=store.pending_counts().get("pending", 0),
         dtls_sessions=dtls_sessions,
