@@ -453,8 +453,10 @@ class Store(PskTable):
                     request_id=pending_id,
                     subject=row[1],
                     requested_by=requester,
-                    decided_by=requester if word == "init"
-                    else audit.approver_of(cur, pending_id) if pending_id is not None
+                    decided_by=requester
+                    if word == "init"
+                    else audit.approver_of(cur, pending_id)
+                    if pending_id is not None
                     else audit.AUTO,
                     detail=f"{word} {kind}",
                 )
@@ -608,9 +610,14 @@ class Store(PskTable):
                 "SELECT subject FROM issued WHERE serial = ?", (key,)
             ).fetchone()
             audit.write(
-                cur, "revoked", serial=key, subject=subject, requested_by=revoked_by,
-                decided_by=revoked_by, detail=reason.value,
-            )  # fmt: skip
+                cur,
+                "revoked",
+                serial=key,
+                subject=subject,
+                requested_by=revoked_by,
+                decided_by=revoked_by,
+                detail=reason.value,
+            )
         return _revocation(values)
 
     def revocation_of(self, serial: str | int) -> RevocationRecord | None:
@@ -770,9 +777,14 @@ class Store(PskTable):
                 (state, _now(), request_id),
             )
             audit.write(
-                cur, state, request_id=request_id, subject=row[1], requested_by=row[2],
-                decided_by=decided_by, detail=row[3],
-            )  # fmt: skip
+                cur,
+                state,
+                request_id=request_id,
+                subject=row[1],
+                requested_by=row[2],
+                decided_by=decided_by,
+                detail=row[3],
+            )
         return self.pending_get(request_id)
 
     # ---- audit trail and operations -------------------------------------------

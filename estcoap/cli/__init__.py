@@ -188,9 +188,11 @@ def show_defaults(parser: argparse.ArgumentParser) -> None:
     for each in all_parsers(parser):
         for action in each._actions:
             if shows_default(action) and "%(default)" not in (action.help or ""):
-                action.help = f"{action.help} (default: %(default)s)" if action.help else (
-                    "default: %(default)s"
-                )  # fmt: skip
+                action.help = (
+                    f"{action.help} (default: %(default)s)"
+                    if action.help
+                    else ("default: %(default)s")
+                )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -207,28 +209,34 @@ def build_parser() -> argparse.ArgumentParser:
         importlib.import_module(name).register(sub)
     for name in SERVER_COMMANDS:
         sub.choices[name].add_argument(
-            "--log-level", choices=LOG_LEVELS, default="warning",
+            "--log-level",
+            choices=LOG_LEVELS,
+            default="warning",
             help="warning: problems only; info: also one line per request "
             "and certificate issued; debug: with tracebacks. Repeats are collapsed",
-        )  # fmt: skip
+        )
         sub.choices[name].add_argument(
-            "--log-format", choices=logsafe.LOG_FORMATS, default="text",
-            help="text: one line per event; json: one JSON object per line "
-            "(docs/operations.md)",
-        )  # fmt: skip
+            "--log-format",
+            choices=logsafe.LOG_FORMATS,
+            default="text",
+            help="text: one line per event; json: one JSON object per line (docs/operations.md)",
+        )
     for name in SERVER_COMMANDS:
         sub.choices[name].add_argument(
-            "--drain-timeout", type=non_negative_seconds, default=DEFAULT_DRAIN_TIMEOUT,
+            "--drain-timeout",
+            type=non_negative_seconds,
+            default=DEFAULT_DRAIN_TIMEOUT,
             metavar="SECONDS",
             help="on SIGTERM/SIGINT: how long requests in flight may take to finish "
             "(nothing new is accepted meanwhile); then every session is closed",
-        )  # fmt: skip
+        )
     for name in CONFIG_COMMANDS:
         sub.choices[name].add_argument(
-            "--config", metavar="FILE",
+            "--config",
+            metavar="FILE",
             help=f"read options from this TOML file (keys: 'estcoap config example {name}'); "
             "options on the command line override it",
-        )  # fmt: skip
+        )
     show_defaults(parser)
     return parser
 

@@ -91,8 +91,9 @@ def _device_enrolls(pki: Pki, url: str, key: ec.EllipticCurvePrivateKey, result:
 
 def _hold_session(pki: Pki, url: str, held: threading.Event, release: threading.Event) -> None:
     async def hold() -> None:
-        async with EstClient(url, trust=pki.ca_pem, cert=pki.device_cert,
-                             key=pki.device_key) as est:  # fmt: skip
+        async with EstClient(
+            url, trust=pki.ca_pem, cert=pki.device_cert, key=pki.device_key
+        ) as est:
             await est.cacerts()
             held.set()
             await asyncio.to_thread(release.wait, WAIT)

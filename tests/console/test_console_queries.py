@@ -98,13 +98,16 @@ async def test_a_certificate_page_shows_the_devices_renewals_in_order(tmp_path: 
         previous = None
         for serial in (0xA1, 0xA2, 0xA3):
             store.record_issued(
-                _cert(serial, "dev", 90), requester="cert:CN=dev", renewed_from=previous,
+                _cert(serial, "dev", 90),
+                requester="cert:CN=dev",
+                renewed_from=previous,
                 operation="enroll" if previous is None else "reenroll",
                 kind="new" if previous is None else "renew",
-            )  # fmt: skip
+            )
             previous = format(serial, "x")
-        server = await start_console(store, "127.0.0.1", 0, plain_http=True,
-                                     users_file=tmp_path / "ca" / "console-users")  # fmt: skip
+        server = await start_console(
+            store, "127.0.0.1", 0, plain_http=True, users_file=tmp_path / "ca" / "console-users"
+        )
         try:
             web = Web(server.url, None)
             await asyncio.to_thread(web.sign_in)

@@ -288,16 +288,20 @@ def _cookie(name: str, value: str):  # type: ignore[no-untyped-def]
 
 async def test_a_removed_user_is_signed_out_at_the_next_click(pki: Pki) -> None:
     with Store.open(CaPaths.of(pki.ca_dir).store, create=False) as store:
-        server = await start_console(store, "127.0.0.1", 0, users_file=users_path(pki.ca_dir),
-                                     plain_http=True)  # fmt: skip
+        server = await start_console(
+            store, "127.0.0.1", 0, users_file=users_path(pki.ca_dir), plain_http=True
+        )
         try:
             web = Web(server.url, None)
             assert (await asyncio.to_thread(web.sign_in)).status == 303
             assert (await asyncio.to_thread(web.get, "/fleet")).status == 200
             removed = await asyncio.to_thread(
-                subprocess.run, [*ESTCOAP, "console", "user", "remove", pki.ca_dir, CONSOLE_USER],
-                capture_output=True, text=True, timeout=30,
-            )  # fmt: skip
+                subprocess.run,
+                [*ESTCOAP, "console", "user", "remove", pki.ca_dir, CONSOLE_USER],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
             assert removed.returncode == 0, removed.stderr
             reply = await asyncio.to_thread(web.get, "/fleet")
             assert reply.status == 303 and reply.headers["Location"] == "/login"
