@@ -16,6 +16,7 @@ from typing import Any
 from cryptography import x509
 
 from .. import runtime as reload_items
+from .. import workers
 from ..ca.pkcs11uri import is_pkcs11_uri
 from ..client import load_certificates, load_private_key
 from ..client.api import CredentialError, check_key_matches
@@ -24,7 +25,7 @@ from ..runtime import Runtime
 from ..runtime import front_for as runtime_front
 from ..serving import settle_heap
 from . import CliError, UsageError, http_users, ops, positive_int, positive_seconds
-from .serve_cmd import listen_error, parse_host_port
+from .serve_cmd import claim_ports, listen_error, parse_host_port, worker_metrics
 
 # The upstream's credentials, kept out of the command line (which every local user can read).
 UPSTREAM_USER_ENV = "ESTCOAP_UPSTREAM_USER"
@@ -106,6 +107,7 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         help="keep-alive connections to the upstream at most",
     )
     ops.add_options(parser)
+    workers.add_options(parser)
     parser.add_argument(
         "--event-loop",
         choices=("auto", "asyncio", "uvloop"),
@@ -386,6 +388,7 @@ async def _serve(start: Any, args: argparse.Namespace) -> None:
         runtime.after_fronts(running.psk_server.close)
     runtime.after_fronts(running.upstream.transport.close)  # answers in flight need it
     _reloadable(runtime, args, running.upstream)
+    workers.ready()
     settle_heap()
     try:
         await runtime.wait()
@@ -423,6 +426,10 @@ def _reloadable(runtime: Runtime, args: argparse.Namespace, upstream: Any) -> No
 def _gateway(args: argparse.Namespace) -> int:
     if (args.coaps_psk is None) != (args.psk_file is None):
         raise UsageError("--coaps-psk and --psk-file go together")
+    if args.coaps_psk is not None and args.workers > 1:
+        # Each process learns the keys another spent only when --psk-file changes: a
+        # one-time key must not be usable once more on another worker.
+        raise UsageError("--coaps-psk takes one process: its spent keys are not shared yet")
     return _run(_start_gateway, args)
 
 
@@ -431,8 +438,21 @@ def _proxy(args: argparse.Namespace) -> int:
 
 
 def _run(start: Any, args: argparse.Namespace) -> int:
+    if args.workers == 1:
+        return _run_one(start, args)
+    claim_ports(args, {"coaps": "udp", "coaps_psk": "udp", "https": "tcp"})
+    return workers.serve(
+        args.command,
+        args.workers,
+        lambda number: _run_one(start, args, number),
+        drain_timeout=args.drain_timeout,
+    )
+
+
+def _run_one(start: Any, args: argparse.Namespace, number: int = 0) -> int:
     from ..gateway.loop import run
 
+    worker_metrics(args, number)
     try:
         run(_serve(start, args), args.event_loop)
     except ValueError as exc:  # uvloop asked for but not installed

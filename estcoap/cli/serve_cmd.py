@@ -21,6 +21,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from .. import runtime as reload_items
+from .. import workers
 from ..ca import LocalCA
 from ..ca.local import (
     KEY_RETENTION_SECONDS,
@@ -74,6 +75,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_revocation_options(serve)
     _add_console_options(serve)
     ops.add_options(serve)
+    workers.add_options(serve)
     http_users.add_options(serve, user_help="an HTTP Basic/Digest user")
     serve.add_argument(
         "--trust-clients",
@@ -374,6 +376,7 @@ async def run(args: argparse.Namespace) -> None:
         for started in await ops.listen(args):
             runtime.after_fronts(started.close)
         _reloadable(runtime, args, service)
+        workers.ready()
         settle_heap()
         housekeeping = asyncio.create_task(_housekeeping(service))
         await runtime.wait()
@@ -436,8 +439,62 @@ async def _housekeeping(service: LocalCA, period: float = HOUSEKEEPING_SECONDS) 
 
 
 def _serve(args: argparse.Namespace) -> int:
+    try:
+        secret = workers.cookie_secret(args.ca)
+    except (OSError, ValueError) as exc:
+        raise CliError(str(exc)) from None
+    if args.workers == 1:
+        from ..dtls.cookie import share_secret
+
+        share_secret(secret)
+        asyncio.run(run(args))
+        return 0
+    claim_ports(args, {"https": "tcp", "coaps": "udp", "coaps_psk": "udp"})
+    return workers.serve(
+        "serve",
+        args.workers,
+        lambda number: _serve_worker(args, number),
+        drain_timeout=args.drain_timeout,
+        secret=secret,
+    )
+
+
+def _serve_worker(args: argparse.Namespace, number: int) -> int:
+    """Worker `number` of serve --workers: the listeners that exist once are worker 0's."""
+    if number > 0:
+        args.console, args.console_plain_http = None, False
+        args.crl_http = args.ocsp = None
+    worker_metrics(args, number)
     asyncio.run(run(args))
     return 0
+
+
+def worker_metrics(args: argparse.Namespace, number: int) -> None:
+    """--metrics HOST:PORT is PORT + number in worker number (port 0: each picks one)."""
+    if getattr(args, "metrics", None):
+        host, port = parse_host_port(args.metrics, "--metrics")
+        if port:
+            args.metrics = workers.with_port(args.metrics, port + number)
+
+
+def claim_ports(args: argparse.Namespace, options: dict[str, str]) -> None:
+    """Before the workers fork: each listen address of options (attribute -> "tcp"/"udp")
+    is checked and a port 0 replaced by a free port, so that every worker binds the same."""
+    import socket
+
+    for name, protocol in options.items():
+        values = getattr(args, name, None)
+        if not values:
+            continue
+        kind = socket.SOCK_STREAM if protocol == "tcp" else socket.SOCK_DGRAM
+        claimed = []
+        for value in [values] if isinstance(values, str) else values:
+            bind = parse_host_port(value, f"--{name.replace('_', '-')}")
+            try:
+                claimed.append(workers.with_port(value, workers.claim_port(*bind, kind)))
+            except OSError as exc:
+                raise listen_error([bind], protocol, exc) from None
+        setattr(args, name, claimed[0] if isinstance(values, str) else claimed)
 
 
 # ---- revocation: the CRL and OCSP over plain HTTP (docs/revocation.md) -----------------

@@ -1,8 +1,14 @@
 """Stateless cookies for the HelloVerifyRequest exchange (RFC 6347 s4.2.1).
 
-cookie = HMAC(secret, client address, client random): a server answers a ClientHello
+cookie = HMAC(period key, client address, client random): a server answers a ClientHello
 without a valid cookie from these values alone, so spoofed ClientHellos cost it nothing.
-The secret rotates; cookies made under the previous secret stay valid for one period.
+
+The key rotates: time is cut into periods of `rotate_after` seconds and each period's key
+is derived from one secret, so a cookie made in the previous period is still accepted and
+older ones are not. Deriving the period keys (instead of drawing a fresh random key each
+period) lets several processes with the same secret agree on them without talking: a
+worker, or another host behind a balancer, accepts a cookie another one made
+(estcoap.workers passes one secret to every worker through share_secret()).
 """
 
 from __future__ import annotations
@@ -11,34 +17,67 @@ import hashlib
 import hmac
 import os
 import time
+from collections.abc import Callable
 
 COOKIE_LEN = 16
+SECRET_LEN = 32
+
+# The secret of the CookieJars made in this process without one of their own: set by
+# share_secret() before the servers start (a worker process), else drawn at first use.
+_process_secret: bytes | None = None
+
+
+def share_secret(secret: bytes) -> None:
+    """Every CookieJar made from now on in this process derives its keys from secret."""
+    global _process_secret
+    if len(secret) < 16:
+        raise ValueError("a cookie secret needs at least 16 bytes")
+    _process_secret = bytes(secret)
+
+
+def process_secret() -> bytes:
+    global _process_secret
+    if _process_secret is None:
+        _process_secret = os.urandom(SECRET_LEN)
+    return _process_secret
 
 
 class CookieJar:
-    def __init__(self, rotate_after: float = 300.0) -> None:
+    def __init__(
+        self,
+        rotate_after: float = 300.0,
+        secret: bytes | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        # Wall-clock time, not monotonic: processes (and hosts) must cut the same periods.
         self._rotate_after = rotate_after
-        self._secrets = [os.urandom(32)]
-        self._rotated_at = time.monotonic()
+        self._secret = secret if secret is not None else process_secret()
+        self._clock = clock
+        self._keys: dict[int, bytes] = {}
 
-    def _maybe_rotate(self) -> None:
-        now = time.monotonic()
-        if now - self._rotated_at >= self._rotate_after:
-            self._secrets = [os.urandom(32), self._secrets[0]]
-            self._rotated_at = now
+    def _key(self, period: int) -> bytes:
+        key = self._keys.get(period)
+        if key is None:
+            if len(self._keys) > 4:  # only the current and previous periods are asked for
+                self._keys.clear()
+            key = hmac.new(self._secret, b"dtls cookie %d" % period, hashlib.sha256).digest()
+            self._keys[period] = key
+        return key
+
+    def _period(self) -> int:
+        return int(self._clock() // self._rotate_after)
 
     @staticmethod
-    def _compute(secret: bytes, peer: tuple, client_random: bytes) -> bytes:
+    def _compute(key: bytes, peer: tuple, client_random: bytes) -> bytes:
         message = f"{peer[0]}|{peer[1]}|".encode() + client_random
-        return hmac.new(secret, message, hashlib.sha256).digest()[:COOKIE_LEN]
+        return hmac.new(key, message, hashlib.sha256).digest()[:COOKIE_LEN]
 
     def make(self, peer: tuple, client_random: bytes) -> bytes:
-        self._maybe_rotate()
-        return self._compute(self._secrets[0], peer, client_random)
+        return self._compute(self._key(self._period()), peer, client_random)
 
     def verify(self, peer: tuple, client_random: bytes, cookie: bytes) -> bool:
-        self._maybe_rotate()
+        now = self._period()
         return any(
-            hmac.compare_digest(cookie, self._compute(secret, peer, client_random))
-            for secret in self._secrets
+            hmac.compare_digest(cookie, self._compute(self._key(period), peer, client_random))
+            for period in (now, now - 1)
         )

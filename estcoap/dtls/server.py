@@ -69,6 +69,12 @@ def _no_report(completed: bool, reason: str) -> None:
     return None
 
 
+# True in a worker process (estcoap.workers): each listening socket joins its port's
+# SO_REUSEPORT group, and Linux hands a peer's datagrams to one socket by the peer's address
+# and port, so an association's records all reach the worker that holds it.
+reuse_port = False
+
+
 class _Endpoint(asyncio.DatagramProtocol):
     """One listening UDP socket; hands datagrams to the transport."""
 
@@ -147,7 +153,10 @@ class DtlsServerTransport(interfaces.MessageInterface):
             for host, port in binds:
                 family = socket.AF_INET6 if ":" in host else socket.AF_INET
                 udp, endpoint = await loop.create_datagram_endpoint(
-                    lambda: _Endpoint(self), local_addr=(host, port), family=family
+                    lambda: _Endpoint(self),
+                    local_addr=(host, port),
+                    family=family,
+                    reuse_port=reuse_port or None,
                 )
                 endpoint.connection_made(udp)  # asyncio calls it later; we need it now
                 self._endpoints.append(endpoint)

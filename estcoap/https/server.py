@@ -187,6 +187,11 @@ class PeerFaultLogger(logging.LoggerAdapter):
             self.error(msg, *args, exc_info=exc_info, **kwargs)
 
 
+# True in a worker process (estcoap.workers): the listening socket joins its port's
+# SO_REUSEPORT group and the kernel spreads new connections over the workers.
+reuse_port = False
+
+
 class _LimitedSite(web.TCPSite):
     """A TCPSite that caps established connections and bounds the TLS handshake."""
 
@@ -215,6 +220,7 @@ class _LimitedSite(web.TCPSite):
             ssl=self._ssl_context,
             backlog=self._backlog,
             ssl_handshake_timeout=self._handshake_timeout,
+            reuse_port=reuse_port or None,
         )
         self._bound_port = self._server.sockets[0].getsockname()[1]
 

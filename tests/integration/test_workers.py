@@ -1,0 +1,325 @@
+"""`estcoap serve --workers 2` (estcoap.workers): two processes share the CoAPs and HTTPS
+ports; a DTLS session stays on the worker that made it; a worker killed with SIGKILL is
+started again while the other serves, and the devices it held retry and succeed; SIGTERM
+to the parent drains both and exits 0; SIGHUP reaches both."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from estcoap.ca.store import Store
+from estcoap.client.api import EstClient, EstClientError
+from estcoap.client.transport import TransportError
+from estcoap.idevid import DeviceMaker
+from tests.polling import wait_until
+
+pytestmark = pytest.mark.timeout(240)
+
+CLI = [sys.executable, "-m", "estcoap.cli"]
+DRAIN_TIMEOUT = 5
+# "worker 1 pid 4242: coaps 127.0.0.1:50000 CN=... enroll label=- 2.04 12.0 ms"
+REQUEST_LINE = re.compile(r"worker (\d+) pid (\d+): (coaps|https) (\S+) .* (\S+) label=")
+
+
+@dataclass
+class Served:
+    proc: subprocess.Popen[str]
+    urls: dict[str, str] = field(default_factory=dict)
+    pids: list[int] = field(default_factory=list)
+    stdout: list[str] = field(default_factory=list)
+    stderr: list[str] = field(default_factory=list)
+
+    def said(self, needle: str) -> bool:
+        return any(needle in line for line in self.stderr)
+
+    def requests(self) -> list[tuple[int, str, str, str]]:
+        """(pid, front, peer, operation) of each request line."""
+        found = []
+        for line in list(self.stderr):
+            match = REQUEST_LINE.search(line)
+            if match:
+                found.append((int(match[2]), match[3], match[4], match[5]))
+        return found
+
+
+@contextlib.contextmanager
+def serve_workers(ca: Path, *args: str | Path) -> Iterator[Served]:
+    proc = subprocess.Popen(
+        [
+            *CLI,
+            "serve",
+            "--ca",
+            str(ca),
+            "--workers",
+            "2",
+            "--https",
+            "127.0.0.1:0",
+            "--coaps",
+            "127.0.0.1:0",
+            "--metrics",
+            "127.0.0.1:0",  # the request log lines come with the metrics hook
+            "--log-level",
+            "info",
+            "--drain-timeout",
+            str(DRAIN_TIMEOUT),
+            *map(str, args),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    served = Served(proc)
+    readers = [
+        threading.Thread(
+            target=lambda: served.stderr.extend(iter(proc.stderr.readline, "")), daemon=True
+        ),  # type: ignore[union-attr]  # noqa: E501
+        threading.Thread(
+            target=lambda: served.stdout.extend(iter(proc.stdout.readline, "")), daemon=True
+        ),  # type: ignore[union-attr]  # noqa: E501
+    ]
+    for reader in readers:
+        reader.start()
+    try:
+        wait_until(
+            lambda: any("workers serving" in line for line in served.stdout) or proc.poll(),
+            90,
+            "serve: 2 workers serving",
+        )
+        line = next((x for x in served.stdout if "workers serving" in x), "")
+        assert line, "".join(served.stdout + served.stderr)
+        served.pids = [int(p) for p in re.findall(r"\d+", line.split("pids", 1)[1])]
+        for out in served.stdout:
+            if out.startswith("serving EST"):
+                url = out.rsplit(" ", 1)[1].strip()
+                served.urls[url.split(":", 1)[0]] = url
+        yield served
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)  # its workers are killed by the next lines
+        proc.wait(30)
+        for pid in served.pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        for reader in readers:
+            reader.join(5)
+
+
+def init_ca(tmp_path: Path) -> tuple[Path, DeviceMaker, Path]:
+    ca = tmp_path / "ca"
+    done = subprocess.run(
+        [*CLI, "ca", "init", str(ca), "--hostname", "127.0.0.1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    maker = DeviceMaker.create()
+    trust = tmp_path / "maker.pem"
+    trust.write_bytes(maker.certificate.public_bytes(serialization.Encoding.PEM))
+    return ca, maker, trust
+
+
+class Fleet:
+    """Devices that enroll with retries: a failed attempt (a lost worker) starts again with
+    a new client, so from a new source port, with the same key."""
+
+    def __init__(self, ca: Path, maker: DeviceMaker) -> None:
+        self.ca, self.maker = ca, maker
+        self.certs: dict[str, x509.Certificate] = {}
+        self.retries: dict[str, int] = defaultdict(int)
+        self.sessions_kept = 0
+
+    async def enroll(self, url: str, name: str, attempts: int = 6) -> None:
+        idevid, id_key = self.maker.issue_idevid(name)
+        key = ec.generate_private_key(ec.SECP256R1())
+        for _ in range(attempts):
+            try:
+                async with EstClient(
+                    url, trust=self.ca / "ca.pem", cert=idevid, key=id_key, timeout=4
+                ) as client:
+                    await client.cacerts()
+                    cert = (await client.enroll(key=key, subject=f"serialNumber={name}"))[0]
+                    if url.startswith("coaps"):  # a third request on the same session
+                        transport = await client.transport()
+                        before = await transport.tls_unique()
+                        await client.cacerts()
+                        assert await transport.tls_unique() == before
+                        self.sessions_kept += 1
+                    self.certs[name] = cert
+                    return
+            except (EstClientError, TransportError):
+                self.retries[name] += 1
+                await asyncio.sleep(0.5)
+        raise AssertionError(f"{name}: no certificate after {attempts} attempts")
+
+
+def check_store(ca: Path, certs: dict[str, x509.Certificate]) -> int:
+    """Every row whole and signed by the CA, no serial twice, each device's certificate in
+    the store exactly once; returns the number of device rows (ca init's server
+    certificate is a row too)."""
+    ca_cert = x509.load_pem_x509_certificate((ca / "ca.pem").read_bytes())
+    store = Store.open(ca / "est.sqlite3", create=False)
+    try:
+        rows = store.issued_list()
+    finally:
+        store.close()
+    serials = []
+    for row in rows:
+        row.certificate.verify_directly_issued_by(ca_cert)
+        assert int(row.serial, 16) == row.certificate.serial_number
+        serials.append(row.certificate.serial_number)
+    assert len(serials) == len(set(serials)), "a serial number issued twice"
+    for name, cert in certs.items():
+        assert serials.count(cert.serial_number) == 1, name
+    devices = [r for r in rows if r.certificate.subject.rfc4514_string().startswith("2.5.4.5=")]
+    return len(devices)
+
+
+def test_two_workers_share_the_ports_and_a_dtls_session_stays_on_one(tmp_path: Path) -> None:
+    ca, maker, trust = init_ca(tmp_path)
+    fleet = Fleet(ca, maker)
+
+    with serve_workers(ca, "--trust-clients", trust) as served:
+        assert len(served.pids) == 2 and set(served.urls) == {"coaps", "https"}
+
+        async def run() -> None:
+            await asyncio.gather(
+                *(
+                    fleet.enroll(served.urls["coaps" if i % 2 else "https"], f"dev-{i}")
+                    for i in range(40)
+                )
+            )
+
+        asyncio.run(run())
+        wait_until(lambda: len(served.requests()) >= 20 * 3 + 20 * 2, 30, "the request lines")
+
+        served.proc.send_signal(signal.SIGHUP)  # forwarded: each worker reloads
+        wait_until(
+            lambda: sum("reload: nothing changed" in line for line in served.stderr) >= 2,
+            30,
+            "both workers' reload lines",
+        )
+        served.proc.send_signal(signal.SIGTERM)
+        assert served.proc.wait(DRAIN_TIMEOUT + 30) == 0, served.stderr
+        for pid in served.pids:  # the workers are gone with it
+            with pytest.raises(ProcessLookupError):
+                os.kill(pid, 0)
+
+    assert len(fleet.certs) == 40 and not fleet.retries
+    assert fleet.sessions_kept == 20
+    requests = served.requests()
+    by_front: dict[str, set[int]] = defaultdict(set)
+    pids_of_peer: dict[str, set[int]] = defaultdict(set)
+    for pid, front, peer, _ in requests:
+        by_front[front].add(pid)
+        if front == "coaps":
+            pids_of_peer[peer].add(pid)
+    assert {pid for pids in by_front.values() for pid in pids} == set(served.pids), (
+        "both workers served some"
+    )
+    # Each device's session (its source port) had all its requests on one worker.
+    assert len(pids_of_peer) == 20
+    assert all(len(pids) == 1 for pids in pids_of_peer.values()), pids_of_peer
+    assert {pid for pids in pids_of_peer.values() for pid in pids} == set(served.pids)
+    assert check_store(ca, fleet.certs) == 40
+    assert not any("Traceback" in line for line in served.stderr), served.stderr
+
+
+def test_a_killed_worker_is_started_again_and_its_devices_retry(tmp_path: Path) -> None:
+    ca, maker, trust = init_ca(tmp_path)
+    fleet = Fleet(ca, maker)
+
+    with serve_workers(ca, "--trust-clients", trust) as served:
+        victim = served.pids[1]
+
+        async def run() -> None:
+            devices = [
+                asyncio.create_task(
+                    fleet.enroll(served.urls["coaps" if i % 2 else "https"], f"dev-{i}")
+                )
+                for i in range(40)
+            ]
+            # In the middle of the load, once the victim has answered some devices.
+            await asyncio.to_thread(
+                wait_until,
+                lambda: sum(1 for r in served.requests() if r[0] == victim) >= 6,
+                90,
+                "the second worker's first answers",
+            )
+            os.kill(victim, signal.SIGKILL)
+            await asyncio.gather(*devices)
+
+        asyncio.run(run())
+        wait_until(lambda: served.said("killed by signal 9"), 30, "the parent's line")
+        wait_until(lambda: served.said("worker 1 started (pid"), 30, "the restart")
+        restarted = [
+            int(m[1])
+            for line in served.stderr
+            if (m := re.search(r"worker 1 started \(pid (\d+)\)", line))
+        ]
+        assert len(restarted) == 2 and restarted[-1] != victim
+        served.pids.append(restarted[-1])
+        wait_until(
+            lambda: served.said(f"worker 1 (pid {restarted[-1]}) serving"), 60, "its new start"
+        )
+
+        # The new worker serves: devices reach both workers again.
+        async def late() -> None:
+            await asyncio.gather(
+                *(
+                    fleet.enroll(served.urls["coaps" if i % 2 else "https"], f"late-{i}")
+                    for i in range(16)
+                )
+            )
+
+        asyncio.run(late())
+        served.proc.send_signal(signal.SIGTERM)
+        assert served.proc.wait(DRAIN_TIMEOUT + 30) == 0, served.stderr
+
+    assert len(fleet.certs) == 56
+    pids = {r[0] for r in served.requests()}
+    assert restarted[-1] in pids and served.pids[0] in pids and victim in pids
+    rows = check_store(ca, fleet.certs)
+    # An answer lost with the worker may have left its certificate in the store: at most
+    # one more row per retry, never a half-written one (check_store parsed each).
+    assert 56 <= rows <= 56 + sum(fleet.retries.values())
+    print(f"retries: {dict(fleet.retries)}; {rows} rows for 56 devices")
+
+
+def test_a_worker_that_cannot_start_fails_the_command(tmp_path: Path) -> None:
+    ca, _, _ = init_ca(tmp_path)
+    done = subprocess.run(
+        [
+            *CLI,
+            "serve",
+            "--ca",
+            str(ca),
+            "--workers",
+            "2",
+            "--https",
+            "127.0.0.1:0",
+            "--policy",
+            str(tmp_path / "missing.toml"),
+        ],  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode != 0
+    assert "missing.toml" in done.stderr and "Traceback" not in done.stderr, done.stderr
