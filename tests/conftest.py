@@ -14,6 +14,7 @@ import importlib
 import os
 import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
@@ -21,6 +22,7 @@ import pytest
 
 from estcoap.ca import init_ca
 from tests.dtls_util import Pki, make_pki
+from tests.pg_cluster import PgCluster, pg_bin
 
 
 def in_ci() -> bool:
@@ -75,6 +77,46 @@ def clock() -> FakeClock:
 def pki_fixture(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     """A DTLS test PKI (CA, server, clients); modules that need another define their own pki."""
     return make_pki(tmp_path_factory.mktemp("dtls-pki"))
+
+
+@pytest.fixture(scope="session", name="pg_cluster")
+def pg_cluster_fixture() -> Iterator[PgCluster]:
+    """A PostgreSQL server of its own for the run (tests/pg_cluster.py), stopped at the end."""
+    require("psycopg", "the PostgreSQL store needs psycopg (the postgresql extra)")
+    bindir = pg_bin()
+    if bindir is None:
+        missing("postgresql", "the PostgreSQL store tests need Debian's postgresql server")
+        raise AssertionError("unreachable")
+    cluster = PgCluster(bindir)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(name="pg_url")
+def pg_url_fixture(pg_cluster: PgCluster) -> Iterator[str]:
+    """A new empty database in the run's PostgreSQL cluster, dropped after the test."""
+    url, name = pg_cluster.create_database()
+    yield url
+    pg_cluster.drop_database(name)
+
+
+@pytest.fixture(name="store_url", params=["sqlite", "postgresql"])
+def store_url_fixture(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Where a test's CA store goes, once per backend: the store tests run the same code
+    against SQLite and PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:{tmp_path / 'store.sqlite3'}"
+    return str(request.getfixturevalue("pg_url"))
+
+
+@pytest.fixture(name="store_ca_dir")
+def store_ca_dir_fixture(tmp_path: Path, store_url: str) -> Path:
+    """A fresh CA like ca_dir whose store is store_url (once per backend)."""
+    init_ca(tmp_path / "ca", ["127.0.0.1", "localhost"], store_url=store_url)
+    return tmp_path / "ca"
 
 
 @pytest.fixture(name="ca_dir")

@@ -15,8 +15,9 @@ writes cli:$USER), the requester itself for a certificate the CA made at `ca ini
 from __future__ import annotations
 
 import datetime as dt
-import sqlite3
 from dataclasses import dataclass
+
+from .sql import Cursor
 
 EVENTS = ("issued", "revoked", "approved", "denied")
 AUTO = "auto"
@@ -84,7 +85,7 @@ _COLUMNS = "id, at, event, serial, request_id, subject, requested_by, decided_by
 
 
 def write(
-    cur: sqlite3.Cursor,
+    cur: Cursor,
     event: str,
     *,
     subject: str,
@@ -104,7 +105,7 @@ def write(
     )
 
 
-def approver_of(cur: sqlite3.Cursor, request_id: int) -> str:
+def approver_of(cur: Cursor, request_id: int) -> str:
     """Who approved a pending request (the decider of a manual approval's issuance)."""
     row = cur.execute(
         "SELECT decided_by FROM audit WHERE request_id = ? AND event = 'approved'"
@@ -114,12 +115,12 @@ def approver_of(cur: sqlite3.Cursor, request_id: int) -> str:
     return str(row[0]) if row else UNRECORDED
 
 
-def read(db: sqlite3.Connection, since: dt.datetime | None = None) -> list[AuditRecord]:
+def read(cur: Cursor, since: dt.datetime | None = None) -> list[AuditRecord]:
     """The trail, oldest first; since: only rows at or after that moment."""
     if since is None:
-        rows = db.execute(f"SELECT {_COLUMNS} FROM audit ORDER BY at, id").fetchall()
+        rows = cur.execute(f"SELECT {_COLUMNS} FROM audit ORDER BY at, id").fetchall()
     else:
-        rows = db.execute(
+        rows = cur.execute(
             f"SELECT {_COLUMNS} FROM audit WHERE at >= ? ORDER BY at, id",
             (since.astimezone(dt.UTC).isoformat(timespec="seconds"),),
         ).fetchall()

@@ -40,6 +40,7 @@ def init_ca(
     ocsp_responder: bool = False,
     key_uri: str | None = None,
     pins: PinSource | None = None,
+    store_url: str | None = None,
 ) -> CaPaths:
     """Create ca_dir with a self-signed CA, a server certificate for hostnames, and a store.
 
@@ -68,6 +69,7 @@ def init_ca(
             paths.server_cert,
             paths.server_key,
             paths.store,
+            paths.store_url,
         )
         if p.exists()
     ]
@@ -108,8 +110,16 @@ def init_ca(
         _write_new(paths.ca_cert, _cert_pem(ca_cert), 0o644, written)
         _write_new(paths.server_key, _key_pem(server_key), 0o600, written)
         _write_new(paths.server_cert, _cert_pem(server_cert) + _cert_pem(ca_cert), 0o644, written)
-        written.append(paths.store)
-        with Store.open(paths.store) as store:
+        location: str | Path = paths.store
+        if store_url is not None:
+            # Every command finds the store through this file (CaPaths.store_location).
+            _write_new(paths.store_url, f"{store_url}\n".encode(), 0o600, written)
+            location = store_url
+        else:
+            written.append(paths.store)
+        with Store.open(location) as store:
+            if not store.is_empty():
+                raise CaExistsError(f"the store {store.url} holds records already")
             store.record_issued(server_cert, requester="ca init", operation="init")
     except BaseException:
         # Leave no half-made CA behind: remove what this call wrote.
@@ -177,7 +187,7 @@ def issue_ocsp_responder(
         extended_key_usage=(ExtendedKeyUsageOID.OCSP_SIGNING,),
         extensions=(x509.OCSPNoCheck(),),
     )
-    with Store.open(paths.store, create=False) as store:
+    with Store.open(paths.store_location(), create=False) as store:
         store.record_issued(cert, requester="ca issue-ocsp", operation="init")
     # The key first: a certificate without its key would make serve refuse to start.
     write_file(paths.ocsp_key, _key_pem(key), secret=True)

@@ -209,7 +209,7 @@ class LocalCA:
         paths = CaPaths.of(ca_dir)
         ca_cert, ca_key = paths.load_ca(pins)
         try:
-            store = Store.open(paths.store, durable=durable_commits)
+            store = Store.open(paths.store_location(), durable=durable_commits)
         except StoreError as exc:
             raise ValueError(str(exc)) from exc
         return cls(

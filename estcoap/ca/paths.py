@@ -46,6 +46,24 @@ class CaPaths:
         return self.dir / "ocsp.key"
 
     @property
+    def store_url(self) -> Path:
+        """store.url: the CA's store when it is not est.sqlite3 here (`ca init --store URL`):
+        one line, a postgresql:// URL or sqlite:PATH. Mode 0600: a URL may hold a password."""
+        return self.dir / "store.url"
+
+    def store_location(self) -> str | Path:
+        """Where the CA's store is, as Store.open takes it: what store.url says, else the
+        directory's est.sqlite3. Refuses (ExposedFileError) a store.url others can read."""
+        require_private(self.store_url)
+        try:
+            text = self.store_url.read_text(encoding="utf-8").strip()
+        except FileNotFoundError:
+            return self.store
+        if not text:
+            raise ValueError(f"{self.store_url} is empty: write the store's URL in it")
+        return text
+
+    @property
     def key_uri(self) -> Path:
         """key.uri: the RFC 7512 URI of the CA key in a PKCS#11 token, instead of ca.key."""
         return self.dir / "key.uri"

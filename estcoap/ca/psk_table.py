@@ -15,11 +15,11 @@ read. The keys never leave the store except to the handshake: listings show no k
 from __future__ import annotations
 
 import datetime as dt
-import sqlite3
-import threading
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Protocol
+
+from .sql import Cursor, IntegrityViolation
 
 # The store migration that adds the table (appended to store.MIGRATIONS).
 SCHEMA_PSK = """
@@ -87,10 +87,9 @@ def check_key(key: bytes) -> bytes:
 
 
 class _Locked(Protocol):
-    _db: sqlite3.Connection
-    _lock: threading.RLock
+    def _transaction(self) -> AbstractContextManager[Cursor]: ...
 
-    def _transaction(self) -> AbstractContextManager[sqlite3.Cursor]: ...
+    def _read(self) -> AbstractContextManager[Cursor]: ...
 
 
 def _now() -> dt.datetime:
@@ -128,7 +127,7 @@ class PskTable:
                     " VALUES (?, ?, ?, ?, ?, ?)",
                     (identity, key, *row[1:]),
                 )
-        except sqlite3.IntegrityError:
+        except IntegrityViolation:
             raise PskError(f"PSK identity {identity!r} exists already; remove it first") from None
         return PskRecord(*row)
 
@@ -137,13 +136,13 @@ class PskTable:
             return cur.execute("DELETE FROM psk WHERE identity = ?", (identity,)).rowcount > 0
 
     def psk_list(self: _Locked) -> list[PskRecord]:
-        with self._lock:
-            rows = self._db.execute(f"SELECT {_COLUMNS} FROM psk ORDER BY identity").fetchall()
+        with self._read() as cur:
+            rows = cur.execute(f"SELECT {_COLUMNS} FROM psk ORDER BY identity").fetchall()
         return [PskRecord(*row) for row in rows]
 
     def psk_get(self: _Locked, identity: str) -> PskRecord | None:
-        with self._lock:
-            row = self._db.execute(
+        with self._read() as cur:
+            row = cur.execute(
                 f"SELECT {_COLUMNS} FROM psk WHERE identity = ?", (identity,)
             ).fetchone()
         return PskRecord(*row) if row else None
@@ -151,8 +150,8 @@ class PskTable:
     def psk_usable_key(self: _Locked, identity: str) -> bytes | None:
         """The key of a PSK with a use left and not expired, else None (the handshake then
         fails: tinydtls finds no key for the identity)."""
-        with self._lock:
-            row = self._db.execute(
+        with self._read() as cur:
+            row = cur.execute(
                 "SELECT key FROM psk WHERE identity = ? AND uses_left > 0"
                 " AND (expires IS NULL OR expires > ?)",
                 (identity, _iso(_now())),
@@ -160,7 +159,7 @@ class PskTable:
         return bytes(row[0]) if row else None
 
 
-def consume_use(cur: sqlite3.Cursor, identity: str) -> None:
+def consume_use(cur: Cursor, identity: str) -> None:
     """Spend one use of a PSK inside the caller's write transaction (the one recording
     the certificate): PskExhausted, and so a rollback, when none is left."""
     spent = cur.execute(

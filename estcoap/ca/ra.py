@@ -65,7 +65,7 @@ def issue_ra(
         validity_days=validity_days,
         extended_key_usage=usages,
     )
-    with Store.open(paths.store, create=False) as store:
+    with Store.open(paths.store_location(), create=False) as store:
         # Recorded like the server certificate of `ca init`: issued by the operator, not via EST.
         store.record_issued(cert, requester="ca issue-ra", operation="init")
     return RaIdentity(cert, key, ca_cert)

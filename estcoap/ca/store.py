@@ -1,41 +1,32 @@
-"""The CA's records in SQLite: every issued certificate and every pending request.
+"""The CA's records: every issued certificate, pending request, revocation, PSK and
+audit row, behind one interface with two backends chosen by URL (Store.open):
 
-One connection per Store, guarded by a lock so the event loop and worker threads
-can share it. Writes run in BEGIN IMMEDIATE transactions, so several processes
-on the same file serialise on SQLite's lock (busy_timeout waits for it). A
-certificate row is written and committed in one transaction; if anything fails
-before the commit nothing is kept, and the caller must not hand the
-certificate out.
+* `sqlite:PATH` (or a plain path; the CA directory's est.sqlite3 by default):
+  store_sqlite.py, one file, one process or several on one host;
+* `postgresql://...`: store_pg.py, one database that several hosts share.
 
-Durability: the journal is a WAL. With synchronous=NORMAL (the default) a commit is
-atomic and survives the process being killed at any point, since the WAL is written
-before the commit returns; only an operating-system crash or power loss can undo the
-last commits (those after the latest WAL sync), and never leaves a half-written row.
-Such a lost row is a certificate the CA handed out but no longer lists: its holder
-cannot re-enroll with it (the CA refuses certificates missing from its records) and
-must enroll again with its original credentials. synchronous=FULL (durable=True)
-closes that window with an fsync per commit, ~0.2 ms of CPU and ~0.4 ms of waiting
-per issued certificate on the reference machine (docs/performance.md).
+Store holds the SQL both backends run (written with ? placeholders; the PostgreSQL
+backend translates them) and each backend supplies connections, transactions, the
+schema version and the locks. Only ca/ knows SQL.
 
-Secrecy: the store can hold server-generated private keys (a manually approved
-serverkeygen, until LocalCA forgets them), so the database and its -wal and -shm files
-are mode 0600: the database is created so before SQLite opens it, SQLite gives its
--wal and -shm the database's mode, and Store.open refuses files others can access.
-Forgotten keys are overwritten, not just unlinked from the b-tree (secure_delete),
-and the WAL that still holds them is checkpointed and truncated.
+A certificate row is written and committed in one transaction; if anything fails
+before the commit nothing is kept, and the caller must not hand the certificate out.
+Every check-then-write (a pending request's caps, a renewal's predecessor, a decision,
+a revocation) runs in a write transaction that holds the backend's lock for it
+(_serialise): SQLite's BEGIN IMMEDIATE serialises all writers, PostgreSQL takes a
+transaction-scoped advisory lock named after what is checked. Nothing is cached in the
+process: an approval or a revocation made through another instance is read at once.
 
 Schema: MIGRATIONS is the ordered list of steps; step i takes a store from version i
-to i + 1, so a store written by any earlier estcoap opens and upgrades in place.
+to i + 1, so a store written by any earlier estcoap opens and upgrades in place. The
+steps are SQLite's SQL; the PostgreSQL backend rewrites the few words the dialects spell
+differently (store_pg.pg_ddl).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import os
-import sqlite3
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,10 +36,8 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from ..codec.operations import Operation
 from . import audit
 from .audit import SCHEMA_AUDIT, AuditRecord
-from .paths import ExposedFileError, require_private
 from .psk_table import SCHEMA_PSK, PskTable, consume_use
-
-BUSY_TIMEOUT_MS = 15000
+from .sql import Cursor, IntegrityViolation, StoreError
 
 # The words the operation columns hold (the schemas' CHECKs list them), by the operation
 # a LocalCA serves; 'init' marks a certificate the CA made itself (ca init, issue-ra).
@@ -140,9 +129,16 @@ CREATE TABLE crl_number (
 MIGRATIONS: tuple[str, ...] = (SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_PSK, SCHEMA_AUDIT)
 SCHEMA_VERSION = len(MIGRATIONS)
 
+# Every table, in an order that copies without breaking a reference (migrate_store).
+TABLES = ("pending", "issued", "revoked", "crl_number", "psk", "audit")
 
-class StoreError(Exception):
-    """A store problem worth a one-line message."""
+
+def sqlite_path(location: str | Path) -> Path:
+    """The file a `sqlite:PATH` location (or a plain path) names."""
+    text = str(location)
+    if text.startswith("sqlite://"):
+        return Path(text.removeprefix("sqlite://"))
+    return Path(text.removeprefix("sqlite:"))
 
 
 class UnknownRequest(StoreError):
@@ -298,52 +294,33 @@ def _operation_word(operation: Operation | str) -> str:
 
 
 class Store(PskTable):
-    """An SQLite CA store. Open with Store.open(path) (create=True makes a new one)."""
+    """A CA store. Open one with Store.open(location): a postgresql:// URL, `sqlite:PATH`
+    or a path (create=True makes a new one). The backends (SqliteStore, PgStore) supply
+    the hooks below; everything else is shared."""
 
-    def __init__(self, connection: sqlite3.Connection, path: Path, durable: bool = False) -> None:
-        self._db = connection
-        self._lock = threading.RLock()
-        self.path = path
-        self.durable = durable  # every commit fsynced (synchronous=FULL)
+    path: Path | None  # the SQLite file; None for a database server
+    durable: bool  # every commit is on disk before it returns (LocalCA then uses a thread)
+    url: str  # where it is, as Store.open takes it, without any password (safe to print)
+    _like = "LIKE"  # the case-insensitive LIKE (SQLite's LIKE is; PostgreSQL's ILIKE)
 
     @classmethod
-    def open(cls, path: str | Path, *, create: bool = True, durable: bool = False) -> Store:
-        """durable=True fsyncs every commit (see the module docstring for the trade-off)."""
-        path = Path(path)
-        if not create and not path.exists():
-            raise StoreError(f"no CA store at {path} (run 'estcoap ca init' first)")
-        _create_private(path)
-        try:
-            for file in _store_files(path):
-                require_private(file)
-        except ExposedFileError as exc:
-            raise StoreError(str(exc)) from exc
-        db = sqlite3.connect(
-            path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False
-        )
-        try:
-            db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            db.execute("PRAGMA journal_mode = WAL")
-            # FULL: an issued certificate is on disk before anyone sees it. NORMAL: it is
-            # in the WAL (safe from a killed process); the OS syncs it at checkpoints.
-            db.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
-            db.execute("PRAGMA foreign_keys = ON")
-            # Deleted content (a forgotten key) is overwritten with zeros, not left in
-            # free space of the page.
-            db.execute("PRAGMA secure_delete = ON")
-            store = cls(db, path, durable)
-            store._migrate()
-        except sqlite3.DatabaseError as exc:
-            db.close()
-            raise StoreError(f"{path}: not a usable CA store: {exc}") from exc
-        except BaseException:
-            db.close()
-            raise
-        return store
+    def open(cls, location: str | Path, *, create: bool = True, durable: bool = False) -> Store:
+        """location: a postgresql:// (or postgres://) URL, `sqlite:PATH`, or a path to an
+        SQLite file. durable=True fsyncs every SQLite commit (store_sqlite.py explains);
+        a PostgreSQL commit is durable as the server is configured (synchronous_commit)."""
+        text = str(location)
+        if text.startswith(("postgresql://", "postgres://")):
+            from .store_pg import PgStore
+
+            return PgStore.connect(text, create=create)
+        from .store_sqlite import SqliteStore
+
+        return SqliteStore.connect(sqlite_path(location), create=create, durable=durable)
+
+    # ---- what a backend supplies --------------------------------------------
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        raise NotImplementedError
 
     def __enter__(self) -> Store:
         return self
@@ -351,40 +328,48 @@ class Store(PskTable):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Cursor]:
-        with self._lock:
-            cur = self._db.cursor()
-            cur.execute("BEGIN IMMEDIATE")
-            try:
-                yield cur
-            except BaseException:
-                cur.execute("ROLLBACK")
-                raise
-            else:
-                cur.execute("COMMIT")
-            finally:
-                cur.close()
+    def _transaction(self) -> AbstractContextManager[Cursor]:
+        """A write transaction: committed when the block ends, rolled back when it raises.
+        Driver errors leave it as IntegrityViolation or StoreError."""
+        raise NotImplementedError
 
-    def _migrate(self) -> None:
-        with self._transaction() as cur:
-            (version,) = cur.execute("PRAGMA user_version").fetchone()
-            if version == SCHEMA_VERSION:
-                return
-            if version > SCHEMA_VERSION:
-                raise StoreError(
-                    f"{self.path}: store schema version {version} is newer than this "
-                    f"estcoap supports ({SCHEMA_VERSION})"
-                )
-            for step in MIGRATIONS[version:]:
-                for statement in _statements(step):
-                    cur.execute(statement)
-            cur.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    def _read(self) -> AbstractContextManager[Cursor]:
+        """A cursor for reads (each statement sees what is committed when it runs)."""
+        raise NotImplementedError
+
+    def _serialise(self, cur: Cursor, what: str) -> None:
+        """Hold, until the transaction ends, the lock that makes the checks this
+        transaction does about `what` and its writes one step for every instance."""
 
     @property
     def schema_version(self) -> int:
-        with self._lock:
-            return int(self._db.execute("PRAGMA user_version").fetchone()[0])
+        raise NotImplementedError
+
+    def scrub_deleted(self) -> bool:
+        """Make the backend overwrite what was just deleted or nulled (a forgotten key);
+        False when it could not now (the next call tries again)."""
+        return True
+
+    def check_writable(self) -> None:
+        """Raise StoreError if the store cannot record anything now (readiness)."""
+        raise NotImplementedError
+
+    def _migrate_steps(self, cur: Cursor, version: int) -> None:
+        """Run MIGRATIONS[version:] in the caller's transaction (backends translate)."""
+        for step in MIGRATIONS[version:]:
+            for statement in statements(step):
+                cur.execute(self._ddl(statement))
+
+    def _ddl(self, statement: str) -> str:
+        """A migration statement (SQLite's SQL) in the backend's dialect."""
+        return statement
+
+    def is_empty(self) -> bool:
+        """No record in any table (a new store; `ca init` and migrate-store want one)."""
+        with self._read() as cur:
+            return all(
+                cur.execute(f"SELECT count(*) FROM {table}").fetchone()[0] == 0 for table in TABLES
+            )
 
     # ---- issued certificates ------------------------------------------------
 
@@ -431,8 +416,10 @@ class Store(PskTable):
         try:
             with self._transaction() as cur:
                 if renewed_from is not None:
-                    # Checked in the write transaction: two renewals of one certificate
-                    # racing (even from two processes) cannot both be recorded.
+                    # Checked in the write transaction, under the renewal's lock: two
+                    # renewals of one certificate racing (even from two instances)
+                    # cannot both be recorded.
+                    self._serialise(cur, f"renew:{renewed_from}")
                     successor = _successor(cur, renewed_from)
                     if successor is not None:
                         raise AlreadyRenewed(successor)
@@ -460,15 +447,15 @@ class Store(PskTable):
                     else audit.AUTO,
                     detail=f"{word} {kind}",
                 )
-        except sqlite3.IntegrityError as exc:
-            if "issued.serial" in str(exc):
+        except IntegrityViolation as exc:
+            if exc.constraint == "issued.serial":
                 raise SerialCollision(f"serial {serial} is already in use") from exc
-            if "issued.pending_id" in str(exc):
+            if exc.constraint == "issued.pending_id":
                 raise StoreError(f"request {pending_id} has a certificate already") from exc
             raise StoreError(f"could not record certificate {serial}: {exc}") from exc
         return _issued(row)  # what the committed row holds (read back by _verify_row)
 
-    def _verify_row(self, cur: sqlite3.Cursor, serial: str) -> None:
+    def _verify_row(self, cur: Cursor, serial: str) -> None:
         """Read the row back inside the transaction: the DER stored must parse."""
         (der,) = cur.execute("SELECT cert_der FROM issued WHERE serial = ?", (serial,)).fetchone()
         x509.load_der_x509_certificate(der)
@@ -487,8 +474,8 @@ class Store(PskTable):
     def successor_of(self, serial: str) -> IssuedRecord | None:
         """The certificate that renewed this one (the newest, should there be several
         in a store from before the renewal rule), or None."""
-        with self._lock:
-            return _successor(self._db.cursor(), serial)
+        with self._read() as cur:
+            return _successor(cur, serial)
 
     def forget_keys(self, issued_before: dt.datetime) -> int:
         """Erase the kept server-generated keys of certificates issued before the given
@@ -501,25 +488,17 @@ class Store(PskTable):
             )
             erased = cur.rowcount
         if erased:
-            self.scrub_wal()
+            self.scrub_deleted()
         return erased
 
     def kept_keys(self) -> int:
-        with self._lock:
-            row = self._db.execute("SELECT count(*) FROM issued WHERE key_der IS NOT NULL")
+        with self._read() as cur:
+            row = cur.execute("SELECT count(*) FROM issued WHERE key_der IS NOT NULL")
             return int(row.fetchone()[0])
 
-    def scrub_wal(self) -> bool:
-        """Copy the WAL into the database and truncate it to zero bytes, so that page
-        versions it still holds (a forgotten key) leave the disk. False when a reader in
-        another connection kept the WAL busy; the next call tries again."""
-        with self._lock:
-            busy, _, _ = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-        return not busy
-
     def issued_list(self) -> list[IssuedRecord]:
-        with self._lock:
-            rows = self._db.execute(f"SELECT {_ISSUED_COLUMNS} FROM issued ORDER BY id").fetchall()
+        with self._read() as cur:
+            rows = cur.execute(f"SELECT {_ISSUED_COLUMNS} FROM issued ORDER BY id").fetchall()
         return [_issued(r) for r in rows]
 
     # ---- the console's queries (estcoap.console) --------------------------------
@@ -529,10 +508,11 @@ class Store(PskTable):
         serial (hex) starts with it; newest first, at most limit."""
         inside = f"%{_like_literal(text.strip())}%"
         prefix = f"{_like_literal(text.strip().lower().removeprefix('0x'))}%"
-        with self._lock:
-            rows = self._db.execute(
-                f"SELECT {_ISSUED_COLUMNS} FROM issued WHERE subject LIKE ? ESCAPE '\\'"
-                " OR requester LIKE ? ESCAPE '\\' OR serial LIKE ? ESCAPE '\\'"
+        like = self._like
+        with self._read() as cur:
+            rows = cur.execute(
+                f"SELECT {_ISSUED_COLUMNS} FROM issued WHERE subject {like} ? ESCAPE '\\'"
+                f" OR requester {like} ? ESCAPE '\\' OR serial LIKE ? ESCAPE '\\'"
                 " ORDER BY id DESC LIMIT ?",
                 (inside, inside, prefix, limit),
             ).fetchall()
@@ -540,8 +520,8 @@ class Store(PskTable):
 
     def issued_since(self, moment: dt.datetime) -> list[IssuedRecord]:
         """Certificates recorded at or after moment, oldest first."""
-        with self._lock:
-            rows = self._db.execute(
+        with self._read() as cur:
+            rows = cur.execute(
                 f"SELECT {_ISSUED_COLUMNS} FROM issued WHERE created >= ? ORDER BY id",
                 (_iso(moment),),
             ).fetchall()
@@ -549,8 +529,8 @@ class Store(PskTable):
 
     def expiring_between(self, start: dt.datetime, end: dt.datetime) -> list[IssuedRecord]:
         """Unrevoked certificates whose notAfter falls in [start, end), soonest first."""
-        with self._lock:
-            rows = self._db.execute(
+        with self._read() as cur:
+            rows = cur.execute(
                 f"SELECT {_ISSUED_COLUMNS} FROM issued WHERE not_after >= ? AND not_after < ?"
                 " AND serial NOT IN (SELECT serial FROM revoked) ORDER BY not_after",
                 (_iso(start), _iso(end)),
@@ -558,8 +538,8 @@ class Store(PskTable):
         return [_issued(r) for r in rows]
 
     def _one_issued(self, where: str, args: tuple[object, ...]) -> IssuedRecord | None:
-        with self._lock:
-            row = self._db.execute(
+        with self._read() as cur:
+            row = cur.execute(
                 f"SELECT {_ISSUED_COLUMNS} FROM issued WHERE {where}", args
             ).fetchone()
         return _issued(row) if row else None
@@ -592,6 +572,10 @@ class Store(PskTable):
                 raise RevocationRefused("the invalidity date is in the future")
             invalid = invalidity_date.astimezone(dt.UTC).isoformat(timespec="seconds")
         with self._transaction() as cur:
+            # One revocation at a time in every instance: the ids (revocation_version)
+            # then become visible in the order they were taken, so a cache that has seen
+            # id n has seen every id below it.
+            self._serialise(cur, "revoke")
             issued = cur.execute("SELECT label FROM issued WHERE serial = ?", (key,)).fetchone()
             if issued is None:
                 raise UnknownCertificate(f"no certificate with serial {key} in this CA's store")
@@ -621,8 +605,8 @@ class Store(PskTable):
         return _revocation(values)
 
     def revocation_of(self, serial: str | int) -> RevocationRecord | None:
-        with self._lock:
-            row = self._db.execute(
+        with self._read() as cur:
+            row = cur.execute(
                 f"SELECT {_REVOKED_COLUMNS} FROM revoked WHERE serial = ?", (_serial_key(serial),)
             ).fetchone()
         return _revocation(row) if row else None
@@ -631,26 +615,24 @@ class Store(PskTable):
         """The revoked certificates, oldest revocation first: all of them (label None), or
         those issued under one label."""
         select = f"SELECT {_REVOKED_COLUMNS} FROM revoked"
-        with self._lock:
+        with self._read() as cur:
             if label is None:
-                rows = self._db.execute(f"{select} ORDER BY id").fetchall()
+                rows = cur.execute(f"{select} ORDER BY id").fetchall()
             else:
-                rows = self._db.execute(
-                    f"{select} WHERE label = ? ORDER BY id", (label,)
-                ).fetchall()
+                rows = cur.execute(f"{select} WHERE label = ? ORDER BY id", (label,)).fetchall()
         return [_revocation(r) for r in rows]
 
     def revoked_serials(self) -> set[int]:
         """Every revoked serial, for O(1) lookups in memory (LocalCA.revocation_of)."""
-        with self._lock:
-            rows = self._db.execute("SELECT serial FROM revoked").fetchall()
+        with self._read() as cur:
+            rows = cur.execute("SELECT serial FROM revoked").fetchall()
         return {int(serial, 16) for (serial,) in rows}
 
     def revoked_serials_after(self, version: int) -> tuple[int, set[int]]:
         """The serials revoked since revocation_version() was `version` (-1 or 0: all),
         and the version they bring it to: a cache catches up by what is new only."""
-        with self._lock:
-            rows = self._db.execute(
+        with self._read() as cur:
+            rows = cur.execute(
                 "SELECT id, serial FROM revoked WHERE id > ? ORDER BY id", (version,)
             ).fetchall()
         return (rows[-1][0] if rows else version), {int(serial, 16) for _, serial in rows}
@@ -659,8 +641,8 @@ class Store(PskTable):
         """A number that grows with every revocation (0: none yet), also one made by another
         process: a cache of revocations is current while this has not changed. One index
         lookup, cheap enough to ask before each use of the cache."""
-        with self._lock:
-            (version,) = self._db.execute("SELECT max(id) FROM revoked").fetchone()
+        with self._read() as cur:
+            (version,) = cur.execute("SELECT max(id) FROM revoked").fetchone()
         return int(version or 0)
 
     def next_crl_number(self, label: str | None = None) -> int:
@@ -671,7 +653,7 @@ class Store(PskTable):
         with self._transaction() as cur:
             cur.execute(
                 "INSERT INTO crl_number (scope, number) VALUES (?, 1)"
-                " ON CONFLICT (scope) DO UPDATE SET number = number + 1",
+                " ON CONFLICT (scope) DO UPDATE SET number = crl_number.number + 1",
                 (scope,),
             )
             (number,) = cur.execute(
@@ -704,6 +686,7 @@ class Store(PskTable):
             " WHERE operation = ? AND label = ? AND csr_sha256 = ?"
         )
         with self._transaction() as cur:
+            self._serialise(cur, "pending")  # the caps count what this may add to
             row = cur.execute(select, key).fetchone()
             if row is not None:
                 return _pending(row)
@@ -735,8 +718,8 @@ class Store(PskTable):
         return _pending(row)
 
     def pending_get(self, request_id: int) -> PendingRecord:
-        with self._lock:
-            row = self._db.execute(
+        with self._read() as cur:
+            row = cur.execute(
                 f"SELECT {_PENDING_COLUMNS} FROM pending WHERE id = ?", (request_id,)
             ).fetchone()
         if row is None:
@@ -744,13 +727,11 @@ class Store(PskTable):
         return _pending(row)
 
     def pending_list(self, state: str | None = None) -> list[PendingRecord]:
-        with self._lock:
+        with self._read() as cur:
             if state is None:
-                rows = self._db.execute(
-                    f"SELECT {_PENDING_COLUMNS} FROM pending ORDER BY id"
-                ).fetchall()
+                rows = cur.execute(f"SELECT {_PENDING_COLUMNS} FROM pending ORDER BY id").fetchall()
             else:
-                rows = self._db.execute(
+                rows = cur.execute(
                     f"SELECT {_PENDING_COLUMNS} FROM pending WHERE state = ? ORDER BY id", (state,)
                 ).fetchall()
         return [_pending(r) for r in rows]
@@ -764,6 +745,7 @@ class Store(PskTable):
 
     def _decide(self, request_id: int, state: str, decided_by: str) -> PendingRecord:
         with self._transaction() as cur:
+            self._serialise(cur, f"decide:{request_id}")
             row = cur.execute(
                 "SELECT state, subject, requester, operation FROM pending WHERE id = ?",
                 (request_id,),
@@ -791,35 +773,20 @@ class Store(PskTable):
 
     def audit_list(self, since: dt.datetime | None = None) -> list[AuditRecord]:
         """Every issuance, revocation, approval and denial, oldest first (audit.py)."""
-        with self._lock:
-            return audit.read(self._db, since)
+        with self._read() as cur:
+            return audit.read(cur, since)
 
     def pending_counts(self) -> dict[str, int]:
         """Requests by state (metrics; an indexed count)."""
-        with self._lock:
-            rows = self._db.execute("SELECT state, count(*) FROM pending GROUP BY state")
+        with self._read() as cur:
+            rows = cur.execute("SELECT state, count(*) FROM pending GROUP BY state")
             return {state: int(n) for state, n in rows.fetchall()}
 
     def revoked_counts(self) -> dict[str, int]:
         """Revoked certificates by reason (metrics)."""
-        with self._lock:
-            rows = self._db.execute("SELECT reason, count(*) FROM revoked GROUP BY reason")
+        with self._read() as cur:
+            rows = cur.execute("SELECT reason, count(*) FROM revoked GROUP BY reason")
             return {reason: int(n) for reason, n in rows.fetchall()}
-
-    def check_writable(self) -> None:
-        """Raise StoreError if the store cannot record anything now (readiness). Its files
-        must be writable: with the WAL, SQLite finds a read-only database only at a
-        checkpoint, long after it accepted writes. Then a write that changes nothing (the
-        schema version, set to itself) is committed: the write lock can be had."""
-        for path in (*_store_files(self.path), self.path.parent):
-            if path.exists() and not os.access(path, os.W_OK):
-                raise StoreError(f"{path} is read-only")
-        try:
-            with self._transaction() as cur:
-                (version,) = cur.execute("PRAGMA user_version").fetchone()
-                cur.execute(f"PRAGMA user_version = {int(version)}")
-        except sqlite3.Error as exc:
-            raise StoreError(f"{self.path}: cannot write: {exc}") from exc
 
 
 _ISSUED_COLUMNS = (
@@ -833,7 +800,7 @@ _PENDING_COLUMNS = (
 _REVOKED_COLUMNS = "serial, reason, revoked_at, invalidity_date, revoked_by, label"
 
 
-def _successor(cur: sqlite3.Cursor, serial: str) -> IssuedRecord | None:
+def _successor(cur: Cursor, serial: str) -> IssuedRecord | None:
     row = cur.execute(
         f"SELECT {_ISSUED_COLUMNS} FROM issued WHERE renewed_from = ? ORDER BY id DESC LIMIT 1",
         (serial,),
@@ -841,29 +808,10 @@ def _successor(cur: sqlite3.Cursor, serial: str) -> IssuedRecord | None:
     return _issued(row) if row else None
 
 
-def _statements(script: str) -> list[str]:
+def statements(script: str) -> list[str]:
     """The SQL statements of a migration step (no step puts ';' inside a string)."""
     lines = [line.split("--", 1)[0] for line in script.splitlines()]
     return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
-
-
-def _store_files(path: Path) -> tuple[Path, Path, Path]:
-    return path, Path(f"{path}-wal"), Path(f"{path}-shm")
-
-
-def _create_private(path: Path) -> None:
-    """Create an empty database file with mode 0600 unless one is there: SQLite creates
-    -wal and -shm with the database file's mode, so all three start private."""
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return
-    except OSError as exc:
-        raise StoreError(f"cannot create the CA store {path}: {exc.strerror}") from exc
-    try:
-        os.fchmod(fd, 0o600)  # exact, whatever the umask
-    finally:
-        os.close(fd)
 
 
 def _issued(row: tuple) -> IssuedRecord:

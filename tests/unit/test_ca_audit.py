@@ -17,7 +17,13 @@ from cryptography.x509.oid import NameOID
 
 from estcoap.ca import CaPaths, Store
 from estcoap.ca.audit import SCHEMA_AUDIT, UNRECORDED
-from estcoap.ca.store import MIGRATIONS, SCHEMA_VERSION, StoreError, _statements
+from estcoap.ca.store import (
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    IntegrityViolation,
+    StoreError,
+    statements,
+)
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 
@@ -39,8 +45,9 @@ def certificate(cn: str) -> x509.Certificate:
 
 
 @pytest.fixture
-def store(ca_dir: Path):
-    with Store.open(CaPaths.of(ca_dir).store, create=False) as opened:
+def store(store_ca_dir: Path):
+    """The store of a new CA, once on SQLite and once on PostgreSQL (conftest.store_url)."""
+    with Store.open(CaPaths.of(store_ca_dir).store_location(), create=False) as opened:
         yield opened
 
 
@@ -118,8 +125,8 @@ def test_an_act_that_fails_leaves_no_audit_row(store: Store) -> None:
 
 
 def test_the_trail_cannot_hold_an_unknown_event(store: Store) -> None:
-    with pytest.raises(sqlite3.IntegrityError):
-        store._db.execute(
+    with pytest.raises(IntegrityViolation), store._transaction() as cur:
+        cur.execute(
             "INSERT INTO audit (at, event, subject, requested_by, decided_by, detail)"
             " VALUES ('now', 'deleted', '', '', '', '')"
         )
@@ -134,7 +141,7 @@ def test_a_store_of_the_previous_version_upgrades_with_its_history(tmp_path: Pat
     path.chmod(0o600)
     raw = sqlite3.connect(path, isolation_level=None)
     for step in MIGRATIONS[2:-1]:
-        for statement in _statements(step):
+        for statement in statements(step):
             raw.execute(statement)
     raw.execute(f"PRAGMA user_version = {SCHEMA_VERSION - 1}")
     serial, subject = raw.execute(

@@ -26,12 +26,13 @@ KEY = bytes(range(16))
 
 
 @pytest.fixture
-def store_path(ca_dir: Path) -> Path:
-    return CaPaths.of(ca_dir).store
+def store_path(store_ca_dir: Path) -> str | Path:
+    """The store of a new CA, once on SQLite and once on PostgreSQL (conftest.store_url)."""
+    return CaPaths.of(store_ca_dir).store_location()
 
 
 @pytest.fixture
-def store(store_path: Path):
+def store(store_path: str | Path):
     with Store.open(store_path, create=False) as opened:
         yield opened
 
@@ -126,7 +127,9 @@ def test_a_spent_key_records_no_certificate(store: Store) -> None:
     assert store.find_issued(cert.serial_number) is None
 
 
-def test_two_processes_racing_spend_a_one_time_key_once(store_path: Path, store: Store) -> None:
+def test_two_processes_racing_spend_a_one_time_key_once(
+    store_path: str | Path, store: Store
+) -> None:
     """Two connections (as two serve processes would have) record a certificate each for
     the same one-time key at the same moment: one is recorded, the other refused."""
     store.psk_add("dev-1", KEY, subject="CN=dev-1")

@@ -15,6 +15,7 @@ from estcoap.ca import CaPaths, Store
 from estcoap.ca.store import (
     SCHEMA_VERSION,
     AlreadyRevoked,
+    IntegrityViolation,
     RevocationRefused,
     UnknownCertificate,
 )
@@ -24,12 +25,14 @@ KEY_COMPROMISE = x509.ReasonFlags.key_compromise
 
 
 def table(store: Store, name: str) -> list[tuple]:  # type: ignore[type-arg]
-    return store._db.execute(f"SELECT * FROM {name}").fetchall()
+    with store._read() as cur:
+        return [tuple(row) for row in cur.execute(f"SELECT * FROM {name}").fetchall()]
 
 
 @pytest.fixture
-def store(ca_dir: Path):
-    with Store.open(CaPaths.of(ca_dir).store, create=False) as opened:
+def store(store_ca_dir: Path):
+    """The store of a new CA, once on SQLite and once on PostgreSQL (conftest.store_url)."""
+    with Store.open(CaPaths.of(store_ca_dir).store_location(), create=False) as opened:
         yield opened
 
 
@@ -102,7 +105,7 @@ def test_invalidity_date_in_the_future_is_refused(store: Store) -> None:
 
 def test_version_is_seen_by_another_connection(store: Store) -> None:
     """`ca revoke` runs in another process: a second connection stands for it."""
-    with Store.open(store.path, create=False) as other:
+    with Store.open(store.url, create=False) as other:
         assert other.revocation_version() == 0
         store.revoke(
             server_serial(store), reason=KEY_COMPROMISE, invalidity_date=None, revoked_by="t"
@@ -111,11 +114,11 @@ def test_version_is_seen_by_another_connection(store: Store) -> None:
         assert other.revoked_serials() == {int(server_serial(store), 16)}
 
 
-def test_revoked_serials_after_a_version(store: Store, ca_dir: Path) -> None:
+def test_revoked_serials_after_a_version(store: Store, store_ca_dir: Path) -> None:
     from estcoap.ca.ra import issue_ra
 
     serials = [int(server_serial(store), 16)]
-    serials += [issue_ra(ca_dir, name=f"ra-{i}").certificate.serial_number for i in range(2)]
+    serials += [issue_ra(store_ca_dir, name=f"ra-{i}").certificate.serial_number for i in range(2)]
     assert store.revoked_serials_after(-1) == (-1, set())
     for serial in serials:
         store.revoke(serial, reason=KEY_COMPROMISE, invalidity_date=None, revoked_by="t")
@@ -128,7 +131,7 @@ def test_revoked_serials_after_a_version(store: Store, ca_dir: Path) -> None:
 def test_crl_numbers_increase_per_scope_across_connections(store: Store) -> None:
     assert [store.next_crl_number() for _ in range(3)] == [1, 2, 3]
     assert store.next_crl_number("tenant-a") == 1
-    with Store.open(store.path, create=False) as other:
+    with Store.open(store.url, create=False) as other:
         assert other.next_crl_number() == 4
     assert store.next_crl_number() == 5
 
@@ -171,11 +174,11 @@ def test_a_store_of_the_previous_release_upgrades_in_place(tmp_path: Path) -> No
         assert store.revocation_version() == 2
 
 
-def test_the_revoked_serial_must_be_an_issued_one(tmp_path: Path) -> None:
+def test_the_revoked_serial_must_be_an_issued_one(store: Store) -> None:
     """The foreign key holds even for a row written by hand."""
-    with Store.open(fixture_copy(tmp_path), create=False) as store:
-        with pytest.raises(sqlite3.IntegrityError):
-            store._db.execute(
-                "INSERT INTO revoked (serial, reason, revoked_at, revoked_by, label)"
-                " VALUES ('dead', 'unspecified', 'now', 't', '')"
-            )
+    with pytest.raises(IntegrityViolation), store._transaction() as cur:
+        cur.execute(
+            "INSERT INTO revoked (serial, reason, revoked_at, revoked_by, label)"
+            " VALUES ('dead', 'unspecified', 'now', 't', '')"
+        )
+    assert table(store, "revoked") == []

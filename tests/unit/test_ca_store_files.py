@@ -182,7 +182,7 @@ async def test_a_kept_key_is_erased_from_the_file_and_the_wal(tmp_path):
         later = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=301)
         assert ca.store.forget_keys(later - dt.timedelta(seconds=300)) == 1
         assert ca.store.kept_keys() == 0
-        assert ca.store.scrub_wal()
+        assert ca.store.scrub_deleted()
         disk = _on_disk(ca.paths.store)
         assert not any(s in disk for s in secrets)
 
@@ -197,7 +197,7 @@ async def test_zero_retention_keeps_the_key_only_for_the_first_answer(tmp_path):
     try:
         request, answer = await _approved_serverkeygen(ca, "once")
         assert ca.store.kept_keys() == 0
-        ca.store.scrub_wal()
+        ca.store.scrub_deleted()
         disk = _on_disk(ca.paths.store)
         assert not any(s in disk for s in _secret_parts(answer))
         # The repeat is a clear refusal, never a 5.00.

@@ -60,10 +60,12 @@ def enroll_request(csr: Csr, peer: Peer, label: str | None = None) -> EnrollRequ
     return EnrollRequest(csr=csr, peer=peer, label=label)
 
 
-def new_ca(tmp_path: Path, **open_kw: object) -> LocalCA:
+def new_ca(tmp_path: Path, store_url: str | None = None, **open_kw: object) -> LocalCA:
+    """A LocalCA on tmp_path/ca, made on first use; store_url: its store (ca init --store),
+    else the directory's est.sqlite3."""
     directory = tmp_path / "ca"
     if not (directory / "ca.pem").exists():
-        init_ca(directory, ["localhost", "127.0.0.1"])
+        init_ca(directory, ["localhost", "127.0.0.1"], store_url=store_url)
     return LocalCA.open(directory, **open_kw)  # type: ignore[arg-type]
 
 
