@@ -23,6 +23,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from estcoap.ca.paths import CaPaths
 from estcoap.ca.store import Store
 from estcoap.client.api import EstClient, EstClientError
 from estcoap.client.transport import TransportError
@@ -174,7 +175,7 @@ def check_store(ca: Path, certs: dict[str, x509.Certificate]) -> int:
     the store exactly once; returns the number of device rows (ca init's server
     certificate is a row too)."""
     ca_cert = x509.load_pem_x509_certificate((ca / "ca.pem").read_bytes())
-    store = Store.open(ca / "est.sqlite3", create=False)
+    store = Store.open(CaPaths.of(ca).store_location(), create=False)
     try:
         rows = store.issued_list()
     finally:
