@@ -49,6 +49,10 @@ NOT_RUN = {
         "ESTCOAP_FUZZ_SECONDS=300 python3 -m pytest -q tests/integration/test_coap_fuzz.py",
     ),
     ("docs/simulate.md", "estcoap simulate URL --trust PEM --maker-cert PEM --maker-key KEY \\"),
+    (
+        "docs/scaling.md",
+        "estcoap ca init ./ca --hostname est.example.net --store postgresql://est@db.example.net/est",
+    ),
 }
 
 DOCUMENT_TIMEOUT = 300  # seconds; a document takes a few to a few tens of seconds
