@@ -29,6 +29,7 @@ import datetime as dt
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -131,6 +132,18 @@ SCHEMA_VERSION = len(MIGRATIONS)
 
 # Every table, in an order that copies without breaking a reference (migrate_store).
 TABLES = ("pending", "issued", "revoked", "crl_number", "psk", "audit")
+
+
+def redact(url: str) -> str:
+    """The URL without its password (to print and log)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def sqlite_path(location: str | Path) -> Path:
@@ -359,6 +372,10 @@ class Store(PskTable):
         for step in MIGRATIONS[version:]:
             for statement in statements(step):
                 cur.execute(self._ddl(statement))
+
+    def _ids_copied(self, cur: Cursor, tables: list[str]) -> None:
+        """Rows with their ids were written into these tables (store_migrate): the next
+        id given must be above them. SQLite's AUTOINCREMENT sees to it itself."""
 
     def _ddl(self, statement: str) -> str:
         """A migration statement (SQLite's SQL) in the backend's dialect."""

@@ -23,10 +23,9 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from .sql import IntegrityViolation, StoreError
-from .store import SCHEMA_VERSION, Store
+from .store import SCHEMA_VERSION, Store, redact
 
 try:
     import psycopg
@@ -36,18 +35,6 @@ except ImportError:  # the postgresql extra is not installed
 
 POOL_SIZE = 8  # connections per process: a worker's threads, the console, the metrics
 CONNECT_TIMEOUT_S = 10
-
-
-def redact(url: str) -> str:
-    """The URL without its password (to print and log)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def pg_ddl(statement: str) -> str:
@@ -184,6 +171,12 @@ class PgStore(Store):
                 cur.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
             else:
                 cur.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))
+
+    def _ids_copied(self, cur: Any, tables: list[str]) -> None:
+        for table in tables:  # identity columns: their sequences go past the copied ids
+            cur.execute(
+                f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), max(id)) FROM {table}"
+            )
 
     def _ddl(self, statement: str) -> str:
         return pg_ddl(statement)

@@ -49,6 +49,7 @@ class SqliteStore(Store):
         self._db = connection
         self._lock = threading.RLock()
         self.path = path
+        self._file = path  # the path, typed as never None
         self.url = f"sqlite:{path}"
         self.durable = durable  # every commit fsynced (synchronous=FULL)
 
@@ -147,7 +148,7 @@ class SqliteStore(Store):
         only at a checkpoint, long after it accepted writes. Then a write that changes
         nothing (the schema version, set to itself) is committed: the write lock can be
         had."""
-        for path in (*_store_files(self.path), self.path.parent):
+        for path in (*_store_files(self._file), self._file.parent):
             if path.exists() and not os.access(path, os.W_OK):
                 raise StoreError(f"{path} is read-only")
         try:

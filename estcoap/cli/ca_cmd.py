@@ -27,7 +27,15 @@ from ..ca.paths import ExposedFileError
 from ..ca.pkcs11key import Pkcs11Unavailable
 from ..ca.ra import issue_ra, write_ra
 from ..ca.signer import describe_key
-from ..ca.store import END_ENTITY_REASONS, AlreadyRevoked, RevocationRecord, UnknownCertificate
+from ..ca.store import (
+    END_ENTITY_REASONS,
+    AlreadyRevoked,
+    RevocationRecord,
+    UnknownCertificate,
+    redact,
+    sqlite_path,
+)
+from ..ca.store_migrate import MigrationError, migrate_store
 from ..files import OutputError, check_writable, write_file
 from ..service import ServiceUnavailable
 from . import CliError, UsageError, add_ca_dir, ca_dir, validity_days
@@ -67,6 +75,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="URI",
         help="generate the CA key in a PKCS#11 token (RFC 7512, e.g. "
         "'pkcs11:token=estca;object=ca-key'); writes key.uri, no ca.key (docs/hsm.md)",
+    )
+    init.add_argument(
+        "--store",
+        metavar="URL",
+        help="keep the store there instead of DIR/est.sqlite3: postgresql://USER@HOST/DB "
+        "(several instances share it; the password from PGPASSFILE, ~/.pgpass or "
+        "?passfile=PATH, not the URL) or sqlite:PATH; written to DIR/store.url (0600), "
+        "where every command finds it",
     )
     add_token_options(init)
     init.set_defaults(func=_init)
@@ -210,13 +226,33 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     audit.add_argument("--json", action="store_true", help="one JSON object per line")
     audit.set_defaults(func=_audit)
 
+    migrate = sub.add_parser(
+        "migrate-store",
+        help="copy a CA's store to another backend (SQLite to PostgreSQL, ...) and use it",
+        description="Copies every record of SOURCE (issued, pending, revoked, CRL numbers, "
+        "PSKs, audit trail: ids and serials kept) into TARGET, which must be empty, checks "
+        "the counts, then writes TARGET into DIR/store.url so every command and serve use "
+        "it. Stop the CA's servers first: what they record meanwhile is not copied.",
+    )
+    migrate.add_argument("dir", metavar="DIR", help="the CA directory")
+    migrate.add_argument("source", metavar="SOURCE", help="sqlite:PATH or postgresql://...")
+    migrate.add_argument("target", metavar="TARGET", help="sqlite:PATH or postgresql://...")
+    migrate.set_defaults(func=_migrate_store)
+
 
 def require_writable_store(directory: str | Path) -> None:
     """Refuse a CA whose store cannot be written, before it issues anything: SQLite opens
     a read-only database without complaint and fails only at the first record, when a
     certificate is already signed (the client would get 5.00/500, the RA a traceback).
-    The directory must take new files too: SQLite keeps its journal (-wal, -shm) there."""
-    store = CaPaths.of(directory).store
+    The directory must take new files too: SQLite keeps its journal (-wal, -shm) there.
+    A database server's store (PostgreSQL) says so itself when written to."""
+    try:
+        location = CaPaths.of(directory).store_location()
+    except ValueError as exc:
+        raise CliError(str(exc)) from exc
+    if str(location).startswith(("postgresql:", "postgres:")):
+        return
+    store = sqlite_path(location)
     if not store.exists():
         return  # Store.open says there is no CA here
     for path in (store, Path(f"{store}-wal"), Path(f"{store}-shm")):
@@ -232,9 +268,27 @@ def require_writable_store(directory: str | Path) -> None:
 
 def _open_store(directory: str) -> Store:
     try:
-        return Store.open(CaPaths.of(directory).store, create=False)
-    except StoreError as exc:
+        return Store.open(CaPaths.of(directory).store_location(), create=False)
+    except (StoreError, ValueError) as exc:  # ValueError: a bad store.url
         raise CliError(str(exc)) from exc
+
+
+def _migrate_store(args: argparse.Namespace) -> int:
+    paths = CaPaths.of(args.dir)
+    if not paths.ca_cert.exists():
+        raise CliError(f"{paths.dir}: no CA here (run 'estcoap ca init {paths.dir}' first)")
+    try:
+        counts = migrate_store(args.source, args.target)
+    except (MigrationError, StoreError, ValueError) as exc:
+        raise CliError(str(exc)) from exc
+    try:
+        write_file(paths.store_url, f"{args.target}\n".encode(), secret=True)
+    except OutputError as exc:
+        raise CliError(f"copied, but {exc}; write the target URL in {paths.store_url}") from None
+    copied = ", ".join(f"{n} {table}" for table, n in counts.items())
+    print(f"copied {redact(args.source)} to {redact(args.target)}: {copied}")
+    print(f"{paths.dir} now uses {redact(args.target)} ({paths.store_url})")
+    return 0
 
 
 def _init(args: argparse.Namespace) -> int:
@@ -248,15 +302,23 @@ def _init(args: argparse.Namespace) -> int:
             ocsp_responder=args.ocsp_responder,
             key_uri=args.key_uri,
             pins=pin_source(args),
+            store_url=args.store,
         )
-    except (CaExistsError, ValueError, ServiceUnavailable, Pkcs11Unavailable) as exc:
+    except (
+        CaExistsError,
+        StoreError,
+        ValueError,
+        ServiceUnavailable,
+        Pkcs11Unavailable,
+    ) as exc:
         raise CliError(str(exc)) from exc
     print(f"created CA in {paths.dir}")
     print(f"  CA certificate      {paths.ca_cert}")
     print(f"  CA key              {describe_key(paths.dir, paths.ca_key)}")
     print(f"  server certificate  {paths.server_cert} (for {', '.join(args.hostname)})")
     print(f"  server key          {paths.server_key} (mode 0600)")
-    print(f"  store               {paths.store}")
+    where = paths.store if args.store is None else f"{redact(args.store)} (in {paths.store_url})"
+    print(f"  store               {where}")
     if args.ocsp_responder:
         print(f"  OCSP responder      {paths.ocsp_cert}, key {paths.ocsp_key} (mode 0600)")
     return 0

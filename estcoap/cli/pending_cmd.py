@@ -36,8 +36,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _open(ca_dir: str) -> Store:
     try:
-        return Store.open(CaPaths.of(ca_dir).store, create=False)
-    except StoreError as exc:
+        return Store.open(CaPaths.of(ca_dir).store_location(), create=False)
+    except (StoreError, ValueError) as exc:  # ValueError: a bad store.url
         raise CliError(str(exc)) from exc
 
 

@@ -29,15 +29,16 @@ from estcoap.service import (
 
 
 @pytest.fixture
-async def ca(tmp_path):
-    service = new_ca(tmp_path, approval="manual", retry_after=7, labels=["iot"])
+async def ca(tmp_path, store_url):
+    """A manual-approval CA, once on SQLite and once on PostgreSQL (conftest.store_url)."""
+    service = new_ca(tmp_path, store_url, approval="manual", retry_after=7, labels=["iot"])
     yield service
     service.close()
 
 
 def _decide(ca, request_id, decision):
     # A separate connection, as `estcoap pending approve` uses while the server runs.
-    with Store.open(ca.paths.store, create=False) as store:
+    with Store.open(ca.paths.store_location(), create=False) as store:
         getattr(store, decision)(request_id)
 
 
@@ -151,8 +152,8 @@ async def test_two_instances_racing_on_one_approval_issue_once(ca):
         other.close()
 
 
-def test_store_decisions_are_final(tmp_path):
-    with Store.open(tmp_path / "s.sqlite3") as store:
+def test_store_decisions_are_final(store_url):
+    with Store.open(store_url) as store:
         record = store.submit_pending(
             operation="enroll",
             label=None,

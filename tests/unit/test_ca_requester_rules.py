@@ -15,7 +15,7 @@ from estcoap.service import Certificates, Forbidden, KeyAndCertificate, Pending
 
 
 def _approve_all(ca) -> None:
-    with Store.open(ca.paths.store, create=False) as operator:
+    with Store.open(ca.paths.store_location(), create=False) as operator:
         for record in operator.pending_list("pending"):
             operator.approve(record.id)
 
@@ -23,8 +23,8 @@ def _approve_all(ca) -> None:
 # ---- a pending request and its answer belong to whoever made it ----------------------
 
 
-async def test_replayed_serverkeygen_csr_gets_no_key(tmp_path):
-    ca = new_ca(tmp_path, approval="manual")
+async def test_replayed_serverkeygen_csr_gets_no_key(tmp_path, store_url):
+    ca = new_ca(tmp_path, store_url, approval="manual")
     try:
         request = enroll_request(make_csr(subject=name("alice-dev")), user_peer("alice"))
         replay = enroll_request(request.csr, user_peer("mallory"))
@@ -45,14 +45,14 @@ async def test_replayed_serverkeygen_csr_gets_no_key(tmp_path):
         ca.close()
 
 
-async def test_replayed_enroll_csr_from_another_device_gets_nothing(tmp_path):
+async def test_replayed_enroll_csr_from_another_device_gets_nothing(tmp_path, store_url):
     """Two certificates with the same subject (two device makers may both issue
     CN=device-1) are two requesters: the request is bound to the certificate."""
-    ca = new_ca(tmp_path)
+    ca = new_ca(tmp_path, store_url)
     one = await ca.enroll(enroll_request(make_csr(subject=name("device-1")), user_peer()))
     two = await ca.enroll(enroll_request(make_csr(subject=name("device-1")), user_peer()))
     ca.close()
-    manual = new_ca(tmp_path, approval="manual")
+    manual = new_ca(tmp_path, store_url, approval="manual")
     try:
         device_a = cert_peer(one.certificates[0])
         device_b = cert_peer(two.certificates[0])
@@ -71,8 +71,8 @@ async def test_replayed_enroll_csr_from_another_device_gets_nothing(tmp_path):
 # ---- caps on the pending queue -------------------------------------------------------
 
 
-async def test_pending_requests_are_capped_per_requester(tmp_path):
-    ca = new_ca(tmp_path, approval="manual", max_pending_per_requester=3)
+async def test_pending_requests_are_capped_per_requester(tmp_path, store_url):
+    ca = new_ca(tmp_path, store_url, approval="manual", max_pending_per_requester=3)
     try:
         mine = [enroll_request(make_csr(subject=name(f"q{i}")), user_peer("bob")) for i in range(3)]
         for request in mine:
@@ -93,8 +93,8 @@ async def test_pending_requests_are_capped_per_requester(tmp_path):
         ca.close()
 
 
-async def test_pending_requests_are_capped_in_total(tmp_path):
-    ca = new_ca(tmp_path, approval="manual", max_pending=4)
+async def test_pending_requests_are_capped_in_total(tmp_path, store_url):
+    ca = new_ca(tmp_path, store_url, approval="manual", max_pending=4)
     try:
         for i in range(4):
             await ca.enroll(enroll_request(make_csr(), user_peer(f"user{i}")))
@@ -105,8 +105,8 @@ async def test_pending_requests_are_capped_in_total(tmp_path):
         ca.close()
 
 
-async def test_a_burst_from_one_requester_queues_at_most_the_cap(tmp_path):
-    ca = new_ca(tmp_path, approval="manual")  # the default cap
+async def test_a_burst_from_one_requester_queues_at_most_the_cap(tmp_path, store_url):
+    ca = new_ca(tmp_path, store_url, approval="manual")  # the default cap
     try:
         requests = [enroll_request(make_csr(), user_peer("flood")) for _ in range(60)]
         results = await asyncio.gather(*(ca.enroll(r) for r in requests), return_exceptions=True)
@@ -126,8 +126,8 @@ async def _device_certificate(ca):
     return first.certificates[0], key
 
 
-async def test_a_renewed_certificate_cannot_renew_again(tmp_path):
-    ca = new_ca(tmp_path)
+async def test_a_renewed_certificate_cannot_renew_again(tmp_path, store_url):
+    ca = new_ca(tmp_path, store_url)
     try:
         cert, key = await _device_certificate(ca)
         first_csr = make_csr(key, cert.subject)
@@ -163,8 +163,8 @@ async def test_a_renewed_certificate_cannot_renew_again(tmp_path):
         ca.close()
 
 
-async def test_racing_renewals_of_one_certificate_issue_one(tmp_path):
-    ca = new_ca(tmp_path, durable_commits=True)  # worker threads: the race is real
+async def test_racing_renewals_of_one_certificate_issue_one(tmp_path, store_url):
+    ca = new_ca(tmp_path, store_url, durable_commits=True)  # worker threads: the race is real
     try:
         cert, key = await _device_certificate(ca)
         requests = [  # rekeys, each with its own key: only one may win
@@ -180,13 +180,13 @@ async def test_racing_renewals_of_one_certificate_issue_one(tmp_path):
         ca.close()
 
 
-async def test_approved_renewals_follow_the_rule_too(tmp_path):
-    auto = new_ca(tmp_path)
+async def test_approved_renewals_follow_the_rule_too(tmp_path, store_url):
+    auto = new_ca(tmp_path, store_url)
     try:
         cert, key = await _device_certificate(auto)
     finally:
         auto.close()
-    ca = new_ca(tmp_path, approval="manual")
+    ca = new_ca(tmp_path, store_url, approval="manual")
     try:
         one = enroll_request(make_csr(key, cert.subject), cert_peer(cert))
         two = enroll_request(make_csr(subject=cert.subject), cert_peer(cert))  # a rekey
