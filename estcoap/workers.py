@@ -155,7 +155,7 @@ class _WorkerTag(logging.Filter):
         self.fields = {"worker": number, "pid": os.getpid()}
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not getattr(record, "_worker_tagged", False):
+        if not getattr(record, "_worker_tagged", False):  # one tag with several handlers
             record._worker_tagged = True
             record.msg = self.prefix + str(record.msg)
             fields = getattr(record, "fields", None)
@@ -168,6 +168,7 @@ def _become_worker(number: int, secret: bytes, ready_fd: int) -> None:
     global index, _ready_fd
     index, _ready_fd = number, ready_fd
     os.setpgid(0, 0)  # a terminal's Ctrl-C reaches the parent, which forwards it once
+    signal.set_wakeup_fd(-1)  # the parent's: its fd number is closed here and may be reused
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
         signal.signal(sig, signal.SIG_DFL)
     from .dtls import cookie
@@ -232,6 +233,7 @@ class Supervisor:
         self.workers = [_Worker(i) for i in range(workers)]
         self._stops = 0
         self._reloads = 0
+        self._drain_status = 0  # 1 once a worker did not end cleanly while stopping
         self._wake_r, self._wake_w = os.pipe()
 
     # signals only set counters; the loop acts on them
@@ -341,7 +343,7 @@ class Supervisor:
                     continue
                 if not worker.ever_ready:  # could not start at all: the command fails
                     log.error("worker %d could not start (%s)", worker.number, _how(status))
-                    failed = code or 1
+                    failed = code if code > 0 else 1
                     deadline = time.monotonic() + self.drain_timeout + DRAIN_MARGIN
                     self._signal_all(signal.SIGTERM)
                     continue
@@ -358,8 +360,6 @@ class Supervisor:
                     _how(status),
                     backoff,
                 )
-
-    _drain_status = 0
 
     def _alive(self) -> int:
         return sum(1 for w in self.workers if w.pid)
