@@ -86,13 +86,11 @@ def serve_workers(ca: Path, *args: str | Path) -> Iterator[Served]:
         text=True,
     )
     served = Served(proc)
+    out, err = proc.stdout, proc.stderr
+    assert out is not None and err is not None
     readers = [
-        threading.Thread(
-            target=lambda: served.stderr.extend(iter(proc.stderr.readline, "")), daemon=True
-        ),  # type: ignore[union-attr]  # noqa: E501
-        threading.Thread(
-            target=lambda: served.stdout.extend(iter(proc.stdout.readline, "")), daemon=True
-        ),  # type: ignore[union-attr]  # noqa: E501
+        threading.Thread(target=lambda: served.stderr.extend(iter(err.readline, "")), daemon=True),
+        threading.Thread(target=lambda: served.stdout.extend(iter(out.readline, "")), daemon=True),
     ]
     for reader in readers:
         reader.start()
@@ -317,7 +315,7 @@ def test_a_worker_that_cannot_start_fails_the_command(tmp_path: Path) -> None:
             "127.0.0.1:0",
             "--policy",
             str(tmp_path / "missing.toml"),
-        ],  # fmt: skip
+        ],
         capture_output=True,
         text=True,
         timeout=60,

@@ -80,7 +80,7 @@ def instances(ca: Path, coaps: int, https: int, *args: str) -> Iterator[list[Ins
                     "--log-level",
                     "info",
                     *args,
-                ],  # fmt: skip
+                ],
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 text=True,
@@ -156,7 +156,7 @@ def nginx(workdir: Path, coaps: int, https: int) -> Iterator[tuple[int, int]]:
             https=https,
             front_coaps=front_coaps,
             front_https=front_https,
-        )  # fmt: skip
+        )
     )
     proc = subprocess.Popen(
         [str(binary), "-p", str(workdir), "-c", str(conf)],
@@ -202,7 +202,10 @@ def test_two_instances_behind_nginx_share_one_postgresql(tmp_path: Path, pg_url:
         instances(ca, coaps, https, "--trust-clients", str(trust)) as pair,
         nginx(tmp_path / "nginx", coaps, https) as (front_coaps, front_https),
     ):
-        urls = {"coaps": f"coaps://127.0.0.1:{front_coaps}", "https": f"https://127.0.0.1:{front_https}"}  # fmt: skip  # noqa: E501
+        urls = {
+            "coaps": f"coaps://127.0.0.1:{front_coaps}",
+            "https": f"https://127.0.0.1:{front_https}",
+        }
         victim = pair[1]
 
         async def run() -> None:
@@ -257,22 +260,33 @@ def test_an_approval_made_with_the_cli_is_seen_by_the_other_instance(
             return (await client.enroll(csr))[0]
 
     with instances(
-        ca, coaps, https, "--trust-clients", str(trust), "--approval", "manual",
-        "--retry-after", "1",
-    ):  # fmt: skip
+        ca,
+        coaps,
+        https,
+        "--trust-clients",
+        str(trust),
+        "--approval",
+        "manual",
+        "--retry-after",
+        "1",
+    ):
         with pytest.raises(EstPendingTimeout):
             asyncio.run(ask(HOSTS[0], 0))  # instance A queues it
         listed = subprocess.run(
             [*CLI, "pending", "list", str(ca), "--state", "pending"],
-            capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert listed.returncode == 0, listed.stderr
         request_id = re.search(r"^\s*(\d+)\s.*dev-wait", listed.stdout, re.M)
         assert request_id, listed.stdout
         approved = subprocess.run(
             [*CLI, "pending", "approve", str(ca), request_id[1]],
-            capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert approved.returncode == 0, approved.stderr
         cert = asyncio.run(ask(HOSTS[1], 3))  # the same request, polled on instance B
     assert cert.subject.rfc4514_string() == "2.5.4.5=dev-wait"
