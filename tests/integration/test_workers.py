@@ -322,3 +322,77 @@ def test_a_worker_that_cannot_start_fails_the_command(tmp_path: Path) -> None:
     )
     assert done.returncode != 0
     assert "missing.toml" in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
+def test_gateway_with_two_workers_forwards_from_both(tmp_path: Path) -> None:
+    """gateway --workers 2 in front of a serve: CoAPs devices enroll through both
+    workers (each its own upstream pool), SIGTERM stops it with 0."""
+    ca, maker, trust = init_ca(tmp_path)
+    ra_cert, ra_key = tmp_path / "ra.pem", tmp_path / "ra.key"
+    done = subprocess.run(
+        [*CLI, "ca", "issue-ra", str(ca), "--out-cert", str(ra_cert), "--out-key", str(ra_key)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    fleet = Fleet(ca, maker)
+    with serve_workers(ca, "--trust-clients", trust) as upstream:
+        gateway = subprocess.Popen(
+            [
+                *CLI,
+                "gateway",
+                "--workers",
+                "2",
+                "--coaps",
+                "127.0.0.1:0",
+                "--upstream",
+                upstream.urls["https"],
+                "--upstream-trust",
+                str(ca / "ca.pem"),
+                "--ra-cert",
+                str(ra_cert),
+                "--ra-key",
+                str(ra_key),
+                "--server-cert",
+                str(ca / "server.pem"),
+                "--server-key",
+                str(ca / "server.key"),
+                "--trust-clients",
+                str(trust),
+                "--metrics",
+                "127.0.0.1:0",
+                "--log-level",
+                "info",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        said: list[str] = []
+        lines: list[str] = []
+        out, err = gateway.stdout, gateway.stderr
+        assert out is not None and err is not None
+        threading.Thread(target=lambda: said.extend(iter(err.readline, "")), daemon=True).start()
+        threading.Thread(target=lambda: lines.extend(iter(out.readline, "")), daemon=True).start()
+        try:
+            wait_until(lambda: any("workers serving" in x for x in lines), 90, "the gateway")
+            pids = [int(p) for p in re.findall(r"\d+", lines[-1].split("pids", 1)[1])]
+            url = next(x for x in lines if "serving EST-coaps" in x).split(" on ", 1)[1]
+            url = url.split(" -> ", 1)[0]
+
+            async def run() -> None:
+                await asyncio.gather(*(fleet.enroll(url, f"gw-{i}") for i in range(16)))
+
+            asyncio.run(run())
+            gateway.send_signal(signal.SIGTERM)
+            assert gateway.wait(DRAIN_TIMEOUT + 30) == 0, said
+        finally:
+            if gateway.poll() is None:
+                gateway.kill()
+                gateway.wait(30)
+    assert len(fleet.certs) == 16
+    request = re.compile(r"worker \d+ pid (\d+): gateway \S+ .* label=")
+    answered = {int(m[1]) for line in said if (m := request.search(line))}
+    assert answered == set(pids), (pids, answered)  # both workers forwarded some
+    assert not any("Traceback" in line for line in said), said
