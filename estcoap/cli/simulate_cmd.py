@@ -232,8 +232,8 @@ def _simulate_psk(args: argparse.Namespace) -> int:
     tag = secrets.token_hex(3)
     devices = [(f"psk-{tag}-{i:06d}", secrets.token_bytes(16)) for i in range(args.devices)]
     try:
-        store = Store.open(CaPaths.of(args.ca).store, create=False)
-    except StoreError as exc:
+        store = Store.open(CaPaths.of(args.ca).store_location(), create=False)
+    except (StoreError, ValueError) as exc:
         raise CliError(f"--ca {exc}") from None
     expires = dt.datetime.now(dt.UTC) + dt.timedelta(days=1)
     try:
