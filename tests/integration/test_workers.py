@@ -10,6 +10,7 @@ import contextlib
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -396,3 +397,95 @@ def test_gateway_with_two_workers_forwards_from_both(tmp_path: Path) -> None:
     answered = {int(m[1]) for line in said if (m := request.search(line))}
     assert answered == set(pids), (pids, answered)  # both workers forwarded some
     assert not any("Traceback" in line for line in said), said
+
+
+def test_a_cookie_made_by_one_worker_is_accepted_by_another(tmp_path: Path) -> None:
+    """Forced with the port's SO_REUSEPORT group: with the parent stopped (no restarts),
+    worker 0 is killed, so the first ClientHello reaches worker 1, which answers with a
+    HelloVerifyRequest; worker 0 comes back, worker 1 is killed, and the ClientHello with
+    the cookie reaches the new worker 0: it goes on with the handshake (to the end) instead
+    of asking for a cookie again."""
+    from estcoap.dtls.association import DtlsAssociation, State, check_server_name
+    from estcoap.dtls.config import DtlsClientConfig
+    from estcoap.dtls.contexts import client_context
+    from estcoap.dtls.records import HANDSHAKE, parse_client_hello, scan_records
+
+    ca, maker, trust = init_ca(tmp_path)
+    idevid, id_key = maker.issue_idevid("dev-cookie")
+    (tmp_path / "dev.pem").write_bytes(idevid.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "dev.key").write_bytes(
+        id_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    config = DtlsClientConfig.from_files(ca / "ca.pem", tmp_path / "dev.pem", tmp_path / "dev.key")
+
+    def handshake_types(datagram: bytes) -> list[int]:
+        """The handshake message types of a datagram's epoch-0 handshake records."""
+        return [r[0][13] for r in scan_records(datagram) if r[1] == HANDSHAKE and r[3] == 0]
+
+    with serve_workers(ca, "--trust-clients", trust) as served:
+        port = int(served.urls["coaps"].rsplit(":", 1)[1].split("/", 1)[0])
+        server = ("127.0.0.1", port)
+        parent = served.proc.pid
+        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        udp.bind(("127.0.0.1", 0))
+        udp.settimeout(10)
+        try:
+            os.kill(parent, signal.SIGSTOP)  # nothing is restarted while it is stopped
+            os.kill(served.pids[0], signal.SIGKILL)
+            wait_until(lambda: exited(served.pids[0]), 30, "worker 0 gone")
+            client = DtlsAssociation.connect(
+                client_context(config, check_server_name), "127.0.0.1", datagram_limit=1200
+            )
+            for datagram in client.datagrams_to_send():
+                udp.sendto(datagram, server)
+            hello_verify, _ = udp.recvfrom(4096)  # from worker 1, the only one left
+            assert handshake_types(hello_verify) == [3], "a HelloVerifyRequest"
+            client.receive_datagram(hello_verify)
+            # (a retransmission of the first ClientHello may come first on a busy machine)
+            with_cookie = [
+                d
+                for d in client.datagrams_to_send()
+                if parse_client_hello(scan_records(d)[0][0]).cookie
+            ]
+            assert with_cookie
+
+            os.kill(parent, signal.SIGCONT)
+            wait_until(
+                lambda: (
+                    len(re.findall(r"worker 0 \(pid \d+\) serving", "".join(served.stderr))) == 2
+                ),
+                60,
+                "worker 0 started again",
+            )
+            os.kill(parent, signal.SIGSTOP)
+            os.kill(served.pids[1], signal.SIGKILL)  # now only the new worker 0 is left
+            wait_until(lambda: exited(served.pids[1]), 30, "worker 1 gone")
+            for datagram in with_cookie:
+                udp.sendto(datagram, server)
+            answer, _ = udp.recvfrom(4096)
+            assert handshake_types(answer)[:1] == [2], "a ServerHello, not another cookie"
+            for _ in range(10):  # the rest of the handshake, with the new worker 0
+                client.receive_datagram(answer)
+                if client.state is State.ESTABLISHED:
+                    break
+                for datagram in client.datagrams_to_send():
+                    udp.sendto(datagram, server)
+                answer, _ = udp.recvfrom(4096)
+            assert client.state is State.ESTABLISHED
+        finally:
+            os.kill(parent, signal.SIGCONT)
+            udp.close()
+        served.proc.send_signal(signal.SIGTERM)
+        assert served.proc.wait(DRAIN_TIMEOUT + 30) == 0, served.stderr
+
+
+def exited(pid: int) -> bool:
+    """The process has ended (a zombie of a stopped parent counts: its sockets are closed)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
