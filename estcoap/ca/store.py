@@ -440,13 +440,14 @@ class Store(PskTable):
                     successor = _successor(cur, renewed_from)
                     if successor is not None:
                         raise AlreadyRenewed(successor)
-                cur.execute(
+                (stored,) = cur.execute(
                     "INSERT INTO issued (serial, subject, san, not_before, not_after, csr_sha256,"
                     " requester, label, operation, kind, renewed_from, pending_id, cert_der,"
-                    " key_der, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    " key_der, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                    " RETURNING cert_der",
                     row,
-                )
-                self._verify_row(cur, serial)
+                ).fetchone()
+                self._verify_row(cur, bytes(stored))
                 if psk_identity is not None:
                     consume_use(cur, psk_identity)
                 word = row[8]
@@ -470,11 +471,11 @@ class Store(PskTable):
             if exc.constraint == "issued.pending_id":
                 raise StoreError(f"request {pending_id} has a certificate already") from exc
             raise StoreError(f"could not record certificate {serial}: {exc}") from exc
-        return _issued(row)  # what the committed row holds (read back by _verify_row)
+        return _issued(row)  # what the committed row holds (read back by RETURNING)
 
-    def _verify_row(self, cur: Cursor, serial: str) -> None:
-        """Read the row back inside the transaction: the DER stored must parse."""
-        (der,) = cur.execute("SELECT cert_der FROM issued WHERE serial = ?", (serial,)).fetchone()
+    def _verify_row(self, cur: Cursor, der: bytes) -> None:
+        """The row read back inside the transaction (INSERT ... RETURNING gives what it
+        holds): the DER stored must parse, or nothing is committed."""
         x509.load_der_x509_certificate(der)
 
     def find_issued(self, serial: str | int) -> IssuedRecord | None:
