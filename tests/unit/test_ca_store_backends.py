@@ -54,8 +54,8 @@ def test_the_dialects_differ_only_in_these_words() -> None:
 
 
 def test_each_statement_of_a_transaction_answers_with_its_own_rows(store_url: str) -> None:
-    """PostgreSQL writes run in pipeline mode: a fetch must get its own statement's rows,
-    not those of one sent before it."""
+    """A fetch gets its own statement's rows, not those of one sent before it (as psycopg's
+    pipeline mode would give with one cursor)."""
     with Store.open(store_url) as store, store._transaction() as cur:
         cur.execute("SELECT 1")
         cur.execute("SELECT count(*) FROM issued")
