@@ -114,7 +114,9 @@ def _client(url: str, ca_pem: bytes, devices: list[tuple[bytes, bytes, str]], k:
 # ---- one case ----------------------------------------------------------------------
 
 
-def serve(ca: Path, workers: int, coaps: str, maker_pem: Path) -> tuple[subprocess.Popen, list]:
+def serve(ca: Path, workers: int, maker_pem: Path) -> tuple[subprocess.Popen, list, int]:
+    """serve on a port it picks (a port chosen here could be taken meanwhile on a shared
+    machine); its process ids (the parent's and the workers') and the port."""
     log = open(ca / "serve.log", "w")  # noqa: SIM115 (the process writes it while it runs)
     proc = subprocess.Popen(
         [
@@ -125,7 +127,7 @@ def serve(ca: Path, workers: int, coaps: str, maker_pem: Path) -> tuple[subproce
             "--ca",
             str(ca),
             "--coaps",
-            coaps,
+            "127.0.0.1:0",
             "--trust-clients",
             str(maker_pem),
             "--workers",
@@ -136,25 +138,19 @@ def serve(ca: Path, workers: int, coaps: str, maker_pem: Path) -> tuple[subproce
         text=True,
         env=ENV,
     )
-    pids = [proc.pid]
+    pids, port = [proc.pid], 0
     while True:
         line = proc.stdout.readline()  # type: ignore[union-attr]
         if not line:
             raise SystemExit(f"serve ended before it was ready: {(ca / 'serve.log').read_text()}")
-        if workers == 1 and line.startswith("serving EST-coaps"):
-            break
+        if line.startswith("serving EST-coaps"):
+            port = int(line.rsplit(":", 1)[1].split("/", 1)[0])
+            if workers == 1:
+                break
         if "workers serving" in line:
             pids += [int(p) for p in re.findall(r"\d+", line.split("pids", 1)[1])]
             break
-    return proc, pids
-
-
-def free_udp_port() -> int:
-    import socket
-
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    return proc, pids, port
 
 
 def run_case(args, store: str, workers: int, pg, maker: DeviceMaker, work: Path) -> dict:
@@ -180,8 +176,7 @@ def run_case(args, store: str, workers: int, pg, maker: DeviceMaker, work: Path)
                 f"s{workers}-{i}",
             )
         )
-    port = free_udp_port()
-    proc, pids = serve(ca, workers, f"127.0.0.1:{port}", maker_pem)
+    proc, pids, port = serve(ca, workers, maker_pem)
     postmaster = None
     if pg is not None and store == "postgresql":
         postmaster = int((pg.data / "postmaster.pid").read_text().split()[0])

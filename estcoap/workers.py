@@ -19,7 +19,8 @@ made it, and an HTTPS connection stays where it was accepted.
   time (a bad option, a port in use) stops them all: the command fails as one process would.
 * SIGTERM or SIGINT to the parent: forwarded to every worker, which drains (estcoap.runtime);
   the parent waits --drain-timeout plus a margin, kills what is left, and exits 0 when every
-  worker exited 0. SIGHUP is forwarded to every worker, each reloads its own settings.
+  worker exited 0. SIGHUP is forwarded to every worker that serves, each reloads its own
+  settings (one still starting reads them all anyway).
 """
 
 from __future__ import annotations
@@ -169,8 +170,9 @@ def _become_worker(number: int, secret: bytes, ready_fd: int) -> None:
     index, _ready_fd = number, ready_fd
     os.setpgid(0, 0)  # a terminal's Ctrl-C reaches the parent, which forwards it once
     signal.set_wakeup_fd(-1)  # the parent's: its fd number is closed here and may be reused
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
         signal.signal(sig, signal.SIG_DFL)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the runtime takes it: not fatal
     from .dtls import cookie
     from .dtls import server as dtls_server
     from .https import server as https_server
@@ -231,9 +233,10 @@ class Supervisor:
         self.drain_timeout = drain_timeout
         self.secret = secret or os.urandom(32)
         self.workers = [_Worker(i) for i in range(workers)]
-        self._stops = 0
-        self._reloads = 0
-        self._drain_status = 0  # 1 once a worker did not end cleanly while stopping
+        self._stops = self._stops_forwarded = 0
+        self._reloads = self._reloads_forwarded = 0
+        self._deadline: float | None = None  # set when stopping: workers are killed after it
+        self._status = 0  # the command's: 1 once a worker did not end cleanly
         self._wake_r, self._wake_w = os.pipe()
 
     # signals only set counters; the loop acts on them
@@ -262,13 +265,8 @@ class Supervisor:
                     sys.stderr.flush()
                 os._exit(status)
         os.close(write_fd)
-        worker.pid, worker.ready_fd, worker.started, worker.up = (
-            pid,
-            read_fd,
-            time.monotonic(),
-            False,
-        )
-        worker.restart_at = None
+        worker.pid, worker.ready_fd, worker.started = pid, read_fd, time.monotonic()
+        worker.up, worker.restart_at = False, None
         log.info("worker %d started (pid %d)", worker.number, pid)
 
     def supervise(self) -> int:
@@ -298,36 +296,18 @@ class Supervisor:
         for worker in self.workers:
             self._start(worker)
         announced = False
-        stops_forwarded = reloads_forwarded = 0
-        deadline: float | None = None
-        failed: int | None = None
         while True:
-            now = time.monotonic()
-            if self._stops > stops_forwarded:
-                if deadline is None:
-                    deadline = now + self.drain_timeout + DRAIN_MARGIN
-                    log.info("stopping: SIGTERM to %d workers", self._alive())
-                stops_forwarded = self._stops
-                self._signal_all(signal.SIGTERM)
-            if self._reloads > reloads_forwarded and deadline is None:
-                reloads_forwarded = self._reloads
-                log.info("reload: SIGHUP to %d workers", self._alive())
-                self._signal_all(signal.SIGHUP)
-            if deadline is not None and not self._alive():
-                return failed if failed is not None else self._drain_status
-            if deadline is not None and now >= deadline:
-                log.warning("stopping: workers still running after the drain are killed")
-                self._signal_all(signal.SIGKILL)
-                deadline = now + 5.0
-                self._drain_status = 1
-            if deadline is None:
-                for worker in self.workers:
-                    if (
-                        worker.pid == 0
-                        and worker.restart_at is not None
-                        and now >= worker.restart_at
-                    ):
-                        self._start(worker)
+            self._forward_signals()
+            if self._deadline is not None:
+                if not self._alive():
+                    return self._status
+                if time.monotonic() >= self._deadline:
+                    log.warning("stopping: workers still running after the drain are killed")
+                    self._signal_all(signal.SIGKILL)
+                    self._deadline = time.monotonic() + 5.0
+                    self._status = 1
+            else:
+                self._restart_due()
             if not announced and all(w.up for w in self.workers):
                 announced = True
                 pids = ", ".join(str(w.pid) for w in self.workers)
@@ -336,36 +316,61 @@ class Supervisor:
                 )
             self._wait(0.2)
             for worker, pid, status in self._reap():
-                code = _exit_code(status)
-                if deadline is not None:
-                    if code != 0:
-                        self._drain_status = 1
-                    continue
-                if not worker.ever_ready:  # could not start at all: the command fails
-                    log.error("worker %d could not start (%s)", worker.number, _how(status))
-                    failed = code if code > 0 else 1
-                    deadline = time.monotonic() + self.drain_timeout + DRAIN_MARGIN
-                    self._signal_all(signal.SIGTERM)
-                    continue
-                lived = time.monotonic() - worker.started
-                worker.failures = 0 if lived >= HEALTHY_AFTER else worker.failures + 1
-                backoff = min(MAX_BACKOFF, FIRST_BACKOFF * 2 ** max(0, worker.failures - 1))
-                if worker.failures == 0:
-                    backoff = 0.0
-                worker.restart_at = time.monotonic() + backoff
-                log.warning(
-                    "worker %d (pid %d) %s; starting it again in %.1f s",
-                    worker.number,
-                    pid,
-                    _how(status),
-                    backoff,
-                )
+                self._ended(worker, pid, status)
+
+    def _forward_signals(self) -> None:
+        if self._stops > self._stops_forwarded:
+            if self._deadline is None:
+                self._stop_all()
+                log.info("stopping: SIGTERM to %d workers", self._alive())
+            else:  # a second one: the workers stop waiting for what is in flight
+                self._signal_all(signal.SIGTERM)
+            self._stops_forwarded = self._stops
+        if self._reloads > self._reloads_forwarded and self._deadline is None:
+            self._reloads_forwarded = self._reloads
+            # Only to workers that serve: one still starting reads every file anyway.
+            up = [w for w in self.workers if w.up]
+            log.info("reload: SIGHUP to %d workers", len(up))
+            self._signal_all(signal.SIGHUP, up)
+
+    def _stop_all(self) -> None:
+        self._deadline = time.monotonic() + self.drain_timeout + DRAIN_MARGIN
+        self._signal_all(signal.SIGTERM)
+
+    def _restart_due(self) -> None:
+        now = time.monotonic()
+        for worker in self.workers:
+            if worker.pid == 0 and worker.restart_at is not None and now >= worker.restart_at:
+                self._start(worker)
+
+    def _ended(self, worker: _Worker, pid: int, status: int) -> None:
+        code = os.waitstatus_to_exitcode(status)
+        if self._deadline is not None:  # stopping: a worker ends with 0, or by the SIGTERM
+            if code not in (0, -signal.SIGTERM):  # that came before its handler did
+                self._status = 1
+            return
+        if not worker.ever_ready:  # could not start at all: the command fails as one would
+            log.error("worker %d could not start (%s)", worker.number, _how(status))
+            self._status = code if code > 0 else 1
+            self._stop_all()
+            return
+        lived = time.monotonic() - worker.started
+        worker.failures = 0 if lived >= HEALTHY_AFTER else worker.failures + 1
+        backoff = 0.0 if worker.failures == 0 else _backoff(worker.failures)
+        worker.restart_at = time.monotonic() + backoff
+        log.warning(
+            "worker %d (pid %d) %s; starting it again in %.1f s",
+            worker.number,
+            pid,
+            _how(status),
+            backoff,
+        )
 
     def _alive(self) -> int:
         return sum(1 for w in self.workers if w.pid)
 
-    def _signal_all(self, sig: int) -> None:
-        for worker in self.workers:
+    def _signal_all(self, sig: int, workers: list[_Worker] | None = None) -> None:
+        for worker in self.workers if workers is None else workers:
             if worker.pid:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(worker.pid, sig)
@@ -410,8 +415,9 @@ class Supervisor:
         return gone
 
 
-def _exit_code(status: int) -> int:
-    return os.waitstatus_to_exitcode(status)
+def _backoff(failures: int) -> float:
+    """0.5 s after the first quick death in a row, doubling up to MAX_BACKOFF."""
+    return float(min(MAX_BACKOFF, FIRST_BACKOFF * 2 ** (failures - 1)))
 
 
 def _how(status: int) -> str:
