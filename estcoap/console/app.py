@@ -32,6 +32,7 @@ from ..ca.store import (
     END_ENTITY_REASONS,
     AlreadyRevoked,
     IssuedRecord,
+    RevocationRecord,
     Store,
     StoreError,
     UnknownCertificate,
@@ -296,7 +297,9 @@ class Console:
         session: Session = request[SESSION]
         now = dt.datetime.now(dt.UTC)
         rows = []
-        for record in self.store.pending_list("pending"):
+        # Store reads run in a thread: a database server's answer (or its absence) must not
+        # hold up the event loop the devices are served on.
+        for record in await asyncio.to_thread(self.store.pending_list, "pending"):
             sans, key = _csr_summary(record.csr_der)
             age = _age(now - dt.datetime.fromisoformat(record.created))
             buttons = "".join(
@@ -359,8 +362,7 @@ class Console:
     async def certificates_page(self, request: web.Request) -> web.Response:
         query = request.query.get("q", "").strip()[:200]
         # An empty search matches every certificate: the newest SEARCH_LIMIT, by index.
-        records = self.store.issued_search(query, SEARCH_LIMIT)
-        revoked = {r.serial for r in records if self.store.revocation_of(r.serial)}
+        records, revoked = await asyncio.to_thread(self._search, query)
         rows = [
             _row(
                 f'<a class="mono" href="/certificates/{r.serial}">{r.serial}</a>',
@@ -391,13 +393,27 @@ class Console:
         )
         return self._page(request, "Certificates", body)
 
+    def _search(self, query: str) -> tuple[list[IssuedRecord], set[str]]:
+        records = self.store.issued_search(query, SEARCH_LIMIT)
+        return records, {r.serial for r in records if self.store.revocation_of(r.serial)}
+
+    def _certificate(
+        self, serial: str
+    ) -> tuple[IssuedRecord, RevocationRecord | None, list[IssuedRecord], set[str]] | None:
+        """A certificate, its revocation, its renewal chain and which of those are revoked."""
+        record = self.store.find_issued(serial)
+        if record is None:
+            return None
+        chain = self._renewals(record)
+        revoked = {r.serial for r in chain if self.store.revocation_of(r.serial)}
+        return record, self.store.revocation_of(record.serial), chain, revoked
+
     async def certificate_page(self, request: web.Request) -> web.Response:
         session: Session = request[SESSION]
-        record = self.store.find_issued(request.match_info["serial"])
-        if record is None:
+        found = await asyncio.to_thread(self._certificate, request.match_info["serial"])
+        if found is None:
             raise web.HTTPNotFound(text="no such certificate\n")
-        revocation = self.store.revocation_of(record.serial)
-        chain = self._renewals(record)
+        record, revocation, chain, revoked = found
         facts = [
             ("serial", f'<span class="mono">{record.serial}</span>'),
             ("subject", _name(record.subject)),
@@ -417,7 +433,6 @@ class Console:
                 )
             )
         details = "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in facts)
-        revoked = {r.serial for r in chain if self.store.revocation_of(r.serial)}
         chain_rows = [
             _row(
                 f'<a class="mono" href="/certificates/{r.serial}">{r.serial}</a>'
