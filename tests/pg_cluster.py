@@ -61,6 +61,10 @@ class PgCluster:
             "--encoding=UTF8",
             "--locale=C.UTF-8",
         )
+        self.start_server()
+
+    def start_server(self) -> None:
+        """Start the server of the initialised cluster (again, after stop_server)."""
         options = (
             f"-c listen_addresses=127.0.0.1 -c port={self.port} "
             f"-c unix_socket_directories={self.socket_dir} -c fsync=off "
@@ -80,6 +84,13 @@ class PgCluster:
             "start",
         )
         self.started = True
+
+    def stop_server(self) -> None:
+        """Stop the server, keeping the cluster (a database server going away)."""
+        self._as_postgres(
+            self.bindir / "pg_ctl", "-D", self.data, "-m", "immediate", "-w", "stop", timeout=60
+        )
+        self.started = False
 
     def url(self, database: str = "postgres") -> str:
         return f"postgresql://postgres@/{database}?host={self.socket_dir}&port={self.port}"

@@ -115,6 +115,9 @@ class PgStore(Store):
             min_size=1,
             max_size=pool_size,
             kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT_S},
+            # A request waits this long for a connection (all busy, or the server away)
+            # before it fails as the store being unavailable (StoreError: nothing issued).
+            timeout=CONNECT_TIMEOUT_S,
             open=False,
             name="estcoap-store",
         )

@@ -14,6 +14,7 @@ from estcoap.ca.create import CaExistsError
 from estcoap.ca.store import redact, sqlite_path
 from estcoap.ca.store_pg import pg_ddl
 from estcoap.cli import main
+from tests.pg_cluster import PgCluster
 
 
 def test_locations_name_their_backend(tmp_path: Path) -> None:
@@ -121,3 +122,36 @@ def test_a_statement_sent_behind_a_lock_wait_still_gets_its_own_rows(pg_url: str
         finally:
             release.set()
             holder.join(30)
+
+
+def test_a_server_that_goes_away_is_a_store_error_and_its_return_is_used(
+    pg_cluster: PgCluster,
+) -> None:
+    """A cluster of the test's own, stopped under an open store: each call fails as the
+    store being unavailable (one line, StoreError, so LocalCA answers with a server error
+    and issues nothing), and once the server is back the store works again without being
+    reopened (the pool replaces its broken connections)."""
+    own = PgCluster(pg_cluster.bindir)
+    try:
+        own.start()
+        url, _ = own.create_database()
+        with Store.open(url) as store:
+            store.psk_add("before", bytes(16), subject="CN=before")
+            own.stop_server()
+            for _ in range(2):
+                with pytest.raises(StoreError) as caught:
+                    store.psk_list()
+                assert "\n" not in str(caught.value)
+            own.start_server()
+            attempts = 0
+            while True:  # a connection broken by the restart fails once, then is replaced
+                attempts += 1
+                try:
+                    assert [r.identity for r in store.psk_list()] == ["before"]
+                    break
+                except StoreError:
+                    assert attempts < 10
+            store.psk_add("after", bytes(16), subject="CN=after")
+            assert len(store.psk_list()) == 2
+    finally:
+        own.stop()
