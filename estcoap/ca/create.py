@@ -22,7 +22,7 @@ from .pkcs11key import TOKEN_KEY_TYPES, generate_in_token, module_path_for, toke
 from .pkcs11uri import Pkcs11Uri
 from .profile import Request, random_serial, sign_end_entity
 from .signer import PinSource
-from .store import Store
+from .store import Store, absolute_location
 
 
 class CaExistsError(Exception):
@@ -113,8 +113,8 @@ def init_ca(
         location: str | Path = paths.store
         if store_url is not None:
             # Every command finds the store through this file (CaPaths.store_location).
-            _write_new(paths.store_url, f"{store_url}\n".encode(), 0o600, written)
-            location = store_url
+            location = absolute_location(store_url)
+            _write_new(paths.store_url, f"{location}\n".encode(), 0o600, written)
         else:
             written.append(paths.store)
         with Store.open(location) as store:

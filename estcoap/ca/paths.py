@@ -12,6 +12,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from .signer import PinSource, load_ca_key
+from .store import absolute_location
 
 
 @dataclass(frozen=True)
@@ -52,8 +53,9 @@ class CaPaths:
         return self.dir / "store.url"
 
     def store_location(self) -> str | Path:
-        """Where the CA's store is, as Store.open takes it: what store.url says, else the
-        directory's est.sqlite3. Refuses (ExposedFileError) a store.url others can read."""
+        """Where the CA's store is, as Store.open takes it: what store.url says (a relative
+        sqlite: path is the CA directory's), else the directory's est.sqlite3. Refuses
+        (ExposedFileError) a store.url others can read."""
         require_private(self.store_url)
         try:
             text = self.store_url.read_text(encoding="utf-8").strip()
@@ -61,7 +63,7 @@ class CaPaths:
             return self.store
         if not text:
             raise ValueError(f"{self.store_url} is empty: write the store's URL in it")
-        return text
+        return absolute_location(text, base=self.dir)  # sqlite:NAME: a file in the CA dir
 
     @property
     def key_uri(self) -> Path:

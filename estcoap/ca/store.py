@@ -146,6 +146,22 @@ def redact(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
+def is_server_url(location: str | Path) -> bool:
+    return str(location).startswith(("postgresql://", "postgres://"))
+
+
+def absolute_location(location: str | Path, base: Path | None = None) -> str:
+    """The location to write into a CA directory's store.url: a relative SQLite path made
+    absolute (against base, else the working directory), so that it names the same file
+    whichever directory a command later runs in."""
+    if is_server_url(location):
+        return str(location)
+    path = sqlite_path(location)
+    if not path.is_absolute():
+        path = (base or Path.cwd()) / path
+    return f"sqlite:{path.resolve()}"
+
+
 def sqlite_path(location: str | Path) -> Path:
     """The file a `sqlite:PATH` location (or a plain path) names."""
     text = str(location)

@@ -32,6 +32,7 @@ from ..ca.store import (
     AlreadyRevoked,
     RevocationRecord,
     UnknownCertificate,
+    absolute_location,
     redact,
     sqlite_path,
 )
@@ -282,7 +283,8 @@ def _migrate_store(args: argparse.Namespace) -> int:
     except (MigrationError, StoreError, ValueError) as exc:
         raise CliError(str(exc)) from exc
     try:
-        write_file(paths.store_url, f"{args.target}\n".encode(), secret=True)
+        target = absolute_location(args.target)
+        write_file(paths.store_url, f"{target}\n".encode(), secret=True)
     except OutputError as exc:
         raise CliError(f"copied, but {exc}; write the target URL in {paths.store_url}") from None
     copied = ", ".join(f"{n} {table}" for table, n in counts.items())

@@ -155,3 +155,17 @@ def test_a_server_that_goes_away_is_a_store_error_and_its_return_is_used(
             assert len(store.psk_list()) == 2
     finally:
         own.stop()
+
+
+def test_a_relative_sqlite_store_names_one_file_from_any_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["ca", "init", "ca", "--hostname", "localhost", "--store", "sqlite:s.db"]) == 0
+    paths = CaPaths.of(tmp_path / "ca")
+    assert paths.store_location() == f"sqlite:{(tmp_path / 's.db').resolve()}"
+    monkeypatch.chdir(tmp_path / "ca")  # elsewhere: still that file
+    assert main(["ca", "list", "."]) == 0
+    # Written by hand, a relative path is the CA directory's.
+    paths.store_url.write_text("sqlite:here.db\n")
+    assert paths.store_location() == f"sqlite:{(tmp_path / 'ca' / 'here.db').resolve()}"
