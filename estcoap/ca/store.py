@@ -337,11 +337,10 @@ class Store(PskTable):
         """location: a postgresql:// (or postgres://) URL, `sqlite:PATH`, or a path to an
         SQLite file. durable=True fsyncs every SQLite commit (store_sqlite.py explains);
         a PostgreSQL commit is durable as the server is configured (synchronous_commit)."""
-        text = str(location)
-        if text.startswith(("postgresql://", "postgres://")):
+        if is_server_url(location):
             from .store_pg import PgStore
 
-            return PgStore.connect(text, create=create)
+            return PgStore.connect(str(location), create=create)
         from .store_sqlite import SqliteStore
 
         return SqliteStore.connect(sqlite_path(location), create=create, durable=durable)

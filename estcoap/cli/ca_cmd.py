@@ -33,6 +33,7 @@ from ..ca.store import (
     RevocationRecord,
     UnknownCertificate,
     absolute_location,
+    is_server_url,
     redact,
     sqlite_path,
 )
@@ -251,7 +252,7 @@ def require_writable_store(directory: str | Path) -> None:
         location = CaPaths.of(directory).store_location()
     except ValueError as exc:
         raise CliError(str(exc)) from exc
-    if str(location).startswith(("postgresql:", "postgres:")):
+    if is_server_url(location):
         return
     store = sqlite_path(location)
     if not store.exists():
