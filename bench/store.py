@@ -20,6 +20,7 @@ import argparse
 import datetime as dt
 import multiprocessing
 import os
+import queue
 import resource
 import sys
 import tempfile
@@ -114,7 +115,17 @@ def concurrent(location: str, certs: list[x509.Certificate], processes: int) -> 
     time.sleep(1.0)  # every worker connected and waiting
     began = time.perf_counter()
     start.set()
-    recorded = sum(done.get(timeout=600) for _ in workers)
+    recorded = 0
+    for _ in workers:
+        while True:
+            try:
+                recorded += done.get(timeout=1)
+                break
+            except queue.Empty:  # a worker that died sends nothing: stop, not wait
+                if any(w.exitcode not in (None, 0) for w in workers):
+                    for w in workers:
+                        w.kill()
+                    raise SystemExit("a worker process failed (its traceback is above)") from None
     elapsed = time.perf_counter() - began
     for w in workers:
         w.join(60)
