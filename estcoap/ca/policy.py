@@ -397,7 +397,7 @@ class IssuancePolicy:
         elif requester.kind == "psk":
             pass  # its subject is bound (above); SANs only as grants give
         elif grants or self.provisioners == "granted":
-            self._check_granted_subject(requester, subject, grants, values)
+            _check_attributes_granted(requester, subject, grants, values)
         else:
             return  # a provisioner no grant restricts: any subject and SAN
         self._check_sans(requester, names, grants, values)
@@ -459,30 +459,7 @@ class IssuancePolicy:
         restricting = [g for g in grants if g.subject is not None]
         if not restricting:
             return  # other attributes are the device's to choose
-        for attribute in subject:
-            if attribute.oid == identity.oid:
-                continue
-            if not any(g.allows_attribute(attribute, values) for g in restricting):
-                allowed = _listing(g.describe_subject() for g in restricting)
-                raise Forbidden(
-                    f"subject attribute {_attribute_text(attribute)} is not granted to "
-                    f"{requester.name} (besides {required}, allowed: {allowed})"
-                )
-
-    def _check_granted_subject(
-        self,
-        requester: Requester,
-        subject: x509.Name,
-        grants: Sequence[Grant],
-        values: Mapping[str, str],
-    ) -> None:
-        for attribute in subject:
-            if not any(g.allows_attribute(attribute, values) for g in grants):
-                allowed = _listing(g.describe_subject() for g in grants)
-                raise Forbidden(
-                    f"subject attribute {_attribute_text(attribute)} is not "
-                    f"granted to {requester.name} (allowed: {allowed})"
-                )
+        _check_attributes_granted(requester, subject, restricting, values, identity=identity)
 
     def _check_sans(
         self,
@@ -515,6 +492,31 @@ class IssuancePolicy:
         if self.is_open or requester is None or requester.identity is None:
             return None
         return x509.Name([requester.identity])
+
+
+def _check_attributes_granted(
+    requester: Requester,
+    subject: x509.Name,
+    grants: Sequence[Grant],
+    values: Mapping[str, str],
+    *,
+    identity: x509.NameAttribute | None = None,
+) -> None:
+    """Raise Forbidden unless some grant allows each subject attribute.
+    identity: a device's own attribute, checked apart (it is the device's by right), so
+    passed over here and named in the message as what the subject carries besides."""
+    for attribute in subject:
+        if identity is not None and attribute.oid == identity.oid:
+            continue
+        if any(g.allows_attribute(attribute, values) for g in grants):
+            continue
+        allowed = "allowed: " + _listing(g.describe_subject() for g in grants)
+        if identity is not None:
+            allowed = f"besides {attribute_name(identity.oid)}={identity.value}, {allowed}"
+        raise Forbidden(
+            f"subject attribute {_attribute_text(attribute)} is not granted to "
+            f"{requester.name} ({allowed})"
+        )
 
 
 def _check_psk_subject(requester: Requester, subject: x509.Name) -> None:
