@@ -29,7 +29,7 @@ from ..codec.csrattrs import requested_key, requested_signature_hash, wants_chal
 from ..idevid import DeviceMaker
 from .keys import Credential
 from .plan import Plan, subject_for
-from .relay import Impairment, TcpRelay, Traffic, UdpRelay
+from .relay import Impairment, TcpLink, TcpRelay, Traffic, UdpLink, UdpRelay
 
 DEFAULT_PORTS = {"coaps": 5684, "https": 443}
 # Failures a device retries (on a fresh session): the network's doing, not the server's "no".
@@ -161,6 +161,21 @@ def failure_reason(exc: BaseException) -> str:
     return type(chain[-1]).__name__
 
 
+# A device's EST exchanges, given the URL of its link, its retry tally and its links (a
+# journey that opens another link adds it there, to be closed and counted with the first).
+Journey = Callable[[str, Counter[str], list[UdpLink | TcpLink]], Awaitable[None]]
+
+
+def _failure(exc: Exception) -> tuple[str, str]:
+    return failure_reason(exc), _one_line(exc)
+
+
+def _renewal_failure(exc: Exception) -> tuple[str, str]:
+    if isinstance(exc, LookupError):  # no LDevID from an earlier run to renew
+        return "no-ldevid", str(exc)
+    return _failure(exc)
+
+
 class Fleet:
     """Runs `settings.devices` virtual devices, at most `settings.concurrency` at a time."""
 
@@ -274,6 +289,38 @@ class Fleet:
                 await asyncio.sleep(RETRY_PAUSE)
         raise AssertionError("unreachable")
 
+    async def _attend(
+        self,
+        relay: UdpRelay | TcpRelay,
+        index: int,
+        start: float,
+        journey: Journey,
+        failure: Callable[[Exception], tuple[str, str]] = _failure,
+    ) -> DeviceOutcome:
+        """One device, whatever its kind: its journey on a link of its own, timed, its
+        retries tallied and any failure counted (none stops the run), then its links
+        closed and its outcome made. failure: the (reason, detail) an exception stands for."""
+        link = await relay.open_link()
+        links: list[UdpLink | TcpLink] = [link]
+        began = time.monotonic()
+        ok, reason, detail = True, None, ""
+        tally: Counter[str] = Counter()  # this device's retries
+        try:
+            await journey(self._link_url(link.address), tally, links)
+        except Exception as exc:
+            ok = False
+            reason, detail = failure(exc)
+        finished = time.monotonic()
+        self.retried.update(tally)
+        for opened in links:
+            await opened.close()
+        traffic = link.traffic
+        for later in links[1:]:
+            traffic.add(later.traffic)
+        return DeviceOutcome(
+            index, ok, reason, detail, began - start, finished - began, traffic, tally.total()
+        )
+
     async def _psk_device(
         self, relay: UdpRelay | TcpRelay, index: int, start: float
     ) -> DeviceOutcome:
@@ -281,13 +328,8 @@ class Fleet:
         DTLS with the certificate it got."""
         s = self.settings
         identity, psk = s.psk_devices[index]
-        link = await relay.open_link()
-        sren_link = None
-        began = time.monotonic()
-        ok, reason, detail = True, None, ""
-        tally: Counter[str] = Counter()
-        try:
-            url = self._link_url(link.address)
+
+        async def journey(url: str, tally: Counter[str], links: list[UdpLink | TcpLink]) -> None:
             async with EstClient(
                 url, psk=(identity, psk), timeout=s.timeout, block_size=s.block_size
             ) as est:
@@ -305,21 +347,12 @@ class Fleet:
                 )
             if self._sren_relay is not None:
                 sren_link = await self._sren_relay.open_link()
+                links.append(sren_link)
                 sren_url = self._link_url(sren_link.address, self._sren_path)
                 async with self._client(sren_url, chain, key) as est:  # type: ignore[arg-type]
                     await self._step(est, est.reenroll, tally)
-        except Exception as exc:  # every failure is counted, none stops the run
-            ok, reason, detail = False, failure_reason(exc), _one_line(exc)
-        finished = time.monotonic()
-        self.retried.update(tally)
-        await link.close()
-        traffic = link.traffic
-        if sren_link is not None:
-            await sren_link.close()
-            traffic.add(sren_link.traffic)
-        return DeviceOutcome(
-            index, ok, reason, detail, began - start, finished - began, traffic, tally.total()
-        )
+
+        return await self._attend(relay, index, start, journey)
 
     def _identity(self, index: int) -> Credential:
         if self.plan.idevid is not None:
@@ -334,12 +367,8 @@ class Fleet:
             return await self._renewing_device(relay, index, start)
         identity = self._identity(index)
         serial, idevid, idevid_key = identity.serial, identity.chain, identity.key
-        link = await relay.open_link()
-        began = time.monotonic()
-        ok, reason, detail = True, None, ""
-        tally: Counter[str] = Counter()  # this device's retries
-        try:
-            url = self._link_url(link.address)
+
+        async def journey(url: str, tally: Counter[str], links: list[UdpLink | TcpLink]) -> None:
             async with self._client(url, idevid, idevid_key) as est:
                 await self._step(est, est.cacerts, tally)
                 attrs = await self._step(est, est.csrattrs, tally)
@@ -360,21 +389,8 @@ class Fleet:
                     chain = await self._step(est, est.reenroll, tally)
             if self.plan.on_enrolled is not None:
                 self.plan.on_enrolled(index, Credential(serial, chain, key))  # type: ignore[arg-type]
-        except Exception as exc:  # every failure is counted, none stops the run
-            ok, reason, detail = False, failure_reason(exc), _one_line(exc)
-        finished = time.monotonic()
-        self.retried.update(tally)
-        await link.close()
-        return DeviceOutcome(
-            index,
-            ok,
-            reason,
-            detail,
-            began - start,
-            finished - began,
-            link.traffic,
-            tally.total(),
-        )
+
+        return await self._attend(relay, index, start, journey)
 
     async def _renewing_device(
         self, relay: UdpRelay | TcpRelay, index: int, start: float
@@ -382,34 +398,16 @@ class Fleet:
         """A renewal storm's device: sren alone, on a session its LDevID authenticates."""
         assert self.plan.ldevid is not None
         held = self.plan.ldevid(index)
-        link = await relay.open_link()
-        began = time.monotonic()
-        ok, reason, detail = True, None, ""
-        tally: Counter[str] = Counter()
-        try:
+
+        async def journey(url: str, tally: Counter[str], links: list[UdpLink | TcpLink]) -> None:
             if held is None:
                 raise LookupError(f"device {index} has no LDevID from an earlier run")
-            async with self._client(self._link_url(link.address), held.chain, held.key) as est:
+            async with self._client(url, held.chain, held.key) as est:
                 chain = await self._step(est, est.reenroll, tally)
             if self.plan.on_enrolled is not None:
                 self.plan.on_enrolled(index, Credential(held.serial, chain, held.key))  # type: ignore[arg-type]
-        except LookupError as exc:
-            ok, reason, detail = False, "no-ldevid", str(exc)
-        except Exception as exc:  # every failure is counted, none stops the run
-            ok, reason, detail = False, failure_reason(exc), _one_line(exc)
-        finished = time.monotonic()
-        self.retried.update(tally)
-        await link.close()
-        return DeviceOutcome(
-            index,
-            ok,
-            reason,
-            detail,
-            began - start,
-            finished - began,
-            link.traffic,
-            tally.total(),
-        )
+
+        return await self._attend(relay, index, start, journey, _renewal_failure)
 
 
 def _one_line(exc: BaseException) -> str:
