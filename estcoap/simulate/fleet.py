@@ -26,6 +26,7 @@ from cryptography import x509
 from ..client import EstClient
 from ..client.api import EstClientError, EstPendingTimeout, generate_key
 from ..codec.csrattrs import requested_key, requested_signature_hash, wants_challenge_password
+from ..codec.keytypes import PrivateKey
 from ..idevid import DeviceMaker
 from .keys import Credential
 from .plan import Plan, subject_for
@@ -289,6 +290,26 @@ class Fleet:
                 await asyncio.sleep(RETRY_PAUSE)
         raise AssertionError("unreachable")
 
+    async def _first_enrollment(
+        self, est: EstClient, tally: Counter[str], subject: str, *, pop_if_asked: bool
+    ) -> tuple[list[x509.Certificate], PrivateKey]:
+        """crts, att, sen: a key of the kind the server's CSR attributes ask for, enrolled
+        for subject (with proof-of-possession when the server asks and pop_if_asked)."""
+        await self._step(est, est.cacerts, tally)
+        attrs = await self._step(est, est.csrattrs, tally)
+        key = generate_key(requested_key(attrs))  # type: ignore[arg-type]
+        chain = await self._step(
+            est,
+            lambda: est.enroll(
+                key=key,
+                subject=subject,
+                pop=pop_if_asked and wants_challenge_password(attrs),  # type: ignore[arg-type]
+                signature_hash=requested_signature_hash(attrs),  # type: ignore[arg-type]
+            ),
+            tally,
+        )
+        return chain, key  # type: ignore[return-value]
+
     async def _attend(
         self,
         relay: UdpRelay | TcpRelay,
@@ -333,23 +354,14 @@ class Fleet:
             async with EstClient(
                 url, psk=(identity, psk), timeout=s.timeout, block_size=s.block_size
             ) as est:
-                await self._step(est, est.cacerts, tally)
-                attrs = await self._step(est, est.csrattrs, tally)
-                key = generate_key(requested_key(attrs))  # type: ignore[arg-type]
-                chain = await self._step(
-                    est,
-                    lambda: est.enroll(
-                        key=key,
-                        subject=f"serialNumber={identity},CN={identity}",  # its key's subject
-                        signature_hash=requested_signature_hash(attrs),  # type: ignore[arg-type]
-                    ),
-                    tally,
-                )
+                # its key's subject; no PoP: tinydtls exposes no tls-unique to link it to
+                subject = f"serialNumber={identity},CN={identity}"
+                chain, key = await self._first_enrollment(est, tally, subject, pop_if_asked=False)
             if self._sren_relay is not None:
                 sren_link = await self._sren_relay.open_link()
                 links.append(sren_link)
                 sren_url = self._link_url(sren_link.address, self._sren_path)
-                async with self._client(sren_url, chain, key) as est:  # type: ignore[arg-type]
+                async with self._client(sren_url, chain, key) as est:
                     await self._step(est, est.reenroll, tally)
 
         return await self._attend(relay, index, start, journey)
@@ -370,23 +382,12 @@ class Fleet:
 
         async def journey(url: str, tally: Counter[str], links: list[UdpLink | TcpLink]) -> None:
             async with self._client(url, idevid, idevid_key) as est:
-                await self._step(est, est.cacerts, tally)
-                attrs = await self._step(est, est.csrattrs, tally)
-                key = generate_key(requested_key(attrs))  # type: ignore[arg-type]
-                chain = await self._step(
-                    est,
-                    lambda: est.enroll(
-                        key=key,
-                        subject=subject_for(self.plan.subject, serial),  # its IDevID identity
-                        pop=wants_challenge_password(attrs),  # type: ignore[arg-type]
-                        signature_hash=requested_signature_hash(attrs),  # type: ignore[arg-type]
-                    ),
-                    tally,
-                )
+                subject = subject_for(self.plan.subject, serial)  # its IDevID identity
+                chain, key = await self._first_enrollment(est, tally, subject, pop_if_asked=True)
             if self.settings.reenroll:
                 # sren on a new session authenticated by the certificate just issued
-                async with self._client(url, chain, key) as est:  # type: ignore[arg-type]
-                    chain = await self._step(est, est.reenroll, tally)
+                async with self._client(url, chain, key) as est:
+                    chain = await self._step(est, est.reenroll, tally)  # type: ignore[assignment]
             if self.plan.on_enrolled is not None:
                 self.plan.on_enrolled(index, Credential(serial, chain, key))  # type: ignore[arg-type]
 
