@@ -36,7 +36,13 @@ class PskCoapsTransport(CoapsTransport):
         )
         self._identity = identity.encode("utf-8")
         self._psk = bytes(key)
-        self._answered = False  # the server answered once: the handshake worked
+        # aiocoap's tinydtls client pool holds associations weakly: one that no message
+        # refers to any more is shut down at the next garbage collection, and the next call
+        # makes a new handshake, which a key spent (or removed) meanwhile cannot complete.
+        # So the association is held here until close(): one handshake per client, and
+        # every call after it is answered by the server (a spent key gets 4.03, not silence).
+        self._association: object = None
+        self._answered: object = None  # the association the server has answered on
 
     async def _ctx(self):
         if self._context is None:
@@ -60,6 +66,7 @@ class PskCoapsTransport(CoapsTransport):
             await context.find_remote_and_interface(message)
         except Exception as exc:  # aiocoap's credential lookup, an unreachable host
             raise CoapsTransportError(f"{self._origin}: {exc}") from exc
+        self._association = message.remote  # a new one when the last has failed
         if self._block_exp is not None:
             message.remote.maximum_block_size_exp = self._block_exp
 
@@ -67,8 +74,8 @@ class PskCoapsTransport(CoapsTransport):
         try:
             response = await super()._exchange(message)
         except CoapsTransportError as exc:
-            if self._answered:
-                raise
+            if message.remote is not None and message.remote is self._answered:
+                raise  # the channel worked: whatever failed, it was not the handshake
             identity = self._identity.decode("utf-8", "replace")
             if isinstance(exc.__cause__, TimeoutError):
                 # A server drops a Finished it cannot verify without a word (RFC 6347
@@ -84,5 +91,9 @@ class PskCoapsTransport(CoapsTransport):
                 "key is wrong, or the server has no usable key for it (unknown, used up or "
                 "expired)"
             ) from exc
-        self._answered = True
+        self._answered = message.remote
         return response
+
+    async def close(self) -> None:
+        await super().close()  # shuts the held association down (close_notify)
+        self._association = self._answered = None
