@@ -24,8 +24,10 @@ from ..revocation import CrlError, RevocationChecker
 from ..runtime import Runtime
 from ..runtime import front_for as runtime_front
 from ..serving import settle_heap
+from ..tls_token_key import TokenKeyError, TokenKeyRef
 from . import CliError, UsageError, http_users, ops, positive_int, positive_seconds
 from .serve_cmd import claim_ports, listen_error, parse_host_port, worker_metrics
+from .token_options import add_token_options, token_tls_key
 
 # The upstream's credentials, kept out of the command line (which every local user can read).
 UPSTREAM_USER_ENV = "ESTCOAP_UPSTREAM_USER"
@@ -79,7 +81,11 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         help="trust anchors for the upstream's TLS certificate (default: the system's)",
     )
     up.add_argument("--ra-cert", metavar="PEM", help="our RA certificate chain (id-kp-cmcRA)")
-    up.add_argument("--ra-key", metavar="KEY", help="its private key")
+    up.add_argument(
+        "--ra-key",
+        metavar="KEY",
+        help="its private key: a PEM file, or a pkcs11: URI of a key in a token (docs/hsm.md)",
+    )
     up.add_argument(
         "--upstream-user",
         metavar="NAME:PASSWORD",
@@ -106,6 +112,7 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="keep-alive connections to the upstream at most",
     )
+    add_token_options(parser, "--ra-key or --server-key")
     ops.add_options(parser)
     workers.add_options(parser)
     parser.add_argument(
@@ -125,7 +132,12 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     dev.add_argument(
         "--server-cert", required=True, metavar="PEM", help="our server certificate chain"
     )
-    dev.add_argument("--server-key", required=True, metavar="KEY", help="its private key")
+    dev.add_argument(
+        "--server-key",
+        required=True,
+        metavar="KEY",
+        help="its private key (the proxy's may be a pkcs11: URI; the gateway's DTLS key not)",
+    )
     dev.add_argument(
         "--trust-clients",
         action="append",
@@ -163,15 +175,16 @@ def _certs(paths: list[str], option: str) -> list[x509.Certificate]:
     return out
 
 
-def _identity(prefix: str, cert_path: str, key_path: str) -> tuple[list[x509.Certificate], Any]:
+def _identity(
+    prefix: str, cert_path: str, key_path: str, token: TokenKeyRef | None = None
+) -> tuple[list[x509.Certificate], Any]:
     """--PREFIX-cert and --PREFIX-key loaded and checked to belong together, before any
-    socket (OpenSSL would say only "key values mismatch", in a traceback)."""
-    if is_pkcs11_uri(key_path):  # not echoed: a URI may carry a pin-value
-        raise CliError(
-            f"--{prefix}-key: a key in a PKCS#11 token cannot be a TLS or DTLS key here: "
-            "Python's ssl and pyOpenSSL load those keys from files only (docs/hsm.md)"
-        )
+    socket (OpenSSL would say only "key values mismatch", in a traceback). A key in a
+    token (token, resolved from the URI by _token_keys) is checked against the
+    certificate when it is put on its TLS context, which happens before any socket too."""
     chain = _certs([cert_path], f"--{prefix}-cert")
+    if token is not None:
+        return chain, token
     try:
         key = load_private_key(key_path)
     except CredentialError as exc:
@@ -241,7 +254,9 @@ def build_upstream(args: argparse.Namespace) -> Any:
     if (args.ra_cert is None) != (args.ra_key is None):
         raise UsageError("--ra-cert and --ra-key go together")
     user, password = upstream_credentials(args)
-    ra_chain, ra_key = _identity("ra", args.ra_cert, args.ra_key) if args.ra_cert else ([], None)
+    ra_chain, ra_key = (
+        _identity("ra", args.ra_cert, args.ra_key, args.ra_token) if args.ra_cert else ([], None)
+    )
     settings = UpstreamSettings(
         url=args.upstream,
         trust=_certs(args.upstream_trust, "--upstream-trust") or None,
@@ -254,13 +269,15 @@ def build_upstream(args: argparse.Namespace) -> Any:
         labels=parse_labels(args.label),
     )
     trust_clients = _certs(args.trust_clients, "--trust-clients")
-    _identity("server", args.server_cert, args.server_key)
+    _identity("server", args.server_cert, args.server_key, args.server_token)
     try:
         return open_upstream(
             settings,
             trust_clients=trust_clients,
             require_pop=args.require_pop,
         )
+    except TokenKeyError as exc:  # the RA key's context is made here
+        raise CliError(f"--ra-key: {exc}") from None
     except ValueError as exc:
         raise CliError(str(exc)) from exc
 
@@ -356,11 +373,14 @@ async def _start_proxy(args: argparse.Namespace) -> Any:
             host,
             port,
             cert_chain=args.server_cert,
-            key=args.server_key,
+            key=args.server_token or args.server_key,
             users=users,
             http_auth=schemes,
             request_hook=ops.front_hook(args, "proxy"),
         )
+    except TokenKeyError as exc:
+        await upstream.transport.close()
+        raise CliError(f"--server-key: {exc}") from None
     except OSError as exc:
         await upstream.transport.close()
         raise listen_error([(host, port)], "tcp", exc) from None
@@ -430,11 +450,29 @@ def _gateway(args: argparse.Namespace) -> int:
         # Each process learns the keys another spent only when --psk-file changes: a
         # one-time key must not be usable once more on another worker.
         raise UsageError("--coaps-psk takes one process: its spent keys are not shared yet")
+    if is_pkcs11_uri(args.server_key):  # not echoed: a URI may carry a pin-value
+        raise CliError(
+            "--server-key: the gateway's DTLS key cannot be in a PKCS#11 token: pyOpenSSL "
+            "runs its own OpenSSL, which has no PKCS#11 engine (docs/hsm.md)"
+        )
+    _token_keys(args)
     return _run(_start_gateway, args)
 
 
 def _proxy(args: argparse.Namespace) -> int:
+    _token_keys(args)
     return _run(_start_proxy, args)
+
+
+def _token_keys(args: argparse.Namespace) -> None:
+    """args.ra_token and args.server_token: the keys given as pkcs11: URIs, with their
+    library and PIN, read here once, before workers are forked (a prompt in each of N
+    workers would be N prompts)."""
+    args.ra_token = args.server_token = None
+    if args.ra_key is not None and is_pkcs11_uri(args.ra_key):
+        args.ra_token = token_tls_key(args, "--ra-key", args.ra_key)
+    if is_pkcs11_uri(args.server_key):
+        args.server_token = token_tls_key(args, "--server-key", args.server_key)
 
 
 def _run(start: Any, args: argparse.Namespace) -> int:

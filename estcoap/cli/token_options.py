@@ -1,4 +1,5 @@
-"""--pin-file and --pkcs11-module: how a command reaches a CA key in a PKCS#11 token.
+"""--pin-file and --pkcs11-module: how a command reaches a key in a PKCS#11 token (the CA
+key of serve and ca, the RA and TLS keys of gateway and proxy).
 
 No --pin option: a PIN on the command line is in every process listing and shell history.
 """
@@ -8,16 +9,19 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..ca.pkcs11key import MODULE_ENV, PIN_ENV
+from ..ca.pkcs11key import MODULE_ENV, PIN_ENV, module_path_for
+from ..ca.pkcs11uri import Pkcs11Uri, Pkcs11UriError, parse
 from ..ca.signer import PinSource
+from ..tls_token_key import TokenKeyRef
+from . import CliError
 
 
-def add_token_options(parser: argparse.ArgumentParser) -> None:
+def add_token_options(parser: argparse.ArgumentParser, what: str = "the CA key") -> None:
     parser.add_argument(
         "--pin-file",
         type=Path,
         metavar="FILE",
-        help=f"the token's user PIN (first line) when the CA key is in a token; "
+        help=f"the token's user PIN (first line) when {what} is in a token; "
         f"else ${PIN_ENV}, else a prompt",
     )
     parser.add_argument(
@@ -30,3 +34,20 @@ def add_token_options(parser: argparse.ArgumentParser) -> None:
 
 def pin_source(args: argparse.Namespace) -> PinSource:
     return PinSource(pin_file=args.pin_file, module=args.pkcs11_module)
+
+
+def token_tls_key(args: argparse.Namespace, option: str, text: str) -> TokenKeyRef:
+    """The TLS key a pkcs11: URI given as OPTION names, with its library and PIN (read once,
+    here: before any worker is forked). One-line CliErrors; the URI given is never echoed
+    (one with a pin-value is refused), only the one rebuilt from the parts it names."""
+    try:
+        uri = parse(text)
+        module = module_path_for(uri, args.pkcs11_module)
+    except (Pkcs11UriError, ValueError) as exc:
+        raise CliError(f"{option}: {exc}") from None
+    key_only = Pkcs11Uri(uri.token, uri.object, uri.id)  # the engine gets no module path
+    try:
+        pin = pin_source(args).pin(f"token {uri.token!r} ({option})")
+    except ValueError as exc:
+        raise CliError(f"{option}: {exc}") from None
+    return TokenKeyRef(str(key_only), module, pin)

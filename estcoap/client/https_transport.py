@@ -41,6 +41,7 @@ from ..codec.operations import (
     ContentFormat,
     OperationSpec,
 )
+from ..tls_token_key import TokenKeyRef, use_token_key
 from .http1 import MAX_HEADERS, MAX_RESPONSE_BODY, HttpResponse, ResponseReader
 from .transport import ChannelBound, Reply, ReplyKind, ServerCheck, ServerNotTrusted, TransportError
 
@@ -98,6 +99,15 @@ def client_ssl_context(
 
 def _load_chain(ctx: ssl.SSLContext, chain: Sequence[x509.Certificate], key: object) -> None:
     # ssl loads identities only from files: write them to a private directory, load, delete.
+    # A key in a PKCS#11 token (TokenKeyRef) stays there: only the chain is a file then.
+    if isinstance(key, TokenKeyRef):
+        with tempfile.TemporaryDirectory(prefix="estcoap-") as tmp:
+            cert_path = Path(tmp, "cert.pem")
+            cert_path.write_bytes(
+                b"".join(c.public_bytes(serialization.Encoding.PEM) for c in chain)
+            )
+            use_token_key(ctx, cert_path, key)
+        return
     key_pem = key.private_bytes(  # type: ignore[attr-defined]
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,

@@ -17,6 +17,7 @@ from estcoap.coap.server import CoapsServer, start_coaps_server
 from estcoap.codec.operations import EST_WELL_KNOWN
 from estcoap.https import HttpsServer, start_https_server
 from estcoap.https.users import User
+from estcoap.tls_token_key import TokenKeyRef
 
 from .pool import HttpsPool
 from .psk_devices import PskDevices
@@ -33,7 +34,7 @@ class UpstreamSettings:
     url: str  # https://host[:port][/root]; the root defaults to /.well-known/est
     trust: Sequence[x509.Certificate] | None = None  # its TLS anchors; None: the system's
     ra_chain: Sequence[x509.Certificate] = ()  # our RA certificate (id-kp-cmcRA), leaf first
-    ra_key: object | None = None
+    ra_key: object | None = None  # a private key, or a TokenKeyRef (a key in a PKCS#11 token)
     user: str | None = None  # optional HTTP Basic/Digest credentials upstream
     password: str | None = None
     timeout: float = DEFAULT_TIMEOUT  # per request, connecting included
@@ -185,7 +186,7 @@ async def start_proxy(
     port: int,
     *,
     cert_chain: str | Path,
-    key: str | Path,
+    key: str | Path | TokenKeyRef,
     users: Sequence[User] = (),
     **https_options: object,
 ) -> Proxy:

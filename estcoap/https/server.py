@@ -32,6 +32,7 @@ from cryptography import x509
 from ..codec.operations import EST_WELL_KNOWN
 from ..observe.hooks import NO_HOOK, RequestHook
 from ..service import EstService
+from ..tls_token_key import TokenKeyRef
 from .auth import DEFAULT_SCHEMES, HttpAuthenticator
 from .expect import unsupported_expect
 from .front import DEFAULT_BODY_TIMEOUT, DEFAULT_MAX_BODY, FRONT, HttpsFront
@@ -75,7 +76,7 @@ async def start_https_server(
     port: int,
     *,
     cert_chain: str | Path,
-    key: str | Path,
+    key: str | Path | TokenKeyRef,
     client_trust: Sequence[x509.Certificate] | None = None,
     users: Sequence[User] = (),
     max_body: int = DEFAULT_MAX_BODY,

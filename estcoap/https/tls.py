@@ -16,6 +16,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from ..service import Peer, Transport
+from ..tls_token_key import TokenKeyRef, use_token_key
 
 TLS13_NO_TLS_UNIQUE = "TLS 1.3 has no tls-unique; use TLS 1.2 for proof-of-possession"
 
@@ -27,13 +28,15 @@ AEAD_TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
 
 def server_ssl_context(
     cert_chain: str | Path,
-    key: str | Path,
+    key: str | Path | TokenKeyRef,
     client_trust: Sequence[x509.Certificate],
     *,
     tls12_only: bool = False,
     tls12_ciphers: str = AEAD_TLS12_CIPHERS,
 ) -> ssl.SSLContext:
-    """Server identity from PEM files; optional client certificates checked against client_trust.
+    """Server identity from PEM files, or the key in a PKCS#11 token (a TokenKeyRef, loaded
+    through OpenSSL's pkcs11 engine: estcoap/tls_token_key.py); optional client
+    certificates checked against client_trust.
 
     tls12_ciphers is an OpenSSL cipher string for TLS 1.2 (AEAD suites by default).
     """
@@ -42,7 +45,10 @@ def server_ssl_context(
     ctx.set_ciphers(tls12_ciphers)
     if tls12_only:
         ctx.maximum_version = ssl.TLSVersion.TLSv1_2
-    ctx.load_cert_chain(str(cert_chain), str(key))
+    if isinstance(key, TokenKeyRef):
+        use_token_key(ctx, cert_chain, key)
+    else:
+        ctx.load_cert_chain(str(cert_chain), str(key))
     if client_trust:
         ctx.load_verify_locations(
             cadata="".join(c.public_bytes(Encoding.PEM).decode() for c in client_trust)

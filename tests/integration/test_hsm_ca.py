@@ -38,63 +38,15 @@ from estcoap.codec.pkcs10 import build_csr
 from estcoap.dtls import DtlsClientConfig, create_client_context
 from estcoap.idevid import DeviceMaker
 from tests.conftest import require
+from tests.integration import hsm_fixtures
 from tests.integration.coaps_fixtures import Deployment, running_coaps, write_identity
 from tests.integration.https_fixtures import PASSWORD, USER, client_ssl, running
 
 pytestmark = pytest.mark.timeout(120)
 
-SOFTHSM_UTIL = require("softhsm2-util", "SoftHSM2 holds the test token (apt install softhsm2)")
-require("pkcs11", "python-pkcs11 talks to the token (pip install 'estcoap[hsm]')")
 OPENSSL = require("openssl", "openssl verifies what the token signed")
-MODULE = next(
-    (
-        path
-        for path in (
-            "/usr/lib/softhsm/libsofthsm2.so",
-            "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
-            "/usr/local/lib/softhsm/libsofthsm2.so",
-        )
-        if Path(path).is_file()
-    ),
-    None,
-)
-PIN, SO_PIN = "318273", "90817263"
-TOKEN = "estca-test"
-
-
-@pytest.fixture(scope="module")
-def token(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One throwaway SoftHSM2 token for the module: the library reads its configuration
-    once per process, so every test uses this token, each with its own key label."""
-    if MODULE is None:
-        pytest.fail("libsofthsm2.so not found although softhsm2-util is installed")
-    root = tmp_path_factory.mktemp("softhsm")
-    (root / "tokens").mkdir()
-    conf = root / "softhsm2.conf"
-    conf.write_text(f"directories.tokendir = {root / 'tokens'}\nobjectstore.backend = file\n")
-    os.environ["SOFTHSM2_CONF"] = str(conf)
-    subprocess.run(
-        [
-            str(SOFTHSM_UTIL),
-            "--init-token",
-            "--free",
-            "--label",
-            TOKEN,
-            "--so-pin",
-            SO_PIN,
-            "--pin",
-            PIN,
-        ],
-        check=True,
-        capture_output=True,
-    )
-    return root
-
-
-@pytest.fixture(name="pin")
-def pin_fixture(monkeypatch: pytest.MonkeyPatch, token: Path) -> str:
-    monkeypatch.setenv(PIN_ENV, PIN)  # how LocalCA.open finds it (as serve without --pin-file)
-    return PIN
+MODULE, PIN, TOKEN = hsm_fixtures.MODULE, hsm_fixtures.PIN, hsm_fixtures.TOKEN
+token, pin_fixture = hsm_fixtures.token, hsm_fixtures.pin_fixture  # the run's one token
 
 
 def token_ca(root: Path, label: str, key_type: str = "ec-p256") -> CaPaths:
@@ -479,26 +431,3 @@ def test_cli_init_crl_and_what_it_refuses(tmp_path: Path, token: Path) -> None:
         assert done.returncode != 0 and why in done.stderr, done.stderr
         assert "Traceback" not in done.stderr
         assert PIN not in done.stderr.replace("000000", "")
-
-
-def test_gateway_and_proxy_refuse_a_token_tls_key_in_one_line(tmp_path: Path) -> None:
-    """The RA and server keys are TLS/DTLS keys, which Python's ssl and pyOpenSSL load
-    from files only: a PKCS#11 URI is refused by name, and never echoed (a pin-value)."""
-    paths = init_ca(tmp_path / "ca", ["127.0.0.1"])
-    cert, key = paths.server_cert, paths.server_key
-    uri = f"pkcs11:token={TOKEN};object=ra?pin-value=271828"
-    upstream = ["--upstream", "https://127.0.0.1:9/.well-known/est", "--log-level", "error"]
-    for command, front in (("gateway", "--coaps"), ("proxy", "--https")):
-        base = [command, front, "127.0.0.1:0", *upstream, "--trust-clients", paths.ca_cert]
-        for option in (
-            ["--server-cert", cert, "--server-key", key, "--ra-cert", cert, "--ra-key", uri],
-            ["--server-cert", cert, "--server-key", uri],
-        ):
-            done = est(*base, *option)
-            prefix = "ra" if "--ra-key" in option else "server"
-            assert done.returncode == 1, done.stderr
-            assert done.stderr.strip().splitlines() == [
-                f"estcoap {command}: --{prefix}-key: a key in a PKCS#11 token cannot be a TLS or "
-                "DTLS key here: Python's ssl and pyOpenSSL load those keys from files only "
-                "(docs/hsm.md)"
-            ]
