@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from estcoap.ca import CaPaths, Store, StoreError, init_ca
+from estcoap.ca import CaPaths, Store, StoreError, init_ca, store_pg
 from estcoap.ca.create import CaExistsError
 from estcoap.ca.store import redact, sqlite_path
 from estcoap.ca.store_pg import pg_ddl
@@ -35,9 +35,11 @@ def test_a_password_is_never_shown() -> None:
 
 
 def test_an_unreachable_server_is_one_line_without_the_password(
-    pg_cluster: object, tmp_path: Path
+    pg_cluster: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # A Unix socket directory with no server in it: refused at once, no network involved.
+    # A Unix socket directory with no server in it: refused at once, no network involved;
+    # the pool then waits out its timeout, shortened here (the message is what is tested).
+    monkeypatch.setattr(store_pg, "CONNECT_TIMEOUT_S", 1)
     url = f"postgresql://ca:s3cret@/est?host={tmp_path}&port=1"
     with pytest.raises(StoreError) as caught:
         Store.open(url)
@@ -125,12 +127,15 @@ def test_a_statement_sent_behind_a_lock_wait_still_gets_its_own_rows(pg_url: str
 
 
 def test_a_server_that_goes_away_is_a_store_error_and_its_return_is_used(
-    pg_cluster: PgCluster,
+    pg_cluster: PgCluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A cluster of the test's own, stopped under an open store: each call fails as the
     store being unavailable (one line, StoreError, so LocalCA answers with a server error
     and issues nothing), and once the server is back the store works again without being
     reopened (the pool replaces its broken connections)."""
+    # How long a call waits for a connection before it fails, shortened from 10 s: the
+    # failure and the recovery are what is tested, not the length of the wait.
+    monkeypatch.setattr(store_pg, "CONNECT_TIMEOUT_S", 2)
     own = PgCluster(pg_cluster.bindir)
     try:
         own.start()
