@@ -13,7 +13,9 @@ it); better, leave it out and let libpq find it (PGPASSWORD, PGPASSFILE or ~/.pg
 or passfile=PATH in the URL's query).
 
 Schema version: a one-row table, schema_version, written by the migration that reaches
-it; two instances starting together migrate one after the other (an advisory lock).
+it; instances and workers starting together migrate one after the other: each takes an
+advisory lock, then creates the table if it is missing and reads the version, all in one
+transaction, so the version read is the one the previous holder committed.
 """
 
 from __future__ import annotations
@@ -159,14 +161,16 @@ class PgStore(Store):
             raise _store_error(self.url, exc) from exc
 
     def _serialise(self, cur: Any, what: str) -> None:
-        cur.execute("SELECT pg_advisory_xact_lock(hashtext(?))", (f"estcoap:{what}",))
+        # Its answer (one row holding the void '') is read here, so that no fetch after
+        # it can take that row for its own.
+        cur.execute("SELECT pg_advisory_xact_lock(hashtext(?))", (f"estcoap:{what}",)).fetchone()
 
     def _migrate(self, create: bool) -> None:
         with self._transaction() as cur:
             self._serialise(cur, "migrate")
             cur.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
             row = cur.execute("SELECT version FROM schema_version").fetchone()
-            version = 0 if row is None else int(row[0])
+            version = self._version(row)
             if version == SCHEMA_VERSION:
                 return
             if version == 0 and not create:
@@ -195,7 +199,15 @@ class PgStore(Store):
     def schema_version(self) -> int:
         with self._read() as cur:
             row = cur.execute("SELECT version FROM schema_version").fetchone()
-        return int(row[0]) if row else 0
+        return self._version(row)
+
+    def _version(self, row: Any) -> int:
+        """The schema version row's number (0: no row yet), or a one-line StoreError."""
+        if row is None:
+            return 0
+        if not isinstance(row[0], int):
+            raise StoreError(f"{self.url}: schema version {row[0]!r} is not a number")
+        return row[0]
 
     def check_writable(self) -> None:
         """A write that changes nothing (the schema version, set to itself) commits: the

@@ -4,14 +4,17 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from estcoap.ca import CaPaths, Store, StoreError, init_ca, store_pg
 from estcoap.ca.create import CaExistsError
-from estcoap.ca.store import redact, sqlite_path
+from estcoap.ca.store import SCHEMA_VERSION, redact, sqlite_path
 from estcoap.ca.store_pg import pg_ddl
 from estcoap.cli import main
 from tests.pg_cluster import PgCluster
@@ -174,3 +177,69 @@ def test_a_relative_sqlite_store_names_one_file_from_any_directory(
     # Written by hand, a relative path is the CA directory's.
     paths.store_url.write_text("sqlite:here.db\n")
     assert paths.store_location() == f"sqlite:{(tmp_path / 'ca' / 'here.db').resolve()}"
+
+
+# Each process waits for the go file, opens the store (creating and migrating it if it is
+# new) and prints the schema version it found.
+_OPEN_AT_ONCE = """
+import os, sys, time
+from estcoap.ca import Store
+go, location = sys.argv[1], sys.argv[2]
+deadline = time.monotonic() + 60
+while not os.path.exists(go) and time.monotonic() < deadline:
+    time.sleep(0.001)
+with Store.open(location) as store:
+    print(store.schema_version)
+"""
+
+
+def test_several_processes_opening_a_new_store_at_once_make_one_schema(
+    store_url: str, tmp_path: Path
+) -> None:
+    """Instances and workers starting together all create-and-migrate the same new store:
+    each waits for the one that migrates, then reads the version it wrote (once a fetch
+    got the lock call's empty result instead: "invalid literal for int() ... ''")."""
+    go = tmp_path / "go"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    openers = [
+        subprocess.Popen(
+            [sys.executable, "-c", _OPEN_AT_ONCE, str(go), store_url],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for _ in range(6)
+    ]
+    try:
+        time.sleep(1.0)  # all started and waiting: then they open the store together
+        go.touch()
+        answers = [p.communicate(timeout=90) for p in openers]
+    finally:
+        for p in openers:
+            p.kill()
+    for (out, err), p in zip(answers, openers, strict=True):
+        assert p.returncode == 0, err
+        assert out.strip() == str(SCHEMA_VERSION)
+    with Store.open(store_url, create=False) as store:
+        assert store.schema_version == SCHEMA_VERSION
+        assert store.is_empty()
+        if store.path is None:  # PostgreSQL: one version row, whoever wrote it
+            with store._read() as cur:
+                assert cur.execute("SELECT count(*) FROM schema_version").fetchone() == (1,)
+
+
+def test_the_migration_reads_the_version_it_asked_for_after_its_lock(pg_url: str) -> None:
+    """The lock call answers a row too (pg_advisory_xact_lock's void, read as ''): the
+    version read after it must be the version, and a value that is no version is one line
+    naming the store, not int()'s error."""
+    with Store.open(pg_url) as store, store._transaction() as cur:
+        store._serialise(cur, "migrate")
+        assert cur.execute("SELECT version FROM schema_version").fetchone() == (SCHEMA_VERSION,)
+    with Store.open(pg_url) as store:
+        with store._transaction() as cur:
+            cur.execute("ALTER TABLE schema_version ALTER COLUMN version TYPE TEXT")
+            cur.execute("UPDATE schema_version SET version = ''")
+    with pytest.raises(StoreError, match=r"schema version '' is not a number") as caught:
+        Store.open(pg_url)
+    assert "\n" not in str(caught.value)
