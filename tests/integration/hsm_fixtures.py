@@ -1,4 +1,5 @@
-"""Shared pieces of the PKCS#11 tests (test_hsm_*.py): one throwaway SoftHSM2 token.
+"""Shared pieces of the PKCS#11 tests (test_hsm_*.py): one throwaway SoftHSM2 token, a CA
+whose key is generated in it, and the fault a test injects (every session closed).
 
 SoftHSM2 reads its configuration (SOFTHSM2_CONF) once, when a process first loads the
 library, so every test module of a run uses the same token: the first `token` fixture
@@ -8,14 +9,21 @@ own.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import subprocess
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
-from estcoap.ca.pkcs11key import PIN_ENV
+from estcoap.ca import CaPaths, init_ca
+from estcoap.ca.pkcs11key import PIN_ENV, Pkcs11EcKey
+from estcoap.ca.signer import PinSource
+from estcoap.idevid import DeviceMaker
 from tests.conftest import require
+from tests.integration.coaps_fixtures import Deployment
 
 SOFTHSM_UTIL = require("softhsm2-util", "SoftHSM2 holds the test token (apt install softhsm2)")
 require("pkcs11", "python-pkcs11 talks to the token (pip install 'estcoap[hsm]')")
@@ -33,6 +41,8 @@ MODULE = next(
 )
 PIN, SO_PIN = "318273", "90817263"
 TOKEN = "estca-test"
+
+OPENSSL = require("openssl", "openssl verifies what the token signed")
 
 _MADE: list[Path] = []
 
@@ -73,3 +83,43 @@ def token(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def pin_fixture(monkeypatch: pytest.MonkeyPatch, token: Path) -> str:
     monkeypatch.setenv(PIN_ENV, PIN)  # how LocalCA.open finds it (as serve without --pin-file)
     return PIN
+
+
+def token_ca(root: Path, label: str, key_type: str = "ec-p256") -> CaPaths:
+    root.mkdir(parents=True, exist_ok=True)
+    pin_file = root / "pin"
+    pin_file.write_text(PIN + "\n")
+    return init_ca(
+        root / "ca",
+        ["127.0.0.1", "localhost"],
+        key_type,
+        key_uri=f"pkcs11:token={TOKEN};object={label}",
+        pins=PinSource(pin_file=pin_file, module=MODULE),
+    )
+
+
+def openssl_verify(ca_pem: Path, cert: x509.Certificate, scratch: Path) -> None:
+    leaf = scratch / f"leaf-{cert.serial_number:x}.pem"
+    leaf.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    done = subprocess.run(
+        [str(OPENSSL), "verify", "-CAfile", str(ca_pem), str(leaf)], capture_output=True, text=True
+    )
+    assert done.returncode == 0 and done.stdout.strip().endswith(": OK"), done.stdout + done.stderr
+
+
+def deployment_on_token(root: Path, label: str) -> Deployment:
+    paths = token_ca(root, label)
+    maker = DeviceMaker.create()
+    maker_pem = root / "maker.pem"
+    maker_pem.write_bytes(maker.certificate.public_bytes(serialization.Encoding.PEM))
+    return Deployment(root, paths, maker, maker_pem)
+
+
+def close_all_sessions(key: Pkcs11EcKey) -> None:
+    """What an unplugged or reset token does to the server: every session of this
+    process on the token's slot closed, through the PKCS#11 library itself."""
+    import pkcs11
+
+    library = ctypes.CDLL(MODULE)  # the same loaded library: dlopen hands back its handle
+    slot = pkcs11.lib(MODULE).get_token(token_label=TOKEN).slot.slot_id
+    assert library.C_CloseAllSessions(ctypes.c_ulong(slot)) == 0

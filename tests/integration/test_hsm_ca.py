@@ -11,7 +11,6 @@ next ones succeed on a re-opened session.
 from __future__ import annotations
 
 import base64
-import ctypes
 import os
 import subprocess
 import sys
@@ -27,19 +26,17 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import NameOID
 
-from estcoap.ca import CaPaths, init_ca
 from estcoap.ca.crl import build_crl
 from estcoap.ca.ocsp import OcspResponder, store_lookup
 from estcoap.ca.pkcs11key import PIN_ENV, Pkcs11EcKey, key_attributes
-from estcoap.ca.signer import PinSource, read_key_uri
+from estcoap.ca.signer import read_key_uri
 from estcoap.ca.store import Store
 from estcoap.client import EstClient
 from estcoap.codec.pkcs10 import build_csr
 from estcoap.dtls import DtlsClientConfig, create_client_context
-from estcoap.idevid import DeviceMaker
 from tests.conftest import require
 from tests.integration import hsm_fixtures
-from tests.integration.coaps_fixtures import Deployment, running_coaps, write_identity
+from tests.integration.coaps_fixtures import running_coaps, write_identity
 from tests.integration.https_fixtures import PASSWORD, USER, client_ssl, running
 
 pytestmark = pytest.mark.timeout(120)
@@ -47,28 +44,8 @@ pytestmark = pytest.mark.timeout(120)
 OPENSSL = require("openssl", "openssl verifies what the token signed")
 MODULE, PIN, TOKEN = hsm_fixtures.MODULE, hsm_fixtures.PIN, hsm_fixtures.TOKEN
 token, pin_fixture = hsm_fixtures.token, hsm_fixtures.pin_fixture  # the run's one token
-
-
-def token_ca(root: Path, label: str, key_type: str = "ec-p256") -> CaPaths:
-    root.mkdir(parents=True, exist_ok=True)
-    pin_file = root / "pin"
-    pin_file.write_text(PIN + "\n")
-    return init_ca(
-        root / "ca",
-        ["127.0.0.1", "localhost"],
-        key_type,
-        key_uri=f"pkcs11:token={TOKEN};object={label}",
-        pins=PinSource(pin_file=pin_file, module=MODULE),
-    )
-
-
-def openssl_verify(ca_pem: Path, cert: x509.Certificate, scratch: Path) -> None:
-    leaf = scratch / f"leaf-{cert.serial_number:x}.pem"
-    leaf.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    done = subprocess.run(
-        [str(OPENSSL), "verify", "-CAfile", str(ca_pem), str(leaf)], capture_output=True, text=True
-    )
-    assert done.returncode == 0 and done.stdout.strip().endswith(": OK"), done.stdout + done.stderr
+token_ca, deployment_on_token = hsm_fixtures.token_ca, hsm_fixtures.deployment_on_token
+openssl_verify, close_all_sessions = hsm_fixtures.openssl_verify, hsm_fixtures.close_all_sessions
 
 
 def private_key_files(directory: Path) -> dict[str, bytes]:
@@ -111,14 +88,6 @@ def test_init_other_key_types(tmp_path: Path, pin: str, key_type: str) -> None:
     assert key.public_key() == ca_cert.public_key()
     server = x509.load_pem_x509_certificates(paths.server_cert.read_bytes())[0]
     openssl_verify(paths.ca_cert, server, tmp_path)
-
-
-def deployment_on_token(root: Path, label: str) -> Deployment:
-    paths = token_ca(root, label)
-    maker = DeviceMaker.create()
-    maker_pem = root / "maker.pem"
-    maker_pem.write_bytes(maker.certificate.public_bytes(serialization.Encoding.PEM))
-    return Deployment(root, paths, maker, maker_pem)
 
 
 async def test_coaps_enroll_reenroll_serverkeygen_signed_in_the_token(
@@ -189,16 +158,6 @@ def test_crl_and_ocsp_signed_in_the_token(tmp_path: Path, pin: str) -> None:
     ca_cert.public_key().verify(  # type: ignore[call-arg]
         answer.signature, answer.tbs_response_bytes, ec.ECDSA(hashes.SHA256())
     )
-
-
-def close_all_sessions(key: Pkcs11EcKey) -> None:
-    """What an unplugged or reset token does to the server: every session of this
-    process on the token's slot closed, through the PKCS#11 library itself."""
-    import pkcs11
-
-    library = ctypes.CDLL(MODULE)  # the same loaded library: dlopen hands back its handle
-    slot = pkcs11.lib(MODULE).get_token(token_label=TOKEN).slot.slot_id
-    assert library.C_CloseAllSessions(ctypes.c_ulong(slot)) == 0
 
 
 async def test_session_closed_under_load_gives_503_then_recovers(
