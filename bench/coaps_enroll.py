@@ -23,21 +23,18 @@ import argparse
 import asyncio
 import multiprocessing as mp
 import os
-import re
 import secrets
-import signal
 import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from _serve import CLI, Served, cpu_seconds, start_serve  # noqa: E402
 from aiocoap import Message  # noqa: E402
 from aiocoap.numbers.codes import Code  # noqa: E402
 from aiocoap.numbers.types import Type  # noqa: E402
@@ -61,7 +58,6 @@ from estcoap.dtls.association import (  # noqa: E402
 from estcoap.dtls.contexts import client_context  # noqa: E402
 from estcoap.idevid import DeviceMaker  # noqa: E402
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 DATAGRAM_LIMIT = 1232  # IPv6 minimum MTU minus IPv6 + UDP headers, as our transports use
 IP_UDP_HEADERS = 28  # IPv4 20 + UDP 8 per datagram (IPv6 would be 48)
 EST = (".well-known", "est")
@@ -72,71 +68,10 @@ def pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
     return key.private_bytes(PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
 
 
-def _stat_cpu(path: str) -> float:
-    with open(path) as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process, all its threads, from /proc/PID/stat."""
-    return _stat_cpu(f"/proc/{pid}/stat")
-
-
 def main_thread_cpu(pid: int) -> float:
     """The event-loop thread alone (DTLS, CoAP, sockets and, unless commits are durable, the
     CA); the rest is worker threads (server-side key generation, durable commits)."""
-    return _stat_cpu(f"/proc/{pid}/task/{pid}/stat")
-
-
-# -- the server process ---------------------------------------------------------------------
-
-
-@dataclass
-class Server:
-    proc: subprocess.Popen[str]
-    url: str
-
-    @property
-    def port(self) -> int:
-        return int(re.search(r":(\d+)/", self.url)[1])  # type: ignore[index]
-
-    def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-
-
-def start_server(
-    front: str, ca_dir: Path, maker_pem: Path, profile: Path | None, extra: Sequence[str] = ()
-) -> Server:
-    """`python -m estcoap.cli serve --ca DIR --<front> 127.0.0.1:0 --trust-clients maker.pem`."""
-    argv = [sys.executable, "-m", "estcoap.cli"]
-    if profile is not None:  # this file runs the CLI under cProfile (see cli_entry)
-        argv = [sys.executable, __file__, "--cli", str(profile)]
-    argv += [
-        "serve",
-        "--ca",
-        str(ca_dir),
-        f"--{front}",
-        "127.0.0.1:0",
-        "--trust-clients",
-        str(maker_pem),
-        *extra,
-    ]
-    proc = subprocess.Popen(
-        argv, stdout=subprocess.PIPE, text=True, cwd=Path(__file__).parent.parent
-    )
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    match = re.search(r"(coaps|https)://\S+", line)
-    if match is None:
-        proc.kill()
-        raise RuntimeError(f"the {front} server did not start: {line!r}")
-    return Server(proc, match[0])
+    return cpu_seconds(pid, thread=pid)
 
 
 # -- devices (client side) ------------------------------------------------------------------
@@ -276,7 +211,7 @@ class RateResult:
 
 
 def measure_rate(
-    server: Server,
+    server: Served,
     total: int,
     concurrency: int,
     procs: int,
@@ -310,15 +245,15 @@ def measure_rate(
     try:
         for pipe in pipes:
             pipe.recv()  # ready: devices, IDevIDs and CSRs made
-        cpu_before = cpu_seconds(server.proc.pid)
-        loop_before = main_thread_cpu(server.proc.pid)
+        cpu_before = cpu_seconds(server.pid)
+        loop_before = main_thread_cpu(server.pid)
         start = time.perf_counter()
         for pipe in pipes:
             pipe.send("go")
         results = [pipe.recv() for pipe in pipes]
         elapsed = time.perf_counter() - start
-        cpu = cpu_seconds(server.proc.pid) - cpu_before
-        loop_cpu = main_thread_cpu(server.proc.pid) - loop_before
+        cpu = cpu_seconds(server.pid) - cpu_before
+        loop_cpu = main_thread_cpu(server.pid) - loop_before
     finally:
         for proc in workers:
             proc.join(5)
@@ -561,15 +496,15 @@ def _mean(values: list[int] | list[float]) -> int:
 
 
 async def coaps_bytes(
-    server: Server, ca_pem: Path, maker: DeviceMaker, root: Path, runs: int
+    server: Served, ca_pem: Path, maker: DeviceMaker, root: Path, runs: int
 ) -> tuple[WireResult, list[Call], float]:
     loop = asyncio.get_running_loop()
     relay = UdpRelay(("127.0.0.1", server.port))
     transport, _ = await loop.create_datagram_endpoint(lambda: relay, local_addr=("127.0.0.1", 0))
     url = f"coaps://127.0.0.1:{transport.get_extra_info('sockname')[1]}/.well-known/est"
-    cpu_before = cpu_seconds(server.proc.pid)
+    cpu_before = cpu_seconds(server.pid)
     calls = [await enroll_through(url, ca_pem, maker, root, f"coaps-{n}") for n in range(runs)]
-    cpu_ms = (cpu_seconds(server.proc.pid) - cpu_before) / runs * 1000
+    cpu_ms = (cpu_seconds(server.pid) - cpu_before) / runs * 1000
     await relay.close()
     flows = list(relay.flows.values())
     assert len(flows) == runs, f"{len(flows)} flows for {runs} enrollments"
@@ -592,14 +527,14 @@ async def coaps_bytes(
 
 
 async def https_bytes(
-    server: Server, ca_pem: Path, maker: DeviceMaker, root: Path, runs: int
+    server: Served, ca_pem: Path, maker: DeviceMaker, root: Path, runs: int
 ) -> tuple[WireResult, list[Call], float]:
     relay = TcpRelay(("127.0.0.1", server.port))
     listener = await asyncio.start_server(relay.handle, "127.0.0.1", 0)
     url = f"https://127.0.0.1:{listener.sockets[0].getsockname()[1]}/.well-known/est"
-    cpu_before = cpu_seconds(server.proc.pid)
+    cpu_before = cpu_seconds(server.pid)
     calls = [await enroll_through(url, ca_pem, maker, root, f"https-{n}") for n in range(runs)]
-    cpu_ms = (cpu_seconds(server.proc.pid) - cpu_before) / runs * 1000
+    cpu_ms = (cpu_seconds(server.pid) - cpu_before) / runs * 1000
     flows, relay.flows = relay.flows, []
     # The same TLS handshake (same kind of client identity, same anchors) with no HTTP in it.
     cert, key = maker.issue_idevid("https-bare")
@@ -821,7 +756,10 @@ def run(args: argparse.Namespace, scratch: Path) -> None:
     if args.profile or args.profile_out:
         profile = Path(args.profile_out).resolve() if args.profile_out else scratch / "coaps.prof"
 
-    server = start_server("coaps", paths.dir, maker_pem, profile, args.serve_arg)
+    trusting = ["--trust-clients", str(maker_pem), *args.serve_arg]
+    # profiled: this file runs the CLI under cProfile (see cli_entry)
+    cli = CLI if profile is None else (sys.executable, __file__, "--cli", str(profile))
+    server = start_serve(paths.dir, ("coaps",), trusting, cli=cli)
     rates: list[RateResult] = []
     try:
         measure_rate(server, 40, 4, args.procs, maker_blobs, ca_pem, "warm")
@@ -832,7 +770,7 @@ def run(args: argparse.Namespace, scratch: Path) -> None:
         coaps = asyncio.run(coaps_bytes(server, paths.ca_cert, maker, scratch, args.bytes_runs))
     finally:
         server.stop()
-    server = start_server("https", paths.dir, maker_pem, None, args.serve_arg)
+    server = start_serve(paths.dir, ("https",), trusting)
     try:
         https = asyncio.run(https_bytes(server, paths.ca_cert, maker, scratch, args.bytes_runs))
     finally:

@@ -51,6 +51,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from _serve import cpu_seconds  # noqa: E402
 from cryptography import x509  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
 
@@ -68,12 +69,6 @@ from tests.interop.gateway_procs import (  # noqa: E402
 
 TARGET_RATIO = 0.85
 TARGET_ADDED_P50_MS = 3.0
-
-
-def cpu_seconds(pid: int) -> float:
-    """User+system CPU of a process, all its threads."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def pin(pid: int, cpus: set[int]) -> None:

@@ -19,9 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -30,6 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from _serve import cpu_seconds, start_serve  # noqa: E402
 from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
 from cryptography.x509.oid import NameOID  # noqa: E402
@@ -42,11 +41,6 @@ from estcoap.idevid import DeviceMaker  # noqa: E402
 
 MODULE = "/usr/lib/softhsm/libsofthsm2.so"
 PIN = "246810"
-
-
-def server_cpu(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def make_token(root: Path) -> None:
@@ -88,33 +82,16 @@ async def enroll_many(url: str, paths: CaPaths, idevid: tuple[Path, Path], n: in
 def run_server(
     paths: CaPaths, maker_pem: Path, idevid: tuple[Path, Path], n: int
 ) -> tuple[float, float]:
-    argv = [
-        sys.executable,
-        "-m",
-        "estcoap.cli",
-        "serve",
-        "--ca",
-        str(paths.dir),
-        "--coaps",
-        "127.0.0.1:0",
-        "--trust-clients",
-        str(maker_pem),
-    ]
-    env = {**os.environ, PIN_ENV: PIN}
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, env=env)
+    server = start_serve(
+        paths.dir, ("coaps",), ["--trust-clients", str(maker_pem)], env={PIN_ENV: PIN}
+    )
     try:
-        assert proc.stdout is not None
-        match = re.search(r"coaps://\S+", proc.stdout.readline())
-        if match is None:
-            raise RuntimeError("the server did not start")
-        url = match[0]
-        asyncio.run(enroll_many(url, paths, idevid, 20))  # warm-up
-        cpu, wall = server_cpu(proc.pid), time.perf_counter()
-        asyncio.run(enroll_many(url, paths, idevid, n))
-        return (server_cpu(proc.pid) - cpu) / n, (time.perf_counter() - wall) / n
+        asyncio.run(enroll_many(server.url, paths, idevid, 20))  # warm-up
+        cpu, wall = cpu_seconds(server.pid), time.perf_counter()
+        asyncio.run(enroll_many(server.url, paths, idevid, n))
+        return (cpu_seconds(server.pid) - cpu) / n, (time.perf_counter() - wall) / n
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(10)
+        server.stop()
 
 
 def signatures_per_second(key: object, count: int) -> float:

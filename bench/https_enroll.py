@@ -15,26 +15,16 @@ import argparse
 import asyncio
 import multiprocessing as mp
 import os
-import signal
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from _serve import cpu_seconds, start_serve
 from cryptography import x509
 
 from estcoap.ca import init_ca
 from estcoap.client import EstClient, build_csr, generate_key
-
-READY = "serving EST over HTTPS on "
-TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process (all its threads), from /proc/PID/stat."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
 
 
 def make_csrs(count: int) -> list[bytes]:
@@ -102,27 +92,9 @@ def main() -> int:
 
     tmp = Path(tempfile.mkdtemp(prefix="estcoap-bench-"))
     paths = init_ca(tmp / "ca", ["127.0.0.1"])
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "estcoap.cli",
-            "serve",
-            "--ca",
-            str(tmp / "ca"),
-            "--https",
-            "127.0.0.1:0",
-            "--user",
-            "bench:bench",
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    server = start_serve(tmp / "ca", ("https",), ["--user", "bench:bench"])
     try:
-        line = server.stdout.readline()  # type: ignore[union-attr]
-        if not line.startswith(READY):
-            raise SystemExit(f"server did not start: {line!r}")
-        url = line[len(READY) :].strip()
+        url = server.url
 
         # One client certificate for all bench clients, enrolled with the password.
         async def first_cert() -> None:
@@ -157,8 +129,7 @@ def main() -> int:
             mode = "keep-alive" if keep_alive else "new TLS conn each"
             rows.append((mode, args.clients, total, elapsed, total / elapsed, cpu_ms))
     finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(10)
+        server.stop()
 
     print(
         f"EST simpleenroll over HTTPS, {os.cpu_count()} CPUs, client-cert auth, "

@@ -22,11 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing as mp
-import os
-import re
 import secrets
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,6 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from _serve import cpu_seconds, start_serve  # noqa: E402
 from cryptography import x509  # noqa: E402
 from cryptography.hazmat.primitives import serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
@@ -42,49 +39,7 @@ from estcoap.ca import CaPaths, Store, init_ca  # noqa: E402
 from estcoap.client import EstClient  # noqa: E402
 from estcoap.idevid import DeviceMaker  # noqa: E402
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 PEM = serialization.Encoding.PEM
-
-
-def cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
-
-
-def start_server(ca_dir: Path, front: str, extra: list[str]) -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "estcoap.cli",
-            "serve",
-            "--ca",
-            str(ca_dir),
-            f"--{front}",
-            "127.0.0.1:0",
-            *extra,
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    match = re.search(r"coaps://\S+", line)
-    if match is None:
-        proc.kill()
-        raise RuntimeError(f"the server did not start: {line!r}")
-    return proc, match[0]
-
-
-def stop(proc: subprocess.Popen[str]) -> None:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 # -- client processes -----------------------------------------------------------------------
@@ -182,7 +137,7 @@ def main() -> None:
                     with Store.open(CaPaths.of(paths.dir).store, create=False) as store:
                         for identity, key in work:
                             store.psk_add(identity, key, subject=f"CN={identity}")
-                    proc, url = start_server(paths.dir, "coaps-psk", [])
+                    server = start_serve(paths.dir, ("coaps-psk",))
                 else:
                     work = []
                     for n in range(args.enrollments):
@@ -198,15 +153,13 @@ def main() -> None:
                                 ),
                             )
                         )
-                    proc, url = start_server(
-                        paths.dir, "coaps", ["--trust-clients", str(maker_pem)]
-                    )
+                    server = start_serve(paths.dir, ("coaps",), ["--trust-clients", str(maker_pem)])
                 try:
                     done, cpu, wall = measure(
-                        url, proc.pid, kind, work, ca_pem, concurrency, args.procs
+                        server.url, server.pid, kind, work, ca_pem, concurrency, args.procs
                     )
                 finally:
-                    stop(proc)
+                    server.stop()
                 per = cpu / done * 1000 if done else float("nan")
                 print(
                     f"{kind:5}  {concurrency:11}  {per:17.2f} ms  {done / wall:13.1f}"

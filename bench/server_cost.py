@@ -32,14 +32,13 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+from _serve import cpu_seconds, start_serve
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -47,21 +46,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from estcoap.ca import CaPaths, init_ca
 from estcoap.idevid import DeviceMaker
 
-ROOT = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
-TICKS = os.sysconf("SC_CLK_TCK")
 SERIAL = "cost-0001"
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
-
-
-def free_port(kind: int) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def pem(path: Path, data: bytes) -> Path:
@@ -192,33 +177,8 @@ def main() -> None:
         )
         csr_b64 = work / "csr.b64"
         subprocess.run(["openssl", "base64", "-in", str(csr_der), "-out", str(csr_b64)], check=True)
-        coaps, https = free_port(socket.SOCK_DGRAM), free_port(socket.SOCK_STREAM)
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "estcoap.cli",
-                "serve",
-                "--ca",
-                str(work / "ca"),
-                "--coaps",
-                f"127.0.0.1:{coaps}",
-                "--https",
-                f"127.0.0.1:{https}",
-                "--trust-clients",
-                str(maker_pem),
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            env=ENV,
-            text=True,
-        )
-        assert server.stdout is not None
-        for _ in range(2):  # "serving EST over HTTPS on ...", "serving EST-coaps on ..."
-            line = server.stdout.readline()
-            if not line.startswith("serving"):
-                raise SystemExit(f"serve did not start: {line.strip()}")
-        base = f"coaps://127.0.0.1:{coaps}/.well-known/est"
+        server = start_serve(work / "ca", ("coaps", "https"), ["--trust-clients", str(maker_pem)])
+        base = server.urls["coaps"]
         coap = [
             "coap-client-openssl",
             "-B",
@@ -243,7 +203,7 @@ def main() -> None:
             "--key",
             str(key),
         ]
-        web = f"https://127.0.0.1:{https}/.well-known/est"
+        web = server.urls["https"]
         cases = {
             "coaps crts": coap + [f"{base}/crts"],
             "coaps sen": coap + ["-m", "post", "-t", "286", "-f", str(csr_der), f"{base}/sen"],
@@ -293,8 +253,7 @@ def main() -> None:
                 )
             print("floor parts (ms):", json.dumps(floor))
         finally:
-            server.terminate()
-            server.wait(30)
+            server.stop()
     if args.json:
         Path(args.json).write_text(json.dumps({"cases": rows, "floor_ms": floor}, indent=2) + "\n")
 

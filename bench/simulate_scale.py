@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,13 +29,11 @@ import threading
 import time
 from pathlib import Path
 
+from _serve import cpu_seconds, environment, start_serve
 from cryptography.hazmat.primitives import serialization
 
 from estcoap.ca import init_ca
 from estcoap.idevid import DeviceMaker
-
-ROOT = Path(__file__).resolve().parents[1]
-TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def rss_mib(pid: int) -> float:
@@ -45,17 +41,6 @@ def rss_mib(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return 0.0
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
-
-
-def free_port(kind: int) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Sampler(threading.Thread):
@@ -84,13 +69,10 @@ def simulate(url: str, opts: list[str], devices: int, extra: list[str], out: Pat
         "--json",
         str(out),
     ]
-    done = subprocess.run(cmd, capture_output=True, text=True, env=ENV)
+    done = subprocess.run(cmd, capture_output=True, text=True, env=environment())
     if done.returncode != 0 or not out.exists():
         raise SystemExit(f"simulate failed ({done.returncode}): {done.stderr.strip()}")
     return json.loads(out.read_text())
-
-
-ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 
 
 def main() -> None:
@@ -116,29 +98,13 @@ def main() -> None:
                 serialization.NoEncryption(),
             )
         )
-        coaps, https = free_port(socket.SOCK_DGRAM), free_port(socket.SOCK_STREAM)
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "estcoap.cli",
-                "serve",
-                "--ca",
-                str(work / "ca"),
-                "--coaps",
-                f"127.0.0.1:{coaps}",
-                "--https",
-                f"127.0.0.1:{https}",
-                "--trust-clients",
-                str(work / "maker.pem"),
-            ],
-            stdout=subprocess.DEVNULL,
+        server = start_serve(
+            work / "ca",
+            ("coaps", "https"),
+            ["--trust-clients", str(work / "maker.pem")],
             stderr=subprocess.DEVNULL,
-            env=ENV,
         )
-        url = (
-            f"coaps://127.0.0.1:{coaps}" if args.scheme == "coaps" else f"https://127.0.0.1:{https}"
-        )
+        url = server.urls[args.scheme]
         opts = [
             "--trust",
             str(work / "ca" / "ca.pem"),
@@ -194,8 +160,7 @@ def main() -> None:
                 rows.append(row)
                 print(json.dumps(row), flush=True)
         finally:
-            server.terminate()
-            server.wait(30)
+            server.stop()
     if len(rows) >= 2:
         small, big = rows[0], rows[-1]
         print(
