@@ -96,13 +96,40 @@ def write(
     request_id: int | None = None,
 ) -> None:
     """One row, in the caller's transaction."""
+    cur.execute(
+        INSERT,
+        values(
+            event,
+            subject=subject,
+            requested_by=requested_by,
+            decided_by=decided_by,
+            detail=detail,
+            serial=serial,
+            request_id=request_id,
+        ),
+    )
+
+
+INSERT = (
+    "INSERT INTO audit (at, event, serial, request_id, subject, requested_by, decided_by,"
+    " detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def values(
+    event: str,
+    *,
+    subject: str,
+    requested_by: str,
+    decided_by: str,
+    detail: str = "",
+    serial: str | None = None,
+    request_id: int | None = None,
+) -> tuple[object, ...]:
+    """The parameters of INSERT for one row (a store may send it with other statements)."""
     if event not in EVENTS:
         raise ValueError(f"unknown audit event {event!r}")
-    cur.execute(
-        "INSERT INTO audit (at, event, serial, request_id, subject, requested_by, decided_by,"
-        " detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        (_now(), event, serial, request_id, subject, requested_by, decided_by, detail),
-    )
+    return (_now(), event, serial, request_id, subject, requested_by, decided_by, detail)
 
 
 def approver_of(cur: Cursor, request_id: int) -> str:

@@ -455,31 +455,26 @@ class Store(PskTable):
                     successor = _successor(cur, renewed_from)
                     if successor is not None:
                         raise AlreadyRenewed(successor)
-                (stored,) = cur.execute(
-                    "INSERT INTO issued (serial, subject, san, not_before, not_after, csr_sha256,"
-                    " requester, label, operation, kind, renewed_from, pending_id, cert_der,"
-                    " key_der, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-                    " RETURNING cert_der",
-                    row,
-                ).fetchone()
-                self._verify_row(cur, bytes(stored))
-                if psk_identity is not None:
-                    consume_use(cur, psk_identity)
                 word = row[8]
-                audit.write(
-                    cur,
+                decided_by = (
+                    requester
+                    if word == "init"
+                    else audit.approver_of(cur, pending_id)
+                    if pending_id is not None
+                    else audit.AUTO
+                )
+                trail = audit.values(
                     "issued",
                     serial=serial,
                     request_id=pending_id,
                     subject=row[1],
                     requested_by=requester,
-                    decided_by=requester
-                    if word == "init"
-                    else audit.approver_of(cur, pending_id)
-                    if pending_id is not None
-                    else audit.AUTO,
+                    decided_by=decided_by,
                     detail=f"{word} {kind}",
                 )
+                self._verify_row(cur, self._insert_issued(cur, row, trail))
+                if psk_identity is not None:
+                    consume_use(cur, psk_identity)
         except IntegrityViolation as exc:
             if exc.constraint == "issued.serial":
                 raise SerialCollision(f"serial {serial} is already in use") from exc
@@ -487,6 +482,16 @@ class Store(PskTable):
                 raise StoreError(f"request {pending_id} has a certificate already") from exc
             raise StoreError(f"could not record certificate {serial}: {exc}") from exc
         return _issued(row)  # what the committed row holds (read back by RETURNING)
+
+    def _insert_issued(
+        self, cur: Cursor, row: tuple[object, ...], trail: tuple[object, ...]
+    ) -> bytes:
+        """Insert a certificate's row (row: _ISSUED_COLUMNS' values) and its audit row
+        (trail: audit.values) in the caller's transaction; the DER as stored (RETURNING).
+        A backend whose statements each cost a round trip sends both as one."""
+        (stored,) = cur.execute(INSERT_ISSUED, row).fetchone()
+        cur.execute(audit.INSERT, trail)
+        return bytes(stored)
 
     def _verify_row(self, cur: Cursor, der: bytes) -> None:
         """The row read back inside the transaction (INSERT ... RETURNING gives what it
@@ -825,6 +830,10 @@ class Store(PskTable):
 _ISSUED_COLUMNS = (
     "serial, subject, san, not_before, not_after, csr_sha256, requester, label, operation,"
     " kind, renewed_from, pending_id, cert_der, key_der, created"
+)
+INSERT_ISSUED = (
+    f"INSERT INTO issued ({_ISSUED_COLUMNS})"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING cert_der"
 )
 _PENDING_COLUMNS = (
     "id, operation, label, csr_der, csr_sha256, subject, requester, created, state, decided,"

@@ -3,18 +3,24 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
+from unittest.mock import patch
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from estcoap.ca import CaPaths, Store, StoreError, init_ca, store_pg
 from estcoap.ca.create import CaExistsError
-from estcoap.ca.store import SCHEMA_VERSION, redact, sqlite_path
+from estcoap.ca.store import SCHEMA_VERSION, SerialCollision, redact, sqlite_path
 from estcoap.ca.store_pg import pg_ddl
 from estcoap.cli import main
 from tests.pg_cluster import PgCluster
@@ -243,3 +249,57 @@ def test_the_migration_reads_the_version_it_asked_for_after_its_lock(pg_url: str
     with pytest.raises(StoreError, match=r"schema version '' is not a number") as caught:
         Store.open(pg_url)
     assert "\n" not in str(caught.value)
+
+
+def test_one_statement_issuance_records_what_the_ordinary_statements_record(
+    pg_url: str,
+) -> None:
+    """PostgreSQL sends a certificate's row and its audit row as one statement (a round
+    trip less per issuance); the shared two-statement path must write the same rows, a
+    taken serial must still be a SerialCollision, and a refused write leave no audit row."""
+    cn_key = ec.generate_private_key(ec.SECP256R1())
+
+    def cert(cn: str, serial: int) -> x509.Certificate:
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+        now = dt.datetime.now(dt.UTC)
+        return (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(cn_key.public_key())
+            .serial_number(serial)
+            .not_valid_before(now)
+            .not_valid_after(now + dt.timedelta(days=1))
+            .sign(cn_key, hashes.SHA256())
+        )
+
+    def rows(store: Store, serial: str) -> tuple[tuple, tuple]:
+        with store._read() as cur:
+            issued = cur.execute(
+                "SELECT subject, requester, label, operation, kind, cert_der FROM issued"
+                " WHERE serial = ?",
+                (serial,),
+            ).fetchone()
+            trail = cur.execute(
+                "SELECT event, subject, requested_by, decided_by, detail FROM audit"
+                " WHERE serial = ?",
+                (serial,),
+            ).fetchall()
+        return issued[:5], tuple(trail)
+
+    with Store.open(pg_url) as store:
+        one = store.record_issued(cert("dev", 0x1001), requester="cert:CN=a", operation="enroll")
+        ordinary = Store._insert_issued.__get__(store)  # the shared path, on this backend
+        with patch.object(store, "_insert_issued", ordinary):
+            two = store.record_issued(
+                cert("dev", 0x1002), requester="cert:CN=a", operation="enroll"
+            )
+        assert one.cert_der != two.cert_der
+        assert rows(store, one.serial) == rows(store, two.serial)
+        assert rows(store, one.serial)[1] == (
+            ("issued", "CN=dev", "cert:CN=a", "auto", "enroll new"),
+        )
+        events = len(store.audit_list())
+        with pytest.raises(SerialCollision):
+            store.record_issued(cert("again", 0x1001), requester="cert:CN=b", operation="enroll")
+        assert len(store.audit_list()) == events
