@@ -354,17 +354,16 @@ def generate_in_token(uri: Pkcs11Uri, module_path: str, pin: str, key_type: str)
     }
     token = _library(module_path).get_token(token_label=uri.token)
     with _open(token, pin, rw=True) as session:
-        existing = list(
-            session.get_objects(
-                {
-                    attribute.CLASS: pkcs11.ObjectClass.PRIVATE_KEY,
-                    **({attribute.LABEL: uri.object} if uri.object else {}),
-                    **({attribute.ID: uri.id} if uri.id else {}),
-                }
-            )
-        )
-        if existing:
-            raise ValueError(f"token {uri.token!r} already holds a key named by {uri}")
+        # A key with that label or that id, either: the engine that uses TLS keys pairs
+        # keys by id (estcoap/tls_token_key.py), and a label must name one key.
+        for name, value, what in (
+            (attribute.LABEL, uri.object, f"labelled {uri.object!r}"),
+            (attribute.ID, uri.id, f"with id {(uri.id or b'').hex()}"),
+        ):
+            if value and list(
+                session.get_objects({attribute.CLASS: pkcs11.ObjectClass.PRIVATE_KEY, name: value})
+            ):
+                raise ValueError(f"token {uri.token!r} already holds a key {what}")
         names: dict[str, Any] = {"store": True, "label": uri.object, "id": uri.id}
         if key_type in _CURVE_OIDS:
             parameters = session.create_domain_parameters(

@@ -20,7 +20,16 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 
-from ..ca import KEY_TYPES, CaExistsError, CaPaths, IssuedRecord, Store, StoreError, init_ca
+from ..ca import (
+    KEY_TYPES,
+    CaExistsError,
+    CaPaths,
+    IssuedRecord,
+    Store,
+    StoreError,
+    init_ca,
+    pkcs11uri,
+)
 from ..ca.create import OCSP_RESPONDER_DAYS, issue_ocsp_responder
 from ..ca.crl import build_crl, encode, parse_duration
 from ..ca.paths import ExposedFileError
@@ -94,7 +103,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     ra.add_argument("dir", metavar="DIR", help="the CA directory")
     ra.add_argument("--out-cert", required=True, metavar="PEM", help="where to write the chain")
-    ra.add_argument("--out-key", required=True, metavar="KEY", help="where to write the key")
+    ra_key = ra.add_mutually_exclusive_group(required=True)
+    ra_key.add_argument("--out-key", metavar="KEY", help="where to write the key")
+    ra_key.add_argument(
+        "--key-uri",
+        metavar="URI",
+        help="generate the key in a PKCS#11 token instead (RFC 7512, e.g. "
+        "'pkcs11:token=gw;object=ra-key'), for gateway/proxy --ra-key URI (docs/hsm.md); "
+        "--pin-file is that token's PIN",
+    )
     ra.add_argument("--name", default="estcoap RA", help="the RA's common name")
     ra.add_argument(
         "--hostname",
@@ -328,7 +345,15 @@ def _init(args: argparse.Namespace) -> int:
 
 
 def _issue_ra(args: argparse.Namespace) -> int:
+    key_uri = None
+    if args.key_uri is not None:
+        try:
+            key_uri = pkcs11uri.parse(args.key_uri)
+        except pkcs11uri.Pkcs11UriError as exc:  # the URI is not echoed: it may hold a PIN
+            raise UsageError(f"--key-uri: {exc}") from None
     for path in (args.out_cert, args.out_key):
+        if path is None:
+            continue
         if Path(path).exists():
             raise CliError(f"{path} exists; refusing to overwrite it")
         try:  # before issuing: a certificate recorded but not written is lost
@@ -343,14 +368,18 @@ def _issue_ra(args: argparse.Namespace) -> int:
             hostnames=args.hostname,
             validity_days=args.validity_days,
             pins=pin_source(args),
+            key_uri=key_uri,
         )
         write_ra(identity, args.out_cert, args.out_key)
-    except (StoreError, ValueError) as exc:
+    except (StoreError, ValueError, ServiceUnavailable) as exc:
         raise CliError(str(exc)) from exc
     serial = format(identity.certificate.serial_number, "x")
     print(f"issued RA certificate {serial} (clientAuth, id-kp-cmcRA) for CN={args.name}")
     print(f"  certificate chain   {args.out_cert}")
-    print(f"  key                 {args.out_key} (mode 0600)")
+    if identity.key_uri is not None:
+        print(f"  key                 {identity.key_uri} (in the token)")
+    else:
+        print(f"  key                 {args.out_key} (mode 0600)")
     return 0
 
 

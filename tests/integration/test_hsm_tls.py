@@ -256,7 +256,27 @@ def check_key_stays_in_the_token(label: str) -> None:
 async def test_gateway_forwards_with_its_ra_key_in_the_token(
     upstream: Upstream, pin_file: Path
 ) -> None:
-    ra_uri, ra_chain = upstream.issue_for_token_key("gw-ra", ra=True)
+    # The RA key generated in the token by the CA's own command, a CKA_ID of its own.
+    ra_uri, ra_chain = f"pkcs11:token={TOKEN};object=gw-ra", upstream.root / "gw-ra.pem"
+    issued = run_cli(
+        "ca",
+        "issue-ra",
+        upstream.paths.dir,
+        "--out-cert",
+        ra_chain,
+        "--key-uri",
+        ra_uri,
+        "--pkcs11-module",
+        str(MODULE),
+        "--pin-file",
+        pin_file,
+    )
+    assert issued.returncode == 0, issued.stderr
+    assert re.search(
+        rf"key +{re.escape(ra_uri)};id=(%[0-9A-F]{{2}}){{8}} \(in the token\)", issued.stdout
+    )
+    assert PIN not in issued.stdout + issued.stderr
+    assert sorted(p.name for p in upstream.root.glob("gw-ra*")) == ["gw-ra.pem"]  # no key file
     device = upstream.device("hsm-gw-dev")
     args = forwarding(
         "gateway",
