@@ -4,19 +4,35 @@ SQLite and the PostgreSQL store (issue 17).
 For each case `estcoap serve --workers W` runs on a new CA (its store in the CA directory,
 or in a new database of a PostgreSQL cluster) and client processes enroll N devices over
 CoAPs, each device a new DTLS session with its own P-256 IDevID (made before the timed
-run) and one simpleenroll. Measured:
+run) and one simpleenroll. The layouts compared (--layouts): 1 and 2 workers, and "1+1",
+two separate single-process serves, each with its own CA and store and half of the
+clients: the control that tells what two processes cost on this machine when they share
+nothing, from what two workers of one serve cost (their shared store). The load is the
+same for every layout: --clients processes with --concurrency devices in flight each, as
+fast as the server answers, or, with --rate, devices started at that many per second in
+all (an offered load that does not depend on the server's speed). Measured:
 
 * enrollments/s: N over the wall time of the run;
 * server CPU per enrollment: user + system time of the serve parent and its workers
   (/proc/PID/stat), over N;
 * PostgreSQL CPU per enrollment, counted apart: the postmaster and its backends (the
-  postmaster's reaped children included), over N.
+  postmaster's reaped children included), over N;
+* the server's context switches per enrollment (/proc/PID/status): voluntary ones are
+  the event loop going to sleep in epoll_wait with nothing to do, involuntary ones the
+  scheduler taking the core away (the clients share the machine's cores);
+* with --syscalls, the server's system calls per enrollment (perf's tracepoints, which
+  cost the traced process little, unlike strace): all of them, and the epoll_wait calls
+  (event-loop wakeups), receives and sends among them;
+* with --profile DIR, a py-spy profile of each server process during the timed run
+  (DIR/CASE-pid.txt, collapsed stacks; for finding where CPU goes, not for the figures).
 
 The cases run interleaved, round after round, so a change of the machine's load hits
 them alike; the load average is printed with each run. PostgreSQL is a throwaway cluster
 (tests/pg_cluster.py: Debian's postgresql, fsync off) unless --postgresql URL names one.
 
     python bench/scale.py [--devices 300] [--rounds 3] [--concurrency 16] [--clients 2]
+                          [--layouts 1,2,1+1] [--rate 30] [--stores sqlite,postgresql]
+                          [--syscalls] [--profile DIR]
 
 Figures and what they mean for N cores and M hosts: docs/performance.md ("Workers and
 hosts").
@@ -29,6 +45,7 @@ import asyncio
 import multiprocessing
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -78,10 +95,71 @@ def postgres_cpu(postmaster: int) -> float:
     return total
 
 
+def ctxt_switches(pid: int) -> tuple[int, int]:
+    """(voluntary, involuntary) context switches of a process so far; (0, 0) once gone."""
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return 0, 0
+    fields = dict(line.split(":\t", 1) for line in text.splitlines() if ":\t" in line)
+    return int(fields["voluntary_ctxt_switches"]), int(fields["nonvoluntary_ctxt_switches"])
+
+
+# The system calls counted with --syscalls: every one, and those that tell the event
+# loop's wakeups (epoll_wait) and its datagram traffic apart.
+SYSCALL_EVENTS = {
+    "syscalls": "raw_syscalls:sys_enter",
+    "epoll_wait": "syscalls:sys_enter_epoll_wait",
+    "recvfrom": "syscalls:sys_enter_recvfrom",
+    "sendto": "syscalls:sys_enter_sendto",
+    "futex": "syscalls:sys_enter_futex",
+}
+
+
+class SyscallCount:
+    """perf stat on the server's processes while the timed run lasts."""
+
+    def __init__(self, pids: list[int], out: Path) -> None:
+        self.out = out
+        events = ",".join(SYSCALL_EVENTS.values())
+        self.proc = subprocess.Popen(
+            ["perf", "stat", "-x", ",", "-o", str(out), "-e", events]
+            + ["-p", ",".join(map(str, pids))],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        time.sleep(0.5)  # perf attaches before the run starts
+
+    def stop(self) -> dict[str, int]:
+        self.proc.send_signal(2)
+        self.proc.wait(30)
+        counts: dict[str, int] = {}
+        names = {event: name for name, event in SYSCALL_EVENTS.items()}
+        for line in self.out.read_text().splitlines():
+            parts = line.split(",")
+            if len(parts) > 2 and parts[2] in names and parts[0].isdigit():
+                counts[names[parts[2]]] = int(parts[0])
+        return counts
+
+
+def py_spy(pid: int, out: Path) -> subprocess.Popen:
+    spy = Path(sys.executable).with_name("py-spy")
+    return subprocess.Popen(
+        [str(spy), "record", "--nonblocking", "--format", "raw", "--rate", "200"]
+        + ["--pid", str(pid), "--output", str(out)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
 # ---- clients (separate processes: their CPU is not the server's) ----------------------
 
 
-def _client(url: str, ca_pem: bytes, devices: list[tuple[bytes, bytes, str]], k: int) -> int:
+def _client(
+    url: str, ca_pem: bytes, devices: list[tuple[bytes, bytes, str]], k: int, rate: float = 0.0
+) -> int:
+    """Enroll the devices, at most k at once; rate > 0: the i-th starts at i / rate s (an
+    offered load that does not depend on how fast the server answers), else at once."""
     from cryptography import x509
 
     from estcoap.client.api import EstClient
@@ -89,23 +167,31 @@ def _client(url: str, ca_pem: bytes, devices: list[tuple[bytes, bytes, str]], k:
     ca_file = Path(tempfile.mkdtemp()) / "ca.pem"
     ca_file.write_bytes(ca_pem)
 
-    async def one(cert_pem: bytes, key_pem: bytes, name: str, limit: asyncio.Semaphore) -> bool:
+    async def one(
+        cert_pem: bytes, key_pem: bytes, name: str, limit: asyncio.Semaphore, at: float
+    ) -> bool:
+        await asyncio.sleep(at - time.monotonic())
         async with limit:
             cert = x509.load_pem_x509_certificate(cert_pem)
             key = serialization.load_pem_private_key(key_pem, None)
             new_key = ec.generate_private_key(ec.SECP256R1())
+            failure: Exception | None = None
             for _ in range(3):
                 try:
                     async with EstClient(url, trust=ca_file, cert=cert, key=key, timeout=10) as c:
                         await c.enroll(key=new_key, subject=f"serialNumber={name}")
                         return True
-                except Exception:  # a retry, counted by the failures below if it persists
+                except Exception as exc:  # a retry; said once if it persists
+                    failure = exc
                     await asyncio.sleep(0.2)
+            print(f"{name}: not enrolled: {failure!r}", file=sys.stderr)
             return False
 
     async def run() -> int:
         limit = asyncio.Semaphore(k)
-        done = await asyncio.gather(*(one(*d, limit) for d in devices))
+        t0 = time.monotonic()
+        step = 1 / rate if rate else 0.0
+        done = await asyncio.gather(*(one(*d, limit, t0 + i * step) for i, d in enumerate(devices)))
         return sum(done)
 
     return asyncio.run(run())
@@ -153,18 +239,10 @@ def serve(ca: Path, workers: int, maker_pem: Path) -> tuple[subprocess.Popen, li
     return proc, pids, port
 
 
-def run_case(args, store: str, workers: int, pg, maker: DeviceMaker, work: Path) -> dict:
-    ca = work / f"ca-{store}-{workers}-{time.monotonic_ns()}"
-    url = None
-    if store == "postgresql":
-        url = pg.create_database()[0] if pg is not None else args.postgresql
-    init_ca(ca, ["127.0.0.1"], store_url=url)
-    maker_pem = work / "maker.pem"
+def _identities(maker: DeviceMaker, prefix: str, count: int) -> list[tuple[bytes, bytes, str]]:
     devices = []
-    warm = 10 * workers  # enrolled before the measure: each worker's first requests import
-    # modules and build caches (chain verdicts, OpenSSL contexts) a long-running one has
-    for i in range(args.devices + warm):
-        cert, key = maker.issue_idevid(f"s{workers}-{i}")
+    for i in range(count):
+        cert, key = maker.issue_idevid(f"{prefix}-{i}")
         devices.append(
             (
                 cert.public_bytes(serialization.Encoding.PEM),
@@ -173,18 +251,53 @@ def run_case(args, store: str, workers: int, pg, maker: DeviceMaker, work: Path)
                     serialization.PrivateFormat.PKCS8,
                     serialization.NoEncryption(),
                 ),
-                f"s{workers}-{i}",
+                f"{prefix}-{i}",
             )
         )
-    proc, pids, port = serve(ca, workers, maker_pem)
+    return devices
+
+
+def _new_ca(args, store: str, pg, work: Path, name: str) -> Path:
+    ca = work / f"ca-{name}-{time.monotonic_ns()}"
+    url = None
+    if store == "postgresql":
+        url = pg.create_database()[0] if pg is not None else args.postgresql
+    init_ca(ca, ["127.0.0.1"], store_url=url)
+    return ca
+
+
+def run_case(args, store: str, layout: str, pg, maker: DeviceMaker, work: Path) -> dict:
+    """layout: "1" or "2" (serve --workers 1 or 2), or "1+1": two separate single-process
+    serves, each with its own CA and store, each loaded by half of the clients: the
+    control for what two processes cost on this machine when they share nothing."""
+    separate = layout == "1+1"
+    workers = 1 if separate else int(layout)
+    instances = 2 if separate else 1
+    cas = [_new_ca(args, store, pg, work, f"{store}-{layout}") for _ in range(instances)]
+    warm = 10 * max(workers, instances)  # enrolled before the measure: each process's first
+    # requests import modules and build caches (chain verdicts, OpenSSL contexts)
+    devices = _identities(maker, f"s{layout.replace('+', 'x')}", args.devices + warm)
+    servers = [serve(ca, workers, work / "maker.pem") for ca in cas]
+    pids = [pid for _, server_pids, _ in servers for pid in server_pids]
+    urls = [f"coaps://127.0.0.1:{port}" for _, _, port in servers]
     postmaster = None
     if pg is not None and store == "postgresql":
         postmaster = int((pg.data / "postmaster.pid").read_text().split()[0])
     try:
-        _client(f"coaps://127.0.0.1:{port}", (ca / "ca.pem").read_bytes(), devices[:warm], 4)
+        for i, (url, ca) in enumerate(zip(urls, cas, strict=True)):
+            _client(url, (ca / "ca.pem").read_bytes(), devices[i:warm:instances], 4)
         devices = devices[warm:]
         shares = [devices[i :: args.clients] for i in range(args.clients)]
+        # the parent of --workers 2 only supervises: its CPU is counted, its switches not
+        serving = [p for _, ps, _ in servers for p in (ps[1:] if workers > 1 else ps)]
+        tag = f"{store}-{layout}-{time.monotonic_ns()}"
+        counter = SyscallCount(serving, work / f"{tag}.perf") if args.syscalls else None
+        spies = []
+        if args.profile:
+            spies = [py_spy(p, Path(args.profile) / f"{tag}-{p}.txt") for p in serving]
+            time.sleep(1.0)
         load = os.getloadavg()[0]
+        switches0 = [ctxt_switches(p) for p in serving]
         cpu0 = sum(cpu_seconds(p) for p in pids)
         pg0 = postgres_cpu(postmaster) if postmaster else 0.0
         start = time.monotonic()
@@ -194,29 +307,42 @@ def run_case(args, store: str, workers: int, pg, maker: DeviceMaker, work: Path)
                     _client,
                     [
                         (
-                            f"coaps://127.0.0.1:{port}",
-                            (ca / "ca.pem").read_bytes(),
-                            s,
+                            urls[i % instances],
+                            (cas[i % instances] / "ca.pem").read_bytes(),
+                            share,
                             args.concurrency,
+                            args.rate / args.clients if args.rate else 0.0,
                         )
-                        for s in shares
+                        for i, share in enumerate(shares)
                     ],
                 )
             )
         wall = time.monotonic() - start
         cpu = sum(cpu_seconds(p) for p in pids) - cpu0
         pg_cpu = (postgres_cpu(postmaster) - pg0) if postmaster else 0.0
+        switches = [ctxt_switches(p) for p in serving]
+        voluntary = sum(s[0] - s0[0] for s, s0 in zip(switches, switches0, strict=True))
+        involuntary = sum(s[1] - s0[1] for s, s0 in zip(switches, switches0, strict=True))
+        syscalls = counter.stop() if counter is not None else {}
+        for spy in spies:
+            spy.send_signal(2)
+            spy.wait(30)
     finally:
-        proc.terminate()
-        proc.wait(60)
+        for proc, _, _ in servers:
+            proc.terminate()
+        for proc, _, _ in servers:
+            proc.wait(60)
     return {
         "store": store,
-        "workers": workers,
+        "layout": layout,
         "done": done,
         "rate": done / wall,
         "cpu_ms": 1000 * cpu / max(done, 1),
         "pg_ms": 1000 * pg_cpu / max(done, 1),
         "load": load,
+        "voluntary": voluntary / max(done, 1),
+        "involuntary": involuntary / max(done, 1),
+        "syscalls": {name: n / max(done, 1) for name, n in syscalls.items()},
     }
 
 
@@ -228,8 +354,29 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=2, help="client processes")
     parser.add_argument("--postgresql", metavar="URL", help="an existing database to use")
     parser.add_argument("--stores", default="sqlite,postgresql")
+    parser.add_argument(
+        "--layouts",
+        default="1,2",
+        help="what to compare: 1, 2 (serve --workers N), 1+1 (two separate single-process "
+        "serves, each with its own store: the control for what two processes cost here)",
+    )
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=0.0,
+        help="offered enrollments/s in all (paced starts); default: as fast as answered",
+    )
+    parser.add_argument(
+        "--syscalls", action="store_true", help="count the server's system calls (perf)"
+    )
+    parser.add_argument("--profile", metavar="DIR", help="py-spy profiles of the server")
     args = parser.parse_args()
     stores = args.stores.split(",")
+    layouts = args.layouts.split(",")
+    if args.profile and not Path(sys.executable).with_name("py-spy").exists():
+        raise SystemExit("--profile needs py-spy beside this python: pip install py-spy")
+    if args.syscalls and shutil.which("perf") is None:
+        raise SystemExit("--syscalls needs perf (Debian: linux-perf)")
 
     pg = None
     if "postgresql" in stores and not args.postgresql:
@@ -241,7 +388,8 @@ def main() -> None:
         pg = PgCluster(bindir)
         pg.start()
     maker = DeviceMaker.create()
-    results: dict[tuple[str, int], list[dict]] = {}
+    print(f"load average at the start: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+    results: dict[tuple[str, str], list[dict]] = {}
     try:
         with tempfile.TemporaryDirectory() as tmp:
             work = Path(tmp)
@@ -250,28 +398,41 @@ def main() -> None:
             )
             for round_ in range(args.rounds):
                 for store in stores:
-                    for workers in (1, 2):
-                        r = run_case(args, store, workers, pg, maker, work)
-                        results.setdefault((store, workers), []).append(r)
+                    for layout in layouts:
+                        r = run_case(args, store, layout, pg, maker, work)
+                        results.setdefault((store, layout), []).append(r)
+                        calls = " ".join(f"{k} {v:.1f}" for k, v in r["syscalls"].items())
                         print(
-                            f"round {round_ + 1}: {store:10s} workers={workers} "
+                            f"round {round_ + 1}: {store:10s} {layout:3s} "
                             f"{r['done']}/{args.devices} enrolled, {r['rate']:6.1f} enrollments/s, "
                             f"server {r['cpu_ms']:5.2f} ms CPU/enrollment, PostgreSQL "
-                            f"{r['pg_ms']:5.2f} ms, load {r['load']:.1f}",
+                            f"{r['pg_ms']:5.2f} ms, load {r['load']:.1f}; per enrollment: "
+                            f"{r['voluntary']:.1f} voluntary and {r['involuntary']:.1f} "
+                            f"involuntary context switches {calls}",
                             flush=True,
                         )
     finally:
         if pg is not None:
             pg.stop()
-    print("\nmedians over the rounds:")
-    for (store, workers), runs in results.items():
-        rate = statistics.median(r["rate"] for r in runs)
-        cpu = statistics.median(r["cpu_ms"] for r in runs)
-        pg_ms = statistics.median(r["pg_ms"] for r in runs)
+    print(f"\nload average at the end: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+    print("medians over the rounds [range], and against layout 1 of the same store:")
+    for (store, layout), runs in results.items():
+        sums = [r["cpu_ms"] + r["pg_ms"] for r in runs]
+        base = results.get((store, "1"))
+        versus = ""
+        if base is not None and layout != "1":
+            base_sum = statistics.median(r["cpu_ms"] + r["pg_ms"] for r in base)
+            versus = f" ({100 * (statistics.median(sums) / base_sum - 1):+.0f} %)"
         print(
-            f"{store:10s} workers={workers}: {rate:6.1f} enrollments/s, server {cpu:5.2f} ms "
-            f"CPU/enrollment, PostgreSQL {pg_ms:5.2f} ms, sum {cpu + pg_ms:5.2f} ms"
+            f"{store:10s} {layout:3s}: {statistics.median(r['rate'] for r in runs):6.1f} "
+            f"enrollments/s, server {_spread([r['cpu_ms'] for r in runs])} ms CPU/enrollment, "
+            f"PostgreSQL {_spread([r['pg_ms'] for r in runs])} ms, "
+            f"sum {_spread(sums)} ms{versus}"
         )
+
+
+def _spread(values: list[float]) -> str:
+    return f"{statistics.median(values):.2f} [{min(values):.2f}-{max(values):.2f}]"
 
 
 if __name__ == "__main__":
