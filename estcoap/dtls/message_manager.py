@@ -16,6 +16,13 @@ at most `per_remote_limit` entries, and past that loses its own oldest first, so
 busy client cannot push out the others'; `limit` bounds them all, oldest first. Either
 way what goes is old: a client stops retransmitting 45 s after its first try (RFC 7252
 s4.8.2), and the limits leave far more than that at any rate one client can sustain.
+
+A session's entries go when the session does (forget_remote): the key is the session's
+remote object, and a retransmission can only come over the session that carried the
+original (a new handshake makes a new remote), so they could never match again. Without
+this, a fleet that enrolls one request per session keeps every closed session and its
+response for 247 s: a plateau of about 40 KiB per request (530 MiB at 50 a second),
+which the allocator then keeps as its high-water mark.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ import logging
 import math
 from collections import deque
 from collections.abc import Hashable
+from itertools import islice
 
 from aiocoap.messagemanager import MessageManager
 
@@ -32,6 +40,9 @@ DEFAULT_LIMIT = 100_000
 DEFAULT_PER_REMOTE_LIMIT = 10_000
 
 log = logging.getLogger(__name__)
+
+_Key = tuple[Hashable, int]  # (remote, Message ID), as aiocoap keys its memory
+_Batch = dict[_Key, None]  # the keys that expire in one second
 
 
 class BatchedExpiryMessageManager(MessageManager):
@@ -46,10 +57,12 @@ class BatchedExpiryMessageManager(MessageManager):
             raise ValueError("the limits of remembered requests must be positive")
         self.limit = limit
         self.per_remote_limit = per_remote_limit
-        # Each remote's keys in arrival order, which is also the order they expire in.
-        self._by_remote: dict[Hashable, deque[tuple[Hashable, int]]] = {}
-        # (expiry second, keys), in expiry order; one timer for the earliest.
-        self._expiring: deque[tuple[float, list[tuple[Hashable, int]]]] = deque()
+        # (expiry second, keys), in expiry order; one timer for the earliest. The keys
+        # are a dict used as an ordered set, so one can be taken out in O(1).
+        self._expiring: deque[tuple[float, _Batch]] = deque()
+        # Each remote's keys in arrival order, which is also the order they expire in,
+        # each with the batch that holds it.
+        self._by_remote: dict[Hashable, deque[tuple[_Key, _Batch]]] = {}
         self._sweep_timer: asyncio.TimerHandle | None = None
         self._warned_at = -math.inf
 
@@ -58,27 +71,38 @@ class BatchedExpiryMessageManager(MessageManager):
         if key in self._recent_messages:
             return super()._deduplicate_message(message)  # a duplicate: aiocoap answers it
         self._recent_messages[key] = None  # the response is stored here when sent
-        self._expire_later(key, message.transport_tuning.EXCHANGE_LIFETIME)
+        batch = self._expire_later(key, message.transport_tuning.EXCHANGE_LIFETIME)
         own = self._by_remote.setdefault(message.remote, deque())
-        own.append(key)
+        own.append((key, batch))
         if len(own) > self.per_remote_limit:
-            # Its global batch entry stays; popping a key that is gone is harmless.
-            self._recent_messages.pop(own.popleft(), None)
+            oldest, its_batch = own.popleft()
+            self._recent_messages.pop(oldest, None)
+            its_batch.pop(oldest, None)
             self._warn(f"a session sent more than {self.per_remote_limit} requests")
         if len(self._recent_messages) > self.limit:
             self._forget_oldest(len(self._recent_messages) - self.limit)
         return False
 
-    def _expire_later(self, key: tuple[Hashable, int], lifetime: float) -> None:
+    def forget_remote(self, remote: Hashable) -> None:
+        """Forget every request of a session that has ended (its remote is never seen
+        again), with the responses kept for them."""
+        for key, batch in self._by_remote.pop(remote, ()):
+            self._recent_messages.pop(key, None)
+            batch.pop(key, None)
+
+    def _expire_later(self, key: _Key, lifetime: float) -> _Batch:
         second = math.ceil(self.loop.time() + lifetime)
         if self._expiring and self._expiring[-1][0] >= second:
-            # The same second, or a longer lifetime seen earlier: join the last list,
+            # The same second, or a longer lifetime seen earlier: join the last batch,
             # which expires no earlier than this key should.
-            self._expiring[-1][1].append(key)
+            batch = self._expiring[-1][1]
         else:
-            self._expiring.append((second, [key]))
+            batch = {}
+            self._expiring.append((second, batch))
+        batch[key] = None
         if self._sweep_timer is None:
             self._sweep_timer = self.loop.call_at(self._expiring[0][0], self._sweep)
+        return batch
 
     def _sweep(self) -> None:
         self._sweep_timer = None
@@ -91,21 +115,22 @@ class BatchedExpiryMessageManager(MessageManager):
 
     def _forget_oldest(self, count: int) -> None:
         while count > 0 and self._expiring:
-            keys = self._expiring[0][1]
-            taken = keys[:count]
-            del keys[:count]
-            if not keys:
+            batch = self._expiring[0][1]
+            taken = list(islice(batch, count))
+            for key in taken:
+                del batch[key]
+            if not batch:
                 self._expiring.popleft()
             for key in taken:
                 self._forget(key)
             count -= len(taken)
         self._warn(f"more than {self.limit} requests remembered")
 
-    def _forget(self, key: tuple[Hashable, int]) -> None:
+    def _forget(self, key: _Key) -> None:
         self._recent_messages.pop(key, None)
         remote = key[0]
         own = self._by_remote.get(remote)
-        if own and own[0] == key:  # else that remote's own limit forgot it already
+        if own and own[0][0] == key:  # else that remote's own limit forgot it already
             own.popleft()
             if not own:
                 del self._by_remote[remote]

@@ -116,7 +116,7 @@ class ServerRemote(DtlsRemote):
 class DtlsServerTransport(interfaces.MessageInterface):
     def __init__(
         self,
-        mman: interfaces.MessageManager,
+        mman: BatchedExpiryMessageManager,
         config: DtlsServerConfig,
         loop: asyncio.AbstractEventLoop,
     ) -> None:
@@ -143,7 +143,7 @@ class DtlsServerTransport(interfaces.MessageInterface):
     @classmethod
     async def create(
         cls,
-        mman: interfaces.MessageManager,
+        mman: BatchedExpiryMessageManager,
         binds: Sequence[tuple[str, int]],
         config: DtlsServerConfig,
     ) -> DtlsServerTransport:
@@ -286,6 +286,7 @@ class DtlsServerTransport(interfaces.MessageInterface):
         remote.flush()  # a pending fatal alert or close_notify
         if remote.association.tls_unique is not None and not self._closing:  # was established
             self._mman.dispatch_error(reason, remote)
+        self._mman.forget_remote(remote)  # its requests can never be repeated now
 
     def _close(self, remote: ServerRemote, reason: DtlsError) -> None:
         """Orderly end: close_notify to the peer, then forget the session."""

@@ -19,6 +19,7 @@ from tests.integration.dtls_fixtures import (
     client_config,
     server_config,
 )
+from tests.polling import wait_for
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -119,5 +120,58 @@ async def test_one_busy_session_forgets_its_own_oldest_not_the_others() -> None:
     remembered = sorted((remote is busy, mid) for remote, mid in manager._recent_messages)
     assert remembered == [(False, 0), (False, 1), (True, 12), (True, 13), (True, 14)]
     while manager._recent_messages:  # everything expires, the per-session books too
+        await asyncio.sleep(0.05)
+    assert manager._by_remote == {} and not manager._expiring
+
+
+async def test_a_session_that_ends_takes_its_remembered_requests_with_it(pki) -> None:
+    # The key is the session's remote, which a retransmission can only come back on: once
+    # the session ends, its requests (and their responses) are dead weight for 247 s.
+    site = resource.Site()
+    site.add_resource(["count"], Counter())
+    context, transport = await create_server_context(site, [("127.0.0.1", 0)], server_config(pki))
+    manager = transport._mman
+    server = ("127.0.0.1", transport.bound_addresses[0][1])
+    ending, staying = RawClient(client_config(pki), server), RawClient(client_config(pki), server)
+    try:
+        for mid, raw in ((0x10, ending), (0x20, staying)):
+            await raw.open()
+            await raw.handshake()
+            raw.association.send(_con(mid, bytes([mid])))
+            raw.flush()
+            assert (await _answer(raw)).code == aiocoap.CHANGED
+        assert len(manager._recent_messages) == 2
+        ending.association.close()  # close_notify
+        ending.flush()
+        await wait_for(
+            lambda: len(manager._recent_messages) == 1, what="the ended session forgotten"
+        )
+        [(remote, mid)] = manager._recent_messages
+        assert mid == 0x20 and manager._recent_messages[(remote, mid)] is not None  # its answer
+        assert list(manager._by_remote) == [remote]
+        assert sum(len(batch) for _, batch in manager._expiring) == 1
+        staying.association.send(_con(0x20, b"\x20"))  # a retransmission is still answered
+        staying.flush()
+        assert (await _answer(staying)).payload == b"run 2"
+    finally:
+        ending.close()
+        staying.close()
+        await context.shutdown()
+
+
+async def test_forgetting_a_remote_leaves_the_others_and_their_expiry() -> None:
+    context = aiocoap.Context(loop=asyncio.get_running_loop())
+    manager = BatchedExpiryMessageManager(TokenManager(context))
+    gone, kept = object(), object()
+    for remote, mids in ((gone, range(3)), (kept, range(10, 12))):
+        for mid in mids:
+            message = aiocoap.Message(code=aiocoap.POST, transport_tuning=_ShortLived())
+            message.remote, message.mid = remote, mid
+            manager._deduplicate_message(message)
+    manager.forget_remote(gone)
+    manager.forget_remote(object())  # a remote with nothing remembered: nothing happens
+    assert sorted(mid for _, mid in manager._recent_messages) == [10, 11]
+    assert list(manager._by_remote) == [kept]
+    while manager._recent_messages:  # the others still expire on time
         await asyncio.sleep(0.05)
     assert manager._by_remote == {} and not manager._expiring
