@@ -22,7 +22,10 @@ in the same run, is what a handshake and an enrollment cost at the least:
 
     python bench/server_cost.py [--requests 200]
 
-Prints one line per case: server CPU ms per request, floor ms, and their ratio.
+Prints one line per case: server CPU ms per request, floor ms, and their ratio; then
+the same clients against two C servers on the same certificates (bench/reference_servers.py:
+libcoap's coap-server-openssl and openssl s_server, a GET each), to show what a handshake
+costs a server with no Python in it.
 Figures are in docs/performance.md ("Server cost per request").
 """
 
@@ -38,6 +41,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import reference_servers
 from _serve import cpu_seconds, start_serve
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -137,10 +141,57 @@ def drive(server_pid: int, command: list[str], requests: int, check) -> tuple[fl
     return 1000 * spent / requests, failures
 
 
+def reference_rows(work, paths, maker_pem, coap, curl, requests, floor) -> list[dict]:
+    """The same clients against C servers on the same certificates (reference_servers)."""
+    rows = []
+    starts = {
+        "libcoap coap-server GET /": lambda: reference_servers.start_libcoap(
+            paths.server_cert, paths.server_key, maker_pem
+        ),
+        "openssl s_server GET": lambda: reference_servers.start_s_server(
+            work, paths.server_cert, paths.server_key, maker_pem
+        ),
+    }
+    for name, start in starts.items():
+        server, url = start()
+        client = coap if url.startswith("coaps") else curl
+        try:
+            deadline = time.monotonic() + 20
+            while subprocess.run(client + [url], capture_output=True).returncode != 0:
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"{name} did not answer within 20 s")
+                time.sleep(0.3)
+            ms, failed = drive(server.pid, client + [url], requests, lambda out: len(out) > 5)
+        finally:
+            reference_servers.stop(server)
+        least = floor["handshake"]
+        rows.append(
+            {
+                "case": name,
+                "requests": requests,
+                "failed": failed,
+                "server_cpu_ms": round(ms, 3),
+                "floor_ms": round(least, 3),
+                "ratio": round(ms / least, 2),
+            }
+        )
+        print(
+            f"{name:26} server {ms:7.3f} ms/request   floor {least:6.3f} ms   "
+            f"ratio {ms / least:5.2f}   failed {failed}   (C reference)",
+            flush=True,
+        )
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=200, help="per case")
     parser.add_argument("--json", help="write the figures here")
+    parser.add_argument(
+        "--no-reference",
+        action="store_true",
+        help="skip the C servers (libcoap, openssl s_server) measured beside ours",
+    )
     args = parser.parse_args()
     for tool in ("coap-client-openssl", "curl", "openssl"):
         if shutil.which(tool) is None:
@@ -252,6 +303,8 @@ def main() -> None:
                     flush=True,
                 )
             print("floor parts (ms):", json.dumps(floor))
+            if not args.no_reference:
+                rows += reference_rows(work, paths, maker_pem, coap, curl, args.requests, floor)
         finally:
             server.stop()
     if args.json:
