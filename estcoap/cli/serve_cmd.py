@@ -15,6 +15,7 @@ import errno
 import sys
 import urllib.parse
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from cryptography import x509
@@ -33,6 +34,7 @@ from ..ca.local import (
 from ..ca.ocsp import OcspResponder, store_lookup
 from ..ca.paths import require_private
 from ..ca.pkcs11key import Pkcs11Unavailable
+from ..ca.pkcs11uri import is_pkcs11_uri
 from ..ca.policy import IssuancePolicy, PolicyError
 from ..ca.revocation_http import (
     DEFAULT_CRL_PATH,
@@ -41,6 +43,8 @@ from ..ca.revocation_http import (
     start_revocation_http,
 )
 from ..ca.shared_keys import SharedKeysError, load_shared_keys
+from ..client import load_certificates, load_private_key
+from ..client.api import CredentialError, check_key_matches
 from ..codec.keytypes import PrivateKey
 from ..https import (
     DEFAULT_MAX_BODY,
@@ -50,10 +54,11 @@ from ..revocation import CrlError
 from ..runtime import Runtime
 from ..runtime import front_for as runtime_front
 from ..serving import release_free_memory, settle_heap
+from ..tls_token_key import TokenKeyError
 from . import CliError, UsageError, http_users, number, ops, positive_int, validity_days
 from .ca_cmd import duration, require_writable_store
 from .psk_cmd import start_coaps_psk_front
-from .token_options import add_token_options, pin_source
+from .token_options import add_token_options, pin_source, token_tls_key
 
 HOUSEKEEPING_SECONDS = 30.0
 
@@ -186,6 +191,18 @@ def _add_front_options(parser: argparse.ArgumentParser) -> None:
         help="serve EST over HTTPS here (repeatable)",
     )
     parser.add_argument(
+        "--https-cert",
+        metavar="PEM",
+        help="the HTTPS front's certificate chain instead of the CA directory's server.pem "
+        "(with --https-key)",
+    )
+    parser.add_argument(
+        "--https-key",
+        metavar="KEY",
+        help="its private key: a PEM file (0600), or a pkcs11: URI of a key in a token "
+        "(docs/hsm.md)",
+    )
+    parser.add_argument(
         "--coaps",
         action="append",
         metavar="HOST:PORT",
@@ -288,19 +305,23 @@ async def start_https_front(
     users = http_users.load_users(args, "serve")
     schemes = http_users.schemes(args)
     servers = []
+    https_key = getattr(args, "https_token", None) or args.https_key or service.paths.server_key
     for host, port in binds:
-        server = await start_https_server(
-            service,
-            host,
-            port,
-            cert_chain=service.paths.server_cert,
-            key=service.paths.server_key,
-            users=users,
-            max_body=args.max_body,
-            require_pop=args.require_pop,
-            http_auth=schemes,
-            request_hook=_front_hook(args, "https"),
-        )
+        try:
+            server = await start_https_server(
+                service,
+                host,
+                port,
+                cert_chain=args.https_cert or service.paths.server_cert,
+                key=https_key,
+                users=users,
+                max_body=args.max_body,
+                require_pop=args.require_pop,
+                http_auth=schemes,
+                request_hook=_front_hook(args, "https"),
+            )
+        except TokenKeyError as exc:
+            raise CliError(f"--https-key: {exc}") from None
         servers.append(server)
         ops.watch(args, "https", server)
         print(f"serving EST over HTTPS on {server.url}", flush=True)
@@ -439,6 +460,7 @@ async def _housekeeping(service: LocalCA, period: float = HOUSEKEEPING_SECONDS) 
 
 
 def _serve(args: argparse.Namespace) -> int:
+    _https_identity(args)
     try:
         secret = workers.cookie_secret(args.ca)
     except (OSError, ValueError) as exc:
@@ -457,6 +479,27 @@ def _serve(args: argparse.Namespace) -> int:
         drain_timeout=args.drain_timeout,
         secret=secret,
     )
+
+
+def _https_identity(args: argparse.Namespace) -> None:
+    """--https-cert and --https-key, checked before any worker is forked: a key file
+    private and the certificate's, a key in a token resolved with its PIN (read once)."""
+    args.https_token = None
+    if (args.https_cert is None) != (args.https_key is None):
+        raise UsageError("--https-cert and --https-key go together")
+    if args.https_key is None:
+        return
+    if is_pkcs11_uri(args.https_key):  # checked against the certificate when loaded
+        args.https_token = token_tls_key(args, "--https-key", args.https_key)
+        return
+    try:
+        require_private(Path(args.https_key))
+        chain = load_certificates(args.https_cert)
+        check_key_matches(
+            chain[0], load_private_key(args.https_key), args.https_cert, args.https_key
+        )
+    except (CredentialError, ValueError) as exc:
+        raise CliError(str(exc)) from None
 
 
 def _serve_worker(args: argparse.Namespace, number: int) -> int:

@@ -430,3 +430,47 @@ def test_the_ssl_ctx_behind_a_python_context_is_the_one_openssl_reports() -> Non
         server.options |= ssl.OP_NO_COMPRESSION
         assert tls_token_key._matches(lib, pointer, server)
     assert not tls_token_key._matches(lib, pointer, contexts[0])
+
+
+async def test_serve_with_its_https_key_and_the_ca_key_in_one_token(
+    tmp_path: Path, token: Path, pin_file: Path
+) -> None:
+    """serve --https-cert/--https-key pkcs11:...: the HTTPS front's key in the token, beside
+    the CA key in the same token (python-pkcs11 and the engine share the library)."""
+    paths = hsm_fixtures.token_ca(tmp_path, "serve-ca")
+    maker = DeviceMaker.create()
+    maker_pem = tmp_path / "maker.pem"
+    maker_pem.write_bytes(maker.certificate.public_bytes(serialization.Encoding.PEM))
+    web_uri, web_chain = f"pkcs11:token={TOKEN};object=serve-tls", tmp_path / "web.pem"
+    token_options = ["--pkcs11-module", str(MODULE), "--pin-file", pin_file]
+    issued = run_cli(
+        "ca", "issue-ra", paths.dir, "--out-cert", web_chain, "--key-uri", web_uri,
+        "--hostname", "127.0.0.1", "--name", "est.example", *token_options,
+    )  # fmt: skip
+    assert issued.returncode == 0, issued.stderr
+    cert, key = maker.issue_idevid("hsm-serve-dev")
+    device = write_identity(tmp_path, "hsm-serve-dev", cert, key)
+    with started(
+        "serve", "--ca", paths.dir, "--https", "127.0.0.1:0", "--trust-clients", maker_pem,
+        "--https-cert", web_chain, "--https-key", web_uri, *token_options,
+    ) as serve:  # fmt: skip
+        url = serve.wait_for("serving EST over HTTPS", "serve").split()[-1]
+        async with EstClient(
+            url, trust=paths.ca_cert, cert=device.cert_path, key=device.key_path
+        ) as est:
+            new_key = ec.generate_private_key(ec.SECP256R1())
+            enrolled = (await est.enroll(key=new_key, subject=device.subject("web")))[0]
+            served_by = (await est.transport()).peer_certificate()  # type: ignore[attr-defined]
+        argv = serve.argv()
+    assert served_by == x509.load_pem_x509_certificates(web_chain.read_bytes())[0]
+    hsm_fixtures.openssl_verify(paths.ca_cert, enrolled, tmp_path)
+    check_key_stays_in_the_token("serve-tls")
+    assert PIN not in argv and PIN not in serve.said() and "Traceback" not in serve.said()
+    # A key that is not the certificate's, in one line.
+    done = run_cli(
+        "serve", "--ca", paths.dir, "--https", "127.0.0.1:0", "--https-cert", paths.server_cert,
+        "--https-key", web_uri, *token_options,
+    )  # fmt: skip
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    mismatch = f"estcoap serve: --https-key: the token key {web_uri} does not belong to the "
+    assert [line[: len(mismatch)] for line in done.stderr.splitlines()] == [mismatch]
