@@ -8,11 +8,6 @@ import asyncio
 import contextlib
 import signal
 import sqlite3
-import subprocess
-import sys
-import threading
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -24,72 +19,18 @@ from estcoap.ca.store import Store
 from estcoap.client.api import EstClient, EstClientError
 from estcoap.client.transport import TransportError
 from estcoap.idevid import DeviceMaker
+from tests.integration.serve_procs import Running, cli, init_ca, issue_ra, relay_args, running
 from tests.polling import wait_until
 
 pytestmark = pytest.mark.timeout(180)
 
-CLI = [sys.executable, "-m", "estcoap.cli"]
 DRAIN_TIMEOUT = 3
 
 
-@dataclass
-class Served:
-    proc: subprocess.Popen[str]
-    urls: dict[str, str]
-    stderr: list[str] = field(default_factory=list)
-
-    def said(self, needle: str) -> bool:
-        return any(needle in line for line in self.stderr)
-
-
-@contextlib.contextmanager
-def serve(*args: str | Path) -> Iterator[Served]:
-    proc = subprocess.Popen(
-        [
-            *CLI,
-            "serve",
-            "--https",
-            "127.0.0.1:0",
-            "--coaps",
-            "127.0.0.1:0",
-            "--log-level",
-            "info",
-            *map(str, args),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    served = Served(proc, {})
-    reader = threading.Thread(
-        target=lambda: served.stderr.extend(iter(proc.stderr.readline, "")),  # type: ignore[union-attr]
-        daemon=True,
-    )
-    reader.start()
-    try:
-        for _ in range(2):
-            line = proc.stdout.readline()  # type: ignore[union-attr]
-            assert line.startswith("serving EST"), line + "".join(served.stderr)
-            url = line.rsplit(" ", 1)[1].strip()
-            served.urls[url.split(":", 1)[0]] = url
-        yield served
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-        proc.wait(30)
-        reader.join(5)
-
-
-def init_ca(tmp_path: Path) -> Path:
-    ca = tmp_path / "ca"
-    done = subprocess.run(
-        [*CLI, "ca", "init", str(ca), "--hostname", "127.0.0.1"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr
-    return ca
+def serve(*args: str | Path) -> contextlib.AbstractContextManager[Running]:
+    """serve with both fronts, once both say where they serve."""
+    fronts = ("--https", "127.0.0.1:0", "--coaps", "127.0.0.1:0", "--log-level", "info")
+    return running("serve", *fronts, *args, ready=lambda s: len(s.urls) == 2, what="serve")
 
 
 def pem(*certs: x509.Certificate) -> bytes:
@@ -112,7 +53,7 @@ def test_sighup_reloads_trust_anchors_and_keeps_established_sessions(tmp_path: P
     trust = tmp_path / "makers.pem"
     trust.write_bytes(pem(old_maker.certificate))
 
-    async def scenario(served: Served) -> None:
+    async def scenario(served: Running) -> None:
         coaps = served.urls["coaps"]
         established = device(old_maker, "dev-old", coaps, ca)
         newcomer = device(new_maker, "dev-new", coaps, ca, timeout=3)
@@ -137,7 +78,7 @@ def test_sighup_reloads_trust_anchors_and_keeps_established_sessions(tmp_path: P
         async with device(new_maker, "dev-new3", served.urls["https"], ca) as over_https:
             await enroll(over_https, "dev-new3")
 
-    async def established_goes_on(served: Served) -> None:
+    async def established_goes_on(served: Running) -> None:
         coaps = served.urls["coaps"]
         async with device(old_maker, "dev-a", coaps, ca) as kept:
             await enroll(kept, "dev-a")
@@ -194,7 +135,7 @@ def test_sigterm_during_fifty_enrollments_drains_and_exits_0(tmp_path: Path) -> 
         except (EstClientError, TransportError) as exc:  # a clean failure: try again later
             outcomes[name] = exc
 
-    async def fleet(served: Served) -> None:
+    async def fleet(served: Running) -> None:
         def url(i: int) -> str:
             return served.urls["coaps" if i % 2 else "https"]
 
@@ -248,16 +189,9 @@ def test_proxy_reloads_its_users_on_sighup_and_stops_with_0(tmp_path: Path) -> N
     """The gateway/proxy side of the runtime: users read again, the old password of a
     changed user refused at once, a clean stop."""
     ca = init_ca(tmp_path)
-    ra_cert, ra_key = tmp_path / "ra.pem", tmp_path / "ra.key"
+    ra = issue_ra(ca, tmp_path)
     users = tmp_path / "users.txt"
-    for args, stdin in (
-        (["ca", "issue-ra", str(ca), "--out-cert", str(ra_cert), "--out-key", str(ra_key)], None),
-        (["users", "add", str(users), "alice"], "first-pw\n"),
-    ):
-        done = subprocess.run(
-            [*CLI, *args], input=stdin, capture_output=True, text=True, timeout=60
-        )
-        assert done.returncode == 0, done.stderr
+    cli("users", "add", users, "alice", stdin="first-pw\n")
 
     async def enroll_as(url: str, name: str, password: str) -> x509.Certificate:
         key = ec.generate_private_key(ec.SECP256R1())
@@ -267,128 +201,44 @@ def test_proxy_reloads_its_users_on_sighup_and_stops_with_0(tmp_path: Path) -> N
             return (await client.enroll(key=key, subject=f"CN={name}"))[0]
 
     with serve("--ca", ca) as upstream:
-        proxy = subprocess.Popen(
-            [
-                *CLI,
-                "proxy",
-                "--https",
-                "127.0.0.1:0",
-                "--upstream",
-                upstream.urls["https"],
-                "--upstream-trust",
-                str(ca / "ca.pem"),
-                "--ra-cert",
-                str(ra_cert),
-                "--ra-key",
-                str(ra_key),
-                "--server-cert",
-                str(ca / "server.pem"),
-                "--server-key",
-                str(ca / "server.key"),
-                "--users-file",
-                str(users),
-                "--log-level",
-                "info",
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
+        args = relay_args(
+            "proxy", ca, upstream.urls["https"], ra, "--users-file", users, "--log-level", "info"
         )
-        said: list[str] = []
-        reader = threading.Thread(
-            target=lambda: said.extend(iter(proxy.stderr.readline, "")),  # type: ignore[union-attr]
-            daemon=True,
-        )
-        reader.start()
-        try:
-            line = proxy.stdout.readline()  # type: ignore[union-attr]
-            assert line.startswith("proxy: serving EST over HTTPS on"), line + "".join(said)
-            url = line.split(" on ", 1)[1].split(" -> ", 1)[0]
+        with running(*args, ready=lambda s: "https" in s.urls, what="the proxy") as proxy:
+            url = proxy.urls["https"]
             asyncio.run(enroll_as(url, "alice", "first-pw"))
             with pytest.raises(EstClientError):
                 asyncio.run(enroll_as(url, "bob", "bob-pw"))  # no such user yet
 
             for name, password in (("bob", "bob-pw"), ("alice", "second-pw")):
-                done = subprocess.run(
-                    [*CLI, "users", "add", str(users), name],
-                    input=password + "\n",
-                    capture_output=True,
-                    text=True,
-                    timeout=60,
-                )
-                assert done.returncode == 0, done.stderr
-            proxy.send_signal(signal.SIGHUP)
-            wait_until(lambda: any("reload: users" in s for s in said), 30, "the reload line")
-            assert any("reload: users 1 -> 2 (+bob)" in s for s in said), said
+                cli("users", "add", users, name, stdin=password + "\n")
+            proxy.proc.send_signal(signal.SIGHUP)
+            wait_until(lambda: proxy.said("reload: users"), 30, "the reload line")
+            assert proxy.said("reload: users 1 -> 2 (+bob)"), proxy.stderr
 
             asyncio.run(enroll_as(url, "bob", "bob-pw"))
             asyncio.run(enroll_as(url, "alice", "second-pw"))
             with pytest.raises(EstClientError):
                 asyncio.run(enroll_as(url, "alice", "first-pw"))  # the old password is gone
 
-            proxy.send_signal(signal.SIGTERM)
-            assert proxy.wait(30) == 0
-        finally:
-            if proxy.poll() is None:
-                proxy.kill()
-                proxy.wait(10)
-            reader.join(5)
-    assert not any("Traceback" in s for s in said), said
+            proxy.proc.send_signal(signal.SIGTERM)
+            assert proxy.proc.wait(30) == 0
+    assert not proxy.said("Traceback"), proxy.stderr
 
 
 def test_gateway_takes_a_new_maker_on_sighup_and_stops_with_0(tmp_path: Path) -> None:
     """The gateway's DTLS front learns a new trust anchor on SIGHUP, as serve's does."""
     ca = init_ca(tmp_path)
-    ra_cert, ra_key = tmp_path / "ra.pem", tmp_path / "ra.key"
-    done = subprocess.run(
-        [*CLI, "ca", "issue-ra", str(ca), "--out-cert", str(ra_cert), "--out-key", str(ra_key)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr
+    ra = issue_ra(ca, tmp_path)
     old_maker, new_maker = DeviceMaker.create(), DeviceMaker.create()
     trust = tmp_path / "makers.pem"
     trust.write_bytes(pem(old_maker.certificate))
 
     with serve("--ca", ca, "--trust-clients", trust) as upstream:
-        gateway = subprocess.Popen(
-            [
-                *CLI,
-                "gateway",
-                "--coaps",
-                "127.0.0.1:0",
-                "--upstream",
-                upstream.urls["https"],
-                "--upstream-trust",
-                str(ca / "ca.pem"),
-                "--ra-cert",
-                str(ra_cert),
-                "--ra-key",
-                str(ra_key),
-                "--server-cert",
-                str(ca / "server.pem"),
-                "--server-key",
-                str(ca / "server.key"),
-                "--trust-clients",
-                str(trust),
-                "--log-level",
-                "info",
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        said: list[str] = []
-        reader = threading.Thread(
-            target=lambda: said.extend(iter(gateway.stderr.readline, "")),  # type: ignore[union-attr]
-            daemon=True,
-        )
-        reader.start()
-        try:
-            line = gateway.stdout.readline()  # type: ignore[union-attr]
-            assert line.startswith("gateway: serving EST-coaps on"), line + "".join(said)
-            url = line.split(" on ", 1)[1].split(" -> ", 1)[0]
+        logged = ("--trust-clients", trust, "--log-level", "info")
+        args = relay_args("gateway", ca, upstream.urls["https"], ra, *logged)
+        with running(*args, ready=lambda s: "coaps" in s.urls, what="the gateway") as gateway:
+            url = gateway.urls["coaps"]
 
             async def enroll_new(name: str, timeout: float) -> x509.Certificate:
                 async with device(new_maker, name, url, ca, timeout=timeout) as client:
@@ -398,17 +248,12 @@ def test_gateway_takes_a_new_maker_on_sighup_and_stops_with_0(tmp_path: Path) ->
                 asyncio.run(enroll_new("gw-new-1", 3))  # not trusted by the gateway yet
             trust.write_bytes(pem(old_maker.certificate, new_maker.certificate))
             upstream.proc.send_signal(signal.SIGHUP)  # the CA vouches for the maker too
-            gateway.send_signal(signal.SIGHUP)
-            wait_until(lambda: any("reload: trust anchors" in s for s in said), 30, "reload")
+            gateway.proc.send_signal(signal.SIGHUP)
+            wait_until(lambda: gateway.said("reload: trust anchors"), 30, "reload")
             wait_until(lambda: upstream.said("reload: trust anchors"), 30, "upstream reload")
-            assert any("reload: trust anchors 1 -> 2 certificates" in s for s in said), said
+            assert gateway.said("reload: trust anchors 1 -> 2 certificates"), gateway.stderr
             asyncio.run(enroll_new("gw-new-2", 10))
 
-            gateway.send_signal(signal.SIGTERM)
-            assert gateway.wait(30) == 0
-        finally:
-            if gateway.poll() is None:
-                gateway.kill()
-                gateway.wait(10)
-            reader.join(5)
-    assert not any("Traceback" in s for s in said), said
+            gateway.proc.send_signal(signal.SIGTERM)
+            assert gateway.proc.wait(30) == 0
+    assert not gateway.said("Traceback"), gateway.stderr

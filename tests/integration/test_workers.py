@@ -12,11 +12,7 @@ import re
 import signal
 import socket
 import subprocess
-import sys
-import threading
 from collections import defaultdict
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -29,106 +25,51 @@ from estcoap.ca.store import Store
 from estcoap.client.api import EstClient, EstClientError
 from estcoap.client.transport import TransportError
 from estcoap.idevid import DeviceMaker
+from tests.integration.serve_procs import CLI, Running, init_ca, issue_ra, relay_args, running
 from tests.polling import wait_until
 
 pytestmark = pytest.mark.timeout(240)
 
-CLI = [sys.executable, "-m", "estcoap.cli"]
 DRAIN_TIMEOUT = 5
 # "worker 1 pid 4242: coaps 127.0.0.1:50000 CN=... enroll label=- 2.04 12.0 ms"
 REQUEST_LINE = re.compile(r"worker (\d+) pid (\d+): (coaps|https) (\S+) .* (\S+) label=")
 
 
-@dataclass
-class Served:
-    proc: subprocess.Popen[str]
-    urls: dict[str, str] = field(default_factory=dict)
-    pids: list[int] = field(default_factory=list)
-    stdout: list[str] = field(default_factory=list)
-    stderr: list[str] = field(default_factory=list)
-
-    def said(self, needle: str) -> bool:
-        return any(needle in line for line in self.stderr)
-
-    def requests(self) -> list[tuple[int, str, str, str]]:
-        """(pid, front, peer, operation) of each request line."""
-        found = []
-        for line in list(self.stderr):
-            match = REQUEST_LINE.search(line)
-            if match:
-                found.append((int(match[2]), match[3], match[4], match[5]))
-        return found
-
-
-@contextlib.contextmanager
-def serve_workers(ca: Path, *args: str | Path) -> Iterator[Served]:
-    proc = subprocess.Popen(
-        [
-            *CLI,
-            "serve",
-            "--ca",
-            str(ca),
-            "--workers",
-            "2",
-            "--https",
-            "127.0.0.1:0",
-            "--coaps",
-            "127.0.0.1:0",
-            "--metrics",
-            "127.0.0.1:0",  # the request log lines come with the metrics hook
-            "--log-level",
-            "info",
-            "--drain-timeout",
-            str(DRAIN_TIMEOUT),
-            *map(str, args),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+def serve_workers(ca: Path, *args: str | Path) -> contextlib.AbstractContextManager[Running]:
+    return running(
+        "serve",
+        "--ca",
+        ca,
+        "--workers",
+        "2",
+        "--https",
+        "127.0.0.1:0",
+        "--coaps",
+        "127.0.0.1:0",
+        "--metrics",
+        "127.0.0.1:0",  # the request log lines come with the metrics hook
+        "--log-level",
+        "info",
+        "--drain-timeout",
+        str(DRAIN_TIMEOUT),
+        *args,
+        ready=Running.workers_serving,
+        what="serve: 2 workers serving",
     )
-    served = Served(proc)
-    out, err = proc.stdout, proc.stderr
-    assert out is not None and err is not None
-    readers = [
-        threading.Thread(target=lambda: served.stderr.extend(iter(err.readline, "")), daemon=True),
-        threading.Thread(target=lambda: served.stdout.extend(iter(out.readline, "")), daemon=True),
-    ]
-    for reader in readers:
-        reader.start()
-    try:
-        wait_until(
-            lambda: any("workers serving" in line for line in served.stdout) or proc.poll(),
-            90,
-            "serve: 2 workers serving",
-        )
-        line = next((x for x in served.stdout if "workers serving" in x), "")
-        assert line, "".join(served.stdout + served.stderr)
-        served.pids = [int(p) for p in re.findall(r"\d+", line.split("pids", 1)[1])]
-        for out in served.stdout:
-            if out.startswith("serving EST"):
-                url = out.rsplit(" ", 1)[1].strip()
-                served.urls[url.split(":", 1)[0]] = url
-        yield served
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)  # its workers are killed by the next lines
-        proc.wait(30)
-        for pid in served.pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        for reader in readers:
-            reader.join(5)
 
 
-def init_ca(tmp_path: Path) -> tuple[Path, DeviceMaker, Path]:
-    ca = tmp_path / "ca"
-    done = subprocess.run(
-        [*CLI, "ca", "init", str(ca), "--hostname", "127.0.0.1"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr
+def request_lines(served: Running) -> list[tuple[int, str, str, str]]:
+    """(pid, front, peer, operation) of each request line."""
+    found = []
+    for line in list(served.stderr):
+        match = REQUEST_LINE.search(line)
+        if match:
+            found.append((int(match[2]), match[3], match[4], match[5]))
+    return found
+
+
+def ca_and_maker(tmp_path: Path) -> tuple[Path, DeviceMaker, Path]:
+    ca = init_ca(tmp_path)
     maker = DeviceMaker.create()
     trust = tmp_path / "maker.pem"
     trust.write_bytes(maker.certificate.public_bytes(serialization.Encoding.PEM))
@@ -192,7 +133,7 @@ def check_store(ca: Path, certs: dict[str, x509.Certificate]) -> int:
 
 
 def test_two_workers_share_the_ports_and_a_dtls_session_stays_on_one(tmp_path: Path) -> None:
-    ca, maker, trust = init_ca(tmp_path)
+    ca, maker, trust = ca_and_maker(tmp_path)
     fleet = Fleet(ca, maker)
 
     with serve_workers(ca, "--trust-clients", trust) as served:
@@ -207,7 +148,7 @@ def test_two_workers_share_the_ports_and_a_dtls_session_stays_on_one(tmp_path: P
             )
 
         asyncio.run(run())
-        wait_until(lambda: len(served.requests()) >= 20 * 3 + 20 * 2, 30, "the request lines")
+        wait_until(lambda: len(request_lines(served)) >= 20 * 3 + 20 * 2, 30, "the request lines")
 
         served.proc.send_signal(signal.SIGHUP)  # forwarded: each worker reloads
         wait_until(
@@ -223,7 +164,7 @@ def test_two_workers_share_the_ports_and_a_dtls_session_stays_on_one(tmp_path: P
 
     assert len(fleet.certs) == 40 and not fleet.retries
     assert fleet.sessions_kept == 20
-    requests = served.requests()
+    requests = request_lines(served)
     by_front: dict[str, set[int]] = defaultdict(set)
     pids_of_peer: dict[str, set[int]] = defaultdict(set)
     for pid, front, peer, _ in requests:
@@ -242,7 +183,7 @@ def test_two_workers_share_the_ports_and_a_dtls_session_stays_on_one(tmp_path: P
 
 
 def test_a_killed_worker_is_started_again_and_its_devices_retry(tmp_path: Path) -> None:
-    ca, maker, trust = init_ca(tmp_path)
+    ca, maker, trust = ca_and_maker(tmp_path)
     fleet = Fleet(ca, maker)
 
     with serve_workers(ca, "--trust-clients", trust) as served:
@@ -258,7 +199,7 @@ def test_a_killed_worker_is_started_again_and_its_devices_retry(tmp_path: Path) 
             # In the middle of the load, once the victim has answered some devices.
             await asyncio.to_thread(
                 wait_until,
-                lambda: sum(1 for r in served.requests() if r[0] == victim) >= 6,
+                lambda: sum(1 for r in request_lines(served) if r[0] == victim) >= 6,
                 90,
                 "the second worker's first answers",
             )
@@ -293,7 +234,7 @@ def test_a_killed_worker_is_started_again_and_its_devices_retry(tmp_path: Path) 
         assert served.proc.wait(DRAIN_TIMEOUT + 30) == 0, served.stderr
 
     assert len(fleet.certs) == 56
-    pids = {r[0] for r in served.requests()}
+    pids = {r[0] for r in request_lines(served)}
     assert restarted[-1] in pids and served.pids[0] in pids and victim in pids
     rows = check_store(ca, fleet.certs)
     # An answer lost with the worker may have left its certificate in the store: at most
@@ -303,7 +244,7 @@ def test_a_killed_worker_is_started_again_and_its_devices_retry(tmp_path: Path) 
 
 
 def test_a_worker_that_cannot_start_fails_the_command(tmp_path: Path) -> None:
-    ca, _, _ = init_ca(tmp_path)
+    ca, _, _ = ca_and_maker(tmp_path)
     done = subprocess.run(
         [
             *CLI,
@@ -328,75 +269,38 @@ def test_a_worker_that_cannot_start_fails_the_command(tmp_path: Path) -> None:
 def test_gateway_with_two_workers_forwards_from_both(tmp_path: Path) -> None:
     """gateway --workers 2 in front of a serve: CoAPs devices enroll through both
     workers (each its own upstream pool), SIGTERM stops it with 0."""
-    ca, maker, trust = init_ca(tmp_path)
-    ra_cert, ra_key = tmp_path / "ra.pem", tmp_path / "ra.key"
-    done = subprocess.run(
-        [*CLI, "ca", "issue-ra", str(ca), "--out-cert", str(ra_cert), "--out-key", str(ra_key)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr
+    ca, maker, trust = ca_and_maker(tmp_path)
+    ra = issue_ra(ca, tmp_path)
     fleet = Fleet(ca, maker)
     with serve_workers(ca, "--trust-clients", trust) as upstream:
-        gateway = subprocess.Popen(
-            [
-                *CLI,
-                "gateway",
-                "--workers",
-                "2",
-                "--coaps",
-                "127.0.0.1:0",
-                "--upstream",
-                upstream.urls["https"],
-                "--upstream-trust",
-                str(ca / "ca.pem"),
-                "--ra-cert",
-                str(ra_cert),
-                "--ra-key",
-                str(ra_key),
-                "--server-cert",
-                str(ca / "server.pem"),
-                "--server-key",
-                str(ca / "server.key"),
-                "--trust-clients",
-                str(trust),
-                "--metrics",
-                "127.0.0.1:0",
-                "--log-level",
-                "info",
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
+        args = relay_args(
+            "gateway",
+            ca,
+            upstream.urls["https"],
+            ra,
+            "--workers",
+            "2",
+            "--trust-clients",
+            trust,
+            "--metrics",
+            "127.0.0.1:0",
+            "--log-level",
+            "info",
         )
-        said: list[str] = []
-        lines: list[str] = []
-        out, err = gateway.stdout, gateway.stderr
-        assert out is not None and err is not None
-        threading.Thread(target=lambda: said.extend(iter(err.readline, "")), daemon=True).start()
-        threading.Thread(target=lambda: lines.extend(iter(out.readline, "")), daemon=True).start()
-        try:
-            wait_until(lambda: any("workers serving" in x for x in lines), 90, "the gateway")
-            pids = [int(p) for p in re.findall(r"\d+", lines[-1].split("pids", 1)[1])]
-            url = next(x for x in lines if "serving EST-coaps" in x).split(" on ", 1)[1]
-            url = url.split(" -> ", 1)[0]
+        with running(*args, ready=Running.workers_serving, what="the gateway") as gateway:
+            url = gateway.urls["coaps"]
 
             async def run() -> None:
                 await asyncio.gather(*(fleet.enroll(url, f"gw-{i}") for i in range(16)))
 
             asyncio.run(run())
-            gateway.send_signal(signal.SIGTERM)
-            assert gateway.wait(DRAIN_TIMEOUT + 30) == 0, said
-        finally:
-            if gateway.poll() is None:
-                gateway.kill()
-                gateway.wait(30)
+            gateway.proc.send_signal(signal.SIGTERM)
+            assert gateway.proc.wait(DRAIN_TIMEOUT + 30) == 0, gateway.stderr
     assert len(fleet.certs) == 16
     request = re.compile(r"worker \d+ pid (\d+): gateway \S+ .* label=")
-    answered = {int(m[1]) for line in said if (m := request.search(line))}
-    assert answered == set(pids), (pids, answered)  # both workers forwarded some
-    assert not any("Traceback" in line for line in said), said
+    answered = {int(m[1]) for line in gateway.stderr if (m := request.search(line))}
+    assert answered == set(gateway.pids), (gateway.pids, answered)  # both workers forwarded
+    assert not gateway.said("Traceback"), gateway.stderr
 
 
 def test_a_cookie_made_by_one_worker_is_accepted_by_another(tmp_path: Path) -> None:
@@ -410,7 +314,7 @@ def test_a_cookie_made_by_one_worker_is_accepted_by_another(tmp_path: Path) -> N
     from estcoap.dtls.contexts import client_context
     from estcoap.dtls.records import HANDSHAKE, parse_client_hello, scan_records
 
-    ca, maker, trust = init_ca(tmp_path)
+    ca, maker, trust = ca_and_maker(tmp_path)
     idevid, id_key = maker.issue_idevid("dev-cookie")
     (tmp_path / "dev.pem").write_bytes(idevid.public_bytes(serialization.Encoding.PEM))
     (tmp_path / "dev.key").write_bytes(
