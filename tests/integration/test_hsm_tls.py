@@ -288,17 +288,24 @@ async def test_gateway_forwards_with_its_ra_key_in_the_token(
         upstream.paths.server_cert,
         "--server-key",
         upstream.paths.server_key,  # the DTLS key stays a file (pyOpenSSL)
+        "--workers",
+        "2",  # the PIN read once by the parent; each worker loads the key itself
     )
     with started(*args) as gateway:
+        gateway.wait_for("workers serving", "the gateway's workers")
         line = gateway.wait_for("serving EST-coaps on", "the gateway")
         url = line.split(" on ", 1)[1].split(" -> ", 1)[0]
-        key = ec.generate_private_key(ec.SECP256R1())
-        async with EstClient(
-            url, trust=upstream.paths.ca_cert, cert=device.cert_path, key=device.key_path
-        ) as est:
-            cert = (await est.enroll(key=key, subject=device.subject("through-ra")))[0]
+        certs = []
+        for _ in range(4):  # each a new DTLS session, on whichever worker the kernel picks
+            key = ec.generate_private_key(ec.SECP256R1())
+            async with EstClient(
+                url, trust=upstream.paths.ca_cert, cert=device.cert_path, key=device.key_path
+            ) as est:
+                certs.append((await est.enroll(key=key, subject=device.subject("through-ra")))[0])
+        cert = certs[-1]
         argv = gateway.argv()
-    check_issued(upstream, cert, device)
+    for issued_cert in certs:
+        check_issued(upstream, issued_cert, device)
     assert cert.public_key() == key.public_key()
     check_key_stays_in_the_token("gw-ra")
     assert ra_uri in argv and PIN not in argv
