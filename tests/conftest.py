@@ -13,6 +13,7 @@ import datetime
 import importlib
 import os
 import shutil
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +24,26 @@ import pytest
 from estcoap.ca import init_ca
 from tests.dtls_util import Pki, make_pki
 from tests.pg_cluster import PgCluster, pg_bin
+
+_PYCACHE_OWNER = "ESTCOAP_TEST_PYCACHE_OWNER"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Python processes the tests start (the CLI, servers: hundreds per run) keep their
+    compiled bytecode in a directory of the run's own: with PYTHONDONTWRITEBYTECODE set
+    and no cache, each of them compiled every estcoap module again. Nothing is written
+    into the checkout; pytest-xdist workers inherit the directory of the process that
+    started them."""
+    if not os.environ.get("PYTHONDONTWRITEBYTECODE") or os.environ.get("PYTHONPYCACHEPREFIX"):
+        return
+    os.environ["PYTHONPYCACHEPREFIX"] = tempfile.mkdtemp(prefix="estcoap-test-pycache-")
+    os.environ[_PYCACHE_OWNER] = str(os.getpid())
+    del os.environ["PYTHONDONTWRITEBYTECODE"]
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if os.environ.get(_PYCACHE_OWNER) == str(os.getpid()):
+        shutil.rmtree(os.environ.pop("PYTHONPYCACHEPREFIX"), ignore_errors=True)
 
 
 def in_ci() -> bool:
