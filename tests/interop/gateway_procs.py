@@ -11,7 +11,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -166,3 +166,18 @@ def gateway_args(pki: Pki, upstream_url: str, *extra: object) -> list[object]:
 
 def proxy_args(pki: Pki, upstream_url: str, *extra: object) -> list[object]:
     return ["proxy", "--https", "127.0.0.1:0", *relay_args(pki, upstream_url, *extra)]
+
+
+_RELAYS = {"gateway": (gateway_args, GATEWAY_READY), "proxy": (proxy_args, PROXY_READY)}
+
+
+@contextlib.contextmanager
+def relay_chain(
+    relay: str, pki: Pki, *, upstream: Sequence[object] = (), front: Sequence[object] = ()
+) -> Iterator[tuple[Server, Server]]:
+    """`serve --https` (with the options upstream) and a `gateway` or `proxy` in front of it
+    (with the options front), each a process of its own: (the upstream, the relay)."""
+    relay_args_of, ready = _RELAYS[relay]
+    with serving(upstream_args(pki, *upstream), UPSTREAM_READY) as up:
+        with serving(relay_args_of(pki, up.url, *front), ready) as relaying:
+            yield up, relaying

@@ -19,14 +19,11 @@ from estcoap.codec.pkcs10 import build_csr
 from estcoap.gateway import Upstream
 from tests.interop.gateway_procs import (
     GATEWAY_READY,
-    PROXY_READY,
-    UPSTREAM_READY,
     Pki,
     gateway_args,
     make_pki,
-    proxy_args,
+    relay_chain,
     serving,
-    upstream_args,
 )
 
 pytestmark = pytest.mark.timeout(60)
@@ -40,10 +37,9 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 
 @pytest.fixture(scope="module")
 def urls(pki: Pki) -> Iterator[tuple[str, str]]:
-    with serving(upstream_args(pki, "--user", f"{USER}:{PASSWORD}"), UPSTREAM_READY) as up:
-        args = proxy_args(pki, up.url, "--user", f"{USER}:{PASSWORD}")
-        with serving(args, PROXY_READY) as proxy:
-            yield up.url, proxy.url
+    user = ("--user", f"{USER}:{PASSWORD}")
+    with relay_chain("proxy", pki, upstream=user, front=user) as (up, proxy):
+        yield up.url, proxy.url
 
 
 def csr_with_bad_signature() -> bytes:

@@ -24,13 +24,12 @@ from tests.cms_openssl import openssl_open_key
 from tests.conftest import require
 from tests.interop.gateway_procs import (
     GATEWAY_READY,
-    UPSTREAM_READY,
     Pki,
     cli,
     gateway_args,
     make_pki,
+    relay_chain,
     serving,
-    upstream_args,
 )
 
 COAP_CLIENT = shutil.which("coap-client-openssl")
@@ -61,6 +60,26 @@ def coap(
         url,
     ]
     return subprocess.run([str(a) for a in argv], capture_output=True, timeout=30)
+
+
+def post(
+    pki: Pki,
+    url: str,
+    csr: Path,
+    *args: object,
+    out: Path | None = None,
+    cert: Path | None = None,
+    key: Path | None = None,
+) -> subprocess.CompletedProcess[bytes]:
+    """A CSR POSTed (286, application/pkcs10) with coap-client-openssl, the answer to out."""
+    saved = ("-o", out) if out is not None else ()
+    return coap(pki, url, "-m", "post", "-t", "286", "-f", csr, *saved, *args, cert=cert, key=key)
+
+
+def cbor_parts(path: Path) -> dict[int, bytes]:
+    """The parts of a server-side key generation answer (RFC 9148 s4.8): {format: bytes}."""
+    items = cbor2.loads(path.read_bytes())
+    return dict(zip(items[::2], items[1::2], strict=True))
 
 
 def response_line(done: subprocess.CompletedProcess[bytes]) -> str:
@@ -95,9 +114,8 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 
 @pytest.fixture(scope="module")
 def gateway_url(pki: Pki) -> Iterator[str]:
-    with serving(upstream_args(pki), UPSTREAM_READY) as upstream:
-        with serving(gateway_args(pki, upstream.url), GATEWAY_READY) as gateway:
-            yield gateway.url
+    with relay_chain("gateway", pki) as (_, gateway):
+        yield gateway.url
 
 
 def test_discovery_crts_and_att(pki: Pki, gateway_url: str, tmp_path: Path) -> None:
@@ -124,19 +142,8 @@ def test_sen_with_block1_then_sren_with_the_new_certificate(
 ) -> None:
     key = new_csr(tmp_path / "csr.der", "CN=libcoap-device")
     # 64-byte blocks: the gateway reassembles Block1 before forwarding one POST upstream.
-    sen = coap(
-        pki,
-        f"{gateway_url}/sen",
-        "-m",
-        "post",
-        "-t",
-        "286",
-        "-b",
-        "64",
-        "-f",
-        tmp_path / "csr.der",
-        "-o",
-        tmp_path / "sen.der",
+    sen = post(
+        pki, f"{gateway_url}/sen", tmp_path / "csr.der", "-b", "64", out=tmp_path / "sen.der"
     )
     assert " c:2.04 " in response_line(sen)
     certs = pkcs7.decode_certs_only((tmp_path / "sen.der").read_bytes())
@@ -154,19 +161,13 @@ def test_sen_with_block1_then_sren_with_the_new_certificate(
         )
     )
     new_csr(tmp_path / "rekey.der", "CN=libcoap-device")
-    sren = coap(
+    sren = post(
         pki,
         f"{gateway_url}/sren",
-        "-m",
-        "post",
-        "-t",
-        "286",
+        tmp_path / "rekey.der",
         "-A",
         "287",
-        "-f",
-        tmp_path / "rekey.der",
-        "-o",
-        tmp_path / "sren.der",
+        out=tmp_path / "sren.der",
         cert=ldev_cert,
         key=ldev_key,
     )
@@ -180,30 +181,16 @@ def test_sen_with_block1_then_sren_with_the_new_certificate(
     assert "reenroll" in row and "rekey" in row and "CN=test RA" in row
 
     # An IDevID cannot re-enroll: it was not issued by the upstream CA.
-    refused = coap(
-        pki, f"{gateway_url}/sren", "-m", "post", "-t", "286", "-f", tmp_path / "rekey.der"
-    )
+    refused = post(pki, f"{gateway_url}/sren", tmp_path / "rekey.der")
     assert " c:4.03 " in response_line(refused)
 
 
 def test_skg_and_skc(pki: Pki, gateway_url: str, tmp_path: Path) -> None:
     new_csr(tmp_path / "csr.der", "CN=keygen-device")
     for op, cert_format in (("skg", 281), ("skc", 287)):
-        done = coap(
-            pki,
-            f"{gateway_url}/{op}",
-            "-m",
-            "post",
-            "-t",
-            "286",
-            "-f",
-            tmp_path / "csr.der",
-            "-o",
-            tmp_path / f"{op}.cbor",
-        )
+        done = post(pki, f"{gateway_url}/{op}", tmp_path / "csr.der", out=tmp_path / f"{op}.cbor")
         assert " c:2.04 " in response_line(done), op
-        items = cbor2.loads((tmp_path / f"{op}.cbor").read_bytes())
-        parts = dict(zip(items[::2], items[1::2], strict=True))
+        parts = cbor_parts(tmp_path / f"{op}.cbor")
         assert set(parts) == {284, cert_format}, op
         private = serialization.load_der_private_key(parts[284], password=None)
         if cert_format == 287:
@@ -217,28 +204,22 @@ def test_skg_and_skc(pki: Pki, gateway_url: str, tmp_path: Path) -> None:
 
 def test_pending_then_approval(tmp_path: Path) -> None:
     pki = make_pki(tmp_path / "manual")
-    upstream_cmd = upstream_args(pki, "--approval", "manual", "--retry-after", "3")
-    with serving(upstream_cmd, UPSTREAM_READY) as upstream:
-        with serving(gateway_args(pki, upstream.url), GATEWAY_READY) as gateway:
-            new_csr(tmp_path / "csr.der", "CN=waits")
-            send = (
-                "-m",
-                "post",
-                "-t",
-                "286",
-                "-f",
-                tmp_path / "csr.der",
-                "-o",
-                tmp_path / "out.der",
-            )
-            first = response_line(coap(pki, f"{gateway.url}/sen", *send))
-            assert " c:5.03 " in first and "Max-Age:3" in first
-            listing = cli("pending", "list", "--ca", pki.ca_dir).stdout
-            (request_id,) = [line.split()[0] for line in listing.splitlines() if "CN=waits" in line]
-            again = response_line(coap(pki, f"{gateway.url}/sen", *send))
-            assert " c:5.03 " in again  # still waiting: same request, same answer
-            cli("pending", "approve", request_id, "--ca", pki.ca_dir)
-            done = response_line(coap(pki, f"{gateway.url}/sen", *send))
+    manual = ("--approval", "manual", "--retry-after", "3")
+    with relay_chain("gateway", pki, upstream=manual) as (_, gateway):
+        new_csr(tmp_path / "csr.der", "CN=waits")
+
+        def send() -> str:
+            sent = post(pki, f"{gateway.url}/sen", tmp_path / "csr.der", out=tmp_path / "out.der")
+            return response_line(sent)
+
+        first = send()
+        assert " c:5.03 " in first and "Max-Age:3" in first
+        listing = cli("pending", "list", "--ca", pki.ca_dir).stdout
+        (request_id,) = [line.split()[0] for line in listing.splitlines() if "CN=waits" in line]
+        again = send()
+        assert " c:5.03 " in again  # still waiting: same request, same answer
+        cli("pending", "approve", request_id, "--ca", pki.ca_dir)
+        done = send()
     assert " c:2.04 " in done
     subjects = [cn_of(c) for c in pkcs7.decode_certs_only((tmp_path / "out.der").read_bytes())]
     assert "waits" in subjects
@@ -255,9 +236,7 @@ def test_upstream_down_gives_502_within_a_second(pki: Pki, tmp_path: Path) -> No
     with serving(gateway_args(pki, url), GATEWAY_READY) as gateway:
         new_csr(tmp_path / "csr.der", "CN=nobody-home")
         started = time.monotonic()
-        done = coap(
-            pki, f"{gateway.url}/sen", "-m", "post", "-t", "286", "-f", tmp_path / "csr.der"
-        )
+        done = post(pki, f"{gateway.url}/sen", tmp_path / "csr.der")
         elapsed = time.monotonic() - started
     line = response_line(done)
     assert " c:5.02 " in line and "upstream unavailable" in line
@@ -277,42 +256,18 @@ def test_skg_with_the_key_enveloped_for_the_csr_key(
         keypackage.smime_capabilities_attribute((keypackage.AES128_CBC,)),
     ]
     (tmp_path / "csr.der").write_bytes(add_attributes(csr, key, attributes))
-    done = coap(
-        pki,
-        f"{gateway_url}/skg",
-        "-m",
-        "post",
-        "-t",
-        "286",
-        "-f",
-        tmp_path / "csr.der",
-        "-o",
-        tmp_path / "skg.cbor",
-    )
+    done = post(pki, f"{gateway_url}/skg", tmp_path / "csr.der", out=tmp_path / "skg.cbor")
     assert " c:2.04 " in response_line(done)
-    items = cbor2.loads((tmp_path / "skg.cbor").read_bytes())
-    parts = dict(zip(items[::2], items[1::2], strict=True))
+    parts = cbor_parts(tmp_path / "skg.cbor")
     assert set(parts) == {280, 281}
     pkcs8 = openssl_open_key(tmp_path, parts[280], key, pki.ca_pem)
     private = serialization.load_der_private_key(pkcs8, password=None)
     (cert,) = [c for c in pkcs7.decode_certs_only(parts[281]) if cn_of(c) == "sealed-device"]
     assert cert.public_key() == private.public_key()
     # skc: the same sealed key part, and the certificate alone (287)
-    done = coap(
-        pki,
-        f"{gateway_url}/skc",
-        "-m",
-        "post",
-        "-t",
-        "286",
-        "-f",
-        tmp_path / "csr.der",
-        "-o",
-        tmp_path / "skc.cbor",
-    )
+    done = post(pki, f"{gateway_url}/skc", tmp_path / "csr.der", out=tmp_path / "skc.cbor")
     assert " c:2.04 " in response_line(done)
-    items = cbor2.loads((tmp_path / "skc.cbor").read_bytes())
-    parts = dict(zip(items[::2], items[1::2], strict=True))
+    parts = cbor_parts(tmp_path / "skc.cbor")
     assert set(parts) == {280, 287}
     opened = keypackage.open_key(parts[280], recipient_key=key)
     private = serialization.load_der_private_key(opened.pkcs8, password=None)

@@ -19,16 +19,7 @@ from estcoap.codec.multipart import decode_multipart_mixed
 from estcoap.codec.names import parse_name
 from estcoap.codec.pkcs10 import build_csr
 from tests.conftest import require
-from tests.interop.gateway_procs import (
-    PROXY_READY,
-    UPSTREAM_READY,
-    Pki,
-    cli,
-    make_pki,
-    proxy_args,
-    serving,
-    upstream_args,
-)
+from tests.interop.gateway_procs import Pki, cli, make_pki, relay_chain
 
 CURL = shutil.which("curl")
 pytestmark = [
@@ -59,6 +50,23 @@ def curl(url: str, out: Path, *args: object) -> tuple[int, dict[str, str]]:
     return status, fields
 
 
+def post_csr(
+    pki: Pki, url: str, out: Path, csr: Path, *auth: object, media_type: str = "application/pkcs10"
+) -> tuple[int, dict[str, str]]:
+    """curl POSTs the CSR file (base64) to url, trusting the CA, with auth's options."""
+    return curl(
+        url,
+        out,
+        "--cacert",
+        pki.ca_pem,
+        *auth,
+        "-H",
+        f"Content-Type: {media_type}",
+        "--data-binary",
+        f"@{csr}",
+    )
+
+
 def csr_file(path: Path, subject: str) -> Path:
     key = ec.generate_private_key(ec.SECP256R1())
     path.write_bytes(base64.encodebytes(build_csr(key, parse_name(subject))))
@@ -76,9 +84,8 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 
 @pytest.fixture(scope="module")
 def proxy_url(pki: Pki) -> Iterator[str]:
-    with serving(upstream_args(pki), UPSTREAM_READY) as upstream:
-        with serving(proxy_args(pki, upstream.url, "--user", USER), PROXY_READY) as proxy:
-            yield proxy.url
+    with relay_chain("proxy", pki, front=("--user", USER)) as (_, proxy):
+        yield proxy.url
 
 
 def test_cacerts_and_csrattrs(pki: Pki, proxy_url: str, tmp_path: Path) -> None:
@@ -95,17 +102,8 @@ def test_simpleenroll_with_basic_and_with_a_device_certificate(
     pki: Pki, proxy_url: str, tmp_path: Path
 ) -> None:
     csr = csr_file(tmp_path / "a.b64", "CN=curl-basic")
-    status, headers = curl(
-        f"{proxy_url}/simpleenroll",
-        tmp_path / "a.out",
-        "--cacert",
-        pki.ca_pem,
-        "-u",
-        USER,
-        "-H",
-        "Content-Type: application/pkcs10",
-        "--data-binary",
-        f"@{csr}",
+    status, headers = post_csr(
+        pki, f"{proxy_url}/simpleenroll", tmp_path / "a.out", csr, "-u", USER
     )
     assert status == 200, (tmp_path / "a.out").read_text()
     assert headers["content-transfer-encoding"] == "base64"
@@ -115,20 +113,8 @@ def test_simpleenroll_with_basic_and_with_a_device_certificate(
 
     # the device is held to its IDevID's identity by the upstream CA (EST-Requester)
     csr = csr_file(tmp_path / "b.b64", "serialNumber=device-1,CN=curl-idevid")
-    status, _ = curl(
-        f"{proxy_url}/simpleenroll",
-        tmp_path / "b.out",
-        "--cacert",
-        pki.ca_pem,
-        "--cert",
-        pki.device_cert,
-        "--key",
-        pki.device_key,
-        "-H",
-        "Content-Type: application/pkcs10",
-        "--data-binary",
-        f"@{csr}",
-    )
+    device = ("--cert", pki.device_cert, "--key", pki.device_key)
+    status, _ = post_csr(pki, f"{proxy_url}/simpleenroll", tmp_path / "b.out", csr, *device)
     assert status == 200
     assert "2.5.4.5=device-1,CN=curl-idevid" in subjects((tmp_path / "b.out").read_bytes())
 
@@ -142,29 +128,17 @@ def test_simpleenroll_with_basic_and_with_a_device_certificate(
 def test_refusals_keep_their_meaning(pki: Pki, proxy_url: str, tmp_path: Path) -> None:
     csr = csr_file(tmp_path / "c.b64", "CN=nobody")
     # No credentials: the proxy itself says 401.
-    status, headers = curl(
-        f"{proxy_url}/simpleenroll",
-        tmp_path / "c.out",
-        "--cacert",
-        pki.ca_pem,
-        "-H",
-        "Content-Type: application/pkcs10",
-        "--data-binary",
-        f"@{csr}",
-    )
+    status, headers = post_csr(pki, f"{proxy_url}/simpleenroll", tmp_path / "c.out", csr)
     assert status == 401 and "www-authenticate" in headers
     # Wrong media type: 415.
-    status, _ = curl(
+    status, _ = post_csr(
+        pki,
         f"{proxy_url}/simpleenroll",
         tmp_path / "d.out",
-        "--cacert",
-        pki.ca_pem,
+        csr,
         "-u",
         USER,
-        "-H",
-        "Content-Type: text/plain",
-        "--data-binary",
-        f"@{csr}",
+        media_type="text/plain",
     )
     assert status == 415
     # A CSR the upstream CA refuses (CA:TRUE asked for): its 403 comes through as 403.
@@ -177,34 +151,16 @@ def test_refusals_keep_their_meaning(pki: Pki, proxy_url: str, tmp_path: Path) -
         ),
     )
     (tmp_path / "bad.b64").write_bytes(base64.encodebytes(bad))
-    status, _ = curl(
-        f"{proxy_url}/simpleenroll",
-        tmp_path / "e.out",
-        "--cacert",
-        pki.ca_pem,
-        "-u",
-        USER,
-        "-H",
-        "Content-Type: application/pkcs10",
-        "--data-binary",
-        f"@{tmp_path / 'bad.b64'}",
+    status, _ = post_csr(
+        pki, f"{proxy_url}/simpleenroll", tmp_path / "e.out", tmp_path / "bad.b64", "-u", USER
     )
     assert status == 403 and b"upstream 403" in (tmp_path / "e.out").read_bytes()
 
 
 def test_serverkeygen_through_the_proxy(pki: Pki, proxy_url: str, tmp_path: Path) -> None:
     csr = csr_file(tmp_path / "k.b64", "CN=curl-keygen")
-    status, headers = curl(
-        f"{proxy_url}/serverkeygen",
-        tmp_path / "k.out",
-        "--cacert",
-        pki.ca_pem,
-        "-u",
-        USER,
-        "-H",
-        "Content-Type: application/pkcs10",
-        "--data-binary",
-        f"@{csr}",
+    status, headers = post_csr(
+        pki, f"{proxy_url}/serverkeygen", tmp_path / "k.out", csr, "-u", USER
     )
     assert status == 200 and headers["content-type"].startswith("multipart/mixed")
     parts = dict(decode_multipart_mixed((tmp_path / "k.out").read_bytes(), headers["content-type"]))
@@ -215,35 +171,28 @@ def test_serverkeygen_through_the_proxy(pki: Pki, proxy_url: str, tmp_path: Path
 
 def test_pending_202_and_upstream_down(tmp_path: Path) -> None:
     pki = make_pki(tmp_path / "manual")
-    upstream_cmd = upstream_args(pki, "--approval", "manual", "--retry-after", "5")
-    with serving(upstream_cmd, UPSTREAM_READY) as upstream:
-        with serving(proxy_args(pki, upstream.url, "--user", USER), PROXY_READY) as proxy:
-            csr = csr_file(tmp_path / "p.b64", "CN=curl-waits")
-            send = (
-                "--cacert",
-                pki.ca_pem,
-                "-u",
-                USER,
-                "-H",
-                "Content-Type: application/pkcs10",
-                "--data-binary",
-                f"@{csr}",
-            )
-            status, headers = curl(f"{proxy.url}/simpleenroll", tmp_path / "p.out", *send)
-            assert status == 202 and headers["retry-after"] == "5"
-            (request_id,) = [
-                line.split()[0]
-                for line in cli("pending", "list", "--ca", pki.ca_dir).stdout.splitlines()
-                if "CN=curl-waits" in line
-            ]
-            cli("pending", "approve", request_id, "--ca", pki.ca_dir)
-            status, _ = curl(f"{proxy.url}/simpleenroll", tmp_path / "p2.out", *send)
-            assert status == 200 and "CN=curl-waits" in subjects((tmp_path / "p2.out").read_bytes())
-            # The upstream goes away: the proxy answers 502 at once, with a reason.
-            upstream.process.terminate()
-            upstream.process.wait(5)
-            started = time.monotonic()
-            status, _ = curl(f"{proxy.url}/simpleenroll", tmp_path / "p3.out", *send)
-            elapsed = time.monotonic() - started
+    manual = ("--approval", "manual", "--retry-after", "5")
+    with relay_chain("proxy", pki, upstream=manual, front=("--user", USER)) as (upstream, proxy):
+        csr = csr_file(tmp_path / "p.b64", "CN=curl-waits")
+
+        def send(out: str) -> tuple[int, dict[str, str]]:
+            return post_csr(pki, f"{proxy.url}/simpleenroll", tmp_path / out, csr, "-u", USER)
+
+        status, headers = send("p.out")
+        assert status == 202 and headers["retry-after"] == "5"
+        (request_id,) = [
+            line.split()[0]
+            for line in cli("pending", "list", "--ca", pki.ca_dir).stdout.splitlines()
+            if "CN=curl-waits" in line
+        ]
+        cli("pending", "approve", request_id, "--ca", pki.ca_dir)
+        status, _ = send("p2.out")
+        assert status == 200 and "CN=curl-waits" in subjects((tmp_path / "p2.out").read_bytes())
+        # The upstream goes away: the proxy answers 502 at once, with a reason.
+        upstream.process.terminate()
+        upstream.process.wait(5)
+        started = time.monotonic()
+        status, _ = send("p3.out")
+        elapsed = time.monotonic() - started
     assert status == 502 and elapsed < 1.0
     assert b"upstream unavailable" in (tmp_path / "p3.out").read_bytes()
