@@ -24,7 +24,6 @@ import asyncio
 import multiprocessing as mp
 import os
 import secrets
-import socket
 import statistics
 import sys
 import tempfile
@@ -34,6 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from _dtls import close, flush, handshake  # noqa: E402
 from _serve import CLI, Served, cpu_seconds, start_serve  # noqa: E402
 from aiocoap import Message  # noqa: E402
 from aiocoap.numbers.codes import Code  # noqa: E402
@@ -51,14 +51,12 @@ from estcoap.codec.pkcs10 import build_csr  # noqa: E402
 from estcoap.dtls import DtlsClientConfig  # noqa: E402
 from estcoap.dtls.association import (  # noqa: E402
     ApplicationData,
-    DtlsAssociation,
     State,
     check_server_name,
 )
 from estcoap.dtls.contexts import client_context  # noqa: E402
 from estcoap.idevid import DeviceMaker  # noqa: E402
 
-DATAGRAM_LIMIT = 1232  # IPv6 minimum MTU minus IPv6 + UDP headers, as our transports use
 IP_UDP_HEADERS = 28  # IPv4 20 + UDP 8 per datagram (IPv6 would be 48)
 EST = (".well-known", "est")
 PEM = serialization.Encoding.PEM
@@ -102,29 +100,11 @@ def make_devices(
     return devices
 
 
-def _flush(sock: socket.socket, assoc: DtlsAssociation) -> None:
-    for datagram in assoc.datagrams_to_send():
-        sock.send(datagram)
-
-
 async def enroll_once(device: Device, server: tuple[str, int]) -> bool:
     """New DTLS session, POST sen, close_notify. True when the answer was 2.04 + a PKCS#7."""
     loop = asyncio.get_running_loop()
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind(("127.0.0.1", 0))
-    sock.connect(server)
-    sock.setblocking(False)
-    assoc = DtlsAssociation.connect(device.ctx, server[0], datagram_limit=DATAGRAM_LIMIT)  # type: ignore[arg-type]
+    sock, assoc = await handshake(device.ctx, server)
     try:
-        _flush(sock, assoc)
-        while assoc.state is State.HANDSHAKING:
-            try:
-                data = await asyncio.wait_for(loop.sock_recv(sock, 4096), assoc.timeout() or 1.0)
-            except TimeoutError:
-                assoc.handle_timeout()
-            else:
-                assoc.receive_datagram(data)
-            _flush(sock, assoc)
         if assoc.state is not State.ESTABLISHED:
             return False
         token = secrets.token_bytes(2)
@@ -140,7 +120,7 @@ async def enroll_once(device: Device, server: tuple[str, int]) -> bool:
         encoded = request.encode()
         for _attempt in range(4):  # CON retransmission (RFC 7252 s4.2), 2 s apart here
             assoc.send(encoded)
-            _flush(sock, assoc)
+            flush(sock, assoc)
             deadline = loop.time() + 2.0
             while loop.time() < deadline:
                 try:
@@ -156,16 +136,13 @@ async def enroll_once(device: Device, server: tuple[str, int]) -> bool:
                     if response.mtype is Type.CON:  # a separate response: acknowledge it
                         ack = Message(mtype=Type.ACK, mid=response.mid, code=Code.EMPTY)
                         assoc.send(ack.encode())
-                        _flush(sock, assoc)
+                        flush(sock, assoc)
                     if response.code is Code.EMPTY or response.token != token:
                         continue  # an empty ACK: the answer follows separately
                     return response.code == Code.CHANGED and response.payload[:1] == b"\x30"
         return False
     finally:
-        if assoc.state is State.ESTABLISHED:
-            assoc.close()
-            _flush(sock, assoc)
-        sock.close()
+        close(sock, assoc)
 
 
 async def _run_devices(devices: list[Device], server: tuple[str, int], concurrency: int) -> int:

@@ -22,6 +22,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from _dtls import close, flush, handshake  # noqa: E402
+
 from estcoap.dtls import DtlsClientConfig, DtlsServerConfig, create_server_context  # noqa: E402
 from estcoap.dtls.association import DtlsAssociation, State, check_server_name  # noqa: E402
 from estcoap.dtls.contexts import client_context  # noqa: E402
@@ -41,34 +43,12 @@ def rss_bytes() -> int:
 async def _handshake(
     ctx, server: tuple[str, int], local_ip: str
 ) -> tuple[socket.socket, DtlsAssociation]:
-    loop = asyncio.get_running_loop()
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind((local_ip, 0))
-    sock.connect(server)
-    sock.setblocking(False)
-    assoc = DtlsAssociation.connect(ctx, server[0], datagram_limit=1232)
-    for datagram in assoc.datagrams_to_send():
-        sock.send(datagram)
-    while assoc.state is State.HANDSHAKING:
-        try:
-            data = await asyncio.wait_for(loop.sock_recv(sock, 4096), assoc.timeout() or 1.0)
-        except TimeoutError:
-            assoc.handle_timeout()
-        else:
-            assoc.receive_datagram(data)
-        for datagram in assoc.datagrams_to_send():
-            sock.send(datagram)
+    """A session that must come up: a failed handshake ends the run."""
+    sock, assoc = await handshake(ctx, server, local_ip)
     if assoc.state is not State.ESTABLISHED:
         sock.close()
         raise RuntimeError(f"handshake failed: {assoc.error}")
     return sock, assoc
-
-
-def _close(sock: socket.socket, assoc: DtlsAssociation) -> None:
-    assoc.close()
-    for datagram in assoc.datagrams_to_send():
-        sock.send(datagram)
-    sock.close()
 
 
 async def _client_main(conn, pki_dir: str, server: tuple[str, int]) -> None:
@@ -94,7 +74,7 @@ async def _client_main(conn, pki_dir: str, server: tuple[str, int]) -> None:
                 nonlocal remaining
                 while remaining > 0:
                     remaining -= 1
-                    _close(*await _handshake(ctx, server, next_ip()))
+                    close(*await _handshake(ctx, server, next_ip()))
 
             start = time.perf_counter()
             await asyncio.gather(*(worker() for _ in range(concurrency)))
@@ -107,8 +87,7 @@ async def _client_main(conn, pki_dir: str, server: tuple[str, int]) -> None:
                     sock, assoc = await _handshake(ctx, server, next_ip())
                     # one CoAP ping: the first application record confirms the session
                     assoc.send(bytes([0x40, 0x00, len(held) >> 8 & 0xFF, len(held) & 0xFF]))
-                    for datagram in assoc.datagrams_to_send():
-                        sock.send(datagram)
+                    flush(sock, assoc)
                     held.append((sock, assoc))
 
             limit = asyncio.Semaphore(32)
@@ -116,7 +95,7 @@ async def _client_main(conn, pki_dir: str, server: tuple[str, int]) -> None:
             conn.send(len(held))
         elif command == "release":
             for sock, assoc in held:
-                _close(sock, assoc)
+                close(sock, assoc)
             held.clear()
             conn.send(0)
         else:
