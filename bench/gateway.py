@@ -56,6 +56,7 @@ from cryptography import x509  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
 
 from estcoap.client import EstClient  # noqa: E402
+from estcoap.codec.names import device_identity  # noqa: E402
 from estcoap.codec.pkcs10 import build_csr  # noqa: E402
 from tests.interop.gateway_procs import (  # noqa: E402
     GATEWAY_READY,
@@ -101,9 +102,15 @@ class Side:
         return self.cpu.get(process, 0.0) * 1e3 / max(self.enrollments, 1)
 
 
-def make_csrs(count: int) -> list[bytes]:
+def make_csrs(count: int, device_cert: Path) -> list[bytes]:
+    """CSRs for the bench's devices, which all hold one IDevID: the subject is its identity
+    (serialNumber), as the upstream's issuance policy holds a device to, whether it asks
+    directly or through the gateway (which names it in EST-Requester)."""
+    identity = device_identity(x509.load_pem_x509_certificate(device_cert.read_bytes()))
+    assert identity is not None, f"{device_cert} names no device"
+    subject = x509.Name([identity])
     key = ec.generate_private_key(ec.SECP256R1())  # one key: the CA does not mind, keygen is slow
-    return [build_csr(key, x509.Name.from_rfc4514_string(f"CN=bench-{i}")) for i in range(count)]
+    return [build_csr(key, subject) for _ in range(count)]
 
 
 class Fleet:
@@ -325,7 +332,7 @@ def event_loops(choice: str) -> list[str]:
 
 
 async def run(args: argparse.Namespace, pki: Pki) -> int:
-    csrs = make_csrs(64)
+    csrs = make_csrs(64, pki.device_cert)
     placements = ["shared", "split"] if args.placement == "both" else [args.placement]
     if "split" in placements and (os.cpu_count() or 1) < 2:
         print("split placement needs two cores; measuring shared only")

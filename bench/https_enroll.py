@@ -4,7 +4,9 @@ Measures enrollments/s with N concurrent clients (a) on keep-alive connections a
 (b) with a new TLS connection per enrollment, plus the server's CPU time per
 enrollment read from /proc/PID/stat before and after each run. Clients
 authenticate with a client certificate (the RFC 7030 recommendation); CSRs are
-made before timing so the clients spend their CPU on the wire, not on keys.
+made before timing so the clients spend their CPU on the wire, not on keys. Their subject
+is the client certificate's identity (its CN here), as the CA's issuance policy holds a
+device to (docs/policy.md) and its CSR attributes template names it.
 
     python bench/https_enroll.py [--clients 16] [--seconds 5] [--client-procs 1]
 """
@@ -25,11 +27,22 @@ from cryptography import x509
 
 from estcoap.ca import init_ca
 from estcoap.client import EstClient, build_csr, generate_key
+from estcoap.codec.names import device_identity
 
 
-def make_csrs(count: int) -> list[bytes]:
+def device_subject(cert_pem: str) -> x509.Name:
+    """The subject the issuance policy gives the holder of this certificate: its identity
+    (serialNumber, else CN) alone, what /csrattrs would name."""
+    identity = device_identity(x509.load_pem_x509_certificate(Path(cert_pem).read_bytes()))
+    if identity is None:
+        raise SystemExit(f"{cert_pem}: no serialNumber or CN to enroll under")
+    return x509.Name([identity])
+
+
+def make_csrs(count: int, subject: x509.Name) -> list[bytes]:
+    # Many CSRs, one key: the CA does not mind, and they all carry the device's identity.
     key = generate_key()
-    return [build_csr(key, x509.Name.from_rfc4514_string(f"CN=bench-{i}")) for i in range(count)]
+    return [build_csr(key, subject) for _ in range(count)]
 
 
 async def _worker(url, trust, cert, key, csrs, deadline, keep_alive, counts) -> None:  # type: ignore[no-untyped-def]
@@ -49,7 +62,7 @@ async def _worker(url, trust, cert, key, csrs, deadline, keep_alive, counts) -> 
 
 def client_process(args: tuple) -> int:  # type: ignore[type-arg]
     url, trust, cert, key, clients, seconds, keep_alive, start_at = args
-    csrs = make_csrs(64)
+    csrs = make_csrs(64, device_subject(cert))
 
     async def main() -> int:
         counts: list[int] = []
@@ -92,7 +105,8 @@ def main() -> int:
 
     tmp = Path(tempfile.mkdtemp(prefix="estcoap-bench-"))
     paths = init_ca(tmp / "ca", ["127.0.0.1"])
-    server = start_serve(tmp / "ca", ("https",), ["--user", "bench:bench"])
+    # The password in the environment, not argv, where every local user could read it.
+    server = start_serve(tmp / "ca", ("https",), env={"ESTCOAP_USERS": "bench:bench"})
     try:
         url = server.url
 
