@@ -95,6 +95,15 @@ def postgres_cpu(postmaster: int) -> float:
     return total
 
 
+def minor_faults(pid: int) -> int:
+    """Page faults served without I/O so far: a forked worker's first write to a page it
+    shares with its parent (copy-on-write) is one; 0 once gone."""
+    try:
+        return int(_stat(pid)[7])
+    except (FileNotFoundError, ProcessLookupError):
+        return 0
+
+
 def ctxt_switches(pid: int) -> tuple[int, int]:
     """(voluntary, involuntary) context switches of a process so far; (0, 0) once gone."""
     try:
@@ -298,6 +307,7 @@ def run_case(args, store: str, layout: str, pg, maker: DeviceMaker, work: Path) 
             time.sleep(1.0)
         load = os.getloadavg()[0]
         switches0 = [ctxt_switches(p) for p in serving]
+        faults0 = sum(minor_faults(p) for p in serving)
         cpu0 = sum(cpu_seconds(p) for p in pids)
         pg0 = postgres_cpu(postmaster) if postmaster else 0.0
         start = time.monotonic()
@@ -321,6 +331,7 @@ def run_case(args, store: str, layout: str, pg, maker: DeviceMaker, work: Path) 
         cpu = sum(cpu_seconds(p) for p in pids) - cpu0
         pg_cpu = (postgres_cpu(postmaster) - pg0) if postmaster else 0.0
         switches = [ctxt_switches(p) for p in serving]
+        faults = sum(minor_faults(p) for p in serving) - faults0
         voluntary = sum(s[0] - s0[0] for s, s0 in zip(switches, switches0, strict=True))
         involuntary = sum(s[1] - s0[1] for s, s0 in zip(switches, switches0, strict=True))
         syscalls = counter.stop() if counter is not None else {}
@@ -342,6 +353,7 @@ def run_case(args, store: str, layout: str, pg, maker: DeviceMaker, work: Path) 
         "load": load,
         "voluntary": voluntary / max(done, 1),
         "involuntary": involuntary / max(done, 1),
+        "faults": faults / max(done, 1),
         "syscalls": {name: n / max(done, 1) for name, n in syscalls.items()},
     }
 
@@ -408,7 +420,8 @@ def main() -> None:
                             f"server {r['cpu_ms']:5.2f} ms CPU/enrollment, PostgreSQL "
                             f"{r['pg_ms']:5.2f} ms, load {r['load']:.1f}; per enrollment: "
                             f"{r['voluntary']:.1f} voluntary and {r['involuntary']:.1f} "
-                            f"involuntary context switches {calls}",
+                            f"involuntary context switches, {r['faults']:.0f} minor page faults"
+                            f" {calls}",
                             flush=True,
                         )
     finally:
