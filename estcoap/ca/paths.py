@@ -47,6 +47,12 @@ class CaPaths:
         return self.dir / "ocsp.key"
 
     @property
+    def ocsp_key_uri(self) -> Path:
+        """ocsp.uri: the RFC 7512 URI of the responder's key in a PKCS#11 token (`ca
+        issue-ocsp --key-uri`), instead of ocsp.key."""
+        return self.dir / "ocsp.uri"
+
+    @property
     def store_url(self) -> Path:
         """store.url: the CA's store when it is not est.sqlite3 here (`ca init --store URL`):
         one line, a postgresql:// URL or sqlite:PATH. Mode 0600: a URL may hold a password."""

@@ -394,3 +394,103 @@ def key_attributes(uri: Pkcs11Uri, module_path: str, pin: str) -> dict[str, bool
         )
         names = ("SENSITIVE", "EXTRACTABLE", "NEVER_EXTRACTABLE", "ALWAYS_SENSITIVE")
         return {name.lower(): bool(key[getattr(attribute, name)]) for name in names}
+
+
+# ---- a key that is not the CA's: a device's key, the OCSP responder's ----------------
+
+
+class TokenKeyFailed(ValueError):
+    """A token key (not the CA's) that cannot sign now; str() says which and why, in one
+    line. A device client or an operator command shows it and stops."""
+
+
+class _NamedKeySession(TokenSession):
+    """A TokenSession whose failure names the key and its use instead of "the CA's
+    signing key", and raises TokenKeyFailed: a device or a one-shot command has no retry
+    for the CA's TokenUnavailable to ask for, nor a log an operator reads."""
+
+    def __init__(self, uri: Pkcs11Uri, module_path: str, pin: str, what: str):
+        super().__init__(uri, module_path, pin)
+        self.what = what
+
+    def _fail(self, why: str) -> NoReturn:
+        raise TokenKeyFailed(f"{self.what} {self.uri}: {why}")
+
+
+def find_token_key(
+    uri: Pkcs11Uri,
+    module_path: str,
+    pin: str,
+    *,
+    public: object | None = None,
+    what: str = "the token key",
+    server: bool = False,
+) -> Pkcs11EcKey | Pkcs11RsaKey:
+    """A key already in the token, as a cryptography private key that signs in the token.
+
+    public: its public key when a certificate says it (the OCSP responder's); else it is
+    read from the token: the public key object with the private key's id (or label), or
+    an RSA private key's own modulus. Nothing is generated: a missing key is a ValueError
+    naming what and the reason, as is a wrong token or PIN. server: a failure at signing
+    time is the CA side's TokenUnavailable (logged; OCSP's tryLater), else TokenKeyFailed."""
+    session: TokenSession = (
+        TokenSession(uri, module_path, pin)
+        if server
+        else _NamedKeySession(uri, module_path, pin, what)
+    )
+    try:
+        session.find_key()
+        if public is None:
+            public = _public_key_in_token(uri, module_path, pin)
+    except ValueError as exc:
+        cause = exc.__cause__
+        reason = _reason(cause) if isinstance(cause, Exception) else str(exc)
+        raise ValueError(f"{what} {uri}: {reason}") from None
+    except Exception as exc:  # python-pkcs11's own errors, while reading the public key
+        raise ValueError(f"{what} {uri}: {_reason(exc)}") from None
+    key: Pkcs11EcKey | Pkcs11RsaKey
+    if isinstance(public, ec.EllipticCurvePublicKey):
+        key = Pkcs11EcKey(session, public)
+    elif isinstance(public, rsa.RSAPublicKey):
+        key = Pkcs11RsaKey(session, public)
+    else:
+        raise ValueError(f"{what} {uri}: an EC or RSA key is needed")
+    return key
+
+
+def _public_key_in_token(uri: Pkcs11Uri, module_path: str, pin: str) -> object:
+    pkcs11 = _pkcs11()
+    from cryptography.hazmat.primitives.serialization import load_der_public_key
+    from pkcs11.util.ec import encode_ec_public_key
+
+    attribute = pkcs11.Attribute
+    token = _library(module_path).get_token(token_label=uri.token)
+    with _open(token, pin) as session:
+        private = session.get_key(
+            object_class=pkcs11.ObjectClass.PRIVATE_KEY, label=uri.object, id=uri.id
+        )
+        if private.key_type == pkcs11.KeyType.RSA:
+            return rsa.RSAPublicNumbers(
+                int.from_bytes(private[attribute.PUBLIC_EXPONENT], "big"),
+                int.from_bytes(private[attribute.MODULUS], "big"),
+            ).public_key()
+        if private.key_type != pkcs11.KeyType.EC:
+            raise ValueError("an EC or RSA key is needed")
+        # The pair shares its id (what OpenSSL's engine goes by too), else its label.
+        key_id = bytes(private[attribute.ID] or b"")
+        template = {attribute.CLASS: pkcs11.ObjectClass.PUBLIC_KEY}
+        template.update({attribute.ID: key_id} if key_id else {attribute.LABEL: private.label})
+        found = list(session.get_objects(template))
+        if len(found) != 1:
+            raise ValueError(
+                "no public key object beside the private key (same id) in the token"
+                if not found
+                else "more than one public key object shares the private key's id"
+            )
+        return load_der_public_key(encode_ec_public_key(found[0]))
+
+
+def token_error_reason(exc: Exception) -> str:
+    """What went wrong in a token operation, in words (python-pkcs11's messages are mostly
+    empty): for one-line errors of the commands that generate keys."""
+    return _reason(exc)

@@ -32,6 +32,7 @@ from ..ca import (
 )
 from ..ca.create import OCSP_RESPONDER_DAYS, issue_ocsp_responder
 from ..ca.crl import build_crl, encode, parse_duration
+from ..ca.ocsp_token import forget_token_responder, issue_token_responder
 from ..ca.paths import ExposedFileError
 from ..ca.pkcs11key import Pkcs11Unavailable
 from ..ca.ra import issue_ra, write_ra
@@ -201,6 +202,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "replaces an earlier one)",
     )
     ocsp.add_argument("dir", metavar="DIR", help="the CA directory")
+    ocsp.add_argument(
+        "--key-uri",
+        metavar="URI",
+        help="generate the responder's key in a PKCS#11 token instead (RFC 7512, e.g. "
+        "'pkcs11:token=ca;object=ocsp-key'): DIR gets ocsp.uri, not ocsp.key (docs/hsm.md)",
+    )
     ocsp.add_argument("--name", default="estcoap OCSP responder", help="its common name")
     ocsp.add_argument(
         "--validity-days",
@@ -686,12 +693,28 @@ def _crl(args: argparse.Namespace) -> int:
 
 
 def _issue_ocsp(args: argparse.Namespace) -> int:
+    key_uri = None
+    if args.key_uri is not None:
+        try:
+            key_uri = pkcs11uri.parse(args.key_uri)
+        except pkcs11uri.Pkcs11UriError as exc:  # the URI is not echoed: it may hold a PIN
+            raise UsageError(f"--key-uri: {exc}") from None
     require_writable_store(args.dir)
     try:
-        cert = issue_ocsp_responder(
-            args.dir, name=args.name, validity_days=args.validity_days, pins=pin_source(args)
-        )
-    except (StoreError, ValueError, OutputError) as exc:
+        if key_uri is None:
+            cert = issue_ocsp_responder(
+                args.dir, name=args.name, validity_days=args.validity_days, pins=pin_source(args)
+            )
+            forget_token_responder(args.dir)
+        else:
+            cert, key_uri = issue_token_responder(
+                args.dir,
+                key_uri,
+                name=args.name,
+                validity_days=args.validity_days,
+                pins=pin_source(args),
+            )
+    except (StoreError, ValueError, OutputError, ServiceUnavailable) as exc:
         raise CliError(str(exc)) from None
     paths = CaPaths.of(args.dir)
     print(
@@ -699,6 +722,9 @@ def _issue_ocsp(args: argparse.Namespace) -> int:
         f"until {cert.not_valid_after_utc:%Y-%m-%d}) for CN={args.name}"
     )
     print(f"  certificate         {paths.ocsp_cert}")
-    print(f"  key                 {paths.ocsp_key} (mode 0600)")
+    if key_uri is None:
+        print(f"  key                 {paths.ocsp_key} (mode 0600)")
+    else:
+        print(f"  key                 {key_uri} (in the token; named in {paths.ocsp_key_uri})")
     print("  a running 'estcoap serve --ocsp' uses it from its next start")
     return 0

@@ -1,4 +1,10 @@
-"""Client commands: cacerts, csrattrs, enroll, reenroll, serverkeygen (https:// or coaps://)."""
+"""Client commands: cacerts, csrattrs, enroll, reenroll, serverkeygen (https:// or coaps://).
+
+A key option (--key, --client-key) takes a file or an RFC 7512 pkcs11: URI of a key
+already in a token (docs/hsm.md): the CSR is then signed in the token, and the TLS client
+key is reached through OpenSSL's pkcs11 engine. Nothing is generated for a URI, and no
+output may be named like one: a URI is never taken for a file name.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +18,7 @@ from collections.abc import Sequence
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from ..ca.pkcs11uri import is_pkcs11_uri
 from ..client import (
     EstClient,
     EstClientError,
@@ -22,6 +29,7 @@ from ..client import (
     parse_subject,
 )
 from ..client.api import (
+    TOKEN_KEY_NO_DTLS,
     CredentialError,
     check_key_matches,
     normalise_fingerprint,
@@ -37,9 +45,11 @@ from ..codec.csrattrs import (
     wants_challenge_password,
 )
 from ..codec.keypackage import KeyPackageError, SharedKey
+from ..codec.keytypes import PrivateKey
 from ..codec.names import format_name
 from ..files import OutputError, check_writable, rescue, write_file
 from ..pskengine import PskUnavailable, parse_psk_key, require_dtlssocket
+from ..tls_token_key import TokenKeyRef
 from . import (
     CliError,
     UsageError,
@@ -47,6 +57,7 @@ from . import (
     non_negative_seconds,
     positive_seconds,
 )
+from .token_options import add_token_options, token_signing_key
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -59,8 +70,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     enroll.add_argument(
         "--key",
         required=True,
-        metavar="KEYFILE",
-        help="the private key; a P-256 key is created (mode 0600) when the file does not exist",
+        metavar="KEYFILE|URI",
+        help="the private key; a P-256 key is created (mode 0600) when the file does not "
+        "exist; or a pkcs11: URI of a key already in a token (docs/hsm.md)",
     )
     enroll.add_argument("--subject", help=_SUBJECT_HELP)
     enroll.add_argument(
@@ -78,9 +90,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     reenroll.add_argument(
         "--key",
         dest="new_key",
-        metavar="KEYFILE",
-        help="rekey: the new certificate's key (created when missing); default: renew the "
-        "--client-key's",
+        metavar="KEYFILE|URI",
+        help="rekey: the new certificate's key (a file, created when missing, or a pkcs11: "
+        "URI); default: renew the --client-key's",
     )
     add_hidden_alias(reenroll, "--new-key", "new_key")
     reenroll.add_argument("--pop", action="store_true")
@@ -115,7 +127,11 @@ def _command(subparsers, name: str, help_text: str, func) -> argparse.ArgumentPa
     p.add_argument(
         "--client-cert", metavar="PEM", help="our client certificate (chain), to authenticate with"
     )
-    p.add_argument("--client-key", metavar="KEY", help="its private key")
+    p.add_argument(
+        "--client-key",
+        metavar="KEY|URI",
+        help="its private key: a file, or over https:// a pkcs11: URI (docs/hsm.md)",
+    )
     add_hidden_alias(p, "--cert", "client_cert")  # the former names (estcoap.cli's naming rule)
     add_hidden_alias(p, "--cert-key", "client_key")
     p.add_argument(
@@ -148,6 +164,7 @@ def _command(subparsers, name: str, help_text: str, func) -> argparse.ArgumentPa
         metavar="SECONDS",
         help="per request, and for the TLS or DTLS handshake",
     )
+    add_token_options(p, "--key or --client-key")
     p.add_argument(
         "--max-pending-wait",
         type=non_negative_seconds,
@@ -223,7 +240,7 @@ def _client(args: argparse.Namespace) -> EstClient:
     psk = _psk(args)
     trust = _credential("--trust", load_certificates, args.trust)
     cert = _credential("--client-cert", load_certificates, args.client_cert)
-    key = _credential("--client-key", load_private_key, args.client_key)
+    key, tls_key = _client_key(args)
     if cert and key is not None:
         try:
             check_key_matches(cert[0], key, args.client_cert, args.client_key)
@@ -248,7 +265,18 @@ def _client(args: argparse.Namespace) -> EstClient:
         crls=args.crl,
         check_revocation=args.check_revocation,
         psk=psk,
+        tls_key=tls_key,
     )
+
+
+def _client_key(args: argparse.Namespace) -> tuple[PrivateKey | None, TokenKeyRef | None]:
+    """--client-key: the key from its file, or (a pkcs11: URI, https:// only) the token's
+    key and the same key as TLS reaches it."""
+    if args.client_key is None or not is_pkcs11_uri(args.client_key):
+        return _credential("--client-key", load_private_key, args.client_key), None
+    if args.url.startswith("coaps:"):
+        raise CliError(f"--client-key: {TOKEN_KEY_NO_DTLS}")
+    return token_signing_key(args, "--client-key", args.client_key)
 
 
 def _psk(args: argparse.Namespace) -> tuple[str, bytes] | None:
@@ -318,9 +346,13 @@ def _check_outputs(outputs: dict[str, str], inputs: dict[str, str | None]) -> No
     input (an issued certificate must not be lost, nor written over its own key)."""
     seen: dict[str, str] = {}
     for option, input_path in inputs.items():
-        if input_path:
+        if input_path and not is_pkcs11_uri(input_path):
             seen[os.path.realpath(input_path)] = f"{option} {input_path}"
     for option, path in outputs.items():
+        if is_pkcs11_uri(path):  # not echoed: a URI may carry a pin-value
+            raise UsageError(
+                f"{option} names a file to write; a pkcs11: URI names a key in a token"
+            )
         real = os.path.realpath(path)
         if real in seen:
             raise UsageError(f"{option} {path} is the same file as {seen[real]}")
@@ -350,8 +382,12 @@ def _key_bytes(key, der: bool) -> bytes:
     )
 
 
-def _key_file(option: str, path: str, der: bool):
-    """Load the key, or create a P-256 key there when the file does not exist."""
+def _key_file(args: argparse.Namespace, option: str, path: str):
+    """The key a pkcs11: URI names in a token, else the file's, else a P-256 key created
+    there when the file does not exist (never for a URI: a missing token key is an error)."""
+    if is_pkcs11_uri(path):
+        return token_signing_key(args, option, path)[0]
+    der = args.der
     if os.path.exists(path):
         return _credential(option, load_private_key, path)
     key = generate_key()
@@ -447,7 +483,7 @@ async def _enroll(args: argparse.Namespace) -> int:
     client = _client(args)
     sans = [parse_san(s) for s in args.san]
     _check_outputs({"--out": args.out}, _inputs(args, args.key))
-    key = _key_file("--key", args.key, args.der)
+    key = _key_file(args, "--key", args.key)
     async with client as est:
         subject = await _subject_or_template(est, subject)
         chain = await est.enroll(key=key, subject=subject, sans=sans, pop=args.pop)
@@ -463,7 +499,7 @@ async def _reenroll(args: argparse.Namespace) -> int:
         raise UsageError("reenroll needs --client-cert and --client-key (the certificate to renew)")
     client = _client(args)
     _check_outputs({"--out": args.out}, _inputs(args, args.new_key))
-    new_key = _key_file("--key", args.new_key, args.der) if args.new_key else None
+    new_key = _key_file(args, "--key", args.new_key) if args.new_key else None
     async with client as est:
         chain = await est.reenroll(key=new_key, pop=args.pop)
     _save([("issued certificate", args.out, _certs_bytes(chain, args.der), False)])

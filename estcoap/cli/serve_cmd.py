@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 from cryptography import x509
-from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from .. import runtime as reload_items
 from .. import workers
@@ -32,6 +31,7 @@ from ..ca.local import (
     VALIDITY_DAYS,
 )
 from ..ca.ocsp import OcspResponder, store_lookup
+from ..ca.ocsp_token import load_responder
 from ..ca.paths import require_private
 from ..ca.pkcs11key import Pkcs11Unavailable
 from ..ca.pkcs11uri import is_pkcs11_uri
@@ -677,10 +677,9 @@ def _ocsp_responder(
     )
     signer_cert = signer_key = None
     if delegated:
-        try:
-            require_private(paths.ocsp_key)
-            signer_cert = x509.load_pem_x509_certificate(paths.ocsp_cert.read_bytes())
-            signer_key = load_pem_private_key(paths.ocsp_key.read_bytes(), password=None)
+        try:  # its key in ocsp.key, or in a token (ocsp.uri: ca/ocsp_token.py)
+            responder = load_responder(paths, pin_source(args))
+            signer_cert, signer_key = responder.certificate, responder.key
         except FileNotFoundError as exc:
             raise CliError(
                 f"{exc.filename}: no OCSP responder (run 'estcoap ca issue-ocsp {paths.dir}')"
@@ -693,7 +692,7 @@ def _ocsp_responder(
             ca_key,
             store_lookup(service.store),
             signer_cert=signer_cert,
-            signer_key=signer_key,  # type: ignore[arg-type]
+            signer_key=signer_key,
         )
     except ValueError as exc:
         raise CliError(f"{exc} ({paths.ocsp_cert})") from None

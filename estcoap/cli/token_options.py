@@ -9,7 +9,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..ca.pkcs11key import MODULE_ENV, PIN_ENV, module_path_for
+from ..ca.pkcs11key import (
+    MODULE_ENV,
+    PIN_ENV,
+    Pkcs11EcKey,
+    Pkcs11RsaKey,
+    find_token_key,
+    module_path_for,
+)
 from ..ca.pkcs11uri import Pkcs11Uri, Pkcs11UriError, parse
 from ..ca.signer import PinSource
 from ..tls_token_key import TokenKeyRef
@@ -51,3 +58,18 @@ def token_tls_key(args: argparse.Namespace, option: str, text: str) -> TokenKeyR
     except ValueError as exc:
         raise CliError(f"{option}: {exc}") from None
     return TokenKeyRef(str(key_only), module, pin)
+
+
+def token_signing_key(
+    args: argparse.Namespace, option: str, text: str
+) -> tuple[Pkcs11EcKey | Pkcs11RsaKey, TokenKeyRef]:
+    """A key already in a token, named by a pkcs11: URI given as OPTION: the object that
+    signs through python-pkcs11 (CSRs, OCSP responses) and the same key as TLS reaches it
+    (the engine). The key is found now, so a wrong token, label or PIN is one CliError
+    before anything is sent or written; nothing is ever generated for a URI."""
+    ref = token_tls_key(args, option, text)
+    try:
+        key = find_token_key(parse(ref.uri), ref.module_path, ref.pin, what=option)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    return key, ref

@@ -45,6 +45,7 @@ from ..codec.operations import (
 )
 from ..codec.pkcs10 import add_attributes, build_csr
 from ..revocation import CrlError
+from ..tls_token_key import TokenKeyRef
 from ..trust import ID_KP_CMC_RA, chains_to, has_eku, is_ca
 from .server_revocation import ServerRevocationCheck
 from .transport import ChannelBindingTransport, Reply, ReplyKind, ServerCheck, TransportError
@@ -67,6 +68,14 @@ class EstClientError(Exception):
 
 class EstPendingTimeout(EstClientError):
     """The server kept answering 'pending' beyond max_pending_wait / max attempts."""
+
+
+# Why a client key in a token cannot authenticate DTLS, for whoever refuses it.
+TOKEN_KEY_NO_DTLS = (
+    "a client key in a PKCS#11 token cannot authenticate DTLS: pyOpenSSL runs its own "
+    "OpenSSL, which has no PKCS#11 engine; over coaps:// the client key is a file "
+    "(docs/hsm.md)"
+)
 
 
 class CredentialError(ValueError):
@@ -318,6 +327,9 @@ class EstClient:
     client certificate nor trust anchors are needed (docs/psk.md).
     ack_timeout: coaps:// with a certificate, the first CoAP retransmission timeout
     (ACK_TIMEOUT, RFC 7252 s4.8) in seconds; None keeps the RFC's 2 s.
+    tls_key: when the client key is in a PKCS#11 token, the same key as the TLS stack
+    reaches it (OpenSSL's pkcs11 engine, estcoap/tls_token_key.py); key is then the
+    object that signs CSRs through the token. https:// only: the DTLS stack has no engines.
     """
 
     def __init__(
@@ -344,10 +356,14 @@ class EstClient:
         check_revocation: bool = False,
         psk: tuple[str, bytes] | None = None,
         ack_timeout: float | None = None,
+        tls_key: TokenKeyRef | None = None,
     ) -> None:
         self.endpoint = parse_url(url)
         if psk is not None and self.endpoint.scheme != "coaps":
             raise ValueError("a PSK is for coaps:// (PSK DTLS); over https use a certificate")
+        if tls_key is not None and self.endpoint.scheme == "coaps":
+            raise ValueError(TOKEN_KEY_NO_DTLS)
+        self.tls_key = tls_key
         self.psk = psk
         self.label = self.endpoint.label
         self.trust = load_certificates(trust) if trust is not None else None
@@ -442,7 +458,7 @@ class EstClient:
             trust=self.trust,
             verify=verify,
             cert_chain=self.cert_chain,
-            key=self.key,
+            key=self.tls_key or self.key,
             tls12_only=self.tls12,
         )
         return HttpsTransport(
