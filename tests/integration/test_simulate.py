@@ -10,7 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -338,42 +338,55 @@ def test_malformed_option_gives_one_line(setup: Setup, args: list[str], message:
     assert done.stderr.startswith(f"estcoap simulate: {message}")
 
 
-def test_unusable_inputs_give_one_line(setup: Setup) -> None:
+def _other_key(setup: Setup) -> str:
+    """A key that does not belong to the maker certificate."""
     other = DeviceMaker.create().private_key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
     (setup.root / "other.key").write_bytes(other)
-    cases = [
+    return str(setup.root / "other.key")
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
         (
-            [
+            lambda s: [
                 "coaps://127.0.0.1:5684",
                 "--trust",
-                str(setup.root / "missing.pem"),
+                str(s.root / "missing.pem"),
                 "--idevid-ca",
-                str(setup.maker_pem),
+                str(s.maker_pem),
                 "--idevid-ca-key",
-                str(setup.maker_key),
+                str(s.maker_key),
             ],
             "--trust",
         ),
         (
-            [
+            lambda s: [
                 "coaps://127.0.0.1:5684",
-                *setup.options()[:4],
+                *s.options()[:4],
                 "--idevid-ca-key",
-                str(setup.root / "other.key"),
+                _other_key(s),
             ],
             "does not belong to the certificate in",
         ),
-        (["http://127.0.0.1:80", *setup.options()], "not a coaps:// or https:// URL"),
-        (["https://127.0.0.1:443", *setup.options(), "--loss", "0.1"], "apply to coaps://"),
-        (["coaps://127.0.0.1:5684", *setup.options()[:4]], "the following arguments are"),
-    ]
-    for args, fragment in cases:
-        done = simulate(*args, timeout=30)
-        assert done.returncode in (1, 2), done
-        lines = done.stderr.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith("estcoap simulate: "), done.stderr
-        assert fragment in lines[0]
+        (lambda s: ["http://127.0.0.1:80", *s.options()], "not a coaps:// or https:// URL"),
+        (
+            lambda s: ["https://127.0.0.1:443", *s.options(), "--loss", "0.1"],
+            "apply to coaps://",
+        ),
+        (lambda s: ["coaps://127.0.0.1:5684", *s.options()[:4]], "the following arguments are"),
+    ],
+    ids=["missing-trust", "key-of-another", "http-url", "loss-over-https", "no-maker-key"],
+)
+def test_unusable_inputs_give_one_line(
+    setup: Setup, args: Callable[[Setup], list[str]], fragment: str
+) -> None:
+    done = simulate(*args(setup), timeout=30)
+    assert done.returncode in (1, 2), done
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("estcoap simulate: "), done.stderr
+    assert fragment in lines[0]
