@@ -165,20 +165,28 @@ def py_spy(pid: int, out: Path) -> subprocess.Popen:
 
 
 def _client(
-    url: str, ca_pem: bytes, devices: list[tuple[bytes, bytes, str]], k: int, rate: float = 0.0
+    targets: list[tuple[str, bytes]],
+    devices: list[tuple[bytes, bytes, str]],
+    k: int,
+    rate: float = 0.0,
 ) -> int:
-    """Enroll the devices, at most k at once; rate > 0: the i-th starts at i / rate s (an
-    offered load that does not depend on how fast the server answers), else at once."""
+    """Enroll the devices, at most k at once, the i-th at targets[i % len(targets)] (its
+    URL and its CA certificate); rate > 0: the i-th starts at i / rate s (an offered load
+    that does not depend on how fast the server answers), else at once."""
     from cryptography import x509
 
     from estcoap.client.api import EstClient
 
-    ca_file = Path(tempfile.mkdtemp()) / "ca.pem"
-    ca_file.write_bytes(ca_pem)
+    trusted = []
+    for url, ca_pem in targets:
+        ca_file = Path(tempfile.mkdtemp()) / "ca.pem"
+        ca_file.write_bytes(ca_pem)
+        trusted.append((url, ca_file))
 
     async def one(
-        cert_pem: bytes, key_pem: bytes, name: str, limit: asyncio.Semaphore, at: float
+        cert_pem: bytes, key_pem: bytes, name: str, limit: asyncio.Semaphore, at: float, i: int
     ) -> bool:
+        url, ca_file = trusted[i % len(trusted)]
         await asyncio.sleep(at - time.monotonic())
         async with limit:
             cert = x509.load_pem_x509_certificate(cert_pem)
@@ -200,7 +208,9 @@ def _client(
         limit = asyncio.Semaphore(k)
         t0 = time.monotonic()
         step = 1 / rate if rate else 0.0
-        done = await asyncio.gather(*(one(*d, limit, t0 + i * step) for i, d in enumerate(devices)))
+        done = await asyncio.gather(
+            *(one(*d, limit, t0 + i * step, i) for i, d in enumerate(devices))
+        )
         return sum(done)
 
     return asyncio.run(run())
@@ -278,8 +288,10 @@ def _new_ca(args, store: str, pg, work: Path, name: str) -> Path:
 def run_case(args, store: str, layout: str, pg, maker: DeviceMaker, work: Path) -> dict:
     """layout: "1" or "2" (serve --workers 1 or 2), or "1+1": two separate single-process
     serves, each with its own CA and store, each loaded by half of the clients: the
-    control for what two processes cost on this machine when they share nothing."""
-    separate = layout == "1+1"
+    control for what two processes cost on this machine when they share nothing; "1+1x"
+    the same with every client sending half of its devices to each serve, as the kernel
+    spreads each client's devices over the workers of one serve."""
+    separate = layout in ("1+1", "1+1x")
     workers = 1 if separate else int(layout)
     instances = 2 if separate else 1
     cas = [_new_ca(args, store, pg, work, f"{store}-{layout}") for _ in range(instances)]
@@ -293,8 +305,9 @@ def run_case(args, store: str, layout: str, pg, maker: DeviceMaker, work: Path) 
     if pg is not None and store == "postgresql":
         postmaster = int((pg.data / "postmaster.pid").read_text().split()[0])
     try:
-        for i, (url, ca) in enumerate(zip(urls, cas, strict=True)):
-            _client(url, (ca / "ca.pem").read_bytes(), devices[i:warm:instances], 4)
+        targets = [(url, (ca / "ca.pem").read_bytes()) for url, ca in zip(urls, cas, strict=True)]
+        for i, target in enumerate(targets):
+            _client([target], devices[i:warm:instances], 4)
         devices = devices[warm:]
         shares = [devices[i :: args.clients] for i in range(args.clients)]
         # the parent of --workers 2 only supervises: its CPU is counted, its switches not
@@ -317,8 +330,7 @@ def run_case(args, store: str, layout: str, pg, maker: DeviceMaker, work: Path) 
                     _client,
                     [
                         (
-                            urls[i % instances],
-                            (cas[i % instances] / "ca.pem").read_bytes(),
+                            targets if layout == "1+1x" else [targets[i % instances]],
                             share,
                             args.concurrency,
                             args.rate / args.clients if args.rate else 0.0,
@@ -370,7 +382,8 @@ def main() -> None:
         "--layouts",
         default="1,2",
         help="what to compare: 1, 2 (serve --workers N), 1+1 (two separate single-process "
-        "serves, each with its own store: the control for what two processes cost here)",
+        "serves, each with its own store: the control for what two processes cost here), "
+        "1+1x (the same, each client sending to both)",
     )
     parser.add_argument(
         "--rate",
