@@ -34,7 +34,7 @@ from .paths import CaPaths, require_private
 from .pkcs11key import find_token_key, generate_in_token, module_path_for, token_error_reason
 from .pkcs11uri import Pkcs11Uri, Pkcs11UriError, parse
 from .profile import Request, random_serial, sign_end_entity
-from .signer import PinSource
+from .signer import PinSource, read_key_uri
 from .store import Store
 
 
@@ -60,12 +60,17 @@ def issue_token_responder(
         raise ValueError("validity_days must be positive")
     paths = CaPaths.of(ca_dir)
     ca_cert, ca_key = paths.load_ca(pins)
-    # A key of its own id: OpenSSL's pkcs11 engine pairs keys by id, and every key made
-    # without one shares the empty id (as `ca issue-ra --key-uri` does).
+    # A key of its own id, as `ca issue-ra --key-uri` gives: tools that pair a private key
+    # with its public key by id (OpenSSL's pkcs11 engine) would mix up keys of empty ids.
     if key_uri.id is None:
         key_uri = Pkcs11Uri(
             key_uri.token, key_uri.object, secrets.token_bytes(8), key_uri.module_path
         )
+    # The library: --pkcs11-module, the URI's module-path, that of the CA key's key.uri
+    # (the same token, usually), else ESTCOAP_PKCS11_MODULE.
+    ca_key_uri = read_key_uri(paths.dir)
+    if key_uri.module_path is None and ca_key_uri is not None and ca_key_uri.module_path:
+        key_uri = key_uri.with_module(ca_key_uri.module_path)
     key_uri = key_uri.with_module(module_path_for(key_uri, pins.module))
     assert key_uri.module_path is not None
     pin = pins.pin(f"token {key_uri.token!r}")

@@ -52,7 +52,7 @@ from ..files import OutputError, check_writable, write_file
 from ..service import ServiceUnavailable
 from . import CliError, UsageError, add_ca_dir, ca_dir, validity_days
 from .table import print_table
-from .token_options import add_token_options, pin_source
+from .token_options import add_token_options, pin_source, refuse_key_uri
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -352,6 +352,7 @@ def _init(args: argparse.Namespace) -> int:
 
 
 def _issue_ra(args: argparse.Namespace) -> int:
+    refuse_key_uri("--out-key", args.out_key, "for a key in a token give --key-uri URI instead")
     key_uri = None
     if args.key_uri is not None:
         try:

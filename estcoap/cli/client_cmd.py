@@ -57,7 +57,7 @@ from . import (
     non_negative_seconds,
     positive_seconds,
 )
-from .token_options import add_token_options, token_signing_key
+from .token_options import add_token_options, refuse_key_uri, token_signing_key
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -295,6 +295,11 @@ def _psk(args: argparse.Namespace) -> tuple[str, bytes] | None:
     if args.client_cert:
         raise UsageError("give either a PSK or --client-cert, not both")
     text = args.psk_key
+    refuse_key_uri(
+        "--psk-key-file",
+        args.psk_key_file,
+        "a pre-shared key is a secret both ends hold, hex in a file",
+    )
     if args.psk_key_file is not None:
         try:
             with open(args.psk_key_file, encoding="ascii") as fh:
@@ -349,10 +354,7 @@ def _check_outputs(outputs: dict[str, str], inputs: dict[str, str | None]) -> No
         if input_path and not is_pkcs11_uri(input_path):
             seen[os.path.realpath(input_path)] = f"{option} {input_path}"
     for option, path in outputs.items():
-        if is_pkcs11_uri(path):  # not echoed: a URI may carry a pin-value
-            raise UsageError(
-                f"{option} names a file to write; a pkcs11: URI names a key in a token"
-            )
+        refuse_key_uri(option, path, "it names a file to write")
         real = os.path.realpath(path)
         if real in seen:
             raise UsageError(f"{option} {path} is the same file as {seen[real]}")

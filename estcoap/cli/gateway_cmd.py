@@ -27,7 +27,7 @@ from ..serving import settle_heap
 from ..tls_token_key import TokenKeyError, TokenKeyRef
 from . import CliError, UsageError, http_users, ops, positive_int, positive_seconds
 from .serve_cmd import claim_ports, listen_error, parse_host_port, worker_metrics
-from .token_options import add_token_options, token_tls_key
+from .token_options import add_token_options, refuse_key_uri, token_tls_key
 
 # The upstream's credentials, kept out of the command line (which every local user can read).
 UPSTREAM_USER_ENV = "ESTCOAP_UPSTREAM_USER"
@@ -450,6 +450,7 @@ def _gateway(args: argparse.Namespace) -> int:
         # Each process learns the keys another spent only when --psk-file changes: a
         # one-time key must not be usable once more on another worker.
         raise UsageError("--coaps-psk takes one process: its spent keys are not shared yet")
+    refuse_key_uri("--psk-file", args.psk_file, "it lists the devices' pre-shared keys")
     if is_pkcs11_uri(args.server_key):  # not echoed: a URI may carry a pin-value
         raise CliError(
             "--server-key: the gateway's DTLS key cannot be in a PKCS#11 token: pyOpenSSL "

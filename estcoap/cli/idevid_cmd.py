@@ -8,11 +8,15 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from ..ca.pkcs11uri import is_pkcs11_uri
 from ..client import load_certificates, load_private_key
 from ..client.api import CredentialError, check_key_matches
 from ..files import OutputError, certificates_pem, check_writable, private_key_pem, write_secret
 from ..idevid import DeviceMaker
 from . import CliError
+from .token_options import add_token_options, refuse_key_uri, token_signing_key
+
+_WRITTEN = "it names a file to write"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -32,10 +36,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="PEM",
         help="the device maker's certificate (idevid maker)",
     )
-    issue.add_argument("--maker-key", required=True, metavar="KEY", help="its private key")
+    issue.add_argument(
+        "--maker-key",
+        required=True,
+        metavar="KEY|URI",
+        help="its private key: a file, or a pkcs11: URI of a key in a token (docs/hsm.md)",
+    )
     issue.add_argument("--serial", required=True, help="the device's serial number")
     issue.add_argument("--out-cert", required=True, metavar="PEM", help="the IDevID")
     issue.add_argument("--out-key", required=True, metavar="KEY", help="its key (mode 0600)")
+    add_token_options(issue, "--maker-key")
     issue.set_defaults(func=_issue)
 
 
@@ -51,6 +61,8 @@ def _refuse_existing(*paths: str) -> None:
 
 
 def _maker(args: argparse.Namespace) -> int:
+    refuse_key_uri("--out-key", args.out_key, f"{_WRITTEN} (the maker's key is made here)")
+    refuse_key_uri("--out-cert", args.out_cert, _WRITTEN)
     _refuse_existing(args.out_cert, args.out_key)
     maker = DeviceMaker.create(args.name)
     write_secret(args.out_key, private_key_pem(maker.private_key), overwrite=False)
@@ -63,13 +75,20 @@ def _maker(args: argparse.Namespace) -> int:
 
 
 def _issue(args: argparse.Namespace) -> int:
+    refuse_key_uri("--out-key", args.out_key, f"{_WRITTEN} (the device's key is made here)")
+    refuse_key_uri("--out-cert", args.out_cert, _WRITTEN)
+    refuse_key_uri("--maker-cert", args.maker_cert, "it names the maker's certificate")
     _refuse_existing(args.out_cert, args.out_key)
     try:
         cert = load_certificates(args.maker_cert)[0]
     except CredentialError as exc:
         raise CliError(f"--maker-cert {exc}") from None
     try:
-        key = load_private_key(args.maker_key)
+        key = (
+            token_signing_key(args, "--maker-key", args.maker_key)[0]
+            if is_pkcs11_uri(args.maker_key)
+            else load_private_key(args.maker_key)
+        )
     except CredentialError as exc:
         raise CliError(f"--maker-key {exc}") from None
     try:

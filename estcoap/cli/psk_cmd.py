@@ -22,6 +22,7 @@ from ..codec.names import NameSyntaxError, format_name, parse_name
 from ..pskengine import PskUnavailable, parse_psk_key
 from . import CliError, UsageError, add_ca_dir, ca_dir, ops, positive_int
 from .table import print_table
+from .token_options import refuse_key_uri
 
 GENERATED_KEY_BYTES = 16
 _DURATION_RE = re.compile(r"(\d+)([smhdw])")
@@ -100,6 +101,11 @@ def _key(args: argparse.Namespace) -> bytes:
     if args.generate:
         return secrets.token_bytes(GENERATED_KEY_BYTES)
     text = args.psk_key
+    refuse_key_uri(
+        "--psk-key-file",
+        args.psk_key_file,
+        "a pre-shared key is a secret both ends hold, hex in a file",
+    )
     if args.psk_key_file is not None:
         try:
             with open(args.psk_key_file, encoding="ascii") as fh:

@@ -58,7 +58,7 @@ from ..tls_token_key import TokenKeyError
 from . import CliError, UsageError, http_users, number, ops, positive_int, validity_days
 from .ca_cmd import duration, require_writable_store
 from .psk_cmd import start_coaps_psk_front
-from .token_options import add_token_options, pin_source, token_tls_key
+from .token_options import add_token_options, pin_source, refuse_key_uri, token_tls_key
 
 HOUSEKEEPING_SECONDS = 30.0
 
@@ -261,6 +261,7 @@ def build_service(args: argparse.Namespace) -> LocalCA:
                 trust.extend(x509.load_pem_x509_certificates(fh.read()))
         except ValueError as exc:
             raise CliError(f"{path}: not a PEM certificate file: {exc}") from exc
+    refuse_key_uri("--shared-keys", args.shared_keys, "its keys are secrets both ends hold")
     try:
         shared_keys = load_shared_keys(args.shared_keys) if args.shared_keys else None
     except SharedKeysError as exc:

@@ -27,6 +27,7 @@ from . import (
     positive_seconds,
     simulate_scale,
 )
+from .token_options import refuse_key_uri
 
 BLOCK_SIZES = (16, 32, 64, 128, 256, 512, 1024)
 probability = number(float, "a probability in [0, 1)", least=0, below=1)
@@ -155,6 +156,9 @@ def _load_certs(path: str, what: str) -> list[x509.Certificate]:
 
 
 def _load_maker(cert_path: str, key_path: str) -> DeviceMaker:
+    refuse_key_uri(
+        "--maker-key", key_path, "the simulator's device maker is a test one (idevid maker)"
+    )
     cert = _load_certs(cert_path, "--maker-cert")[0]
     try:
         key = serialization.load_pem_private_key(Path(key_path).read_bytes(), password=None)

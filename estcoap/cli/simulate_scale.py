@@ -23,6 +23,7 @@ from ..simulate.progress import Progress
 from ..simulate.report import build_report
 from ..simulate.scenarios import RateStep, Scenario, Share, find_rate, prepare_keys, run
 from . import CliError, UsageError, number, positive_int
+from .token_options import refuse_key_uri
 
 rate_per_second = number(float, "devices per second > 0", above=0)
 milliseconds = number(float, "milliseconds > 0", above=0)
@@ -171,6 +172,7 @@ def check(args: argparse.Namespace) -> None:
         raise UsageError("--mix needs two URLs, a coaps:// and an https:// one")
     if args.prepare_keys and not args.keys_dir:
         raise UsageError("--prepare-keys needs --keys-dir DIR")
+    refuse_key_uri("--keys-dir", args.keys_dir, "it is a directory of key files")
     if args.renew and not args.keys_dir:
         raise UsageError("--renew needs the --keys-dir of an earlier run")
     if args.find_rate and args.rate is None:

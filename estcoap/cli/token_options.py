@@ -17,10 +17,10 @@ from ..ca.pkcs11key import (
     find_token_key,
     module_path_for,
 )
-from ..ca.pkcs11uri import Pkcs11Uri, Pkcs11UriError, parse
+from ..ca.pkcs11uri import Pkcs11Uri, Pkcs11UriError, is_pkcs11_uri, parse
 from ..ca.signer import PinSource
 from ..tls_token_key import TokenKeyRef
-from . import CliError
+from . import CliError, UsageError
 
 
 def add_token_options(parser: argparse.ArgumentParser, what: str = "the CA key") -> None:
@@ -73,3 +73,11 @@ def token_signing_key(
     except ValueError as exc:
         raise CliError(str(exc)) from None
     return key, ref
+
+
+def refuse_key_uri(option: str, value: str | None, why: str) -> None:
+    """A pkcs11: URI given to an option that takes a file (one it reads, or one it writes)
+    is a wrong command line told in one line, never a file name: nothing may read or
+    create a file called 'pkcs11:token=...'. The URI is not echoed (it may hold a PIN)."""
+    if value is not None and is_pkcs11_uri(str(value)):
+        raise UsageError(f"{option} takes a file, not a pkcs11: URI: {why}")

@@ -1,6 +1,8 @@
 """Keys in a PKCS#11 token wherever the client takes a key (issue 19): `enroll --key URI`
 signs its CSR in the token, `--client-key URI` authenticates TLS through OpenSSL's pkcs11
-engine, and `ca issue-ocsp --key-uri` puts the OCSP responder's key in the token.
+engine, `idevid issue --maker-key URI` signs IDevIDs there, and `ca issue-ocsp
+--key-uri` puts the OCSP responder's key in the token. Every other option that takes a key
+file refuses a URI in one line.
 
 Real processes: `estcoap serve` in front of a CA in files, the client commands as a user
 types them, `openssl ocsp` as the relying party. The keys are generated in the run's
@@ -11,6 +13,7 @@ like a URI) is one line, and no file appears.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import secrets
 import subprocess
@@ -20,10 +23,11 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.x509.oid import NameOID
 
-from estcoap.ca.pkcs11key import PIN_ENV, generate_in_token, key_attributes
-from estcoap.ca.pkcs11uri import Pkcs11Uri
+from estcoap.ca.pkcs11key import PIN_ENV, find_token_key, generate_in_token, key_attributes
+from estcoap.ca.pkcs11uri import Pkcs11Uri, parse
 from tests.conftest import missing, require
 from tests.integration import hsm_fixtures
 from tests.integration.serve_procs import Running, running
@@ -200,7 +204,7 @@ def test_a_key_that_is_not_there_or_a_wrong_pin_is_one_line_and_no_file(
     # A URI where a file is written is refused, not made into a file name.
     one_line(
         est(*enroll, "--key", uri, "--out", uri, *token_options(pin_file), cwd=work),
-        "--out names a file to write; a pkcs11: URI names a key in a token",
+        "--out takes a file, not a pkcs11: URI: it names a file to write",
     )
     # A PIN in the URI is refused and never repeated.
     one_line(
@@ -280,3 +284,113 @@ def test_issue_ocsp_refuses_a_taken_label_in_one_line(ca: Path, pin_file: Path) 
     done = est("ca", "issue-ocsp", ca, "--key-uri", uri, *token_options(pin_file))
     one_line(done, "already holds a key labelled")
     assert not (ca / "ocsp.uri").exists() and not (ca / "ocsp.pem").exists()
+
+
+def test_idevid_issue_signs_with_a_maker_key_in_the_token(pin_file: Path, tmp_path: Path) -> None:
+    assert MODULE is not None
+    uri, _ = token_key(unique("maker"))
+    key = find_token_key(parse(uri), MODULE, PIN)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "maker in a token")])
+    now = dt.datetime.now(dt.UTC)
+    maker = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    (tmp_path / "maker.pem").write_bytes(maker.public_bytes(serialization.Encoding.PEM))
+    ok(
+        "idevid", "issue", "--maker-cert", tmp_path / "maker.pem", "--maker-key", uri,
+        "--serial", "dev-77", "--out-cert", tmp_path / "dev.pem", "--out-key", tmp_path / "dev.key",
+        *token_options(pin_file),
+    )  # fmt: skip
+    hsm_fixtures.openssl_verify(tmp_path / "maker.pem", leaf(tmp_path / "dev.pem"), tmp_path)
+
+
+def test_options_that_take_a_key_file_refuse_a_uri_in_one_line(ca: Path, tmp_path: Path) -> None:
+    """Where a key cannot be in a token, or a file is written, a pkcs11: URI is a wrong
+    command line (exit 2), never a file name read or created."""
+    work = tmp_path / "work"
+    work.mkdir()
+    uri = f"pkcs11:token={TOKEN};object=anything"
+    url = "https://127.0.0.1:9/.well-known/est"
+    cases: list[tuple[list[str | Path], str]] = [
+        (["idevid", "maker", "--out-cert", "m.pem", "--out-key", uri], "--out-key"),
+        (
+            [
+                "idevid",
+                "issue",
+                "--maker-cert",
+                ca / "ca.pem",
+                "--maker-key",
+                ca / "ca.key",
+                "--serial",
+                "d1",
+                "--out-cert",
+                "d.pem",
+                "--out-key",
+                uri,
+            ],
+            "--out-key",
+        ),  # fmt: skip
+        (["ca", "issue-ra", ca, "--out-cert", "ra.pem", "--out-key", uri], "--out-key"),
+        (
+            ["serverkeygen", url, "--trust", ca / "ca.pem", "--out", "c.pem", "--out-key", uri],
+            "--out-key",
+        ),
+        (
+            [
+                "simulate",
+                url,
+                "--trust",
+                ca / "ca.pem",
+                "--maker-cert",
+                ca / "ca.pem",
+                "--maker-key",
+                uri,
+            ],
+            "--maker-key",
+        ),  # fmt: skip
+        (
+            [
+                "simulate",
+                url,
+                "--trust",
+                ca / "ca.pem",
+                "--maker-cert",
+                ca / "ca.pem",
+                "--maker-key",
+                ca / "ca.key",
+                "--keys-dir",
+                uri,
+            ],
+            "--keys-dir",
+        ),  # fmt: skip
+        (["psk", "add", ca, "dev-psk", "--psk-key-file", uri], "--psk-key-file"),
+        (
+            [
+                "enroll",
+                "coaps://127.0.0.1:9",
+                "--psk-identity",
+                "d",
+                "--psk-key-file",
+                uri,
+                "--key",
+                "k.pem",
+                "--out",
+                "c.pem",
+            ],
+            "--psk-key-file",
+        ),  # fmt: skip
+        (["serve", "--ca", ca, "--https", "127.0.0.1:0", "--shared-keys", uri], "--shared-keys"),
+    ]
+    for args, option in cases:
+        done = est(*args, cwd=work)
+        assert done.returncode == 2, (args, done.stderr)
+        one_line(done, option, "takes a file, not a pkcs11: URI")
+    assert list(work.iterdir()) == []
