@@ -64,12 +64,25 @@ def token_signing_key(
     args: argparse.Namespace, option: str, text: str
 ) -> tuple[Pkcs11EcKey | Pkcs11RsaKey, TokenKeyRef]:
     """A key already in a token, named by a pkcs11: URI given as OPTION: the object that
-    signs through python-pkcs11 (CSRs, OCSP responses) and the same key as TLS reaches it
-    (the engine). The key is found now, so a wrong token, label or PIN is one CliError
-    before anything is sent or written; nothing is ever generated for a URI."""
-    ref = token_tls_key(args, option, text)
+    signs through python-pkcs11 (CSRs, IDevIDs) and the same key as TLS reaches it (the
+    engine). The key is found now, so a wrong token, label or PIN is one CliError before
+    anything is sent or written; nothing is ever generated for a URI. Two options naming
+    keys of one token (reenroll --client-key and --key) ask for its PIN once."""
     try:
-        key = find_token_key(parse(ref.uri), ref.module_path, ref.pin, what=option)
+        uri = parse(text)
+        module = module_path_for(uri, args.pkcs11_module)
+    except (Pkcs11UriError, ValueError) as exc:
+        raise CliError(f"{option}: {exc}") from None
+    pins: dict[tuple[str, str], str] = args.__dict__.setdefault("_token_pins", {})
+    if (module, uri.token) not in pins:
+        try:
+            pins[module, uri.token] = pin_source(args).pin(f"token {uri.token!r} ({option})")
+        except ValueError as exc:
+            raise CliError(f"{option}: {exc}") from None
+    key_only = Pkcs11Uri(uri.token, uri.object, uri.id)  # no module path: the engine's form
+    ref = TokenKeyRef(str(key_only), module, pins[module, uri.token])
+    try:
+        key = find_token_key(key_only, module, ref.pin, what=option)
     except ValueError as exc:
         raise CliError(str(exc)) from None
     return key, ref

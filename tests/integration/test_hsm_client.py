@@ -155,6 +155,13 @@ def test_enroll_with_the_key_in_a_token_then_reenroll_authenticated_by_it(
     renewed = leaf(tmp_path / "renewed.pem")
     assert renewed.public_key() == public and renewed.subject == cert.subject
     assert renewed.serial_number != cert.serial_number
+    # serverkeygen, authenticated the same way: the new key is the server's, in a file.
+    ok(
+        "serverkeygen", https_url, *trust, "--client-cert", tmp_path / "renewed.pem",
+        "--client-key", uri, "--subject", "CN=dev-hsm", "--out", tmp_path / "skg.pem",
+        "--out-key", tmp_path / "skg.key", *token_options(pin_file),
+    )  # fmt: skip
+    assert leaf(tmp_path / "skg.pem").public_key() != public
     for issued in ("dev.pem", "renewed.pem"):
         hsm_fixtures.openssl_verify(ca / "ca.pem", leaf(tmp_path / issued), tmp_path)
 
@@ -175,7 +182,8 @@ def test_enroll_with_the_key_in_a_token_then_reenroll_authenticated_by_it(
     written = [p for p in tmp_path.iterdir() if p.is_file()]
     assert {"dev.pem", "renewed.pem", "rekeyed.pem"} <= {p.name for p in written}
     for path in written:
-        assert b"PRIVATE KEY" not in path.read_bytes(), path
+        if path.name != "skg.key":  # the server-generated key, asked for
+            assert b"PRIVATE KEY" not in path.read_bytes(), path
 
 
 def test_a_key_that_is_not_there_or_a_wrong_pin_is_one_line_and_no_file(
