@@ -115,13 +115,14 @@ def ctxt_switches(pid: int) -> tuple[int, int]:
 
 
 # The system calls counted with --syscalls: every one, and those that tell the event
-# loop's wakeups (epoll_wait) and its datagram traffic apart.
+# loop's wakeups (epoll_wait) and its datagram traffic apart; and moves between cores.
 SYSCALL_EVENTS = {
     "syscalls": "raw_syscalls:sys_enter",
     "epoll_wait": "syscalls:sys_enter_epoll_wait",
     "recvfrom": "syscalls:sys_enter_recvfrom",
     "sendto": "syscalls:sys_enter_sendto",
     "futex": "syscalls:sys_enter_futex",
+    "migrations": "cpu-migrations",  # moved to another core: its caches left behind
 }
 
 
