@@ -3,35 +3,51 @@
 from __future__ import annotations
 
 import datetime
+import hashlib
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from .codec import oids
+
+
+def der_digest(*certificates: x509.Certificate) -> bytes:
+    """SHA-256 over the certificates' DER, in order: what the verdict memories keep in
+    place of the certificates. A parsed certificate with the objects `cryptography`
+    caches on it is ~9 KiB; kept for every device of a fleet, the memories held tens of
+    MiB after a run (docs/performance.md, "Server memory after a run"). The digest
+    names the very same bytes as the certificates did (collisions are SHA-256's)."""
+    digest = hashlib.sha256()
+    for certificate in certificates:
+        digest.update(certificate.public_bytes(Encoding.DER))
+    return digest.digest()
 
 
 class SignatureVerdicts:
     """A bounded LRU of (certificate, issuer) pairs whose signature verified.
 
     A signature check is a pure function of the two certificates, so a verdict can be
-    reused for as long as both exist; x509.Certificate hashes and compares by its DER,
-    so a key matches only the very same bytes. Only successes are kept: a failure costs
-    the attacker who sends it, and must not evict good entries.
+    reused for as long as both exist; a pair is remembered by the digest of both DER
+    encodings, so it matches only the very same bytes and holds no certificate. Only
+    successes are kept: a failure costs the attacker who sends it, and must not evict
+    good entries.
     """
 
     def __init__(self, size: int = 4096) -> None:
         self._size = size
-        self._pairs: OrderedDict[tuple[x509.Certificate, x509.Certificate], None] = OrderedDict()
+        self._pairs: OrderedDict[bytes, None] = OrderedDict()
         self._lock = threading.Lock()  # LocalCA checks chains in worker threads too
 
     def __contains__(self, pair: tuple[x509.Certificate, x509.Certificate]) -> bool:
+        key = der_digest(*pair)
         with self._lock:
-            if pair in self._pairs:
-                self._pairs.move_to_end(pair)
+            if key in self._pairs:
+                self._pairs.move_to_end(key)
                 return True
         return False
 
@@ -39,9 +55,10 @@ class SignatureVerdicts:
         return len(self._pairs)
 
     def add(self, pair: tuple[x509.Certificate, x509.Certificate]) -> None:
+        key = der_digest(*pair)
         with self._lock:
-            self._pairs[pair] = None
-            self._pairs.move_to_end(pair)
+            self._pairs[key] = None
+            self._pairs.move_to_end(key)
             while len(self._pairs) > self._size:
                 self._pairs.popitem(last=False)
 
@@ -108,6 +125,10 @@ def chains_to(
     return False
 
 
+# The chains remembered by identity (each held, with its certificates): about the
+# associations in use at once; the rest are found by digest, for ~3 us more.
+IDENTITY_SIZE = 512
+
 # (chains to an anchor, start and end of the window in which every certificate is valid)
 _Verdict = tuple[bool, datetime.datetime, datetime.datetime]
 
@@ -117,9 +138,12 @@ class ChainVerdicts:
 
     A front builds a peer's chain tuple once per (D)TLS association or client certificate,
     so the verdict is found first by the tuple's identity (no hashing of certificates),
-    then by value. The verdict keeps the window in which every certificate of the chain
-    is valid, and dates are checked on every call against that window, so a certificate
-    that expires after its first use is refused on the next one (RFC 5280 s4.1.2.5).
+    then by the digest of the chain's DER (der_digest). Only the identity memory holds
+    chains, and it is kept small (IDENTITY_SIZE): it serves the associations in use, the
+    digest memory every chain seen. The verdict keeps the window in which every
+    certificate of the chain is valid, and dates are checked on every call against that
+    window, so a certificate that expires after its first use is refused on the next one
+    (RFC 5280 s4.1.2.5).
     Bounded: when full, it starts over. signatures: the signature memory its chain checks
     use (ClientTrust shares one among its verdicts); a memory of its own when not given.
     now: the clock dates are checked against (tests pass their own).
@@ -136,9 +160,10 @@ class ChainVerdicts:
         self._now = now
         self.signatures = signatures if signatures is not None else SignatureVerdicts(size)
         self._size = size
-        self._by_value: dict[tuple[x509.Certificate, ...], _Verdict] = {}
+        self._by_value: dict[bytes, _Verdict] = {}
         # id -> (the tuple itself, kept so its id cannot be reused while the entry lives)
         self._by_identity: dict[int, tuple[tuple[x509.Certificate, ...], _Verdict]] = {}
+        self._identity_size = min(size, IDENTITY_SIZE)
 
     def made_with(self, anchors: Sequence[x509.Certificate]) -> bool:
         """Whether these are the very anchor objects the verdicts were made with."""
@@ -151,10 +176,11 @@ class ChainVerdicts:
         if same is not None and same[0] is chain:
             good, valid_from, valid_until = same[1]
             return good and valid_from <= now <= valid_until
-        verdict = self._by_value.get(chain)
+        if not chain:
+            return False
+        digest = der_digest(*chain)
+        verdict = self._by_value.get(digest)
         if verdict is None:
-            if not chain:
-                return False
             verdict = (
                 chains_to(chain, self.anchors, self.signatures, now),
                 max(c.not_valid_before_utc for c in chain),
@@ -165,14 +191,17 @@ class ChainVerdicts:
         # A refusal outside the validity window may be the dates' doing alone, and a
         # not-yet-valid chain becomes good later: only refusals on trust are remembered.
         if good or in_window:
-            self._remember(chain, verdict)
+            self._remember(chain, digest, verdict)
         return good and in_window
 
-    def _remember(self, chain: tuple[x509.Certificate, ...], verdict: _Verdict) -> None:
-        for memory in (self._by_value, self._by_identity):
-            if len(memory) >= self._size:
-                memory.clear()
-        self._by_value[chain] = verdict
+    def _remember(
+        self, chain: tuple[x509.Certificate, ...], digest: bytes, verdict: _Verdict
+    ) -> None:
+        if len(self._by_value) >= self._size:
+            self._by_value.clear()
+        if len(self._by_identity) >= self._identity_size:
+            self._by_identity.clear()
+        self._by_value[digest] = verdict
         self._by_identity[id(chain)] = (chain, verdict)
 
 

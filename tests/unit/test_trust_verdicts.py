@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 from test_ca_support import cert_peer, foreign_ca, leaf, name, new_ca
 
+from estcoap import trust
 from estcoap.ca.local import LocalCA
 from estcoap.trust import ID_KP_CMC_RA, ChainVerdicts
 
@@ -108,3 +109,33 @@ def test_an_ra_certificate_not_issued_by_this_ca_is_no_ra(tmp_path) -> None:
         assert ca.is_ra(cert_peer(own))
         assert not ca.is_ra(cert_peer(stranger))
     ca.close()
+
+
+def test_a_chain_read_again_is_found_by_its_bytes_and_another_is_not(monkeypatch) -> None:
+    ca, ca_key = foreign_ca()
+    verdicts = ChainVerdicts([ca])
+    first = leaf(ca, ca_key, name("dev"))[0]
+    assert verdicts.trusted((first,))
+    again = x509.load_der_x509_certificate(first.public_bytes(Encoding.DER))
+    reissued = leaf(ca, ca_key, name("dev"))[0]  # same names, other key and bytes
+
+    def no_new_check(*_args: object) -> bool:
+        raise AssertionError("checked again")
+
+    monkeypatch.setattr(trust, "chains_to", no_new_check)
+    assert verdicts.trusted((again,))  # other objects, same bytes: remembered
+    with pytest.raises(AssertionError, match="checked again"):
+        verdicts.trusted((reissued,))
+
+
+def test_only_a_few_chains_are_held_the_rest_by_digest(monkeypatch) -> None:
+    # The identity memory holds the chains it knows; the digest memory holds none.
+    monkeypatch.setattr(trust, "IDENTITY_SIZE", 3)
+    ca, ca_key = foreign_ca()
+    verdicts = ChainVerdicts([ca], size=100)
+    chains = [(leaf(ca, ca_key, name(f"d{n}"))[0],) for n in range(6)]
+    assert all(verdicts.trusted(chain) for chain in chains)
+    assert len(verdicts._by_identity) <= 3
+    assert len(verdicts._by_value) == 6
+    assert all(isinstance(key, bytes) for key in verdicts._by_value)
+    assert all(verdicts.trusted(chain) for chain in chains)  # still known, by digest
