@@ -24,10 +24,24 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509 import ocsp
 from cryptography.x509.oid import NameOID
 
-from estcoap.ca.pkcs11key import PIN_ENV, find_token_key, generate_in_token, key_attributes
+from estcoap.ca import CaPaths
+from estcoap.ca.ocsp import OcspResponder, store_lookup
+from estcoap.ca.ocsp_token import load_responder
+from estcoap.ca.pkcs11key import (
+    PIN_ENV,
+    Pkcs11EcKey,
+    TokenKeyFailed,
+    find_token_key,
+    generate_in_token,
+    key_attributes,
+)
 from estcoap.ca.pkcs11uri import Pkcs11Uri, parse
+from estcoap.ca.signer import PinSource
+from estcoap.ca.store import Store
 from tests.conftest import missing, require
 from tests.integration import hsm_fixtures
 from tests.integration.serve_procs import Running, running
@@ -402,3 +416,72 @@ def test_options_that_take_a_key_file_refuse_a_uri_in_one_line(ca: Path, tmp_pat
         assert done.returncode == 2, (args, done.stderr)
         one_line(done, option, "takes a file, not a pkcs11: URI")
     assert list(work.iterdir()) == []
+
+
+def test_token_keys_that_fail_mid_use_say_so_and_recover(
+    ca: Path, pin_file: Path, tmp_path: Path
+) -> None:
+    """The session closed under the keys (a token reset): a device's key fails its next
+    signature with a line naming it (no retry to ask for, no log), the OCSP responder
+    answers tryLater (RFC 6960 s2.3); both re-open the session for the next one."""
+    assert MODULE is not None
+    uri, public = token_key(unique("device-reset"))
+    device_key = find_token_key(parse(uri), MODULE, PIN, what="--key")
+    ok(
+        "ca", "issue-ocsp", ca, "--key-uri", f"pkcs11:token={TOKEN};object={unique('ocsp-reset')}",
+        *token_options(pin_file),
+    )  # fmt: skip
+    paths = CaPaths.of(ca)
+    responder = load_responder(paths, PinSource(pin_file=pin_file, module=MODULE))
+    assert isinstance(responder.key, Pkcs11EcKey)
+    ca_cert, ca_key = paths.load_ca()
+    store = Store.open(paths.store_location(), create=False)
+    try:
+        ocsp_responder = OcspResponder(
+            ca_cert,
+            ca_key,  # type: ignore[arg-type]
+            store_lookup(store),
+            signer_cert=responder.certificate,
+            signer_key=responder.key,
+        )
+        request = (
+            ocsp.OCSPRequestBuilder()
+            .add_certificate(leaf(ca / "server.pem"), ca_cert, hashes.SHA256())
+            .build()
+            .public_bytes(serialization.Encoding.DER)
+        )
+
+        def status() -> ocsp.OCSPResponseStatus:
+            return ocsp.load_der_ocsp_response(ocsp_responder.respond(request)).response_status
+
+        assert status() == ocsp.OCSPResponseStatus.SUCCESSFUL
+        device_key.sign(b"before", ec.ECDSA(hashes.SHA256()))
+        hsm_fixtures.close_all_sessions(responder.key)
+
+        with pytest.raises(TokenKeyFailed, match=r"^--key pkcs11:.*: signature failed"):
+            device_key.sign(b"during", ec.ECDSA(hashes.SHA256()))
+        assert status() == ocsp.OCSPResponseStatus.TRY_LATER
+
+        signature = device_key.sign(b"after", ec.ECDSA(hashes.SHA256()))
+        public.verify(signature, b"after", ec.ECDSA(hashes.SHA256()))  # type: ignore[attr-defined]
+        assert status() == ocsp.OCSPResponseStatus.SUCCESSFUL
+    finally:
+        store.close()
+
+
+def test_enroll_with_an_rsa_key_in_the_token(
+    ca: Path, https_url: str, pin_file: Path, tmp_path: Path
+) -> None:
+    """An RSA key's public half is read from the private key object itself (its modulus
+    and exponent), an EC key's from the public key object of its id: both work."""
+    assert MODULE is not None
+    label = unique("device-rsa")
+    public = generate_in_token(
+        Pkcs11Uri(TOKEN, label, secrets.token_bytes(8)), MODULE, PIN, "rsa-3072"
+    )
+    ok(
+        "enroll", https_url, "--trust", ca / "ca.pem", "--user", "alice:pw",
+        "--key", f"pkcs11:token={TOKEN};object={label}", "--subject", "CN=dev-rsa",
+        "--out", tmp_path / "rsa.pem", *token_options(pin_file),
+    )  # fmt: skip
+    assert leaf(tmp_path / "rsa.pem").public_key() == public
