@@ -265,7 +265,8 @@ def test_ocsp_responses_signed_by_a_responder_key_in_the_token(
     )  # fmt: skip
     assert "(in the token" in done.stdout
     assert (ca / "ocsp.uri").is_file() and not (ca / "ocsp.key").exists()
-    assert f"object={label}" in (ca / "ocsp.uri").read_text()
+    reference = (ca / "ocsp.uri").read_text()
+    assert f"object={label}" in reference and PIN not in reference
     responder = leaf(ca / "ocsp.pem")
     assert MODULE is not None
     attributes = key_attributes(Pkcs11Uri(TOKEN, label), MODULE, PIN)
@@ -299,6 +300,10 @@ def test_ocsp_responses_signed_by_a_responder_key_in_the_token(
     # Back to a key file: the token reference goes, so the two never disagree.
     ok("ca", "issue-ocsp", ca)
     assert (ca / "ocsp.key").is_file() and not (ca / "ocsp.uri").exists()
+    # Both at once is refused, not settled by whichever a command looks at first.
+    (ca / "ocsp.uri").write_text(reference)
+    with pytest.raises(ValueError, match="has both ocsp.key and ocsp.uri"):
+        load_responder(CaPaths.of(ca), PinSource(pin_file=pin_file, module=MODULE))
 
 
 def test_issue_ocsp_refuses_a_taken_label_in_one_line(ca: Path, pin_file: Path) -> None:
