@@ -24,7 +24,9 @@ all (an offered load that does not depend on the server's speed). Measured:
   cost the traced process little, unlike strace): all of them, and the epoll_wait calls
   (event-loop wakeups), receives and sends among them;
 * with --profile DIR, a py-spy profile of each server process during the timed run
-  (DIR/CASE-pid.txt, collapsed stacks; for finding where CPU goes, not for the figures).
+  (DIR/CASE-pid.txt, collapsed stacks; for finding where CPU goes, not for the figures);
+  --profile-gil samples only the thread holding the GIL (a thread waiting for it, which
+  py-spy otherwise counts, is left out).
 
 The cases run interleaved, round after round, so a change of the machine's load hits
 them alike; the load average is printed with each run. PostgreSQL is a throwaway cluster
@@ -152,10 +154,13 @@ class SyscallCount:
         return counts
 
 
-def py_spy(pid: int, out: Path) -> subprocess.Popen:
+def py_spy(pid: int, out: Path, gil: bool = False) -> subprocess.Popen:
+    """Samples of every thread that runs or waits to run (a wait for the GIL counts), or
+    with gil only of the thread holding the GIL: where the Python code's CPU goes."""
     spy = Path(sys.executable).with_name("py-spy")
     return subprocess.Popen(
         [str(spy), "record", "--nonblocking", "--format", "raw", "--rate", "200"]
+        + (["--gil"] if gil else [])
         + ["--pid", str(pid), "--output", str(out)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -317,7 +322,9 @@ def run_case(args, store: str, layout: str, pg, maker: DeviceMaker, work: Path) 
         counter = SyscallCount(serving, work / f"{tag}.perf") if args.syscalls else None
         spies = []
         if args.profile:
-            spies = [py_spy(p, Path(args.profile) / f"{tag}-{p}.txt") for p in serving]
+            spies = [
+                py_spy(p, Path(args.profile) / f"{tag}-{p}.txt", args.profile_gil) for p in serving
+            ]
             time.sleep(1.0)
         load = os.getloadavg()[0]
         switches0 = [ctxt_switches(p) for p in serving]
@@ -396,6 +403,9 @@ def main() -> None:
         "--syscalls", action="store_true", help="count the server's system calls (perf)"
     )
     parser.add_argument("--profile", metavar="DIR", help="py-spy profiles of the server")
+    parser.add_argument(
+        "--profile-gil", action="store_true", help="profile only the thread holding the GIL"
+    )
     args = parser.parse_args()
     stores = args.stores.split(",")
     layouts = args.layouts.split(",")
