@@ -61,7 +61,16 @@ class PgCluster:
             "--encoding=UTF8",
             "--locale=C.UTF-8",
         )
-        self.start_server()
+        for attempt in range(3):
+            try:
+                self.start_server()
+                return
+            except subprocess.CalledProcessError:
+                # The free port was taken before the server bound it (pytest-xdist workers
+                # start their clusters at the same moment): another one.
+                if attempt == 2:
+                    raise
+                self.port = _free_port()
 
     def start_server(self) -> None:
         """Start the server of the initialised cluster (again, after stop_server)."""
