@@ -46,6 +46,39 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         shutil.rmtree(os.environ.pop("PYTHONPYCACHEPREFIX"), ignore_errors=True)
 
 
+# Modules whose tests bound waits by time or load the machine on purpose (a fleet at 20 %
+# loss, 200 devices through nginx, SIGKILLed workers, drains, the PSK race, SoftHSM
+# shared by a server's worker processes): marked serial, they run alone, in the second
+# pass of scripts/test, not beside the parallel (pytest-xdist) pass.
+SERIAL_MODULES = {
+    "tests/integration/test_coaps_ack_timeout.py",
+    "tests/integration/test_hsm_ca.py",
+    "tests/integration/test_hsm_client.py",
+    "tests/integration/test_hsm_fault_load.py",
+    "tests/integration/test_hsm_tls.py",
+    "tests/integration/test_psk.py",
+    "tests/integration/test_runtime_signals.py",
+    "tests/integration/test_simulate.py",
+    "tests/integration/test_simulate_scale.py",
+    "tests/integration/test_workers.py",
+    "tests/interop/test_balancer_nginx.py",
+    "tests/unit/test_ca_concurrency.py",
+}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """With pytest-xdist (`-n N --dist loadgroup`), the tests of one module run on one
+    worker, in order, sharing its module fixtures, unless marked xdist_group otherwise
+    (the documents of tests/docs, one group each); SERIAL_MODULES are marked serial."""
+    for item in items:
+        module = item.nodeid.split("::", 1)[0]
+        if item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(module))
+        if module in SERIAL_MODULES:
+            item.add_marker(pytest.mark.serial)
+
+
 def in_ci() -> bool:
     return os.environ.get("CI", "").lower() not in ("", "0", "false")
 
